@@ -1,0 +1,265 @@
+"""How values become bytes: a small versioned header, then a codec body.
+
+Payload layout (11-byte header)::
+
+    0xC5 0x01 | codec id (1 byte) | stamp (8 bytes, big-endian) | body
+
+The stamp is ``writer id (24 bits) << 40 | sequence (40 bits)``: unique per write of this
+process, so a write that timed out and lands late can be recognised (see ``journal``).
+Codec ids: 1 plain JSON (orjson), 2 tagged JSON (exact tuple/set/bytes/datetime/... types),
+3 HMAC-signed pickle. A payload that does not parse is a miss, never an exception.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import math
+import os
+import pickle
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+
+from .errors import ConfigurationError, SerializationError
+
+__all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "is_ours"]
+
+MAGIC = b"\xc5\x01"
+HEADER_SIZE = 11
+PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE = 1, 2, 3
+_TAG = "\x00"
+_ORJSON_OPTS = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+ALLOWED_TYPES = (
+    "str, int, float, bool, None, list, dict (str keys, or any keys of these types), tuple, set, "
+    "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID and Decimal"
+)
+
+
+class CorruptPayload(Exception):  # noqa: N818 - internal signal, never reaches callers
+    """A stored payload is not one of ours or does not decode: the caller sees a miss."""
+
+
+def is_ours(raw: bytes) -> bool:
+    """Whether ``raw`` starts with this library's header."""
+    return raw[:2] == MAGIC
+
+
+class Stamper:
+    """Issues per-write stamps: a random writer id per process and a rising sequence."""
+
+    def __init__(self) -> None:
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        """Pick a fresh writer id (after fork the child must not reuse the parent's)."""
+        self.writer = int.from_bytes(os.urandom(3), "big")
+        self._base = self.writer << 40
+        self._counter = itertools.count(1)
+
+    def next(self) -> int:
+        """A stamp greater than every stamp this process issued before."""
+        return self._base | (next(self._counter) & 0xFF_FFFF_FFFF)
+
+    def mine(self, stamp: int) -> bool:
+        """Whether ``stamp`` was issued by this process."""
+        return stamp >> 40 == self.writer
+
+
+STAMPER = Stamper()
+
+
+def stamp_of(raw: bytes) -> int:
+    """The stamp in a payload's header."""
+    return int.from_bytes(raw[3:HEADER_SIZE], "big")
+
+
+class Codec(Protocol):
+    """Turns values into a (codec id, body) pair and back; ``key`` lets a codec bind to it."""
+
+    def encode(self, value: Any, key: str) -> tuple[int, bytes]: ...
+
+    def decode(self, codec_id: int, body: memoryview, key: str) -> Any: ...
+
+
+def _tag(value: Any) -> Any:
+    """Rewrite a value into JSON-native data, tagging every type JSON would change."""
+    t = type(value)
+    if value is None or t is str or t is bool:
+        return value
+    if t is int:
+        return value if _INT_MIN <= value <= _INT_MAX else {_TAG: ["int", str(value)]}
+    if t is float:
+        return value if math.isfinite(value) else {_TAG: ["float", repr(value)]}
+    if t is list:
+        return [_tag(v) for v in value]
+    if t is dict:
+        if all(type(k) is str for k in value) and not (len(value) == 1 and _TAG in value):
+            return {k: _tag(v) for k, v in value.items()}
+        return {_TAG: ["map", [[_tag(k), _tag(v)] for k, v in value.items()]]}
+    tagger = _TAGGERS.get(t)
+    if tagger is None:
+        raise SerializationError(
+            f"cannot cache a value of type {t.__module__}.{t.__qualname__}: the JSON codec "
+            f"stores {ALLOWED_TYPES}; use PickleCodec(signing_key=...) for other types"
+        )
+    name, encode = tagger
+    return {_TAG: [name, encode(value)]}
+
+
+_TAGGERS: dict[type, tuple[str, Callable[[Any], Any]]] = {
+    tuple: ("tuple", lambda v: [_tag(x) for x in v]),
+    set: ("set", lambda v: [_tag(x) for x in v]),
+    frozenset: ("frozenset", lambda v: [_tag(x) for x in v]),
+    bytes: ("bytes", lambda v: base64.b64encode(v).decode()),
+    bytearray: ("bytearray", lambda v: base64.b64encode(v).decode()),
+    datetime: ("datetime", lambda v: v.isoformat()),
+    date: ("date", lambda v: v.isoformat()),
+    time: ("time", lambda v: v.isoformat()),
+    timedelta: ("timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
+    uuid.UUID: ("uuid", str),
+    Decimal: ("decimal", str),
+}
+
+_UNTAGGERS: dict[str, Callable[[Any], Any]] = {
+    "int": int,
+    "float": float,
+    "map": lambda v: {_untag(k): _untag(x) for k, x in v},
+    "tuple": lambda v: tuple(_untag(x) for x in v),
+    "set": lambda v: {_untag(x) for x in v},
+    "frozenset": lambda v: frozenset(_untag(x) for x in v),
+    "bytes": base64.b64decode,
+    "bytearray": lambda v: bytearray(base64.b64decode(v)),
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "uuid": uuid.UUID,
+    "decimal": Decimal,
+}
+
+
+def _untag(value: Any) -> Any:
+    t = type(value)
+    if t is list:
+        return [_untag(v) for v in value]
+    if t is dict:
+        if len(value) == 1 and _TAG in value:
+            name, payload = value[_TAG]
+            return _UNTAGGERS[name](payload)
+        return {k: _untag(v) for k, v in value.items()}
+    return value
+
+
+class JsonCodec:
+    """JSON via orjson; values JSON would change (tuple, UUID, ...) take a tagged form."""
+
+    def encode(self, value: Any, key: str) -> tuple[int, bytes]:
+        """Plain orjson when that round-trips exactly, else the tagged form."""
+        try:
+            body = orjson.dumps(value, option=_ORJSON_OPTS)
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            t = type(value)
+            if t is str or t is bool or value is None or orjson.loads(body) == value:
+                return PLAIN_JSON, body
+        try:
+            return TAGGED_JSON, orjson.dumps(_tag(value))
+        except RecursionError:
+            raise SerializationError("cannot cache a value nested this deeply") from None
+        except orjson.JSONEncodeError as exc:
+            raise SerializationError(f"cannot cache this value: {exc}") from None
+
+    def decode(self, codec_id: int, body: memoryview, key: str) -> Any:
+        """Decode codec ids 1 and 2; anything else is not ours to read."""
+        try:
+            if codec_id == PLAIN_JSON:
+                return orjson.loads(body)
+            if codec_id == TAGGED_JSON:
+                return _untag(orjson.loads(body))
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
+            raise CorruptPayload(f"undecodable JSON payload: {exc}") from None
+        raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks")
+
+
+class PickleCodec(JsonCodec):
+    """Pickle signed with HMAC-SHA256 over the key and payload; reads JSON payloads too.
+
+    Only for values JSON cannot hold. Every service sharing these keys needs the same key;
+    a payload whose signature does not verify is a miss and is logged.
+    """
+
+    def __init__(self, signing_key: bytes | str) -> None:
+        if isinstance(signing_key, str):
+            signing_key = signing_key.encode()
+        if not isinstance(signing_key, bytes) or len(signing_key) < 16:
+            raise ConfigurationError(
+                "PickleCodec needs signing_key= (bytes or str of at least 16 bytes, e.g. "
+                "secrets.token_bytes(32)); unsigned pickle would let anyone who can write to "
+                "Redis run code in this process"
+            )
+        self._key = signing_key
+
+    def __repr__(self) -> str:
+        return "PickleCodec(signing_key=***)"
+
+    def _sign(self, key: str, body: bytes | memoryview) -> bytes:
+        k = key.encode()
+        msg = len(k).to_bytes(4, "big") + k + bytes(body)
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def encode(self, value: Any, key: str) -> tuple[int, bytes]:
+        """Signed pickle (protocol 5)."""
+        try:
+            body = pickle.dumps(value, protocol=5)
+        except Exception as exc:  # pickle raises many types
+            raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from None
+        return SIGNED_PICKLE, self._sign(key, body) + body
+
+    def decode(self, codec_id: int, body: memoryview, key: str) -> Any:
+        """Verify the signature before unpickling; JSON payloads decode as JsonCodec's."""
+        if codec_id != SIGNED_PICKLE:
+            return super().decode(codec_id, body, key)
+        signature, data = bytes(body[:32]), body[32:]
+        if not hmac.compare_digest(signature, self._sign(key, data)):
+            raise CorruptPayload("pickle payload failed its HMAC check")
+        try:
+            return pickle.loads(data)
+        except Exception as exc:
+            raise CorruptPayload(f"signed pickle did not load: {exc}") from None
+
+
+_PREFIXES = {cid: MAGIC + bytes([cid]) for cid in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE)}
+
+
+def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> bytes:
+    """Encode ``value`` for ``key`` with a header; raises before anything is written."""
+    codec_id, body = codec.encode(value, key)
+    payload = b"".join((_PREFIXES[codec_id], stamp.to_bytes(8, "big"), body))
+    if len(payload) > max_bytes:
+        from .errors import ValueTooLargeError
+
+        raise ValueTooLargeError(
+            f"value for {key!r} encodes to {len(payload)} bytes, over max_value_bytes={max_bytes}"
+        )
+    return payload
+
+
+def unpack(codec: Codec, raw: bytes, key: str) -> Any:
+    """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
+    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
+        raise CorruptPayload("payload lacks the cache_service header")
+    return codec.decode(raw[2], memoryview(raw)[HEADER_SIZE:], key)

@@ -1,0 +1,241 @@
+"""Validated settings: TTLs, where Redis is (``Location``) and per-target tuning (pure)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["Location", "TargetOptions", "resolve_location", "ttl_seconds"]
+
+Kind = Literal["standalone", "sentinel", "cluster", "memory"]
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 6379
+_SCHEMES = {
+    "redis": ("standalone", False),
+    "rediss": ("standalone", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "memory": ("memory", False),
+}
+_TTL_HELP = "a TTL must be None (the default TTL), a positive int or float of seconds, or a timedelta"
+
+
+def ttl_seconds(ttl: object, what: str = "ttl") -> float:
+    """Return a validated TTL in seconds, refusing anything but a positive finite duration."""
+    if isinstance(ttl, timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise ConfigurationError(f"{what}={ttl!r} is not allowed: {_TTL_HELP}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(f"{what}={ttl!r} is not allowed: {_TTL_HELP}")
+    return seconds
+
+
+def _positive(name: str, value: float, *, integer: bool = False) -> None:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or not math.isfinite(value) or value <= 0:
+        kind = "a positive int" if integer else "a positive number"
+        raise ConfigurationError(f"{name} must be {kind}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where one Redis deployment is; equal locations share one target per process."""
+
+    kind: Kind
+    hosts: tuple[tuple[str, int], ...] = ()
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = field(default=None, repr=False)
+    service_name: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    read_from_replicas: bool = False
+
+    def describe(self) -> str:
+        """A human string with no secrets, for logs and the demo."""
+        if self.kind == "memory":
+            return "memory://"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        scheme = {"standalone": "redis", "sentinel": "redis+sentinel", "cluster": "redis+cluster"}
+        s = "s" if self.ssl else ""
+        base = scheme[self.kind].replace("redis", f"redis{s}", 1)
+        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
+        tail = f"/{self.service_name}" if self.kind == "sentinel" else ""
+        return f"{base}://{user}{hosts}{tail}/{self.db}"
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Tuning shared by every service on one target; fixed by the first service to name it."""
+
+    socket_timeout: float = 0.25
+    connect_timeout: float = 0.25
+    max_connections: int | None = None
+    max_memory_entries: int = 10_000
+    max_memory_bytes: int = 64 * 1024 * 1024
+    breaker_min_backoff: float = 0.5
+    breaker_max_backoff: float = 5.0
+    journal_max_entries: int = 10_000
+    late_write_guard: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("socket_timeout", "connect_timeout", "breaker_min_backoff",
+                     "breaker_max_backoff", "late_write_guard"):
+            _positive(name, getattr(self, name))
+        if self.max_connections is not None:
+            _positive("max_connections", self.max_connections, integer=True)
+        for name in ("max_memory_entries", "max_memory_bytes", "journal_max_entries"):
+            _positive(name, getattr(self, name), integer=True)
+        if self.breaker_max_backoff < self.breaker_min_backoff:
+            raise ConfigurationError("breaker_max_backoff must be >= breaker_min_backoff")
+
+
+def _parse_hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for part in netloc.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part.startswith("["):
+            host, _, rest = part[1:].partition("]")
+            port_text = rest.lstrip(":")
+        else:
+            host, _, port_text = part.rpartition(":") if ":" in part else (part, "", "")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            raise ConfigurationError(f"invalid port in {part!r}") from None
+        hosts.append((host or DEFAULT_HOST, port))
+    return tuple(hosts) or ((DEFAULT_HOST, default_port),)
+
+
+def parse_url(url: str) -> Location:
+    """Parse ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``memory://``.
+
+    Sentinel: ``redis+sentinel://[user:pass@]h1:26379,h2:26379/service_name[/db]``.
+    Cluster: ``redis+cluster://[user:pass@]h1:7000,h2:7001[/0]``.
+    Query options: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``sentinel_password``,
+    ``read_from_replicas=true``.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in _SCHEMES:
+        raise ConfigurationError(
+            "url must start with redis://, rediss://, redis+sentinel://, redis+cluster:// "
+            f"or memory:// (got {url.split('://')[0]!r}://...)"
+        )
+    kind, ssl = _SCHEMES[scheme.lower()]
+    if kind == "memory":
+        return Location(kind="memory")
+    rest = url[len(scheme) + 3 :]
+    netloc, _, path_query = rest.partition("/")
+    userinfo, at, hostpart = netloc.rpartition("@")
+    if not at:
+        userinfo, hostpart = "", netloc
+    username = password = None
+    if userinfo:
+        user, colon, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if colon else None
+        if not colon:  # redis://secret@host is a password, as in redis-py
+            username, password = None, unquote(user)
+    parts = urlsplit("x://h/" + path_query)
+    segments = [s for s in parts.path.split("/") if s]
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    service_name = None
+    if kind == "sentinel":
+        if not segments:
+            raise ConfigurationError("a sentinel url needs the service name: .../mymaster/0")
+        service_name = segments.pop(0)
+    try:
+        db = int(segments[0]) if segments else int(query.get("db", 0))
+    except ValueError:
+        raise ConfigurationError(f"database must be an integer in {url.split('@')[-1]!r}") from None
+    default_port = 26379 if kind == "sentinel" else DEFAULT_PORT
+    return Location(
+        kind=kind,
+        hosts=_parse_hosts(hostpart, default_port),
+        db=db,
+        username=username,
+        password=password,
+        ssl=ssl,
+        ssl_ca_certs=query.get("ssl_ca_certs"),
+        ssl_certfile=query.get("ssl_certfile"),
+        ssl_keyfile=query.get("ssl_keyfile"),
+        service_name=service_name,
+        sentinel_password=query.get("sentinel_password"),
+        read_from_replicas=query.get("read_from_replicas", "").lower() in ("1", "true", "yes"),
+    )
+
+
+def resolve_location(
+    *,
+    url: str | None,
+    host: str | None,
+    port: int | None,
+    db: int | None,
+    username: str | None,
+    password: str | None,
+    ssl: bool | None,
+    ssl_ca_certs: str | None = None,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    sentinels: list[tuple[str, int]] | None = None,
+    service_name: str | None = None,
+    sentinel_password: str | None = None,
+    cluster: bool = False,
+    read_from_replicas: bool = False,
+) -> Location:
+    """Explicit url/host/port/sentinels first, then ``REDIS_URL``, then localhost:6379."""
+    if url is not None and (host is not None or port is not None or sentinels):
+        raise ConfigurationError("give either url= or host=/port=/sentinels=, not both")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 0 < port < 65536):
+        raise ConfigurationError(f"port must be an int from 1 to 65535, got {port!r}")
+    if db is not None and (isinstance(db, bool) or not isinstance(db, int) or db < 0):
+        raise ConfigurationError(f"db must be a non-negative int, got {db!r}")
+    if sentinels:
+        if not service_name:
+            raise ConfigurationError("sentinels= needs service_name= (e.g. 'mymaster')")
+        base = Location(kind="sentinel", hosts=tuple((h, int(p)) for h, p in sentinels),
+                        service_name=service_name)
+    elif url is not None:
+        base = parse_url(url)
+    elif host is not None or port is not None:
+        base = Location(kind="standalone", hosts=((host or DEFAULT_HOST, port or DEFAULT_PORT),))
+    elif os.environ.get("REDIS_URL"):
+        base = parse_url(os.environ["REDIS_URL"])
+    else:
+        base = Location(kind="standalone", hosts=((DEFAULT_HOST, DEFAULT_PORT),))
+    if base.kind == "memory":
+        return base
+    kind: Kind = "cluster" if cluster and base.kind == "standalone" else base.kind
+    return Location(
+        kind=kind,
+        hosts=base.hosts,
+        db=db if db is not None else base.db,
+        username=username if username is not None else base.username,
+        password=password if password is not None else base.password,
+        ssl=ssl if ssl is not None else base.ssl,
+        ssl_ca_certs=ssl_ca_certs or base.ssl_ca_certs,
+        ssl_certfile=ssl_certfile or base.ssl_certfile,
+        ssl_keyfile=ssl_keyfile or base.ssl_keyfile,
+        service_name=service_name or base.service_name,
+        sentinel_password=sentinel_password or base.sentinel_password,
+        read_from_replicas=read_from_replicas or base.read_from_replicas,
+    )

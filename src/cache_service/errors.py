@@ -1,0 +1,28 @@
+"""Exception tree of cache_service.
+
+    CacheError                      root of everything this library raises
+    ├── ConfigurationError          also ValueError: a bad prefix, TTL, URL or option
+    ├── SerializationError          also TypeError: a value the codec cannot store exactly
+    │   └── ValueTooLargeError      also ValueError: encoded value over ``max_value_bytes``
+    └── (a miss is never an exception; Redis errors never reach callers)
+"""
+
+from __future__ import annotations
+
+__all__ = ["CacheError", "ConfigurationError", "SerializationError", "ValueTooLargeError"]
+
+
+class CacheError(Exception):
+    """Root of every error raised by cache_service."""
+
+
+class ConfigurationError(CacheError, ValueError):
+    """A constructor argument, TTL, key or prefix is not allowed; the message says what is."""
+
+
+class SerializationError(CacheError, TypeError):
+    """A value cannot be stored so that ``get()`` returns it with its exact types."""
+
+
+class ValueTooLargeError(SerializationError, ValueError):
+    """The encoded value is larger than the configured ``max_value_bytes``."""
