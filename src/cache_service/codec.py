@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .errors import ConfigurationError, SerializationError
+from .errors import ConfigurationError, SerializationError, ValueTooLargeError
 
 __all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "is_ours"]
 
@@ -46,7 +46,7 @@ ALLOWED_TYPES = (
 )
 
 
-class CorruptPayload(Exception):  # noqa: N818 - internal signal, never reaches callers
+class CorruptPayload(Exception):
     """A stored payload is not one of ours or does not decode: the caller sees a miss."""
 
 
@@ -250,8 +250,6 @@ def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> byte
     codec_id, body = codec.encode(value, key)
     payload = b"".join((_PREFIXES[codec_id], stamp.to_bytes(8, "big"), body))
     if len(payload) > max_bytes:
-        from .errors import ValueTooLargeError
-
         raise ValueTooLargeError(
             f"value for {key!r} encodes to {len(payload)} bytes, over max_value_bytes={max_bytes}"
         )

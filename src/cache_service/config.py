@@ -16,7 +16,7 @@ __all__ = ["Location", "TargetOptions", "resolve_location", "ttl_seconds"]
 Kind = Literal["standalone", "sentinel", "cluster", "memory"]
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 6379
-_SCHEMES = {
+_SCHEMES: dict[str, tuple[Kind, bool]] = {
     "redis": ("standalone", False),
     "rediss": ("standalone", True),
     "redis+sentinel": ("sentinel", False),
@@ -25,7 +25,9 @@ _SCHEMES = {
     "rediss+cluster": ("cluster", True),
     "memory": ("memory", False),
 }
-_TTL_HELP = "a TTL must be None (the default TTL), a positive int or float of seconds, or a timedelta"
+_TTL_HELP = (
+    "a TTL must be None (the default TTL), a positive int or float of seconds, or a timedelta"
+)
 
 
 def ttl_seconds(ttl: object, what: str = "ttl") -> float:
@@ -68,7 +70,7 @@ class Location:
     def describe(self) -> str:
         """A human string with no secrets, for logs and the demo."""
         if self.kind == "memory":
-            return "memory://"
+            return f"memory://{self.service_name or ''}"
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
         scheme = {"standalone": "redis", "sentinel": "redis+sentinel", "cluster": "redis+cluster"}
         s = "s" if self.ssl else ""
@@ -106,8 +108,8 @@ class TargetOptions:
 
 def _parse_hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
     hosts = []
-    for part in netloc.split(","):
-        part = part.strip()
+    for raw_part in netloc.split(","):
+        part = raw_part.strip()
         if not part:
             continue
         if part.startswith("["):
@@ -137,12 +139,13 @@ def parse_url(url: str) -> Location:
     if not sep or scheme.lower() not in _SCHEMES:
         raise ConfigurationError(
             "url must start with redis://, rediss://, redis+sentinel://, redis+cluster:// "
-            f"or memory:// (got {url.split('://')[0]!r}://...)"
+            f"or memory:// (got {url.split('://', maxsplit=1)[0]!r}://...)"
         )
-    kind, ssl = _SCHEMES[scheme.lower()]
-    if kind == "memory":
-        return Location(kind="memory")
+    kind = _SCHEMES[scheme.lower()][0]
+    ssl = _SCHEMES[scheme.lower()][1]
     rest = url[len(scheme) + 3 :]
+    if kind == "memory":  # memory://NAME: a separate process-local store per name
+        return Location(kind="memory", service_name=rest.strip("/") or None)
     netloc, _, path_query = rest.partition("/")
     userinfo, at, hostpart = netloc.rpartition("@")
     if not at:
@@ -165,7 +168,8 @@ def parse_url(url: str) -> Location:
     try:
         db = int(segments[0]) if segments else int(query.get("db", 0))
     except ValueError:
-        raise ConfigurationError(f"database must be an integer in {url.split('@')[-1]!r}") from None
+        shown = url.rsplit("@", maxsplit=1)[-1]
+        raise ConfigurationError(f"database must be an integer in {shown!r}") from None
     default_port = 26379 if kind == "sentinel" else DEFAULT_PORT
     return Location(
         kind=kind,

@@ -7,6 +7,7 @@ encoding, the breaker, the outage journal and the memory store exist exactly onc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -22,7 +23,7 @@ from .keys import KeySpace
 from .stats import ServiceCounters
 from .target import Op, Target, Unavailable, WrongType, get_target
 
-__all__ = ["MISSING", "ServiceCore", "TTL"]
+__all__ = ["MISSING", "TTL", "ServiceCore"]
 
 log = logging.getLogger("cache_service")
 R = TypeVar("R")
@@ -171,10 +172,8 @@ class ServiceCore:
         if why is not None:
             self._target.counters.corrupt += 1
             log.warning("cache_service: discarding %r: %s", k, why)
-        try:
+        with contextlib.suppress(Unavailable):
             yield ("unlink", k)
-        except Unavailable:
-            pass
         return default
 
     def _set(self, key: str, value: Any, ttl: TTL) -> Op[None]:
@@ -195,8 +194,9 @@ class ServiceCore:
         if not ks:
             return 0
         self._counters.deletes += len(ks)
-        return (yield from self._write(
-            lambda: _one(("unlink", *ks)), lambda: self._target.memory_invalidate(ks), keys=ks))
+        removed: int = yield from self._write(
+            lambda: _one(("unlink", *ks)), lambda: self._target.memory_invalidate(ks), keys=ks)
+        return removed
 
     def _invalidate(self, pattern: str) -> Op[int]:
         self._counters.invalidations += 1

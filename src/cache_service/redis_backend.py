@@ -11,9 +11,15 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .config import Location, TargetOptions
 
@@ -51,10 +57,8 @@ def build_sync_client(location: Location, options: TargetOptions) -> Any:
     """A redis-py client for ``location``; cluster clients contact a node while built."""
     kwargs = _common(location, options)
     if location.kind == "cluster":
-        from redis.cluster import ClusterNode, RedisCluster
-
         return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in location.hosts],
+            startup_nodes=[ClusterNode(h, p) for h, p in location.hosts],  # type: ignore[no-untyped-call]
             retry=Retry(NoBackoff(), 0),
             read_from_replicas=location.read_from_replicas,
             max_connections=options.max_connections or 2**31,
@@ -62,9 +66,7 @@ def build_sync_client(location: Location, options: TargetOptions) -> Any:
         )
     kwargs["retry"] = Retry(NoBackoff(), 0)
     if location.kind == "sentinel":
-        from redis.sentinel import Sentinel
-
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(location.hosts),
             sentinel_kwargs={
                 "socket_timeout": options.socket_timeout,
@@ -75,8 +77,10 @@ def build_sync_client(location: Location, options: TargetOptions) -> Any:
             **kwargs,
         )
         if location.read_from_replicas:
-            return sentinel.slave_for(location.service_name, db=location.db)
-        return sentinel.master_for(location.service_name, db=location.db)
+            return sentinel.slave_for(  # type: ignore[no-untyped-call]
+                location.service_name or "", db=location.db)
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            location.service_name or "", db=location.db)
     host, port = location.hosts[0]
     return redis.Redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
@@ -87,23 +91,15 @@ def build_async_client(location: Location, options: TargetOptions) -> Any:
     """The ``redis.asyncio`` twin of ``build_sync_client`` (bound to the running loop)."""
     kwargs = _common(location, options)
     if location.kind == "cluster":
-        from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
-        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-        from redis.asyncio.retry import Retry as AsyncRetry
-
         return AsyncRedisCluster(
             startup_nodes=[AsyncClusterNode(h, p) for h, p in location.hosts],
             retry=AsyncRetry(NoBackoff(), 0),
             read_from_replicas=location.read_from_replicas,
             **kwargs,
         )
-    from redis.asyncio.retry import Retry as AsyncRetry
-
     kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
     if location.kind == "sentinel":
-        from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-
-        sentinel = AsyncSentinel(
+        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
             list(location.hosts),
             sentinel_kwargs={
                 "socket_timeout": options.socket_timeout,
@@ -114,8 +110,8 @@ def build_async_client(location: Location, options: TargetOptions) -> Any:
             **kwargs,
         )
         if location.read_from_replicas:
-            return sentinel.slave_for(location.service_name, db=location.db)
-        return sentinel.master_for(location.service_name, db=location.db)
+            return sentinel.slave_for(location.service_name or "", db=location.db)
+        return sentinel.master_for(location.service_name or "", db=location.db)
     host, port = location.hosts[0]
     return redis.asyncio.Redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs

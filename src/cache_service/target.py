@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from .breaker import Breaker, Gate
+from .codec import MAGIC
 from .config import Location, TargetOptions
 from .journal import Journal
 from .keys import glob_to_regex
@@ -51,11 +52,11 @@ return n
 SCAN_COUNT = 1000
 
 
-class Unavailable(Exception):  # noqa: N818 - a signal thrown into operations
+class Unavailable(Exception):
     """Redis could not serve this request; the operation falls back to memory."""
 
 
-class WrongType(Exception):  # noqa: N818
+class WrongType(Exception):
     """The key holds a non-string Redis value: foreign data, a miss."""
 
 
@@ -238,8 +239,6 @@ class Target:
 
     def scan_unlink(self, pattern: str) -> Op[int]:
         """SCAN for ``pattern`` and unlink the matches that hold our payloads; a count."""
-        from .codec import MAGIC
-
         removed = 0
         cursor = 0
         while True:

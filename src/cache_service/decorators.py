@@ -1,0 +1,149 @@
+"""``@cached``: cache a function's results, sync or ``async def``, with per-call invalidation."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
+import orjson
+
+from .codec import _tag
+from .config import ttl_seconds
+from .core import MISSING, TTL
+from .errors import SerializationError
+from .keys import escape_glob
+from .service import CacheService
+
+__all__ = ["CachedFunction", "cached"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_PREFIX = "cached"
+_MAX_PLAIN_KEY = 200
+
+
+class CachedFunction(Protocol):
+    """What ``@cached`` returns: the function plus cache controls."""
+
+    cache: CacheService
+    __call__: Callable[..., Any]
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> int:
+        """No arguments: drop every entry of this function; else the entry for those args."""
+        ...
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The key (within the prefix) a call with these arguments uses."""
+        ...
+
+
+def _is_method(sig: inspect.Signature) -> bool:
+    params = list(sig.parameters)
+    return bool(params) and params[0] in ("self", "cls")
+
+
+def _argument_key(func: Callable[..., Any], sig: inspect.Signature, method: bool,
+                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A stable key for a call: arguments bound to names, defaults applied, kwargs sorted."""
+    if method:
+        args = (None, *args)
+    try:
+        bound = sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"{func.__qualname__}(): {exc}") from None
+    bound.apply_defaults()
+    items = list(bound.arguments.items())[1 if method else 0 :]
+    try:
+        text = orjson.dumps(_tag(dict(items)), option=orjson.OPT_SORT_KEYS).decode()
+    except SerializationError as exc:
+        raise SerializationError(
+            f"@cached cannot build a key from the arguments of {func.__qualname__}: {exc}; "
+            "pass key_func= to choose the key"
+        ) from None
+    if len(text) > _MAX_PLAIN_KEY:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def cached(
+    key_func: Callable[..., str] | None = None,
+    ttl: TTL = None,
+    prefix: str | None = None,
+    *,
+    cache: CacheService | None = None,
+    cache_none: bool = False,
+    **service_options: Any,
+) -> Callable[[F], F]:
+    """Cache results of a function (or ``async def``) in a ``CacheService``.
+
+    ``key_func(*args, **kwargs)`` chooses the key; without it the key is built from the bound
+    arguments (``self``/``cls`` excluded), so ``f(1, b=2)`` and ``f(b=2, a=1)`` share an entry.
+    Keys are scoped to the function (``module.qualname``), so functions sharing a prefix never
+    collide. Falsy results are cached; ``None`` is cached only with ``cache_none=True`` because
+    it usually means "not found yet". Exceptions are never cached.
+    """
+    service = cache if cache is not None else CacheService(prefix or DEFAULT_PREFIX,
+                                                            **service_options)
+    if ttl is not None:
+        ttl_seconds(ttl)
+
+    def decorate(func: F) -> F:
+        if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
+            raise TypeError(f"@cached cannot cache generator function {func.__qualname__}: "
+                            "its result is consumed once; cache a list instead")
+        sig = inspect.signature(func)
+        method = _is_method(sig)
+        scope = f"{func.__module__}.{func.__qualname__}"
+
+        def cache_key(*args: Any, **kwargs: Any) -> str:
+            inner = str(key_func(*args, **kwargs)) if key_func is not None else \
+                _argument_key(func, sig, method, args, kwargs)
+            return f"{scope}:{inner}"
+
+        def call_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+            if key_func is None and method:
+                return cache_key(*args[1:], **kwargs)
+            return cache_key(*args, **kwargs)
+
+        def keep(value: Any) -> bool:
+            return value is not None or cache_none
+
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = call_key(args, kwargs)
+                target = service._target
+                value = await target.arun(service._get(key, MISSING))
+                if value is MISSING:
+                    value = await func(*args, **kwargs)
+                    if keep(value):
+                        await target.arun(service._set(key, value, ttl))
+                return value
+
+            wrapper: Any = async_wrapper
+        else:
+            @functools.wraps(func)
+            def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+                key = call_key(args, kwargs)
+                value = service.get(key, MISSING)
+                if value is MISSING:
+                    value = func(*args, **kwargs)
+                    if keep(value):
+                        service.set(key, value, ttl)
+                return value
+
+            wrapper = sync_wrapper
+
+        def invalidate(*args: Any, **kwargs: Any) -> int:
+            if not args and not kwargs and (key_func is not None or len(sig.parameters) > method):
+                return service.invalidate_pattern(escape_glob(scope) + ":*")
+            return service.delete(cache_key(*args, **kwargs))
+
+        wrapper.invalidate = invalidate
+        wrapper.cache_key = cache_key
+        wrapper.cache = service
+        return cast(F, wrapper)
+
+    return decorate
