@@ -47,7 +47,15 @@ ALLOWED_TYPES = (
 
 
 class CorruptPayload(Exception):
-    """A stored payload is not one of ours or does not decode: the caller sees a miss."""
+    """A stored payload is not one of ours or does not decode: the caller sees a miss.
+
+    ``remove`` is False for a sound payload in a codec this service lacks (another service
+    sharing the prefix wrote it): a miss here, but not ours to delete.
+    """
+
+    def __init__(self, message: str, remove: bool = True) -> None:
+        super().__init__(message)
+        self.remove = remove
 
 
 def is_ours(raw: bytes) -> bool:
@@ -192,14 +200,15 @@ class JsonCodec:
                 return _untag(orjson.loads(body))
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
             raise CorruptPayload(f"undecodable JSON payload: {exc}") from None
-        raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks")
+        raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks",
+                             remove=codec_id not in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE))
 
 
 class PickleCodec(JsonCodec):
-    """Pickle signed with HMAC-SHA256 over the key and payload; reads JSON payloads too.
+    """JSON where it round-trips exactly, else pickle signed with HMAC-SHA256 (key + payload).
 
-    Only for values JSON cannot hold. Every service sharing these keys needs the same key;
-    a payload whose signature does not verify is a miss and is logged.
+    Every service sharing these keys needs the same signing key; a payload whose signature
+    does not verify is a miss, logged and removed.
     """
 
     def __init__(self, signing_key: bytes | str) -> None:
@@ -222,7 +231,11 @@ class PickleCodec(JsonCodec):
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
     def encode(self, value: Any, key: str) -> tuple[int, bytes]:
-        """Signed pickle (protocol 5)."""
+        """JSON if the value allows it, else signed pickle (protocol 5)."""
+        try:
+            return super().encode(value, key)
+        except SerializationError:
+            pass
         try:
             body = pickle.dumps(value, protocol=5)
         except Exception as exc:  # pickle raises many types

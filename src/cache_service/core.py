@@ -145,6 +145,9 @@ class ServiceCore:
                 try:
                     value = unpack(self._codec, raw, k)
                 except CorruptPayload as exc:
+                    if not exc.remove:
+                        self._counters.misses += 1
+                        return default
                     return (yield from self._discard(k, str(exc), default))
                 journal = t.journal
                 if journal.guard_until and STAMPER.mine(stamp := stamp_of(raw)) and \

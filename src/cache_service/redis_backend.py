@@ -40,7 +40,6 @@ def _common(location: Location, options: TargetOptions) -> dict[str, Any]:
         "password": location.password,
         "socket_timeout": options.socket_timeout,
         "socket_connect_timeout": options.connect_timeout,
-        "retry_on_timeout": False,
         "health_check_interval": 0,
     }
     if location.ssl:

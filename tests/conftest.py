@@ -1,0 +1,101 @@
+"""Shared pytest fixtures.
+
+The first section provides real Redis deployments from ``tests/servers.py``; add other
+fixtures below it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Make ``tests.servers`` importable however pytest is invoked (rootdir, importlib mode).
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import tests.servers as _servers  # noqa: E402
+from tests.servers import (  # noqa: E402
+    ChaosProxy,
+    ClusterDeployment,
+    RedisServer,
+    SentinelDeployment,
+    TLSFiles,
+    make_tls_files,
+)
+
+# ``from servers import X`` must yield the very same module as ``from tests.servers import X``.
+sys.modules.setdefault("servers", _servers)
+
+
+# ======================================================================================
+# Redis infrastructure: real redis-server processes on free 127.0.0.1 ports (never 6379).
+# Session-scoped deployments start lazily on first use; everything is killed and its
+# temp dir removed at teardown (and at interpreter exit as a fallback).
+# ======================================================================================
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """Standalone server shared by the session: never kill/freeze it (use
+    ``fresh_redis_server``), and use unique keys or flush what you write."""
+    with RedisServer(name="session") as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_redis_server() -> Iterator[RedisServer]:
+    """A private standalone server for one test - kill, freeze or restart it at will."""
+    with RedisServer(name="fresh") as server:
+        yield server
+
+
+@pytest.fixture
+def chaos_proxy(fresh_redis_server: RedisServer) -> Iterator[ChaosProxy]:
+    """A ChaosProxy in front of ``fresh_redis_server``; connect to ``chaos_proxy.url``."""
+    with ChaosProxy(*fresh_redis_server.address) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """Throw-away CA + server/client certificates for 127.0.0.1/localhost."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
+    """TLS-only server (``rediss://`` url) trusting ``tls_server.tls.ca_cert``; client certs
+    optional.  Has ACL user ``tls_server.acl_user`` (name, password); the default user
+    needs no password."""
+    with RedisServer(tls=tls_files, acl_user=("cache-app", "tls-app-secret"), name="tls") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sentinel_deployment() -> Iterator[SentinelDeployment]:
+    """Primary + replica + 3 sentinels (service ``mymaster``), shared by the session.
+
+    Tests that kill or freeze nodes must call ``sentinel_deployment.ensure_healthy()``
+    when done (e.g. in ``finally``) so later tests get a failover-ready deployment.
+    """
+    with SentinelDeployment() as deployment:
+        yield deployment
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterDeployment]:
+    """6-node cluster (3 primaries + 3 replicas), shared by the session.
+
+    Tests that kill or freeze nodes must call ``redis_cluster.ensure_healthy()`` when done.
+    """
+    with ClusterDeployment() as cluster:
+        yield cluster
+
+
+# ======================================================================================
+# Other fixtures
+# ======================================================================================

@@ -1,0 +1,127 @@
+"""Prefixes, keys, URLs and option validation (pure)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+import cache_service
+from cache_service import CacheService, ConfigurationError, PickleCodec
+from cache_service.config import parse_url
+
+from .helpers import unique
+
+
+def test_public_names() -> None:
+    assert sorted(cache_service.__all__) == sorted([
+        "CacheError", "CacheService", "Codec", "ConfigurationError", "JsonCodec",
+        "PickleCodec", "SerializationError", "ValueTooLargeError", "api_cache", "cached",
+        "session_cache", "user_cache",
+    ])
+    for name in cache_service.__all__:
+        assert getattr(cache_service, name) is not None
+
+
+def test_global_instances_have_contract_ttls() -> None:
+    from cache_service import api_cache, session_cache, user_cache
+
+    assert (api_cache.default_ttl, user_cache.default_ttl, session_cache.default_ttl) == (
+        300, 600, 1800)
+    assert (api_cache.prefix, user_cache.prefix, session_cache.prefix) == (
+        "api", "user", "session")
+
+
+def test_import_touches_no_network() -> None:
+    code = (
+        "import socket\n"
+        "def boom(*a, **k):\n    raise SystemExit('network touched at import')\n"
+        "socket.socket.connect = boom\nsocket.create_connection = boom\n"
+        "import cache_service\nfrom cache_service import api_cache, cached\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_global_instances_follow_redis_url() -> None:
+    code = "from cache_service import api_cache; print(api_cache.location)"
+    env = {"REDIS_URL": "redis://cachehost:6390/3", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=False, env=env)
+    assert out.stdout.strip() == "redis://cachehost:6390/3", out.stderr
+
+
+@pytest.mark.parametrize("prefix", ["api", "api:v2", "user_repo", "a.b-c", "A1:b2:c3"])
+def test_valid_prefixes(prefix: str) -> None:
+    assert CacheService(prefix, url="memory://cfg").prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "a b", "api:", ":api", "api::v2", "a*", "a[1]",
+                                    "x" * 65, "ключ", None, 5])
+def test_invalid_prefixes_say_what_is_allowed(prefix: Any) -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        CacheService(prefix, url="memory://cfg")
+
+
+def test_key_layout() -> None:
+    assert CacheService("user", url="memory://cfg").full_key("user:123") == "cs:user::user:123"
+
+
+def test_location_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://envhost:7000/2")
+    assert CacheService(unique(), host="h", port=1).location == "redis://h:1/0"
+    assert CacheService(unique(), url="redis://u:9/1").location == "redis://u:9/1"
+    assert CacheService(unique()).location == "redis://envhost:7000/2"
+    monkeypatch.delenv("REDIS_URL")
+    assert CacheService(unique()).location == "redis://localhost:6379/0"
+
+
+def test_urls_parse() -> None:
+    loc = parse_url("rediss://alice:s%40cret@h:6380/4?ssl_ca_certs=/ca.pem")
+    assert (loc.kind, loc.hosts, loc.db, loc.username, loc.password, loc.ssl, loc.ssl_ca_certs) \
+        == ("standalone", (("h", 6380),), 4, "alice", "s@cret", True, "/ca.pem")
+    s = parse_url("redis+sentinel://:pw@a:26379,b:26380/mymaster/2")
+    assert (s.kind, s.hosts, s.service_name, s.db, s.password) == (
+        "sentinel", (("a", 26379), ("b", 26380)), "mymaster", 2, "pw")
+    c = parse_url("redis+cluster://n1:7000,n2:7001")
+    assert (c.kind, c.hosts) == ("cluster", (("n1", 7000), ("n2", 7001)))
+
+
+@pytest.mark.parametrize("url", ["http://x", "localhost:6379", "redis://h:notaport/0",
+                                 "redis://h/notadb", "redis+sentinel://h:1"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        CacheService("p", url=url)
+
+
+def test_passwords_never_in_repr() -> None:
+    svc = CacheService(unique(), url="redis://alice:hunter2@h:1/0")
+    assert "hunter2" not in repr(svc)
+    assert "hunter2" not in repr(svc._location)
+    assert "hunter2" not in str(svc.stats())
+    assert "hunter2" not in repr(CacheService(unique(), host="h", password="hunter2"))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"default_ttl": 0}, "default_ttl"),
+    ({"socket_timeout": -1}, "socket_timeout"),
+    ({"max_memory_entries": 0}, "max_memory_entries"),
+    ({"max_value_bytes": 1.5}, "max_value_bytes"),
+    ({"port": 70000}, "port"),
+    ({"url": "redis://h", "host": "h"}, "either url"),
+])
+def test_bad_options_are_refused(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        CacheService(unique(), **kwargs)
+
+
+def test_pickle_codec_requires_a_signing_key() -> None:
+    with pytest.raises(ConfigurationError, match="signing_key"):
+        PickleCodec(b"")
+    with pytest.raises(TypeError):
+        PickleCodec()  # type: ignore[call-arg]
+    assert "***" in repr(PickleCodec(b"k" * 32))
