@@ -1160,7 +1160,10 @@ class ClusterDeployment(_Managed):
     def client(self, **overrides: Any) -> redis.cluster.RedisCluster:
         """A redis-py RedisCluster over all nodes (caller closes it)."""
         kwargs: dict[str, Any] = {
-            "startup_nodes": [redis.cluster.ClusterNode(h, p) for h, p in self.startup_nodes],
+            "startup_nodes": [
+                redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                for h, p in self.startup_nodes
+            ],
             "socket_timeout": 2.0,
             "socket_connect_timeout": 2.0,
             "decode_responses": False,

@@ -132,3 +132,17 @@ def test_tls_and_acl(tls_server: Any) -> None:
     if password:
         assert password not in repr(svc)
         assert password not in str(svc.stats())
+
+
+def test_wrong_credentials_fall_back_without_leaking_them(
+        tls_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    files = tls_server.tls
+    user, _ = tls_server.acl_user
+    svc = CacheService(unique(), url=tls_server.url, username=user, password="wrong-secret-42",
+                       ssl_ca_certs=files.ca_cert)
+    svc.set("k", 1)
+    assert svc.get("k") == 1  # served from memory; no exception reaches the caller
+    assert svc.is_redis_available() is False
+    text = " ".join(r.getMessage() for r in caplog.records) + repr(svc) + str(svc.stats())
+    assert "wrong-secret-42" not in text
+    assert "unreachable" in text

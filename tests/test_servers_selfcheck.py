@@ -139,7 +139,10 @@ def test_sentinel_failover(sentinel_deployment: SentinelDeployment) -> None:
     name = deployment.service_name
     assert deployment.url.startswith("redis+sentinel://127.0.0.1:")
     assert deployment.url.endswith(f"/{name}/0")
-    with Sentinel(deployment.sentinels, sentinel_kwargs={"socket_timeout": 1.0}) as sentinel:
+    sentinel_kwargs = {"socket_timeout": 1.0}
+    with Sentinel(  # type: ignore[no-untyped-call]
+        deployment.sentinels, sentinel_kwargs=sentinel_kwargs
+    ) as sentinel:
         try:
             with sentinel.master_for(name, socket_timeout=1.0) as primary:
                 primary.set("k", "v")

@@ -66,7 +66,7 @@ class ServiceCore:
         max_memory_bytes: int = 64 * 1024 * 1024,
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         breaker_min_backoff: float = 0.5,
-        breaker_max_backoff: float = 5.0,
+        breaker_max_backoff: float = 1.5,
         journal_max_entries: int = 10_000,
         late_write_guard: float = 10.0,
         codec: Codec | None = None,

@@ -23,10 +23,35 @@ from redis.sentinel import Sentinel
 
 from .config import Location, TargetOptions
 
-__all__ = ["CONNECTIVITY_ERRORS", "build_async_client", "build_sync_client", "is_wrong_type"]
+__all__ = [
+    "CONNECTIVITY_ERRORS",
+    "build_async_client",
+    "build_sync_client",
+    "drop_idle_connections",
+    "is_wrong_type",
+]
 
 # Everything a call can raise because Redis is unreachable, slow, failing over or refusing us.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def drop_idle_connections(client: Any) -> Any:
+    """Disconnect pooled idle connections (awaitable for asyncio clients).
+
+    Run before a probe: after an outage the pooled connections are usually dead, and with
+    retries off the first command on each would fail and re-open the breaker.
+    """
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        return pool.disconnect(inuse_connections=False)
+    if isinstance(client, RedisCluster):
+        client.disconnect_connection_pools()
+        return None
+    return _nothing()
 
 
 def is_wrong_type(exc: BaseException) -> bool:

@@ -4,7 +4,8 @@ Every service naming the same location shares its target, so an outage seen by o
 to all and two services with one prefix see the same data whether Redis is up or down.
 
 Operations (see ``core``) are generators that yield Redis requests ``(method, *args)`` and
-receive replies; ``Target.run`` drives them with the sync client and ``Target.arun`` with the
+receive replies (``method`` is a client method name, or a function called with the client);
+``Target.run`` drives them with the sync client and ``Target.arun`` with the
 asyncio one. That is the only place sync and async differ.
 """
 
@@ -16,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, TypeVar
 
 from .breaker import Breaker, Gate
@@ -28,6 +30,7 @@ from .redis_backend import (
     CONNECTIVITY_ERRORS,
     build_async_client,
     build_sync_client,
+    drop_idle_connections,
     is_wrong_type,
 )
 from .stats import TargetCounters
@@ -120,13 +123,18 @@ class Target:
     def _call(self, request: Request) -> tuple[Any, BaseException | None]:
         try:
             client = self._client if self._client is not None else self._sync_client()
-            return getattr(client, request[0])(*request[1:]), None
+            name = request[0]
+            method = getattr(client, name) if type(name) is str else partial(name, client)
+            return method(*request[1:]), None
         except CONNECTIVITY_ERRORS as exc:
             return None, self.failed(exc)
 
     async def _acall(self, request: Request) -> tuple[Any, BaseException | None]:
         try:
-            return await getattr(self._async_client(), request[0])(*request[1:]), None
+            client = self._async_client()
+            name = request[0]
+            method = getattr(client, name) if type(name) is str else partial(name, client)
+            return await method(*request[1:]), None
         except CONNECTIVITY_ERRORS as exc:
             return None, self.failed(exc)
 
@@ -196,6 +204,7 @@ class Target:
         replayed = 0
         finished = False
         try:
+            yield (drop_idle_connections,)
             yield ("ping",)
             self.breaker.draining()
             while True:
