@@ -49,7 +49,7 @@ def drop_idle_connections(client: Any) -> Any:
     if pool is not None:
         return pool.disconnect(inuse_connections=False)
     if isinstance(client, RedisCluster):
-        client.disconnect_connection_pools()
+        client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
         return None
     return _nothing()
 
