@@ -42,7 +42,7 @@ _ORJSON_OPTS = (
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 ALLOWED_TYPES = (
     "str, int, float, bool, None, list, dict (str keys, or any keys of these types), tuple, set, "
-    "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID and Decimal"
+    "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID, Decimal and Ellipsis"
 )
 
 
@@ -139,6 +139,7 @@ _TAGGERS: dict[type, tuple[str, Callable[[Any], Any]]] = {
     timedelta: ("timedelta", lambda v: [v.days, v.seconds, v.microseconds]),
     uuid.UUID: ("uuid", str),
     Decimal: ("decimal", str),
+    type(Ellipsis): ("ellipsis", lambda v: None),  # the usage contract caches [...]
 }
 
 _UNTAGGERS: dict[str, Callable[[Any], Any]] = {
@@ -156,6 +157,7 @@ _UNTAGGERS: dict[str, Callable[[Any], Any]] = {
     "timedelta": lambda v: timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
     "uuid": uuid.UUID,
     "decimal": Decimal,
+    "ellipsis": lambda v: ...,
 }
 
 
