@@ -248,3 +248,19 @@ def test_eight_threads_through_cut_heal_hang_heal(chaos_proxy: ChaosProxy) -> No
     stats = svc.stats()["target"]
     assert stats["breaker_opened"] == 2
     assert ops[0] > 1000
+
+
+def test_recovery_within_two_seconds_with_default_settings(chaos_proxy: ChaosProxy) -> None:
+    svc = CacheService(unique(), url=chaos_proxy.url)  # default timeouts and backoff
+    svc.set("k", 1)
+    chaos_proxy.cut()
+    deadline = time.monotonic() + 3.5  # long enough for the backoff to reach its cap
+    while time.monotonic() < deadline:
+        svc.get("k")
+        time.sleep(0.01)
+    chaos_proxy.heal()
+    healed = time.monotonic()
+    while svc.stats()["target"]["breaker_state"] != "closed":
+        svc.get("k")  # ordinary traffic is what probes
+        time.sleep(0.01)
+        assert time.monotonic() - healed < 2.0, svc.stats()["target"]
