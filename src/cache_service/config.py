@@ -229,6 +229,8 @@ def resolve_location(
     if base.kind == "memory":
         return base
     kind: Kind = "cluster" if cluster and base.kind == "standalone" else base.kind
+    if kind == "cluster" and (db if db is not None else base.db) != 0:
+        raise ConfigurationError("Redis Cluster has only database 0; drop the /db or db=")
     return Location(
         kind=kind,
         hosts=base.hosts,

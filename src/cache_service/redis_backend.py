@@ -7,6 +7,7 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import redis
@@ -16,7 +17,9 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -25,10 +28,16 @@ from .config import Location, TargetOptions
 
 __all__ = [
     "CONNECTIVITY_ERRORS",
+    "SentinelClient",
     "build_async_client",
     "build_sync_client",
+    "describe_error",
     "drop_idle_connections",
     "is_wrong_type",
+    "ping_primaries",
+    "scan_node",
+    "scan_primaries",
+    "slot_of",
 ]
 
 # Everything a call can raise because Redis is unreachable, slow, failing over or refusing us.
@@ -50,8 +59,22 @@ def drop_idle_connections(client: Any) -> Any:
         return pool.disconnect(inuse_connections=False)
     if isinstance(client, RedisCluster):
         client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
+        # Ask the cluster who serves which slots now: the table was last refreshed when the
+        # outage began, so it may still name a failed primary (the asyncio client refreshes
+        # by itself before its next command).
+        client.nodes_manager.initialize()
         return None
     return _nothing()
+
+
+# redis-py's sentinel errors embed the full repr of every sentinel client they tried.
+_CLIENT_REPR = re.compile(r"<redis\.[\w.]*Redis\(.*?host=([^,)]+),port=(\d+).*?\)>\)>\)>")
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of a Redis error on one bounded line, for logs."""
+    text = _CLIENT_REPR.sub(r"\1:\2", f"{type(exc).__name__}: {exc}").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_wrong_type(exc: BaseException) -> bool:
@@ -77,6 +100,11 @@ def _common(location: Location, options: TargetOptions) -> dict[str, Any]:
     return kwargs
 
 
+def _replica_reads(location: Location) -> LoadBalancingStrategy | None:
+    """Cluster reads go to the primaries unless the user opted into replicas."""
+    return LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if location.read_from_replicas else None
+
+
 def build_sync_client(location: Location, options: TargetOptions) -> Any:
     """A redis-py client for ``location``; cluster clients contact a node while built."""
     kwargs = _common(location, options)
@@ -84,7 +112,7 @@ def build_sync_client(location: Location, options: TargetOptions) -> Any:
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in location.hosts],  # type: ignore[no-untyped-call]
             retry=Retry(NoBackoff(), 0),
-            read_from_replicas=location.read_from_replicas,
+            load_balancing_strategy=_replica_reads(location),
             max_connections=options.max_connections or 2**31,
             **kwargs,
         )
@@ -100,11 +128,7 @@ def build_sync_client(location: Location, options: TargetOptions) -> Any:
             },
             **kwargs,
         )
-        if location.read_from_replicas:
-            return sentinel.slave_for(  # type: ignore[no-untyped-call]
-                location.service_name or "", db=location.db)
-        return sentinel.master_for(  # type: ignore[no-untyped-call]
-            location.service_name or "", db=location.db)
+        return SentinelClient.of(sentinel, location, options)
     host, port = location.hosts[0]
     return redis.Redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
@@ -115,10 +139,11 @@ def build_async_client(location: Location, options: TargetOptions) -> Any:
     """The ``redis.asyncio`` twin of ``build_sync_client`` (bound to the running loop)."""
     kwargs = _common(location, options)
     if location.kind == "cluster":
-        return AsyncRedisCluster(
+        return _AsyncRedisCluster(
             startup_nodes=[AsyncClusterNode(h, p) for h, p in location.hosts],
             retry=AsyncRetry(NoBackoff(), 0),
-            read_from_replicas=location.read_from_replicas,
+            load_balancing_strategy=_replica_reads(location),
+            max_connections=options.max_connections or 2**31,
             **kwargs,
         )
     kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
@@ -133,10 +158,102 @@ def build_async_client(location: Location, options: TargetOptions) -> Any:
             },
             **kwargs,
         )
-        if location.read_from_replicas:
-            return sentinel.slave_for(location.service_name or "", db=location.db)
-        return sentinel.master_for(location.service_name or "", db=location.db)
+        return SentinelClient.of(sentinel, location, options)
     host, port = location.hosts[0]
     return redis.asyncio.Redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
     )
+
+
+# -- Sentinel and Cluster ---------------------------------------------------------------------
+# Functions below are used as requests ``(function, *args)``: the drivers call them with the
+# sync or the asyncio client, and each returns what the client method returns (a value, or an
+# awaitable), so one function serves both drivers.
+
+PRIMARIES = "primaries"  # redis-py's node flag for "every primary of the cluster"
+
+
+def slot_of(key: bytes | str) -> int:
+    """The cluster hash slot of ``key`` (scripts may only touch keys of one slot)."""
+    return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def ping_primaries(client: Any) -> Any:
+    """PING every cluster primary: Redis is back only when every slot is served again."""
+    return client.ping(target_nodes=PRIMARIES)
+
+
+def scan_primaries(client: Any, match: str, count: int) -> Any:
+    """The first SCAN page of every cluster primary: ``({node_name: cursor}, keys)``."""
+    return client.scan(0, match, count, target_nodes=PRIMARIES)
+
+
+def scan_node(client: Any, node_name: str, cursor: int, match: str, count: int) -> Any:
+    """The next SCAN page of one cluster node: ``({node_name: cursor}, keys)``."""
+    node = client.get_node(node_name=node_name)
+    if node is None:  # the topology changed under the scan: a failover is under way
+        raise RedisConnectionError(f"cluster node {node_name} left during a SCAN")
+    return client.scan(cursor, match, count, target_nodes=node)
+
+
+class _AsyncRedisCluster(AsyncRedisCluster):
+    """redis-py's asyncio cluster, initialized before its first command is routed.
+
+    redis-py 8.1 routes a keyed command sent before the lazy first ``initialize()`` to a
+    random primary; under concurrency the MOVED replies make it close every connection,
+    including those other tasks are reading from ("Connection closed by server").
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Initialize first (once; redis-py holds a lock), then run the command."""
+        if self._initialize:
+            await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+class SentinelClient:
+    """The clients of one Sentinel service, sync or asyncio, closed together.
+
+    Every command goes to the primary that the sentinels name (redis-py re-asks them on each
+    new connection and turns a demoted primary's READONLY into a ConnectionError). With
+    ``read_from_replicas`` GETs go to a replica instead (redis-py falls back to the primary
+    when no replica is up). ``close``/``aclose`` also close the connections to the sentinels.
+    """
+
+    def __init__(self, sentinel: Any, primary: Any, replica: Any | None) -> None:
+        self.sentinel = sentinel
+        self.primary = primary
+        self.replica = replica
+        # Bound once: attribute lookups stay as cheap as on a plain client.
+        self.get = (replica if replica is not None else primary).get
+        self.set = primary.set
+        self.unlink = primary.unlink
+        self.eval = primary.eval
+        self.scan = primary.scan
+        self.ping = primary.ping
+
+    @classmethod
+    def of(cls, sentinel: Any, location: Location, options: TargetOptions) -> SentinelClient:
+        """Primary (and replica) clients of ``location``'s service through ``sentinel``."""
+        name = location.service_name or ""
+        pool = {"db": location.db, "max_connections": options.max_connections}
+        primary = sentinel.master_for(name, **pool)
+        replica = sentinel.slave_for(name, **pool) if location.read_from_replicas else None
+        return cls(sentinel, primary, replica)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.primary, name)
+
+    def _all(self) -> list[Any]:
+        extra = [] if self.replica is None else [self.replica]
+        return [self.primary, *extra, *self.sentinel.sentinels]
+
+    def close(self) -> None:
+        """Close the sync clients (primary, replica, sentinels)."""
+        for client in self._all():
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the asyncio clients (primary, replica, sentinels)."""
+        for client in self._all():
+            await client.aclose()

@@ -1,0 +1,206 @@
+"""Redis Cluster: keys across slots, pattern invalidation on every primary, and failovers.
+
+The whole contract suite also runs over the session's ``redis_cluster`` (tests/backends.py);
+this module adds what only a cluster has. The failover tests build their services on the
+nodes listed in another order, so they get their own target and breaker settings, and call
+``ensure_healthy()`` afterwards. They come last in the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from cache_service import AsyncCacheService, CacheService, ConfigurationError
+
+from .failover import FailoverRun, async_failover
+from .helpers import eventually, unique
+from .servers import ClusterDeployment, free_port
+
+FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
+
+
+def own_url(cluster: ClusterDeployment) -> str:
+    """The cluster's URL with its nodes listed in another order (another target)."""
+    hosts = list(reversed(cluster.startup_nodes))
+    return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0"
+
+
+def slot(full_key: str) -> int:
+    """The hash slot of a Redis key."""
+    return key_slot(full_key.encode())
+
+
+@pytest.fixture
+def cluster(redis_cluster: ClusterDeployment) -> Iterator[ClusterDeployment]:
+    """The session cluster, made whole again after a test that kills or freezes nodes."""
+    yield redis_cluster
+    redis_cluster.ensure_healthy()
+
+
+def keys_per_primary(cluster: ClusterDeployment, svc: CacheService) -> dict[int, int]:
+    """How many of ``svc``'s keys each primary holds (port -> count)."""
+    counts = {}
+    for node in cluster.primaries():
+        with node.client() as raw:
+            counts[node.port] = sum(1 for _ in raw.scan_iter(f"cs:{svc.prefix}::*", count=500))
+    return counts
+
+
+def test_configuration_by_url_and_by_flag(redis_cluster: ClusterDeployment) -> None:
+    host, port = redis_cluster.startup_nodes[0]
+    prefix = unique()
+    by_url = CacheService(prefix, url=redis_cluster.cluster_url)
+    by_flag = CacheService(prefix, host=host, port=port, cluster=True)
+    assert by_flag.location.startswith("redis+cluster://")
+    by_url.set("k", [1, 2])
+    assert by_flag.get("k") == [1, 2]
+    assert by_flag.is_redis_available() is True
+    with pytest.raises(ConfigurationError, match="database 0"):
+        CacheService(prefix, url=redis_cluster.cluster_url.replace("/0", "/3"))
+
+
+def test_keys_of_one_prefix_spread_over_every_primary(redis_cluster: ClusterDeployment) -> None:
+    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+    for i in range(60):
+        svc.set(f"user:{i}", i)
+    counts = keys_per_primary(redis_cluster, svc)
+    assert len(counts) == 3
+    assert all(n > 0 for n in counts.values()), counts
+    assert sum(counts.values()) == 60
+    assert svc.clear_all() == 60
+
+
+def test_multi_key_delete_spans_slots(redis_cluster: ClusterDeployment) -> None:
+    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+    keys = [f"k{i}" for i in range(20)]
+    for key in keys:
+        svc.set(key, key)
+    assert len({slot(svc.full_key(k)) for k in keys}) > 10
+    assert svc.delete(*keys, "never-set") == 20
+    assert [svc.get(k) for k in keys] == [None] * 20
+
+
+def test_pattern_invalidation_pages_through_every_primary(
+        redis_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small SCAN pages force several cursors per node; every match on every primary goes,
+    and foreign keys matching the pattern stay."""
+    monkeypatch.setattr("cache_service.target.SCAN_COUNT", 5)
+    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+    for i in range(150):
+        svc.set(f"user:{i}", i)
+        svc.set(f"order:{i}", i)
+    with redis_cluster.client() as raw:
+        raw.set(svc.full_key("user:foreign-string"), b"not ours")
+        raw.hset(svc.full_key("user:foreign-hash"), "f", "v")
+    assert svc.invalidate_pattern("user:*") == 150
+    assert all(svc.get(f"user:{i}") is None for i in range(150))
+    assert svc.get("order:7") == 7
+    assert svc.clear_all() == 150
+    with redis_cluster.client() as raw:
+        left = sorted(raw.scan_iter(f"cs:{svc.prefix}::*"))
+        assert left == sorted([svc.full_key("user:foreign-hash").encode(),
+                               svc.full_key("user:foreign-string").encode()])
+        raw.delete(*left)
+
+
+def test_down_at_construction_serves_memory_fast() -> None:
+    dead = ",".join(f"127.0.0.1:{free_port()}" for _ in range(3))
+    started = time.perf_counter()
+    svc = CacheService(unique(), url=f"redis+cluster://{dead}", **FAST)
+    svc.set("k", "memory")
+    assert svc.get("k") == "memory"
+    assert svc.invalidate_pattern("*") == 1
+    assert svc.is_redis_available() is False
+    assert time.perf_counter() - started < 2.0
+    assert svc.stats()["target"]["breaker_state"] != "closed"
+
+
+@pytest.mark.parametrize("first", ["get", "delete-many", "invalidate"])
+def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str) -> None:
+    """A hung primary costs about one socket timeout, whatever the first call is (a
+    multi-key delete too), then the breaker answers from memory; once the node answers again
+    the service is back on Redis."""
+    svc = CacheService(unique(), url=own_url(cluster), socket_timeout=0.2, connect_timeout=0.2,
+                       breaker_min_backoff=0.3, breaker_max_backoff=0.3)
+    keys = [f"k{i}" for i in range(40)]
+    for key in keys:
+        svc.set(key, "v")
+    node = cluster.primary_for_key(svc.full_key("k0"))
+    node.freeze()
+    try:
+        started = time.perf_counter()
+        if first == "get":
+            svc.get("k0")
+        elif first == "delete-many":
+            svc.delete(*keys)
+        else:
+            svc.invalidate_pattern("k*")
+        first_call = time.perf_counter() - started
+        assert first_call < 1.0, first_call
+        timings = []
+        for _ in range(100):
+            started = time.perf_counter()
+            svc.get("k0")
+            timings.append(time.perf_counter() - started)
+        assert max(timings) < 1.0, max(timings)
+        assert sorted(timings)[50] < 0.005
+        assert svc.stats()["target"]["breaker_state"] != "closed"
+    finally:
+        node.thaw()
+    assert eventually(svc.is_redis_available, timeout=20)
+    svc.close()
+
+
+def victims_on(cluster: ClusterDeployment, svc: Any, count: int) -> tuple[Any, list[str]]:
+    """The primary owning ``victim:0`` and ``count`` victim keys it owns."""
+    node = cluster.primary_for_key(svc.full_key("victim:0"))
+    victims = [k for k in (f"victim:{i}" for i in range(300))
+               if cluster.primary_for_key(svc.full_key(k)) is node][:count]
+    return node, victims
+
+
+def test_failover_under_load(cluster: ClusterDeployment, record_property: Any) -> None:
+    """Kill the primary owning the victims' slots mid-load: no exception, the replica is
+    promoted and the service returns to Redis by itself, and no value invalidated during the
+    failover is ever served again."""
+    svc = CacheService(unique(), url=own_url(cluster), **FAST)
+    node, victims = victims_on(cluster, svc, 6)
+    run = FailoverRun(svc, victims=victims)
+    run.prepare(cluster.wait_for_replication)
+    run.start()
+    run.kill(lambda: cluster.kill_primary(node))
+    run.invalidate_victims_during_outage()
+    cluster.wait_for_promotion(timeout=45)
+    run.wait_back_on_redis()
+    figures = run.finish()
+    svc.close()
+    figures.check("cluster", record_property)
+    with cluster.client() as raw:  # deleted, and overwritten in memory: gone everywhere
+        assert sum(raw.exists(svc.full_key(k)) for k in victims) == 0
+
+
+def test_async_service_through_a_failover(cluster: ClusterDeployment,
+                                          record_property: Any) -> None:
+    """AsyncCacheService (redis.asyncio's RedisCluster) through a primary kill."""
+    hosts = cluster.startup_nodes[1:] + cluster.startup_nodes[:1]
+    url = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0"
+
+    async def main() -> Any:
+        async with AsyncCacheService(unique(), url=url, **FAST) as svc:
+            for i in range(30):
+                await svc.set(f"user:{i}", i)
+            assert await svc.delete("user:1", "user:2", "user:3") == 3
+            assert await svc.invalidate_pattern("user:1*") == 10
+            assert await svc.clear_all() == 17
+            assert await svc.is_redis_available() is True
+            node, victims = victims_on(cluster, svc, 4)
+            return await async_failover(svc, victims, replicate=cluster.wait_for_replication,
+                                        kill=lambda: cluster.kill_primary(node))
+
+    asyncio.run(main()).check("cluster_asyncio", record_property)

@@ -1,0 +1,243 @@
+"""Redis Sentinel: configuration, replica reads, and failovers on a real deployment.
+
+The session's ``sentinel_deployment`` is a primary, a replica and three sentinels on free
+ports. Tests that fail it over call ``ensure_healthy()`` afterwards; each builds its services
+on its own list of sentinels (the same sentinels, another order) so it gets its own target,
+with its own breaker settings, and never disturbs another test's target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cache_service import AsyncCacheService, CacheService
+
+from .failover import FailoverRun, async_failover
+from .helpers import eventually, unique
+from .servers import SentinelDeployment, free_port
+
+FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
+
+
+def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "") -> str:
+    """The deployment's URL with the sentinels listed in another order (another target)."""
+    hosts = deployment.sentinels[rotate:] + deployment.sentinels[:rotate]
+    listed = ",".join(f"{h}:{p}" for h, p in hosts)
+    return f"redis+sentinel://{listed}/{deployment.service_name}/0{query}"
+
+
+@pytest.fixture
+def deployment(sentinel_deployment: SentinelDeployment) -> Iterator[SentinelDeployment]:
+    """The session deployment, made failover-ready again after the test."""
+    yield sentinel_deployment
+    sentinel_deployment.ensure_healthy()
+
+
+def test_url_arguments_and_env_reach_the_primary(
+        sentinel_deployment: SentinelDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = sentinel_deployment
+    prefix = unique()
+    by_url = CacheService(prefix, url=deployment.url)
+    by_args = CacheService(prefix, sentinels=deployment.sentinels,
+                           service_name=deployment.service_name)
+    monkeypatch.setenv("REDIS_URL", deployment.url)
+    by_env = CacheService(prefix)
+    assert by_url.location == by_args.location == by_env.location
+    assert by_url.location.startswith("redis+sentinel://")
+    by_url.set("k", {"v": 1})
+    assert by_args.get("k") == by_env.get("k") == {"v": 1}
+    with deployment.primary().client() as raw:
+        assert raw.exists(by_url.full_key("k")) == 1
+    assert by_env.is_redis_available() is True
+    assert by_env.clear_all() == 1
+
+
+def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture) -> None:
+    """Sentinels that require a password: the right one reaches Redis, a wrong one is an
+    outage (memory, one short WARNING naming each sentinel, no secret in it)."""
+    with SentinelDeployment() as private:
+        primary = private.primary()
+        for sentinel in private.sentinel_servers:
+            with sentinel.client() as raw:
+                raw.execute_command("ACL", "SETUSER", "default", "on", ">s3cret-sentinel")
+        by_url = CacheService(unique(), url=private.url + "?sentinel_password=s3cret-sentinel")
+        by_args = CacheService(unique(), sentinels=private.sentinels,
+                               service_name=private.service_name,
+                               sentinel_password="s3cret-sentinel")
+        for svc in (by_url, by_args):
+            svc.set("k", "v")
+            assert svc.is_redis_available() is True
+            with primary.client() as raw:
+                assert raw.exists(svc.full_key("k")) == 1
+            svc.close()
+        caplog.set_level(logging.WARNING, logger="cache_service")
+        wrong = CacheService(unique(), sentinels=private.sentinels,
+                             service_name=private.service_name, sentinel_password="wrong-pw",
+                             **FAST)
+        wrong.set("k", "memory")
+        assert wrong.get("k") == "memory"
+        assert wrong.is_redis_available() is False
+        wrong.close()
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "cache_service"]
+    assert "AuthenticationError" in message
+    assert all(f"{h}:{p}" in message for h, p in private.sentinels)
+    assert "wrong-pw" not in message
+    assert len(message) < 600
+
+
+def test_read_from_replicas_reads_a_replica_and_writes_the_primary(
+        sentinel_deployment: SentinelDeployment) -> None:
+    deployment = sentinel_deployment
+    svc = CacheService(unique(), url=own_url(deployment, rotate=2,
+                                             query="?read_from_replicas=true"))
+    try:
+        svc.set("k", "v")
+        deployment.wait_for_replication()
+        (replica,) = [s for s in deployment.replicas() if s.is_running()]
+        with replica.client() as raw:
+            raw.config_resetstat()
+            assert svc.get("k") == "v"
+            stats = raw.info("commandstats")
+        assert stats.get("cmdstat_get", {}).get("calls", 0) >= 1
+        with deployment.primary().client() as raw:
+            assert raw.exists(svc.full_key("k")) == 1
+        assert svc.delete("k") == 1
+    finally:
+        svc.close()
+
+
+def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
+        sentinel_deployment: SentinelDeployment) -> None:
+    dead = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
+    for svc in (
+        CacheService(unique(), sentinels=sentinel_deployment.sentinels,
+                     service_name="no-such-service", **FAST),
+        CacheService(unique(), sentinels=dead, service_name="mymaster", **FAST),
+    ):
+        started = time.perf_counter()
+        svc.set("k", "memory")
+        assert svc.get("k") == "memory"
+        assert svc.delete("k") == 1
+        assert svc.invalidate_pattern("*") == 0
+        assert svc.is_redis_available() is False
+        assert time.perf_counter() - started < 2.0
+        assert svc.stats()["target"]["breaker_state"] != "closed"
+
+
+def test_failover_under_load(deployment: SentinelDeployment,
+                             record_property: Any) -> None:
+    """Kill the primary mid-load: no exception, back on the new primary by itself, and no
+    value invalidated during the failover is ever served again."""
+    svc = CacheService(unique(), url=own_url(deployment), **FAST)
+    run = FailoverRun(svc, victims=[f"victim:{i}" for i in range(6)])
+    run.prepare(deployment.wait_for_replication)
+    run.start()
+    old = run.kill(deployment.kill_primary)
+    run.invalidate_victims_during_outage()
+    new = deployment.wait_for_failover(old, timeout=45)
+    run.wait_back_on_redis()
+    figures = run.finish()
+    svc.close()
+    figures.check("sentinel", record_property)
+    with deployment.server_for(new).client() as raw:  # deleted, and overwritten in memory
+        assert raw.exists(svc.full_key("victim:0"), svc.full_key("victim:1")) == 0
+
+
+def write_until_back_on_redis(svc: CacheService, timeout: float = 30.0) -> None:
+    """Keep writing until the service is on Redis with a closed breaker; no exception."""
+    deadline = time.monotonic() + timeout
+    while True:
+        svc.set("k", "during")  # raises only on a bug: the test fails with it
+        target = svc.stats()["target"]
+        if target["breaker_state"] == "closed" and svc.is_redis_available():
+            return
+        assert time.monotonic() < deadline, target
+        time.sleep(0.01)
+
+
+def test_manual_failover_with_min_replicas_to_write() -> None:
+    """SENTINEL FAILOVER leaves the old primary alive, and still a primary, for ~10 s until
+    the sentinels convert it. With ``min-replicas-to-write 1`` (see the README) it refuses
+    writes as soon as its replica left: an outage for the service, which journals and
+    replays on the new primary, so nothing written to the old one is lost."""
+    with SentinelDeployment() as private:
+        svc = CacheService(unique(), url=private.url, **FAST)
+        svc.set("k", "before")
+        svc.set("gone", "old")
+        private.wait_for_replication()
+        primary = private.primary()
+        with primary.client() as raw:
+            raw.config_set("min-replicas-to-write", 1)
+        with private.sentinel_client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", private.service_name)
+        new = private.wait_for_failover(primary.address)
+        with primary.client() as raw:
+            assert eventually(lambda: raw.info("replication")["connected_slaves"] == 0)
+            assert raw.info("replication")["role"] == "master"  # not converted yet
+        svc.delete("gone")  # NOREPLICAS from the old primary: journalled
+        assert svc.stats()["target"]["breaker_opened"] == 1
+        write_until_back_on_redis(svc)
+        assert svc.get("gone") is None
+        with private.server_for(new).client() as raw:
+            assert raw.exists(svc.full_key("gone")) == 0
+            assert raw.exists(svc.full_key("k")) == 1
+        svc.close()
+
+
+def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A primary demoted behind the service's back (REPLICAOF, its clients kept) answers
+    writes with READONLY: that is an outage; the service journals, asks the sentinels again
+    and replays on the new primary."""
+    caplog.set_level(logging.INFO, logger="cache_service")
+    with SentinelDeployment() as private:
+        svc = CacheService(unique(), url=private.url, **FAST)
+        svc.set("k", "before")
+        svc.set("other", "before")
+        private.wait_for_replication()
+        primary = private.primary()
+        (replica,) = private.replicas()
+        with replica.client() as raw:
+            raw.execute_command("REPLICAOF", "NO", "ONE")
+        with primary.client() as raw:
+            raw.execute_command("REPLICAOF", replica.host, str(replica.port))
+        svc.delete("other")  # READONLY: journalled, replayed once the sentinels agree
+        assert svc.stats()["target"]["breaker_opened"] == 1
+        for sentinel in private.sentinel_servers:
+            with sentinel.client() as raw:
+                raw.execute_command("SENTINEL", "REMOVE", private.service_name)
+                raw.execute_command("SENTINEL", "MONITOR", private.service_name,
+                                    replica.host, str(replica.port), "2")
+        write_until_back_on_redis(svc)
+        assert svc.get("other") is None
+        svc.set("k", "on the new primary")
+        with replica.client() as raw:
+            assert raw.get(svc.full_key("k")) is not None
+            assert raw.exists(svc.full_key("other")) == 0
+        assert svc.get("k") == "on the new primary"
+        svc.close()
+    assert any("previous master is now a slave" in r.getMessage() for r in caplog.records)
+
+
+def test_async_service_through_a_failover(deployment: SentinelDeployment,
+                                          record_property: Any) -> None:
+    """AsyncCacheService (redis.asyncio's Sentinel client) through a primary kill."""
+
+    async def main() -> Any:
+        async with AsyncCacheService(unique(), url=own_url(deployment, rotate=2),
+                                     **FAST) as svc:
+            await svc.set("k", {"v": 1})
+            assert await svc.get("k") == {"v": 1}
+            assert await svc.invalidate_pattern("*") == 1
+            assert await svc.is_redis_available() is True
+            return await async_failover(svc, [f"victim:{i}" for i in range(4)],
+                                        replicate=deployment.wait_for_replication,
+                                        kill=deployment.kill_primary)
+
+    asyncio.run(main()).check("sentinel_asyncio", record_property)
