@@ -8,13 +8,16 @@ blocking-style tests drive it). Add a kind by adding a builder here.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import threading
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
-from cache_service import CacheService
+from cache_service import AsyncCacheService, CacheService
 
 Builder = Callable[[pytest.FixtureRequest], tuple[str, Callable[..., Any]]]
 
@@ -27,10 +30,88 @@ def _redis(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
     return request.getfixturevalue("redis_server").url, CacheService
 
 
+def _cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    return request.getfixturevalue("redis_cluster").cluster_url, CacheService
+
+
+# -- async kinds: AsyncCacheService behind a blocking adapter ---------------------------------
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop running in its own thread; ``call`` runs a coroutine there and blocks."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="async-backend",
+                                        daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait for its result (exceptions propagate)."""
+        if threading.current_thread() is self._thread:  # would wait for itself forever
+            coro.close()
+            raise RuntimeError("the blocking adapter was called from its own event loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        """Stop the loop, join its thread and close it."""
+        self.call(self.loop.shutdown_asyncgens())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class BlockingAsync:
+    """An AsyncCacheService whose coroutine methods block: the contract suite drives it."""
+
+    def __init__(self, service: AsyncCacheService, runner: LoopThread) -> None:
+        self.service = service
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.service, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        def blocking(*args: Any, **kwargs: Any) -> Any:
+            return self._runner.call(attr(*args, **kwargs))
+
+        return blocking
+
+
+def _async(builder: Builder) -> Builder:
+    """The same backend, driven through AsyncCacheService on a loop of its own per test."""
+
+    def build(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+        url, _ = builder(request)
+        runner = LoopThread()
+        made: list[AsyncCacheService] = []
+
+        def construct(*args: Any, **kwargs: Any) -> BlockingAsync:
+            service = AsyncCacheService(*args, **kwargs)
+            made.append(service)
+            return BlockingAsync(service, runner)
+
+        def close() -> None:
+            for service in made:  # the per-loop clients: no unclosed connection may remain
+                runner.call(service.aclose())
+            runner.close()
+
+        request.addfinalizer(close)
+        return url, construct
+
+    return build
+
+
 BACKENDS: dict[str, Builder] = {
     "memory": _memory,
     "redis": _redis,
+    "cluster": _cluster,
+    "async-memory": _async(_memory),
+    "async-redis": _async(_redis),
+    "async-cluster": _async(_cluster),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
-REDIS_BACKED = {"redis"}
+REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster"}

@@ -17,9 +17,9 @@ from .helpers import unique
 
 def test_public_names() -> None:
     assert sorted(cache_service.__all__) == sorted([
-        "CacheError", "CacheService", "Codec", "ConfigurationError", "JsonCodec",
-        "PickleCodec", "SerializationError", "ValueTooLargeError", "api_cache", "cached",
-        "session_cache", "user_cache",
+        "AsyncCacheService", "CacheError", "CacheService", "Codec", "ConfigurationError",
+        "JsonCodec", "PickleCodec", "SerializationError", "ValueTooLargeError", "api_cache",
+        "cached", "session_cache", "user_cache",
     ])
     for name in cache_service.__all__:
         assert getattr(cache_service, name) is not None

@@ -111,3 +111,12 @@ def test_thread_safety_under_eviction_pressure() -> None:
     assert errors == []
     assert len(store) <= 64
     assert store.nbytes == sum(len(k) + len(e[2]) + 96 for k, e in store._data.items())
+
+
+def test_memory_only_targets_keep_no_journal() -> None:
+    svc = CacheService(unique(), url=f"memory://{unique()}", journal_max_entries=3)
+    for i in range(20):
+        svc.set(f"k{i}", i)
+        svc.delete(f"k{i}")
+    target = svc.stats()["target"]
+    assert (target["journal_size"], target["journal_overflows"]) == (0, 0)

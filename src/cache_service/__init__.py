@@ -5,6 +5,7 @@ Importing this package never touches the network; services connect on first use.
 
 from __future__ import annotations
 
+from .aio import AsyncCacheService
 from .codec import Codec, JsonCodec, PickleCodec
 from .decorators import cached
 from .errors import CacheError, ConfigurationError, SerializationError, ValueTooLargeError
@@ -12,6 +13,7 @@ from .instances import api_cache, session_cache, user_cache
 from .service import CacheService
 
 __all__ = [
+    "AsyncCacheService",
     "CacheError",
     "CacheService",
     "Codec",

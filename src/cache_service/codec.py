@@ -99,7 +99,7 @@ class Codec(Protocol):
 
     def encode(self, value: Any, key: str) -> tuple[int, bytes]: ...
 
-    def decode(self, codec_id: int, body: memoryview, key: str) -> Any: ...
+    def decode(self, codec_id: int, body: bytes, key: str) -> Any: ...
 
 
 def _tag(value: Any) -> Any:
@@ -193,7 +193,7 @@ class JsonCodec:
         except orjson.JSONEncodeError as exc:
             raise SerializationError(f"cannot cache this value: {exc}") from None
 
-    def decode(self, codec_id: int, body: memoryview, key: str) -> Any:
+    def decode(self, codec_id: int, body: bytes, key: str) -> Any:
         """Decode codec ids 1 and 2; anything else is not ours to read."""
         try:
             if codec_id == PLAIN_JSON:
@@ -244,11 +244,11 @@ class PickleCodec(JsonCodec):
             raise SerializationError(f"cannot pickle {type(value).__name__}: {exc}") from None
         return SIGNED_PICKLE, self._sign(key, body) + body
 
-    def decode(self, codec_id: int, body: memoryview, key: str) -> Any:
+    def decode(self, codec_id: int, body: bytes, key: str) -> Any:
         """Verify the signature before unpickling; JSON payloads decode as JsonCodec's."""
         if codec_id != SIGNED_PICKLE:
             return super().decode(codec_id, body, key)
-        signature, data = bytes(body[:32]), body[32:]
+        signature, data = body[:32], body[32:]
         if not hmac.compare_digest(signature, self._sign(key, data)):
             raise CorruptPayload("pickle payload failed its HMAC check")
         try:
@@ -275,4 +275,5 @@ def unpack(codec: Codec, raw: bytes, key: str) -> Any:
     """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
         raise CorruptPayload("payload lacks the cache_service header")
-    return codec.decode(raw[2], memoryview(raw)[HEADER_SIZE:], key)
+    # A bytes slice, not a memoryview: orjson parses bytes faster, which outweighs the copy.
+    return codec.decode(raw[2], raw[HEADER_SIZE:], key)

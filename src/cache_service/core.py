@@ -20,6 +20,22 @@ from .codec import STAMPER, Codec, CorruptPayload, JsonCodec, pack, stamp_of, un
 from .config import Location, TargetOptions, resolve_location, ttl_seconds
 from .errors import ConfigurationError
 from .keys import KeySpace
+from .loading import (
+    LOAD,
+    SWR_MARK,
+    UNLOCK,
+    Flow,
+    LoadPolicy,
+    Outcome,
+    Sleep,
+    Stale,
+    Wait,
+    jittered,
+    join,
+    land,
+    lock_key,
+    new_token,
+)
 from .stats import ServiceCounters
 from .target import Op, Target, Unavailable, WrongType, get_target
 
@@ -30,6 +46,7 @@ R = TypeVar("R")
 TTL = int | float | timedelta | None
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+_UNCOUNTED = ServiceCounters()  # internal re-reads of get_or_set count nowhere
 
 
 def _one(request: tuple[Any, ...]) -> Op[Any]:
@@ -96,6 +113,8 @@ class ServiceCore:
         )
         self._target: Target = get_target(self._location, options, clock or time.monotonic)
         self._counters = ServiceCounters()
+        # Freshness of stale-while-revalidate values is shared across processes: wall time.
+        self._wall: Callable[[], float] = clock or time.time
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(prefix={self.prefix!r}, "
@@ -125,7 +144,11 @@ class ServiceCore:
                 "target": self._target.snapshot()}
 
     # -- operations -------------------------------------------------------------------------
-    def _get(self, key: str, default: Any) -> Op[Any]:
+    def _get(self, key: str, default: Any, counters: ServiceCounters | None = None,
+             stale: bool = False) -> Op[Any]:
+        """The value at ``key`` or ``default``; with ``stale``, a value kept past its
+        freshness for stale-while-revalidate comes back as a ``Stale``."""
+        c = self._counters if counters is None else counters
         k = self._keys.full(key)
         t = self._target
         gate = t.gate()
@@ -137,24 +160,26 @@ class ServiceCore:
             except Unavailable:
                 pass
             except WrongType:
-                return (yield from self._discard(k, "holds a non-string Redis value", default))
+                return (yield from self._discard(k, "holds a non-string Redis value", default, c))
             else:
                 if raw is None:
-                    self._counters.misses += 1
+                    c.misses += 1
                     return default
                 try:
                     value = unpack(self._codec, raw, k)
                 except CorruptPayload as exc:
                     if not exc.remove:
-                        self._counters.misses += 1
+                        c.misses += 1
                         return default
-                    return (yield from self._discard(k, str(exc), default))
+                    return (yield from self._discard(k, str(exc), default, c))
                 journal = t.journal
                 if journal.guard_until and STAMPER.mine(stamp := stamp_of(raw)) and \
                         journal.invalidated_after(k, stamp, t.clock()):
                     t.counters.stale_blocked += 1
-                    return (yield from self._discard(k, None, default))
-                self._counters.hits += 1
+                    return (yield from self._discard(k, None, default, c))
+                if type(value) is list:
+                    return self._opened(value, raw, default, stale, c)
+                c.hits += 1
                 return value
         t.counters.memory_reads += 1
         raw = t.memory.get(k)
@@ -164,25 +189,48 @@ class ServiceCore:
             except CorruptPayload:  # written by a service with another codec
                 pass
             else:
-                self._counters.hits += 1
+                if type(value) is list:
+                    return self._opened(value, raw, default, stale, c)
+                c.hits += 1
                 return value
-        self._counters.misses += 1
+        c.misses += 1
         return default
 
-    def _discard(self, k: str, why: str | None, default: Any) -> Op[Any]:
+    def _opened(self, value: list[Any], raw: bytes, default: Any, stale: bool,
+                c: ServiceCounters) -> Any:
+        """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours."""
+        if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
+            if self._wall() >= value[2]:
+                c.misses += 1
+                return Stale(value[3], value[2]) if stale else default
+            value = value[3]
+        c.hits += 1
+        return value
+
+    def _discard(self, k: str, why: str | None, default: Any,
+                 c: ServiceCounters | None = None) -> Op[Any]:
         """A payload we cannot serve: log it (unless a known late write), remove it, miss."""
-        self._counters.misses += 1
+        (self._counters if c is None else c).misses += 1
         if why is not None:
             self._target.counters.corrupt += 1
             log.warning("cache_service: discarding %r: %s", k, why)
         with contextlib.suppress(Unavailable):
-            yield ("unlink", k)
+            yield from self._target.unlink_keys([k])
         return default
 
-    def _set(self, key: str, value: Any, ttl: TTL) -> Op[None]:
+    def _set(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
+             jitter: float = 0.0) -> Op[None]:
+        """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
+        ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR)."""
         k = self._keys.full(key)
         seconds = self._default_ttl if ttl is None else ttl_seconds(ttl)
-        payload = pack(self._codec, value, k, self._max_value_bytes, STAMPER.next())
+        if jitter:
+            seconds = jittered(seconds, jitter)
+        stamp = STAMPER.next()
+        if keep_stale:
+            value = [SWR_MARK, stamp, self._wall() + seconds, value]
+            seconds += keep_stale
+        payload = pack(self._codec, value, k, self._max_value_bytes, stamp)
         self._counters.sets += 1
         px = max(1, math.ceil(seconds * 1000))
 
@@ -198,7 +246,8 @@ class ServiceCore:
             return 0
         self._counters.deletes += len(ks)
         removed: int = yield from self._write(
-            lambda: _one(("unlink", *ks)), lambda: self._target.memory_invalidate(ks), keys=ks)
+            lambda: self._target.unlink_keys(ks), lambda: self._target.memory_invalidate(ks),
+            keys=ks)
         return removed
 
     def _invalidate(self, pattern: str) -> Op[int]:
@@ -242,7 +291,134 @@ class ServiceCore:
         if gate is not Gate.REDIS:
             return False
         try:
-            yield ("ping",)
+            yield t.ping_request
         except Unavailable:
             return False
         return True
+
+    # -- loading through the cache: get_or_set / @cached (see loading.py) --------------------
+    def _get_or_set(self, key: str, ttl: TTL, policy: LoadPolicy,
+                    task: object | None) -> Flow[Any]:
+        """The cached value, or the loader's: loaded once at a time per key in this process.
+
+        ``task`` identifies an asyncio caller (``None``: a blocking one), so a caller never
+        waits for a load that it is itself (transitively) running.
+        """
+        if ttl is not None:
+            ttl_seconds(ttl)
+        swr = policy.keep_stale > 0
+        found = yield from self._get(key, MISSING, None, swr)
+        if found is not MISSING and type(found) is not Stale:
+            return found
+        k = self._keys.full(key)
+        stale: Stale | None = found if found is not MISSING else None
+        while True:
+            flight, leading = join(self._target, k, task)
+            if leading:
+                return (yield from self._lead(flight, key, ttl, policy, stale))
+            if stale is not None and self._age(stale) <= policy.serve_stale_for:
+                return stale.value  # another caller is refreshing it
+            if flight.would_deadlock(task):  # e.g. the loader asks for its own key
+                return (yield from self._load(key, ttl, policy, stale))
+            outcome: Outcome = yield Wait(flight)
+            if not outcome.retry:
+                return outcome.result()
+            # the leader was cancelled: look again, and maybe lead
+            found = yield from self._get(key, MISSING, _UNCOUNTED, swr)
+            if found is not MISSING and type(found) is not Stale:
+                return found
+            stale = found if found is not MISSING else None
+
+    def _lead(self, flight: Any, key: str, ttl: TTL, policy: LoadPolicy,
+              stale: Stale | None) -> Flow[Any]:
+        """Load for every caller waiting on ``flight``; they share the value or the error."""
+        k = self._keys.full(key)
+        outcome = Outcome(retry=True)  # cancelled or interrupted: the waiters try again
+        try:
+            value = yield from self._load(key, ttl, policy, stale)
+            outcome = Outcome(value, codec=self._codec, key=k)
+            return value
+        except Exception as exc:
+            outcome = Outcome(error=exc)
+            raise
+        finally:
+            land(self._target, k, flight, outcome)
+
+    def _load(self, key: str, ttl: TTL, policy: LoadPolicy, stale: Stale | None) -> Flow[Any]:
+        """Optionally lock across processes, look again, run the loader and store its value."""
+        swr = policy.keep_stale > 0
+        name = lock_key(self.prefix, key)
+        token: str | None = None
+        if policy.lock and not self._target.breaker.is_open:
+            token = new_token()
+            held, found = yield from self._acquire(name, token, key, policy, stale)
+            if found is not MISSING:
+                return found.value if type(found) is Stale else found
+            if not held:
+                token = None
+        try:
+            found = yield from self._get(key, MISSING, _UNCOUNTED, swr)
+            if found is not MISSING and type(found) is not Stale:
+                value = found  # filled while we were becoming the loader
+            else:
+                stale = found if found is not MISSING else None
+                try:
+                    value = yield LOAD
+                except Exception as exc:
+                    if stale is None or self._age(stale) > policy.stale_on_error_for:
+                        raise
+                    log.warning("cache_service: loading %r failed (%s: %s); serving the value "
+                                "that expired %.1fs ago", self.full_key(key),
+                                type(exc).__name__, exc, self._age(stale))
+                    value = stale.value
+                else:
+                    if value is not None or policy.cache_none:
+                        yield from self._set(key, value, ttl, policy.keep_stale, policy.jitter)
+        except GeneratorExit:  # closed from outside: no I/O is possible; the lock expires
+            raise
+        except BaseException:  # loader error, cancellation: release the lock, then propagate
+            if token is not None:
+                yield from self._unlock(name, token)
+            raise
+        if token is not None:
+            yield from self._unlock(name, token)
+        return value
+
+    def _acquire(self, name: str, token: str, key: str, policy: LoadPolicy,
+                 stale: Stale | None) -> Flow[tuple[bool, Any]]:
+        """Take the Redis lock ``(True, MISSING)``, or learn we need not load: ``(False, value)``
+        (filled meanwhile, or a stale value another process is refreshing), or give up waiting
+        (or Redis left): ``(False, MISSING)``, load anyway."""
+        deadline = time.monotonic() + policy.lock_wait
+        pause = 0.005
+        while True:
+            try:
+                if (yield ("set", name, token, None, policy.lock_px, True)):
+                    return True, MISSING
+            except Unavailable:  # Redis went away: the per-process guard remains
+                return False, MISSING
+            except GeneratorExit:
+                raise
+            except BaseException:  # interrupted mid-request: it may be ours; compare-and-delete
+                yield from self._unlock(name, token)
+                raise
+            if stale is not None and self._age(stale) <= policy.serve_stale_for:
+                return False, stale  # another process is refreshing it
+            if time.monotonic() >= deadline:  # its holder is slow or gone: load anyway
+                return False, MISSING
+            yield Sleep(pause)
+            pause = min(pause * 2, 0.05)
+            found = yield from self._get(key, MISSING, _UNCOUNTED, policy.keep_stale > 0)
+            if found is not MISSING and type(found) is not Stale:
+                return False, found
+            stale = found if found is not MISSING else None
+
+    def _unlock(self, name: str, token: str) -> Op[None]:
+        """Release our lock (compare-and-delete); if Redis is out, it expires by itself."""
+        if not self._target.breaker.is_open:
+            with contextlib.suppress(Unavailable, WrongType):
+                yield ("eval", UNLOCK, 1, name, token)
+
+    def _age(self, stale: Stale) -> float:
+        """Seconds since ``stale`` stopped being fresh."""
+        return self._wall() - stale.fresh_until

@@ -1,7 +1,12 @@
-"""``@cached``: cache a function's results, sync or ``async def``, with per-call invalidation."""
+"""``@cached``: cache a function's results, sync or ``async def``, with per-call invalidation.
+
+Calls go through ``get_or_set`` (``ServiceCore._get_or_set``): concurrent misses of one key
+run the function once per process, with the same options (lock, jitter, stale values).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
@@ -12,9 +17,10 @@ import orjson
 
 from .codec import _tag
 from .config import ttl_seconds
-from .core import MISSING, TTL
+from .core import TTL, ServiceCore
 from .errors import SerializationError
 from .keys import escape_glob
+from .loading import arun_flow, load_policy, run_flow
 from .service import CacheService
 
 __all__ = ["CachedFunction", "cached"]
@@ -27,11 +33,15 @@ _MAX_PLAIN_KEY = 200
 class CachedFunction(Protocol):
     """What ``@cached`` returns: the function plus cache controls."""
 
-    cache: CacheService
+    cache: ServiceCore
     __call__: Callable[..., Any]
 
     def invalidate(self, *args: Any, **kwargs: Any) -> int:
         """No arguments: drop every entry of this function; else the entry for those args."""
+        ...
+
+    async def ainvalidate(self, *args: Any, **kwargs: Any) -> int:
+        """``invalidate``, awaited (for ``async def`` callers)."""
         ...
 
     def cache_key(self, *args: Any, **kwargs: Any) -> str:
@@ -72,8 +82,14 @@ def cached(
     ttl: TTL = None,
     prefix: str | None = None,
     *,
-    cache: CacheService | None = None,
+    cache: ServiceCore | None = None,
     cache_none: bool = False,
+    jitter: float = 0.0,
+    lock: bool = False,
+    lock_ttl: float = 10.0,
+    lock_wait: float = 5.0,
+    stale_while_revalidate: float = 0.0,
+    stale_if_error: float | None = None,
     **service_options: Any,
 ) -> Callable[[F], F]:
     """Cache results of a function (or ``async def``) in a ``CacheService``.
@@ -83,11 +99,24 @@ def cached(
     Keys are scoped to the function (``module.qualname``), so functions sharing a prefix never
     collide. Falsy results are cached; ``None`` is cached only with ``cache_none=True`` because
     it usually means "not found yet". Exceptions are never cached.
+
+    Concurrent calls that miss the same key run the function once (per process; ``lock=True``:
+    once across processes too); ``jitter``, ``stale_while_revalidate`` and ``stale_if_error``
+    are those of ``CacheService.get_or_set``. An ``async def`` is awaited and its result cached.
     """
+    if key_func is not None and inspect.iscoroutinefunction(key_func):
+        raise TypeError(
+            f"key_func {getattr(key_func, '__qualname__', key_func)!r} is a coroutine function: "
+            "a key must be computed without awaiting (did you write @cached instead of "
+            "@cached()?)"
+        )
     service = cache if cache is not None else CacheService(prefix or DEFAULT_PREFIX,
                                                             **service_options)
     if ttl is not None:
         ttl_seconds(ttl)
+    policy = load_policy(cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
+                         lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
+                         stale_if_error=stale_if_error)
 
     def decorate(func: F) -> F:
         if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
@@ -107,41 +136,39 @@ def cached(
                 return cache_key(*args[1:], **kwargs)
             return cache_key(*args, **kwargs)
 
-        def keep(value: Any) -> bool:
-            return value is not None or cache_none
+        target = service._target
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key = call_key(args, kwargs)
-                target = service._target
-                value = await target.arun(service._get(key, MISSING))
-                if value is MISSING:
-                    value = await func(*args, **kwargs)
-                    if keep(value):
-                        await target.arun(service._set(key, value, ttl))
-                return value
+                flow = service._get_or_set(call_key(args, kwargs), ttl, policy,
+                                           asyncio.current_task())
+                return await arun_flow(target, flow, functools.partial(func, *args, **kwargs))
 
             wrapper: Any = async_wrapper
         else:
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                key = call_key(args, kwargs)
-                value = service.get(key, MISSING)
-                if value is MISSING:
-                    value = func(*args, **kwargs)
-                    if keep(value):
-                        service.set(key, value, ttl)
-                return value
+                flow = service._get_or_set(call_key(args, kwargs), ttl, policy, None)
+                return run_flow(target, flow, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper
 
-        def invalidate(*args: Any, **kwargs: Any) -> int:
+        def invalidation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if not args and not kwargs and (key_func is not None or len(sig.parameters) > method):
-                return service.invalidate_pattern(escape_glob(scope) + ":*")
-            return service.delete(cache_key(*args, **kwargs))
+                return service._invalidate_pattern(escape_glob(scope) + ":*")
+            return service._delete((cache_key(*args, **kwargs),))
+
+        def invalidate(*args: Any, **kwargs: Any) -> int:
+            result: int = target.run(invalidation(args, kwargs))
+            return result
+
+        async def ainvalidate(*args: Any, **kwargs: Any) -> int:
+            result: int = await target.arun(invalidation(args, kwargs))
+            return result
 
         wrapper.invalidate = invalidate
+        wrapper.ainvalidate = ainvalidate
         wrapper.cache_key = cache_key
         wrapper.cache = service
         return cast(F, wrapper)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .core import TTL, ServiceCore
+from .loading import load_policy, run_flow
 
 __all__ = ["CacheService"]
 
@@ -40,6 +42,27 @@ class CacheService(ServiceCore):
     def is_redis_available(self) -> bool:
         """Whether calls go to Redis now; blocks at most one connect timeout."""
         return self._target.run(self._is_available())
+
+    def get_or_set(
+        self, key: str, loader: Callable[[], Any], ttl: TTL = None, *, cache_none: bool = False,
+        jitter: float = 0.0, lock: bool = False, lock_ttl: float = 10.0, lock_wait: float = 5.0,
+        stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+    ) -> Any:
+        """The cached value for ``key``, or ``loader()``'s result, cached for ``ttl``.
+
+        A cached falsy value is a hit. Concurrent misses of one key run ``loader`` once in this
+        process (the others wait and share its value or exception; nothing is cached on an
+        exception); ``lock=True`` also makes other processes wait for it (up to ``lock_wait``
+        seconds) through a Redis lock that expires after ``lock_ttl``. ``None`` is cached only
+        with ``cache_none``. ``jitter`` shortens the TTL by up to that fraction at random.
+        ``stale_while_revalidate=S`` serves the expired value for S seconds while one caller
+        reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
+        when the loader raises.
+        """
+        return run_flow(self._target, self._get_or_set(key, ttl, load_policy(
+            cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
+            lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error), None), loader)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""

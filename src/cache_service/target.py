@@ -12,11 +12,12 @@ asyncio one. That is the only place sync and async differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,8 +31,13 @@ from .redis_backend import (
     CONNECTIVITY_ERRORS,
     build_async_client,
     build_sync_client,
+    describe_error,
     drop_idle_connections,
     is_wrong_type,
+    ping_primaries,
+    scan_node,
+    scan_primaries,
+    slot_of,
 )
 from .stats import TargetCounters
 
@@ -39,6 +45,7 @@ __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
+K = TypeVar("K", str, bytes)
 Request = tuple[Any, ...]
 Op = Generator[Request, Any, T]
 
@@ -63,12 +70,10 @@ class WrongType(Exception):
     """The key holds a non-string Redis value: foreign data, a miss."""
 
 
-def advance(op: Op[T], reply: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """Resume ``op`` with a reply or an error: ``(True, request)`` or ``(False, result)``."""
-    try:
-        return True, (op.send(reply) if error is None else op.throw(error))
-    except StopIteration as done:
-        return False, done.value
+def _invoke(client: Any, request: Request) -> Any:
+    """Call what ``request`` names: a client method, or a function given the client."""
+    name = request[0]
+    return (getattr(client, name) if type(name) is str else partial(name, client))(*request[1:])
 
 
 class Target:
@@ -88,7 +93,16 @@ class Target:
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        # Per loop, an async generator whose ``finally`` closes that loop's client: the loop
+        # finalizes it in ``shutdown_asyncgens()`` (``asyncio.run`` does), so a client left open
+        # by the application is still closed before its loop is.
+        self._aclosers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = weakref.WeakKeyDictionary()
+        self._last_aclient: tuple[Any, Any] = (None, None)  # (loop, client) used last
         self._client_lock = threading.Lock()
+        # A cluster is back only when every primary answers, not just one node.
+        self.ping_request: Request = (
+            (ping_primaries,) if location.kind == "cluster" else ("ping",))
         if location.kind == "memory":
             self.breaker.hold_open()
 
@@ -96,49 +110,61 @@ class Target:
         return f"<Target {self.location.describe()} {self.breaker.state}>"
 
     # -- drivers: the only sync/async twins -------------------------------------------------
+    # Hot path: the loops are written out (no per-request helper frame) because
+    # every frame between the caller and redis-py is re-entered on each resume of an await;
+    # this halves the Python work a GET adds over redis-py itself.
     def run(self, op: Op[T]) -> T:
         """Drive ``op`` to completion with the sync client."""
-        reply: Any = None
-        error: BaseException | None = None
         try:
-            while (step := advance(op, reply, error))[0]:
-                reply, error = self._call(step[1])
+            request = op.send(None)
+            while True:
+                try:
+                    reply = _invoke(self._sync_client(), request)
+                except CONNECTIVITY_ERRORS as exc:
+                    request = op.throw(self.failed(exc))
+                else:
+                    request = op.send(reply)
+        except StopIteration as done:
+            result: T = done.value
+            return result
         finally:
             op.close()
-        result: T = step[1]
-        return result
 
     async def arun(self, op: Op[T]) -> T:
         """Drive ``op`` to completion with the asyncio client of the running loop."""
-        reply: Any = None
-        error: BaseException | None = None
         try:
-            while (step := advance(op, reply, error))[0]:
-                reply, error = await self._acall(step[1])
+            request = op.send(None)
+            while True:
+                try:
+                    reply = await _invoke(self._async_client(), request)
+                except CONNECTIVITY_ERRORS as exc:
+                    request = op.throw(self.failed(exc))
+                else:
+                    request = op.send(reply)
+        except StopIteration as done:
+            result: T = done.value
+            return result
         finally:
             op.close()
-        result: T = step[1]
-        return result
 
     def _call(self, request: Request) -> tuple[Any, BaseException | None]:
+        """One request with the sync client: ``(reply, None)`` or ``(None, what to throw)``."""
         try:
-            client = self._client if self._client is not None else self._sync_client()
-            name = request[0]
-            method = getattr(client, name) if type(name) is str else partial(name, client)
-            return method(*request[1:]), None
+            return _invoke(self._sync_client(), request), None
         except CONNECTIVITY_ERRORS as exc:
             return None, self.failed(exc)
 
     async def _acall(self, request: Request) -> tuple[Any, BaseException | None]:
+        """One request with the asyncio client: ``(reply, None)`` or ``(None, what to throw)``."""
         try:
-            client = self._async_client()
-            name = request[0]
-            method = getattr(client, name) if type(name) is str else partial(name, client)
-            return await method(*request[1:]), None
+            return await _invoke(self._async_client(), request), None
         except CONNECTIVITY_ERRORS as exc:
             return None, self.failed(exc)
 
     def _sync_client(self) -> Any:
+        client = self._client
+        if client is not None:
+            return client
         with self._client_lock:
             if self._client is None:
                 self._client = build_sync_client(self.location, self.options)
@@ -146,16 +172,40 @@ class Target:
 
     def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
+        last = self._last_aclient  # one tuple, replaced atomically: safe across threads
+        if last[0] is loop:
+            return last[1]
         client = self._aclients.get(loop)
         if client is None:
             client = self._aclients[loop] = build_async_client(self.location, self.options)
+            closer = self._aclosers[loop] = self._close_at_loop_end(loop, client)
+            with contextlib.suppress(StopIteration):  # run it to its ``yield``: now registered
+                closer.asend(None).send(None)
+        self._last_aclient = (loop, client)
         return client
 
-    async def aclose(self) -> None:
-        """Close the asyncio client of the running loop (call before the loop ends)."""
-        client = self._aclients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
+    async def _close_at_loop_end(self, loop: asyncio.AbstractEventLoop,
+                                 client: Any) -> AsyncGenerator[None, None]:
+        """Suspends until finalized (``aclose()``), then forgets and closes ``loop``'s client.
+
+        Forgetting matters: the client's streams reference the loop, so the weak keys alone
+        would never let a finished loop go.
+        """
+        try:
+            yield
+        finally:
+            self._aclients.pop(loop, None)
+            self._aclosers.pop(loop, None)
+            if self._last_aclient[0] is loop:
+                self._last_aclient = (None, None)
             await client.aclose()
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running loop (at the latest, ``asyncio.run`` does
+        it when the loop shuts down)."""
+        closer = self._aclosers.get(asyncio.get_running_loop())
+        if closer is not None:
+            await closer.aclose()
 
     def close(self) -> None:
         """Close the sync client's connections."""
@@ -167,7 +217,10 @@ class Target:
     # -- decisions shared by every operation --------------------------------------------------
     def gate(self, writing: bool = False) -> Gate:
         """May this call use Redis now? See ``Breaker.gate``."""
-        return self.breaker.gate(self.clock(), writing)
+        breaker = self.breaker
+        if breaker.state is Breaker.CLOSED:  # the common case needs no clock reading
+            return Gate.REDIS
+        return breaker.gate(self.clock(), writing)
 
     def failed(self, exc: BaseException) -> BaseException:
         """Account a failed request; returns what to throw into the operation."""
@@ -179,12 +232,13 @@ class Target:
             self.outage_started = now
             self.memory.new_epoch()
             log.warning(
-                "Redis at %s unreachable (%s: %s); serving from the in-memory store, "
-                "next try in %.1fs", self.location.describe(), type(exc).__name__, exc,
+                "Redis at %s unreachable (%s); serving from the in-memory store, "
+                "next try in %.1fs", self.location.describe(), describe_error(exc),
                 self.breaker.backoff,
             )
         else:
-            log.debug("Redis at %s still unreachable: %s", self.location.describe(), exc)
+            log.debug("Redis at %s still unreachable: %s", self.location.describe(),
+                      describe_error(exc))
         return Unavailable(str(exc))
 
     def record_offline(self, keys: list[str] | None = None, pattern: str | None = None,
@@ -193,6 +247,8 @@ class Target:
         with self.breaker.lock:
             if not self.breaker.is_open:
                 return False
+            if self.location.kind == "memory":  # nothing to replay to
+                return True
             if pattern is not None:
                 self.journal.record_pattern(pattern, stamp)
             else:
@@ -205,7 +261,7 @@ class Target:
         finished = False
         try:
             yield (drop_idle_connections,)
-            yield ("ping",)
+            yield self.ping_request
             self.breaker.draining()
             while True:
                 plan = self.journal.plan()
@@ -221,7 +277,7 @@ class Target:
                     if not stamps:
                         continue
                     if work.pattern is None:
-                        yield ("unlink", *stamps)
+                        yield from self.unlink_keys(list(stamps))
                     else:
                         yield from self.scan_unlink(work.pattern)
                     self.journal.done(work, stamps, self.clock())
@@ -247,15 +303,50 @@ class Target:
         return Gate.REDIS
 
     def scan_unlink(self, pattern: str) -> Op[int]:
-        """SCAN for ``pattern`` and unlink the matches that hold our payloads; a count."""
+        """SCAN for ``pattern`` (on a cluster: every primary, one node at a time) and unlink
+        the matches that hold our payloads; a count."""
         removed = 0
+        if self.location.kind == "cluster":
+            cursors, keys = yield (scan_primaries, pattern, SCAN_COUNT)
+            removed += yield from self.unlink_owned(keys)
+            for node, first in cursors.items():
+                cursor = first
+                while cursor:
+                    found, keys = yield (scan_node, node, cursor, pattern, SCAN_COUNT)
+                    cursor = found[node]
+                    removed += yield from self.unlink_owned(keys)
+            return removed
         cursor = 0
         while True:
             cursor, keys = yield ("scan", cursor, pattern, SCAN_COUNT)
-            if keys:
-                removed += yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
+            removed += yield from self.unlink_owned(keys)
             if not cursor:
                 return removed
+
+    def unlink_owned(self, keys: list[bytes]) -> Op[int]:
+        """Unlink those of ``keys`` that hold our payloads; a count. On a cluster one script
+        per hash slot, since a script may only touch keys of one slot."""
+        if not keys:
+            return 0
+        if self.location.kind != "cluster":
+            removed: int = yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
+            return removed
+        removed = 0
+        for group in by_slot(keys):
+            removed += yield ("eval", UNLINK_OWNED, len(group), *group, MAGIC)
+        return removed
+
+    def unlink_keys(self, keys: list[str]) -> Op[int]:
+        """UNLINK ``keys``; a count. On a cluster one plain command per hash slot: redis-py's
+        own split pipelines them, and when a node fails it resends each command one by one
+        (a hung node would cost one timeout per slot instead of one)."""
+        if self.location.kind != "cluster":
+            removed: int = yield ("unlink", *keys)
+            return removed
+        removed = 0
+        for group in by_slot(keys):
+            removed += yield ("execute_command", "UNLINK", *group)
+        return removed
 
     def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the memory store; a count of live ones."""
@@ -279,6 +370,14 @@ class Target:
             "memory_evictions": self.memory.evictions,
             **self.counters.snapshot(),
         }
+
+
+def by_slot(keys: list[K]) -> list[list[K]]:
+    """``keys`` grouped by cluster hash slot (scripts and commands must stay in one slot)."""
+    groups: dict[int, list[K]] = {}
+    for key in keys:
+        groups.setdefault(slot_of(key), []).append(key)
+    return list(groups.values())
 
 
 _targets: dict[tuple[Location, Callable[[], float]], Target] = {}

@@ -1,0 +1,94 @@
+"""AsyncCacheService: the asyncio twin of CacheService, plus ready-made async instances.
+
+Same constructor, same methods, awaited::
+
+    from cache_service.aio import AsyncCacheService, api_cache
+
+    cache = AsyncCacheService("user", default_ttl=600)
+    await cache.set("user:123", {"name": "John"})
+    await cache.get("user:123")
+    user = await cache.get_or_set("user:7", lambda: db.get_user(7), ttl=300)
+
+Every method is one line over the operations of ``ServiceCore``, driven by ``Target.arun``
+with the ``redis.asyncio`` client of the running event loop. A service and a CacheService
+naming the same Redis share one target (breaker, memory store, journal), so they see the same
+data whether Redis is up or down. Each event loop gets its own client; it is closed by
+``aclose()`` or, at the latest, when ``asyncio.run`` shuts the loop down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .core import TTL, ServiceCore
+from .loading import arun_flow, load_policy
+
+__all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]
+
+
+class AsyncCacheService(ServiceCore):
+    """A namespaced cache on Redis (``redis.asyncio``) with the in-memory fallback.
+
+    Awaits never raise because Redis is down or slow; a cancelled await leaves no connection
+    with an unread reply in the pool and no lock held.
+    """
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
+        return await self._target.arun(self._get(key, default))
+
+    async def set(self, key: str, value: Any, ttl: TTL = None) -> None:
+        """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL)."""
+        await self._target.arun(self._set(key, value, ttl))
+
+    async def delete(self, *keys: str) -> int:
+        """Remove ``keys``; returns how many existed."""
+        return await self._target.arun(self._delete(keys))
+
+    async def invalidate_pattern(self, pattern: str) -> int:
+        """Remove this service's keys matching the Redis glob ``pattern``; returns the count."""
+        return await self._target.arun(self._invalidate_pattern(pattern))
+
+    async def clear_all(self) -> int:
+        """Remove every key of this service's prefix (and nothing else); returns the count."""
+        return await self._target.arun(self._clear_all())
+
+    async def is_redis_available(self) -> bool:
+        """Whether calls go to Redis now; waits at most one connect timeout."""
+        return await self._target.arun(self._is_available())
+
+    async def get_or_set(
+        self, key: str, loader: Callable[[], Any], ttl: TTL = None, *, cache_none: bool = False,
+        jitter: float = 0.0, lock: bool = False, lock_ttl: float = 10.0, lock_wait: float = 5.0,
+        stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+    ) -> Any:
+        """The cached value, or ``await loader()`` (or ``loader()``) cached; see CacheService."""
+        return await arun_flow(self._target, self._get_or_set(key, ttl, load_policy(
+            cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
+            lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
+            stale_if_error=stale_if_error), asyncio.current_task()), loader)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters of this service plus its target's breaker, journal and memory figures."""
+        return self._stats()
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections of the service's target (shared with others)."""
+        await self._target.aclose()
+
+    async def __aenter__(self) -> AsyncCacheService:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+# Ready-made services of the usage contract, awaitable; they follow REDIS_URL and connect on
+# first use (per event loop), so importing this module touches no network.
+api_cache = AsyncCacheService("api", default_ttl=300)
+user_cache = AsyncCacheService("user", default_ttl=600)
+session_cache = AsyncCacheService("session", default_ttl=1800)

@@ -1,0 +1,226 @@
+"""FastAPI integration: a cache dependency and a route decorator (extra ``fastapi``).
+
+::
+
+    from fastapi import Depends, FastAPI
+    from cache_service.aio import AsyncCacheService, api_cache
+    from cache_service.integrations.fastapi import cache_response, close_on_shutdown, provide
+
+    app = FastAPI(lifespan=close_on_shutdown(api_cache))
+    Cache = provide(api_cache)            # a dependency: Depends(Cache) -> the service
+
+    @app.get("/products/{product_id}")
+    @cache_response(ttl=60)               # below the route decorator
+    async def get_product(product_id: int) -> dict: ...
+
+    @app.put("/products/{product_id}")
+    async def update_product(product_id: int, cache: AsyncCacheService = Depends(Cache)):
+        ...
+        await get_product.invalidate(f"/products/{product_id}")
+
+``cache_response`` caches the JSON-able result of GET (and HEAD) requests under a key made of
+the method, the path and the sorted query string (or ``key(request)``), loading it through
+``get_or_set`` (one computation per key at a time). Responses carry ``ETag`` and
+``X-Cache: HIT|MISS``; ``If-None-Match`` with a matching ETag gets ``304 Not Modified``; a
+client's ``Cache-Control: no-cache`` recomputes (and re-caches) the response, ``no-store``
+bypasses the cache. Endpoints returning a ``Response`` object are passed through uncached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast, get_type_hints
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
+from starlette.concurrency import run_in_threadpool
+
+from cache_service import aio
+from cache_service.aio import AsyncCacheService
+from cache_service.core import TTL
+from cache_service.keys import escape_glob
+
+__all__ = ["cache_response", "close_on_shutdown", "default_key", "invalidate_path", "provide"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+CACHEABLE_METHODS = ("GET", "HEAD")
+_SCOPE = "http:"
+
+
+def provide(service: AsyncCacheService | None = None) -> Callable[[], AsyncCacheService]:
+    """A dependency returning ``service`` (default: ``cache_service.aio.api_cache``).
+
+    Keep the returned function: ``Depends(it)`` in routes, and
+    ``app.dependency_overrides[it] = ...`` to swap the service in tests.
+    """
+    chosen = service if service is not None else _default_service()
+
+    def cache_service() -> AsyncCacheService:
+        return chosen
+
+    return cache_service
+
+
+def close_on_shutdown(*services: AsyncCacheService) -> Callable[[Any], Any]:
+    """A FastAPI ``lifespan`` that closes the services' connections when the app stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            for service in services:
+                await service.aclose()
+
+    return lifespan
+
+
+def default_key(request: Request) -> str:
+    """``GET /path?a=1&b=2``: method (HEAD counts as GET), path, query sorted."""
+    method = "GET" if request.method == "HEAD" else request.method
+    query = urlencode(sorted(request.query_params.multi_items()))
+    return f"{method} {request.url.path}?{query}"
+
+
+async def invalidate_path(path: str, cache: AsyncCacheService | None = None) -> int:
+    """Drop every cached response for ``path`` (any route, any query) made with the default
+    key; returns how many entries were removed."""
+    service = cache if cache is not None else _default_service()
+    return await service.invalidate_pattern(f"{_SCOPE}*:GET {escape_glob(path)}?*")
+
+
+class _Passthrough(Exception):
+    """The endpoint returned a Response: serve it as is, cache nothing."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("uncacheable response")
+        self.response = response
+
+
+def _etag(body: Any) -> str:
+    data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+
+
+def _directives(header: str | None) -> set[str]:
+    return {part.strip().split("=", 1)[0].lower() for part in (header or "").split(",")}
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
+def cache_response(
+    ttl: TTL = None, *, cache: AsyncCacheService | None = None,
+    key: Callable[[Request], str] | None = None, lock: bool = False, jitter: float = 0.0,
+    stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+) -> Callable[[F], F]:
+    """Cache a route's JSON responses (place it below ``@app.get(...)``); see the module doc.
+
+    ``cache`` defaults to ``cache_service.aio.api_cache``; ``key(request)`` replaces the
+    default key (method, path, sorted query). ``lock``, ``jitter`` and the stale options are
+    those of ``get_or_set``. The decorated endpoint gains ``await endpoint.invalidate()``
+    (every entry of this route) and ``await endpoint.invalidate("/some/path")`` (one path).
+    """
+    service = cache if cache is not None else _default_service()
+    make_key = key if key is not None else default_key
+
+    def decorate(endpoint: F) -> F:
+        scope = f"{_SCOPE}{endpoint.__module__}.{endpoint.__qualname__}:"
+        signature, request_name, response_name = _with_request_and_response(endpoint)
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request: Request = kwargs[request_name]
+            response: Response = kwargs[response_name]
+            if request_name.startswith("_cache_"):
+                del kwargs[request_name]
+            if response_name.startswith("_cache_"):
+                del kwargs[response_name]
+
+            async def call() -> Any:
+                if is_async:
+                    return await endpoint(*args, **kwargs)
+                return await run_in_threadpool(endpoint, *args, **kwargs)
+
+            if request.method not in CACHEABLE_METHODS:
+                return await call()
+            loaded = False
+
+            async def load() -> dict[str, Any]:
+                nonlocal loaded
+                loaded = True
+                result = await call()
+                if isinstance(result, Response):
+                    raise _Passthrough(result)
+                body = jsonable_encoder(result)
+                return {"etag": _etag(body), "body": body}
+
+            k = scope + make_key(request)
+            directives = _directives(request.headers.get("cache-control"))
+            try:
+                if "no-store" in directives:
+                    entry = await load()
+                elif "no-cache" in directives:
+                    entry = await load()
+                    await service.set(k, entry, ttl)
+                else:
+                    entry = await service.get_or_set(
+                        k, load, ttl, lock=lock, jitter=jitter,
+                        stale_while_revalidate=stale_while_revalidate,
+                        stale_if_error=stale_if_error)
+            except _Passthrough as passthrough:
+                return passthrough.response
+            headers = {"ETag": entry["etag"], "X-Cache": "MISS" if loaded else "HIT"}
+            if _matches(request.headers.get("if-none-match"), entry["etag"]):
+                return Response(status_code=304, headers=headers)
+            response.headers.update(headers)
+            return entry["body"]
+
+        async def invalidate(path: str | None = None) -> int:
+            if path is None:
+                return await service.invalidate_pattern(escape_glob(scope) + "*")
+            return await service.invalidate_pattern(escape_glob(f"{scope}GET {path}?") + "*")
+
+        wrapper.__signature__ = signature  # type: ignore[attr-defined]
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        wrapper.cache = service  # type: ignore[attr-defined]
+        return cast(F, wrapper)
+
+    return decorate
+
+
+def _with_request_and_response(endpoint: Callable[..., Any]) -> tuple[inspect.Signature, str, str]:
+    """The endpoint's signature (annotations resolved) plus Request/Response parameters
+    FastAPI will fill, reusing the endpoint's own if it has them."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    signature = inspect.signature(endpoint)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation))
+              for p in signature.parameters.values()]
+    names = {}
+    for cls, name in ((Request, "_cache_request"), (Response, "_cache_response")):
+        found = next((p.name for p in params if p.annotation is cls), None)
+        if found is None:
+            found = name
+            extra = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=cls)
+            at = next((i for i, p in enumerate(params)
+                       if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+            params.insert(at, extra)
+        names[cls] = found
+    return (signature.replace(parameters=params,
+                              return_annotation=hints.get("return", signature.return_annotation)),
+            names[Request], names[Response])
+
+
+def _default_service() -> AsyncCacheService:
+    return aio.api_cache

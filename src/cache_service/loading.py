@@ -1,0 +1,397 @@
+"""Loading through the cache: single-flight, a cross-process lock, TTL jitter, stale values.
+
+``ServiceCore._get_or_set`` (core.py) is ONE generator *flow*. Like every operation it yields
+Redis requests (tuples); it also yields three effects that only the caller's world can perform:
+
+- ``LOAD``: call the loader (``loader()``, awaited when it returns an awaitable under asyncio);
+- ``Wait(flight)``: wait until another caller's load of the same key has finished;
+- ``Sleep(seconds)``: pause between polls of a Redis lock held by another process.
+
+``run_flow`` (blocking) and ``arun_flow`` (asyncio) interpret flows; with ``Target.run`` and
+``Target.arun`` they are the only sync/async twins, so every loading rule exists once.
+
+Single-flight is per process and per ``(target, full key)``: the first caller to miss leads and
+runs the loader, every concurrent caller (thread or asyncio task, on any loop) waits for its
+outcome. Waiters SHARE the outcome: the leader's value (each waiter gets its own decoded copy)
+or the leader's exception (nothing is cached), so a failing backend sees one call per burst
+instead of one per waiter. If the leader is cancelled or interrupted (``BaseException``), the
+waiters retry and one of them leads. The in-flight map holds only keys being loaded now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .codec import Codec, pack, unpack
+from .errors import ConfigurationError
+from .keys import NAMESPACE
+from .redis_backend import CONNECTIVITY_ERRORS
+from .target import Target, _invoke
+
+__all__ = [
+    "LOAD",
+    "SWR_MARK",
+    "Flight",
+    "Flow",
+    "LoadPolicy",
+    "Outcome",
+    "Sleep",
+    "Stale",
+    "Wait",
+    "arun_flow",
+    "jittered",
+    "join",
+    "load_policy",
+    "lock_key",
+    "new_token",
+    "run_flow",
+]
+
+T = TypeVar("T")
+Flow = Generator[Any, Any, T]
+
+# Compare-and-delete: release the lock only if it still holds our token.
+UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Marks a value stored with stale-while-revalidate metadata: [SWR_MARK, stamp, fresh_until,
+# value]. The stamp must equal the payload header's, so user data can never pass for one.
+SWR_MARK = "\x00cache_service:swr"
+
+
+def lock_key(prefix: str, key: str) -> str:
+    """Where the cross-process lock for ``key`` lives: ``cs::lock:{prefix}::{key}``.
+
+    No prefix is empty, so ``cs::`` never starts a cache key: locks cannot meet user keys,
+    and pattern invalidation (``cs:{prefix}::...``) never sees them. Locks expire by themselves.
+    """
+    return f"{NAMESPACE}:lock:{prefix}::{key}"
+
+
+def new_token() -> str:
+    """A lock token unique to one holder."""
+    return os.urandom(12).hex()
+
+
+def jittered(seconds: float, fraction: float, rand: Callable[[], float] = random.random) -> float:
+    """``seconds`` shortened by up to ``fraction`` at random (never lengthened)."""
+    return seconds * (1.0 - fraction * rand()) if fraction else seconds
+
+
+def _non_negative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < 0:
+        raise ConfigurationError(f"{name} must be a non-negative number of seconds, "
+                                 f"got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class LoadPolicy:
+    """How ``get_or_set`` / ``@cached`` load a missing value (validated, hashable)."""
+
+    cache_none: bool = False
+    jitter: float = 0.0
+    lock: bool = False
+    lock_ttl: float = 10.0
+    lock_wait: float = 5.0
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float | None = None
+    # Derived in __post_init__ (the hot path reads them on every call):
+    serve_stale_for: float = field(init=False)
+    """Seconds past expiry a stale value is served at once while one caller refreshes."""
+    stale_on_error_for: float = field(init=False)
+    """Seconds past expiry a stale value is served when the loader fails."""
+    keep_stale: float = field(init=False)
+    """Seconds a value is kept past its TTL (0: no stale-while-revalidate metadata)."""
+    lock_px: int = field(init=False)
+    """The lock's expiry in milliseconds."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or \
+                not 0 <= self.jitter < 1:
+            raise ConfigurationError(f"jitter must be a fraction in [0, 1), got {self.jitter!r}")
+        serve = _non_negative("stale_while_revalidate", self.stale_while_revalidate)
+        on_error = serve if self.stale_if_error is None else \
+            _non_negative("stale_if_error", self.stale_if_error)
+        _non_negative("lock_wait", self.lock_wait)
+        if _non_negative("lock_ttl", self.lock_ttl) == 0:
+            raise ConfigurationError("lock_ttl must be positive")
+        for name, value in (("serve_stale_for", serve), ("stale_on_error_for", on_error),
+                            ("keep_stale", max(serve, on_error)),
+                            ("lock_px", max(1, math.ceil(self.lock_ttl * 1000)))):
+            object.__setattr__(self, name, value)
+
+
+@functools.lru_cache(maxsize=256)
+def load_policy(*, cache_none: bool = False, jitter: float = 0.0, lock: bool = False,
+                lock_ttl: float = 10.0, lock_wait: float = 5.0,
+                stale_while_revalidate: float = 0.0,
+                stale_if_error: float | None = None) -> LoadPolicy:
+    """A validated policy, cached so per-call options cost a dict lookup."""
+    return LoadPolicy(cache_none, jitter, lock, lock_ttl, lock_wait, stale_while_revalidate,
+                      stale_if_error)
+
+
+class Stale:
+    """A value past its freshness that is still kept for stale-while-revalidate."""
+
+    __slots__ = ("fresh_until", "value")
+
+    def __init__(self, value: Any, fresh_until: float) -> None:
+        self.value = value
+        self.fresh_until = fresh_until
+
+
+class Outcome:
+    """How a flight ended: a value (copied for each waiter), an error, or "retry"."""
+
+    __slots__ = ("_payload", "codec", "error", "key", "retry", "value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None,
+                 retry: bool = False, codec: Codec | None = None, key: str = "") -> None:
+        self.value = value
+        self.error = error
+        self.retry = retry
+        self.codec = codec
+        self.key = key
+        self._payload: bytes | None = None
+
+    def result(self) -> Any:
+        """The value for one waiter (its own copy), or the leader's exception raised."""
+        if self.error is not None:
+            raise self.error
+        value = self.value
+        if value is None or type(value) in (str, int, float, bool, bytes) or self.codec is None:
+            return value
+        if self._payload is None:
+            self._payload = pack(self.codec, value, self.key, 1 << 62, 0)
+        return unpack(self.codec, self._payload, self.key)
+
+
+RETRY = Outcome(retry=True)
+
+
+class Flight:
+    """One load in progress for a (target, key): its leader and the callers waiting on it."""
+
+    __slots__ = ("_event", "_futures", "_lock", "outcome", "task", "thread")
+
+    def __init__(self, thread: int, task: object | None) -> None:
+        self.thread = thread
+        self.task = task
+        self.outcome: Outcome | None = None
+        self._event = threading.Event()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._lock = threading.Lock()
+
+    def would_deadlock(self, task: object | None) -> bool:
+        """Whether waiting here could never end: the leader is (under) this very caller."""
+        me = threading.get_ident()
+        if task is None:  # a blocking wait would also block a leader on this thread's loop
+            return self.thread == me
+        return self.task is task or (self.task is None and self.thread == me)
+
+    def settle(self, outcome: Outcome) -> None:
+        """Publish the outcome and wake every waiter, on whatever thread or loop it waits."""
+        with self._lock:
+            self.outcome = outcome
+            futures, self._futures = self._futures, []
+        self._event.set()
+        for loop, future in futures:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
+                loop.call_soon_threadsafe(_wake, future)
+
+    def wait(self) -> Outcome:
+        """Block until settled."""
+        self._event.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    async def wait_async(self) -> Outcome:
+        """Await until settled (cancelling this await leaves the flight untouched)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.outcome is not None:
+                return self.outcome
+            future: asyncio.Future[None] = loop.create_future()
+            entry = (loop, future)
+            self._futures.append(entry)
+        try:
+            await future
+        finally:
+            with self._lock:
+                if entry in self._futures:
+                    self._futures.remove(entry)
+        assert self.outcome is not None
+        return self.outcome
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_flights: dict[tuple[Target, str], Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def join(target: Target, key: str, task: object | None) -> tuple[Flight, bool]:
+    """The flight loading ``key``: ``(flight, True)`` when this caller must lead it."""
+    slot = (target, key)
+    with _flights_lock:
+        flight = _flights.get(slot)
+        if flight is None:
+            flight = _flights[slot] = Flight(threading.get_ident(), task)
+            return flight, True
+    return flight, False
+
+
+def land(target: Target, key: str, flight: Flight, outcome: Outcome) -> None:
+    """End ``flight``: forget it (new misses start a new one), then wake its waiters."""
+    with _flights_lock:
+        if _flights.get((target, key)) is flight:
+            del _flights[(target, key)]
+    flight.settle(outcome)
+
+
+def in_flight() -> int:
+    """How many keys are being loaded now in this process (for tests and stats)."""
+    return len(_flights)
+
+
+# -- effects: what a flow asks its interpreter to do ------------------------------------------
+class Effect:
+    """Something a flow needs done outside Redis; blocking and asyncio forms."""
+
+    def perform(self, loader: Callable[[], Any]) -> Any:
+        """Do it, blocking."""
+        raise NotImplementedError
+
+    async def aperform(self, loader: Callable[[], Any]) -> Any:
+        """Do it under asyncio."""
+        raise NotImplementedError
+
+
+class _Load(Effect):
+    def perform(self, loader: Callable[[], Any]) -> Any:
+        value = loader()
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()
+            func = getattr(loader, "func", loader)  # @cached passes functools.partial(f, ...)
+            raise TypeError(
+                f"{getattr(func, '__qualname__', func)!s} returned an awaitable to a blocking "
+                "call that cannot await it: declare it `async def` for @cached, or use "
+                "AsyncCacheService.get_or_set"
+            )
+        return value
+
+    async def aperform(self, loader: Callable[[], Any]) -> Any:
+        value = loader()
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+
+LOAD = _Load()
+
+
+class Sleep(Effect):
+    """Pause (between polls of a lock held by another process)."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def perform(self, loader: Callable[[], Any]) -> Any:
+        time.sleep(self.seconds)
+
+    async def aperform(self, loader: Callable[[], Any]) -> Any:
+        await asyncio.sleep(self.seconds)
+
+
+class Wait(Effect):
+    """Wait for a flight led by another caller; the reply is its Outcome."""
+
+    __slots__ = ("flight",)
+
+    def __init__(self, flight: Flight) -> None:
+        self.flight = flight
+
+    def perform(self, loader: Callable[[], Any]) -> Any:
+        return self.flight.wait()
+
+    async def aperform(self, loader: Callable[[], Any]) -> Any:
+        return await self.flight.wait_async()
+
+
+# -- interpreters: the only sync/async twins of this module ------------------------------------
+def run_flow(target: Target, flow: Flow[T], loader: Callable[[], Any]) -> T:
+    """Drive ``flow`` blocking: Redis requests as ``Target.run`` does, effects in this thread.
+
+    Every other exception (a loader error, KeyboardInterrupt) is thrown into the flow so it
+    can release what it holds before it propagates.
+    """
+    try:
+        request = flow.send(None)
+        while True:
+            reply: Any = None
+            error: BaseException | None = None
+            try:
+                if type(request) is tuple:
+                    try:
+                        reply = _invoke(target._sync_client(), request)
+                    except CONNECTIVITY_ERRORS as exc:
+                        error = target.failed(exc)
+                else:
+                    reply = request.perform(loader)
+            except BaseException as exc:
+                error = exc
+            request = flow.send(reply) if error is None else flow.throw(error)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
+
+
+async def arun_flow(target: Target, flow: Flow[T], loader: Callable[[], Any]) -> T:
+    """Drive ``flow`` under asyncio; a cancellation is thrown into the flow like any error."""
+    try:
+        request = flow.send(None)
+        while True:
+            reply: Any = None
+            error: BaseException | None = None
+            try:
+                if type(request) is tuple:
+                    try:
+                        reply = await _invoke(target._async_client(), request)
+                    except CONNECTIVITY_ERRORS as exc:
+                        error = target.failed(exc)
+                else:
+                    reply = await request.aperform(loader)
+            except BaseException as exc:
+                error = exc
+            request = flow.send(reply) if error is None else flow.throw(error)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        flow.close()
