@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .core import TTL, ServiceCore
-from .loading import arun_flow, load_policy
+from .loading import load_policy
 
 __all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]
 
@@ -66,7 +66,7 @@ class AsyncCacheService(ServiceCore):
         stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
     ) -> Any:
         """The cached value, or ``await loader()`` (or ``loader()``) cached; see CacheService."""
-        return await arun_flow(self._target, self._get_or_set(key, ttl, load_policy(
+        return await self._target.arun(self._get_or_set(key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error), asyncio.current_task()), loader)

@@ -20,7 +20,7 @@ from .config import ttl_seconds
 from .core import TTL, ServiceCore
 from .errors import SerializationError
 from .keys import escape_glob
-from .loading import arun_flow, load_policy, run_flow
+from .loading import load_policy
 from .service import CacheService
 
 __all__ = ["CachedFunction", "cached"]
@@ -143,14 +143,14 @@ def cached(
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = service._get_or_set(call_key(args, kwargs), ttl, policy,
                                            asyncio.current_task())
-                return await arun_flow(target, flow, functools.partial(func, *args, **kwargs))
+                return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
             wrapper: Any = async_wrapper
         else:
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = service._get_or_set(call_key(args, kwargs), ttl, policy, None)
-                return run_flow(target, flow, functools.partial(func, *args, **kwargs))
+                return target.run(flow, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper
 

@@ -7,8 +7,9 @@ Redis requests (tuples); it also yields three effects that only the caller's wor
 - ``Wait(flight)``: wait until another caller's load of the same key has finished;
 - ``Sleep(seconds)``: pause between polls of a Redis lock held by another process.
 
-``run_flow`` (blocking) and ``arun_flow`` (asyncio) interpret flows; with ``Target.run`` and
-``Target.arun`` they are the only sync/async twins, so every loading rule exists once.
+``Target.run`` (blocking) and ``Target.arun`` (asyncio) drive flows like every other
+operation, performing the effects with the caller's loader; they are the only sync/async
+twins, so every loading rule exists once.
 
 Single-flight is per process and per ``(target, full key)``: the first caller to miss leads and
 runs the loader, every concurrent caller (thread or asyncio task, on any loop) waits for its
@@ -36,8 +37,7 @@ from typing import Any, TypeVar
 from .codec import Codec, pack, unpack
 from .errors import ConfigurationError
 from .keys import NAMESPACE
-from .redis_backend import CONNECTIVITY_ERRORS
-from .target import Target, _invoke
+from .target import Target
 
 __all__ = [
     "LOAD",
@@ -49,13 +49,11 @@ __all__ = [
     "Sleep",
     "Stale",
     "Wait",
-    "arun_flow",
     "jittered",
     "join",
     "load_policy",
     "lock_key",
     "new_token",
-    "run_flow",
 ]
 
 T = TypeVar("T")
@@ -340,58 +338,3 @@ class Wait(Effect):
 
     async def aperform(self, loader: Callable[[], Any]) -> Any:
         return await self.flight.wait_async()
-
-
-# -- interpreters: the only sync/async twins of this module ------------------------------------
-def run_flow(target: Target, flow: Flow[T], loader: Callable[[], Any]) -> T:
-    """Drive ``flow`` blocking: Redis requests as ``Target.run`` does, effects in this thread.
-
-    Every other exception (a loader error, KeyboardInterrupt) is thrown into the flow so it
-    can release what it holds before it propagates.
-    """
-    try:
-        request = flow.send(None)
-        while True:
-            reply: Any = None
-            error: BaseException | None = None
-            try:
-                if type(request) is tuple:
-                    try:
-                        reply = _invoke(target._sync_client(), request)
-                    except CONNECTIVITY_ERRORS as exc:
-                        error = target.failed(exc)
-                else:
-                    reply = request.perform(loader)
-            except BaseException as exc:
-                error = exc
-            request = flow.send(reply) if error is None else flow.throw(error)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    finally:
-        flow.close()
-
-
-async def arun_flow(target: Target, flow: Flow[T], loader: Callable[[], Any]) -> T:
-    """Drive ``flow`` under asyncio; a cancellation is thrown into the flow like any error."""
-    try:
-        request = flow.send(None)
-        while True:
-            reply: Any = None
-            error: BaseException | None = None
-            try:
-                if type(request) is tuple:
-                    try:
-                        reply = await _invoke(target._async_client(), request)
-                    except CONNECTIVITY_ERRORS as exc:
-                        error = target.failed(exc)
-                else:
-                    reply = await request.aperform(loader)
-            except BaseException as exc:
-                error = exc
-            request = flow.send(reply) if error is None else flow.throw(error)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    finally:
-        flow.close()

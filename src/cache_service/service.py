@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .core import TTL, ServiceCore
-from .loading import load_policy, run_flow
+from .loading import load_policy
 
 __all__ = ["CacheService"]
 
@@ -59,7 +59,7 @@ class CacheService(ServiceCore):
         reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
         when the loader raises.
         """
-        return run_flow(self._target, self._get_or_set(key, ttl, load_policy(
+        return self._target.run(self._get_or_set(key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error), None), loader)

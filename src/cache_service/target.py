@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .breaker import Breaker, Gate
 from .codec import MAGIC
@@ -47,7 +47,17 @@ log = logging.getLogger("cache_service")
 T = TypeVar("T")
 K = TypeVar("K", str, bytes)
 Request = tuple[Any, ...]
-Op = Generator[Request, Any, T]
+
+
+class Effect(Protocol):
+    """A step of a loading flow done outside Redis (see ``loading``), blocking or awaited."""
+
+    def perform(self, loader: Callable[[], Any] | None) -> Any: ...
+
+    async def aperform(self, loader: Callable[[], Any] | None) -> Any: ...
+
+
+Op = Generator[Request | Effect, Any, T]
 
 # Unlinks the given keys that hold a string starting with our header: never a foreign key.
 UNLINK_OWNED = """
@@ -110,56 +120,59 @@ class Target:
         return f"<Target {self.location.describe()} {self.breaker.state}>"
 
     # -- drivers: the only sync/async twins -------------------------------------------------
-    # Hot path: the loops are written out (no per-request helper frame) because
-    # every frame between the caller and redis-py is re-entered on each resume of an await;
-    # this halves the Python work a GET adds over redis-py itself.
-    def run(self, op: Op[T]) -> T:
-        """Drive ``op`` to completion with the sync client."""
+    # An op yields Redis requests (tuples) and, for loading flows, effects (``loading.Effect``:
+    # run the loader, wait for another caller's load, sleep). A Redis failure is accounted and
+    # thrown into the op as ``Unavailable``; any other exception (a loader's error, a
+    # cancellation) is thrown in as it is, so the op can release what it holds. The loops are
+    # written out, with no helper frame per request: every frame between the caller and
+    # redis-py is re-entered on each resume of an await.
+    def run(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
+        """Drive ``op`` to completion with the sync client (``loader`` for LOAD effects)."""
         try:
             request = op.send(None)
             while True:
+                reply: Any = None
+                error: BaseException | None = None
                 try:
-                    reply = _invoke(self._sync_client(), request)
-                except CONNECTIVITY_ERRORS as exc:
-                    request = op.throw(self.failed(exc))
-                else:
-                    request = op.send(reply)
+                    if isinstance(request, tuple):
+                        try:
+                            reply = _invoke(self._sync_client(), request)
+                        except CONNECTIVITY_ERRORS as exc:
+                            error = self.failed(exc)
+                    else:
+                        reply = request.perform(loader)
+                except BaseException as exc:
+                    error = exc
+                request = op.send(reply) if error is None else op.throw(error)
         except StopIteration as done:
             result: T = done.value
             return result
         finally:
             op.close()
 
-    async def arun(self, op: Op[T]) -> T:
+    async def arun(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the asyncio client of the running loop."""
         try:
             request = op.send(None)
             while True:
+                reply: Any = None
+                error: BaseException | None = None
                 try:
-                    reply = await _invoke(self._async_client(), request)
-                except CONNECTIVITY_ERRORS as exc:
-                    request = op.throw(self.failed(exc))
-                else:
-                    request = op.send(reply)
+                    if isinstance(request, tuple):
+                        try:
+                            reply = await _invoke(self._async_client(), request)
+                        except CONNECTIVITY_ERRORS as exc:
+                            error = self.failed(exc)
+                    else:
+                        reply = await request.aperform(loader)
+                except BaseException as exc:
+                    error = exc
+                request = op.send(reply) if error is None else op.throw(error)
         except StopIteration as done:
             result: T = done.value
             return result
         finally:
             op.close()
-
-    def _call(self, request: Request) -> tuple[Any, BaseException | None]:
-        """One request with the sync client: ``(reply, None)`` or ``(None, what to throw)``."""
-        try:
-            return _invoke(self._sync_client(), request), None
-        except CONNECTIVITY_ERRORS as exc:
-            return None, self.failed(exc)
-
-    async def _acall(self, request: Request) -> tuple[Any, BaseException | None]:
-        """One request with the asyncio client: ``(reply, None)`` or ``(None, what to throw)``."""
-        try:
-            return await _invoke(self._async_client(), request), None
-        except CONNECTIVITY_ERRORS as exc:
-            return None, self.failed(exc)
 
     def _sync_client(self) -> Any:
         client = self._client
