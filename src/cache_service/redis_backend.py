@@ -8,6 +8,7 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -105,64 +106,59 @@ def _replica_reads(location: Location) -> LoadBalancingStrategy | None:
     return LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if location.read_from_replicas else None
 
 
-def build_sync_client(location: Location, options: TargetOptions) -> Any:
-    """A redis-py client for ``location``; cluster clients contact a node while built."""
+@dataclass(frozen=True)
+class _Flavour:
+    """The redis-py classes of one I/O style: sync or asyncio."""
+
+    redis: Any
+    cluster: Any
+    node: Any
+    sentinel: Any
+    retry: Any
+
+
+_SYNC = _Flavour(redis.Redis, RedisCluster, ClusterNode, Sentinel, Retry)
+
+
+def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """A fail-fast client of ``flavour`` for ``location`` (no I/O, except a sync cluster's
+    constructor, which contacts a node)."""
     kwargs = _common(location, options)
     if location.kind == "cluster":
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in location.hosts],  # type: ignore[no-untyped-call]
-            retry=Retry(NoBackoff(), 0),
+        return flavour.cluster(
+            startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
+            retry=flavour.retry(NoBackoff(), 0),
             load_balancing_strategy=_replica_reads(location),
             max_connections=options.max_connections or 2**31,
             **kwargs,
         )
-    kwargs["retry"] = Retry(NoBackoff(), 0)
+    kwargs["retry"] = flavour.retry(NoBackoff(), 0)
     if location.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = flavour.sentinel(
             list(location.hosts),
             sentinel_kwargs={
                 "socket_timeout": options.socket_timeout,
                 "socket_connect_timeout": options.connect_timeout,
                 "password": location.sentinel_password,
-                "retry": Retry(NoBackoff(), 0),
+                "retry": flavour.retry(NoBackoff(), 0),
             },
             **kwargs,
         )
         return SentinelClient.of(sentinel, location, options)
     host, port = location.hosts[0]
-    return redis.Redis(
+    return flavour.redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
     )
+
+
+def build_sync_client(location: Location, options: TargetOptions) -> Any:
+    """A redis-py client for ``location``."""
+    return _build(location, options, _SYNC)
 
 
 def build_async_client(location: Location, options: TargetOptions) -> Any:
-    """The ``redis.asyncio`` twin of ``build_sync_client`` (bound to the running loop)."""
-    kwargs = _common(location, options)
-    if location.kind == "cluster":
-        return _AsyncRedisCluster(
-            startup_nodes=[AsyncClusterNode(h, p) for h, p in location.hosts],
-            retry=AsyncRetry(NoBackoff(), 0),
-            load_balancing_strategy=_replica_reads(location),
-            max_connections=options.max_connections or 2**31,
-            **kwargs,
-        )
-    kwargs["retry"] = AsyncRetry(NoBackoff(), 0)
-    if location.kind == "sentinel":
-        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-            list(location.hosts),
-            sentinel_kwargs={
-                "socket_timeout": options.socket_timeout,
-                "socket_connect_timeout": options.connect_timeout,
-                "password": location.sentinel_password,
-                "retry": AsyncRetry(NoBackoff(), 0),
-            },
-            **kwargs,
-        )
-        return SentinelClient.of(sentinel, location, options)
-    host, port = location.hosts[0]
-    return redis.asyncio.Redis(
-        host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
-    )
+    """A ``redis.asyncio`` client for ``location`` (bound to the running loop)."""
+    return _build(location, options, _ASYNC_FLAVOUR)
 
 
 # -- Sentinel and Cluster ---------------------------------------------------------------------
@@ -257,3 +253,7 @@ class SentinelClient:
         """Close the asyncio clients (primary, replica, sentinels)."""
         for client in self._all():
             await client.aclose()
+
+
+_ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterNode,
+                          AsyncSentinel, AsyncRetry)
