@@ -36,10 +36,11 @@ from .loading import (
     lock_key,
     new_token,
 )
+from .memory import NO_VALUE
 from .stats import ServiceCounters
 from .target import Op, Target, Unavailable, WrongType, get_target
 
-__all__ = ["MISSING", "TTL", "ServiceCore"]
+__all__ = ["MISSING", "TTL", "Discard", "ServiceCore"]
 
 log = logging.getLogger("cache_service")
 R = TypeVar("R")
@@ -47,6 +48,21 @@ TTL = int | float | timedelta | None
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 _UNCOUNTED = ServiceCounters()  # internal re-reads of get_or_set count nowhere
+
+
+# Values the memory store may hand out as they are (immutable), up to this payload size.
+_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+_KEEP_DECODED = 1024
+
+
+class Discard:
+    """A GET reply that must not be served and must be removed; ``why`` is logged (None: a
+    known late write of ours, not worth a warning)."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str | None) -> None:
+        self.why = why
 
 
 def _one(request: tuple[Any, ...]) -> Op[Any]:
@@ -145,13 +161,15 @@ class ServiceCore:
 
     # -- operations -------------------------------------------------------------------------
     def _get(self, key: str, default: Any, counters: ServiceCounters | None = None,
-             stale: bool = False) -> Op[Any]:
+             stale: bool = False, gate: Gate | None = None) -> Op[Any]:
         """The value at ``key`` or ``default``; with ``stale``, a value kept past its
-        freshness for stale-while-revalidate comes back as a ``Stale``."""
+        freshness for stale-while-revalidate comes back as a ``Stale``. ``gate``: the
+        breaker's answer if the caller already asked (a probe it claimed must run here)."""
         c = self._counters if counters is None else counters
         k = self._keys.full(key)
         t = self._target
-        gate = t.gate()
+        if gate is None:
+            gate = t.gate()
         if gate is Gate.PROBE:
             gate = yield from t.recover()
         if gate is Gate.REDIS:
@@ -162,28 +180,47 @@ class ServiceCore:
             except WrongType:
                 return (yield from self._discard(k, "holds a non-string Redis value", default, c))
             else:
-                if raw is None:
-                    c.misses += 1
-                    return default
-                try:
-                    value = unpack(self._codec, raw, k)
-                except CorruptPayload as exc:
-                    if not exc.remove:
-                        c.misses += 1
-                        return default
-                    return (yield from self._discard(k, str(exc), default, c))
-                journal = t.journal
-                if journal.guard_until and STAMPER.mine(stamp := stamp_of(raw)) and \
-                        journal.invalidated_after(k, stamp, t.clock()):
-                    t.counters.stale_blocked += 1
-                    return (yield from self._discard(k, None, default, c))
-                if type(value) is list:
-                    return self._opened(value, raw, default, stale, c)
-                c.hits += 1
-                return value
+                result = self._from_redis(k, raw, default, stale, c)
+                if type(result) is Discard:
+                    return (yield from self._discard(k, result.why, default, c))
+                return result
+        return self._from_memory(k, default, stale, c)
+
+    def _from_redis(self, k: str, raw: bytes | None, default: Any, stale: bool,
+                    c: ServiceCounters) -> Any:
+        """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
+        payload must be removed (corrupt, foreign, or a late write of ours). No I/O."""
+        if raw is None:
+            c.misses += 1
+            return default
+        try:
+            value = unpack(self._codec, raw, k)
+        except CorruptPayload as exc:
+            if not exc.remove:
+                c.misses += 1
+                return default
+            return Discard(str(exc))
+        t = self._target
+        journal = t.journal
+        if journal.guard_until and STAMPER.mine(stamp := stamp_of(raw)) and \
+                journal.invalidated_after(k, stamp, t.clock()):
+            t.counters.stale_blocked += 1
+            return Discard(None)
+        if type(value) is list:
+            return self._opened(value, raw, default, stale, c)
+        c.hits += 1
+        return value
+
+    def _from_memory(self, k: str, default: Any, stale: bool, c: ServiceCounters) -> Any:
+        """The memory store's value for ``k`` (a fresh copy), or ``default``. No I/O."""
+        t = self._target
         t.counters.memory_reads += 1
-        raw = t.memory.get(k)
-        if raw is not None:
+        found = t.memory.lookup(k)
+        if found is not None:
+            raw, kept = found
+            if kept is not NO_VALUE:
+                c.hits += 1
+                return kept
             try:
                 value = unpack(self._codec, raw, k)
             except CorruptPayload:  # written by a service with another codec
@@ -234,9 +271,11 @@ class ServiceCore:
         self._counters.sets += 1
         px = max(1, math.ceil(seconds * 1000))
 
+        kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED else NO_VALUE
+
         def local() -> None:
             self._target.counters.memory_writes += 1
-            self._target.memory.set(k, payload, seconds)
+            self._target.memory.set(k, payload, seconds, kept)
 
         yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k])
 

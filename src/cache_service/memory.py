@@ -12,10 +12,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from re import Pattern
+from typing import Any
 
-__all__ = ["MemoryStore"]
+__all__ = ["NO_VALUE", "MemoryStore"]
 
 _ENTRY_OVERHEAD = 96  # rough per-entry bytes beyond key and payload, for the byte bound
+NO_VALUE: Any = object()  # an entry that keeps only its payload
 
 
 class MemoryStore:
@@ -35,7 +37,7 @@ class MemoryStore:
         self.epoch = 0
         self.evictions = 0
         self.expirations = 0
-        self._data: OrderedDict[str, tuple[float, int, bytes]] = OrderedDict()
+        self._data: OrderedDict[str, tuple[float, int, bytes, Any]] = OrderedDict()
         self._bytes = 0
         self._next_sweep = clock() + sweep_interval
         self._lock = threading.Lock()
@@ -50,6 +52,11 @@ class MemoryStore:
 
     def get(self, key: str) -> bytes | None:
         """The live payload for ``key`` of the current epoch, refreshing its LRU position."""
+        found = self.lookup(key)
+        return None if found is None else found[0]
+
+    def lookup(self, key: str) -> tuple[bytes, Any] | None:
+        """``(payload, value)`` of a live entry (``value`` is ``NO_VALUE`` unless kept)."""
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -59,10 +66,13 @@ class MemoryStore:
                 self.expirations += 1
                 return None
             self._data.move_to_end(key)
-            return entry[2]
+            return entry[2], entry[3]
 
-    def set(self, key: str, payload: bytes, ttl: float) -> None:
-        """Store ``payload`` for ``ttl`` seconds, evicting least recently used entries."""
+    def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
+        """Store ``payload`` for ``ttl`` seconds, evicting least recently used entries.
+
+        ``value``: the decoded value, for immutable values only (returning it aliases nothing).
+        """
         size = len(key) + len(payload) + _ENTRY_OVERHEAD
         with self._lock:
             now = self.clock()
@@ -71,7 +81,7 @@ class MemoryStore:
                 self._bytes -= len(key) + len(old[2]) + _ENTRY_OVERHEAD
             if size > self.max_bytes:
                 return
-            self._data[key] = (now + ttl, self.epoch, payload)
+            self._data[key] = (now + ttl, self.epoch, payload, value)
             self._bytes += size
             if now >= self._next_sweep:
                 self._sweep(now)
@@ -105,7 +115,7 @@ class MemoryStore:
             self._data.clear()
             self._bytes = 0
 
-    def _drop(self, key: str, entry: tuple[float, int, bytes]) -> None:
+    def _drop(self, key: str, entry: tuple[float, int, bytes, Any]) -> None:
         del self._data[key]
         self._bytes -= len(key) + len(entry[2]) + _ENTRY_OVERHEAD
 

@@ -136,7 +136,7 @@ class Target:
                 try:
                     if isinstance(request, tuple):
                         try:
-                            reply = _invoke(self._sync_client(), request)
+                            reply = _invoke(self.sync_client(), request)
                         except CONNECTIVITY_ERRORS as exc:
                             error = self.failed(exc)
                     else:
@@ -174,7 +174,8 @@ class Target:
         finally:
             op.close()
 
-    def _sync_client(self) -> Any:
+    def sync_client(self) -> Any:
+        """The blocking client (built on first use)."""
         client = self._client
         if client is not None:
             return client
