@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -39,3 +42,33 @@ def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: float =
         if result or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+def hammer(worker: Callable[[int], None], threads: int = 8) -> list[BaseException]:
+    """Run ``worker(n)`` in ``threads`` threads at once; the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            worker(n)
+        except BaseException as exc:  # pragma: no cover - returned to the test
+            errors.append(exc)
+
+    started = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return errors
+
+
+def import_offline(statements: str) -> subprocess.CompletedProcess[str]:
+    """Run import ``statements`` in a fresh interpreter where any network connect exits."""
+    code = (
+        "import socket\n"
+        "def boom(*a, **k):\n    raise SystemExit('network touched at import')\n"
+        "socket.socket.connect = boom\nsocket.create_connection = boom\n"
+        f"{statements}\nprint('ok')\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)

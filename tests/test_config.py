@@ -12,7 +12,7 @@ import cache_service
 from cache_service import CacheService, ConfigurationError, PickleCodec
 from cache_service.config import parse_url
 
-from .helpers import unique
+from .helpers import import_offline, unique
 
 
 def test_public_names() -> None:
@@ -35,15 +35,7 @@ def test_global_instances_have_contract_ttls() -> None:
 
 
 def test_import_touches_no_network() -> None:
-    code = (
-        "import socket\n"
-        "def boom(*a, **k):\n    raise SystemExit('network touched at import')\n"
-        "socket.socket.connect = boom\nsocket.create_connection = boom\n"
-        "import cache_service\nfrom cache_service import api_cache, cached\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=False)
+    out = import_offline("import cache_service\nfrom cache_service import api_cache, cached")
     assert out.stdout.strip() == "ok", out.stderr
 
 
