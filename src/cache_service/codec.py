@@ -29,7 +29,7 @@ import orjson
 
 from .errors import ConfigurationError, SerializationError, ValueTooLargeError
 
-__all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "is_ours"]
+__all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper"]
 
 MAGIC = b"\xc5\x01"
 HEADER_SIZE = 11
@@ -56,11 +56,6 @@ class CorruptPayload(Exception):
     def __init__(self, message: str, remove: bool = True) -> None:
         super().__init__(message)
         self.remove = remove
-
-
-def is_ours(raw: bytes) -> bool:
-    """Whether ``raw`` starts with this library's header."""
-    return raw[:2] == MAGIC
 
 
 class Stamper:

@@ -271,9 +271,9 @@ class ServiceCore:
         self._counters.sets += 1
         px = max(1, math.ceil(seconds * 1000))
 
-        kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED else NO_VALUE
-
         def local() -> None:
+            kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
+                else NO_VALUE
             self._target.counters.memory_writes += 1
             self._target.memory.set(k, payload, seconds, kept)
 
