@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cache_service import CacheService
+
 # Make ``tests.servers`` importable however pytest is invoked (rootdir, importlib mode).
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 if _REPO_ROOT not in sys.path:
@@ -38,11 +40,21 @@ sys.modules.setdefault("servers", _servers)
 # ======================================================================================
 
 
+def _patient_target(url: str) -> None:
+    """Fix 2 s timeouts on the target of a shared deployment (the first service naming a
+    location sets its target's options). Behaviour tests there are not outage tests: with the
+    0.25 s defaults, a connect delayed by load on 2 cores opens the breaker and turns, say, a
+    single-flight count into an outage scenario. Outage tests use their own servers and set
+    their timeouts explicitly."""
+    CacheService("session-target", url=url, socket_timeout=2.0, connect_timeout=2.0)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """Standalone server shared by the session: never kill/freeze it (use
     ``fresh_redis_server``), and use unique keys or flush what you write."""
     with RedisServer(name="session") as server:
+        _patient_target(server.url)
         yield server
 
 
@@ -93,6 +105,7 @@ def redis_cluster() -> Iterator[ClusterDeployment]:
     Tests that kill or freeze nodes must call ``redis_cluster.ensure_healthy()`` when done.
     """
     with ClusterDeployment() as cluster:
+        _patient_target(cluster.cluster_url)
         yield cluster
 
 
