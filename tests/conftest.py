@@ -6,7 +6,10 @@ fixtures below it.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,17 @@ from tests.servers import (  # noqa: E402
 
 # ``from servers import X`` must yield the very same module as ``from tests.servers import X``.
 sys.modules.setdefault("servers", _servers)
+
+
+# Host-shared state (journal, fallback store, breaker page) of every service the tests and their
+# subprocesses build goes to one temporary directory, removed when the session ends.
+_STATE_DIR = tempfile.mkdtemp(prefix="cache-service-tests-")
+os.environ["CACHE_SERVICE_DIR"] = _STATE_DIR
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's state directory."""
+    shutil.rmtree(_STATE_DIR, ignore_errors=True)
 
 
 # ======================================================================================

@@ -1,31 +1,38 @@
-"""Circuit breaker: decides whether a call may use Redis (pure: callers pass ``now``).
+"""Circuit breaker: whether calls may use Redis, shared by the processes of a host.
+
+The state lives in the location's state page (``host.HostState``), so an outage noticed by
+one worker moves every worker of the host to the fallback at once, and none reads from Redis
+again before the journal has been replayed there:
 
 CLOSED: use Redis. Any connection error or timeout opens it at once (fail fast).
-OPEN: every call goes to the memory store until ``retry_at``; then exactly one caller is
-handed PROBE and tries Redis (PROBING). Once Redis answers, recovery replays the outage
-journal (DRAINING): reads stay on memory, writes go to Redis so the journal stops growing
-and replay converges. Then CLOSED. A failure while probing or draining re-opens it with the
-backoff doubled, up to ``max_backoff``.
+OPEN: every call goes to the fallback store; a background recoverer (``recovery``) probes
+Redis with a backoff. Once Redis answers, the recoverer replays the outage journal
+(DRAINING): reads stay on the fallback, writes go to Redis so the journal stops growing and
+replay converges. Then CLOSED. A failure while draining re-opens it.
+
+The page's generation changes when an outage starts and when it ends; a call compares it with
+the generation its process last saw closed, one memory read (no lock, no I/O).
 """
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Callable
 from typing import ClassVar
+
+from .host import CLOSED_COUNT, GEN, OPENED, STARTED_NS, STATE, HostState
 
 __all__ = ["Breaker", "Gate"]
 
 
 class Gate:
-    """What one call may do now: ``Gate.REDIS``, ``Gate.MEMORY`` or ``Gate.PROBE`` (compare
-    with ``is``). Not an Enum: before Python 3.12 reading an Enum member costs ~3x a plain
-    class attribute, and every cache call reads several."""
+    """What one call may do now: ``Gate.REDIS`` or ``Gate.MEMORY`` (compare with ``is``).
+    Not an Enum: before Python 3.12 reading an Enum member costs ~3x a plain class
+    attribute, and every cache call reads one."""
 
     __slots__ = ("value",)
     REDIS: ClassVar[Gate]
     MEMORY: ClassVar[Gate]
-    PROBE: ClassVar[Gate]
 
     def __init__(self, value: str) -> None:
         self.value = value
@@ -34,91 +41,95 @@ class Gate:
         return f"Gate.{self.value.upper()}"
 
 
-Gate.REDIS, Gate.MEMORY, Gate.PROBE = Gate("redis"), Gate("memory"), Gate("probe")
+Gate.REDIS, Gate.MEMORY = Gate("redis"), Gate("memory")
+_CLOSED, _OPEN, _DRAINING = 0, 1, 2
 
 
 class Breaker:
-    """Thread-safe breaker state; every method takes the current monotonic time."""
+    """The breaker state of one location, on its host page; every method is thread-safe."""
 
-    CLOSED, OPEN, PROBING, DRAINING = "closed", "open", "probing", "draining"
+    CLOSED, OPEN, DRAINING = "closed", "open", "draining"
+    _NAMES: ClassVar[dict[int, str]] = {_CLOSED: CLOSED, _OPEN: OPEN, _DRAINING: DRAINING}
 
-    def __init__(self, min_backoff: float, max_backoff: float, stuck_after: float = 30.0) -> None:
+    def __init__(self, host: HostState, min_backoff: float, max_backoff: float) -> None:
+        self.host = host
+        self.page = host.page
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
-        self.stuck_after = stuck_after
-        self.state = self.CLOSED
-        self.backoff = min_backoff
-        self.retry_at = 0.0
-        self.probe_started = 0.0
-        self.opened = 0
-        self.closed = 0
-        self.lock = threading.Lock()
 
-    def gate(self, now: float, writing: bool = False) -> Gate:
-        """Redis, memory, or (for one caller once the backoff has passed) a probe."""
-        state = self.state
-        if state is self.CLOSED or (writing and state is self.DRAINING):
-            return Gate.REDIS
-        if state is self.OPEN and now < self.retry_at:
-            return Gate.MEMORY  # most calls of an outage: nothing to change, no lock needed
-        with self.lock:
-            state = self.state
-            if (state is self.OPEN and now >= self.retry_at) or (
-                state is not self.CLOSED and state is not self.OPEN
-                and now - self.probe_started > self.stuck_after
-            ):
-                self.state = self.PROBING
-                self.probe_started = now
-                return Gate.PROBE
-            if state is self.CLOSED or (writing and state is self.DRAINING):
-                return Gate.REDIS
-            return Gate.MEMORY
-
-    def failure(self, now: float) -> bool:
-        """Record a failed Redis call; True when this failure ended a period of Redis use."""
-        with self.lock:
-            state = self.state
-            if state is self.OPEN:
-                return False
-            if state is self.CLOSED:
-                self.backoff = self.min_backoff
-                self.opened += 1
-            else:
-                self.backoff = min(self.backoff * 2, self.max_backoff)
-            self.state = self.OPEN
-            self.retry_at = now + self.backoff
-            return state is self.CLOSED
-
-    def draining(self) -> None:
-        """The probe reached Redis; replay begins and writes may use Redis again."""
-        with self.lock:
-            if self.state is self.PROBING:
-                self.state = self.DRAINING
-
-    def close_if(self, ready: Callable[[], bool]) -> bool:
-        """Close (Redis in use again) if still recovering and ``ready()`` holds, atomically."""
-        with self.lock:
-            if self.state not in (self.PROBING, self.DRAINING) or not ready():
-                return False
-            self.state = self.CLOSED
-            self.backoff = self.min_backoff
-            self.closed += 1
-            return True
-
-    def abandon(self, now: float) -> None:
-        """A recovery stopped before finishing (e.g. cancelled): probe again soon."""
-        with self.lock:
-            if self.state in (self.PROBING, self.DRAINING):
-                self.state = self.OPEN
-                self.retry_at = now
-
-    def hold_open(self) -> None:
-        """Open for good (``memory://`` targets never probe)."""
-        with self.lock:
-            self.state = self.OPEN
-            self.retry_at = float("inf")
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``draining``."""
+        return self._NAMES.get(self.page[STATE], self.OPEN)
 
     @property
     def is_open(self) -> bool:
-        """Whether reads are on the memory store (open, probing or draining)."""
-        return self.state is not self.CLOSED
+        """Whether reads are on the fallback (open or draining)."""
+        return self.page[STATE] != _CLOSED
+
+    @property
+    def opened(self) -> int:
+        """Outages begun (host-wide)."""
+        return self.page[OPENED]
+
+    @property
+    def closed(self) -> int:
+        """Recoveries completed (host-wide)."""
+        return self.page[CLOSED_COUNT]
+
+    @property
+    def generation(self) -> int:
+        """Changes when an outage starts and when it ends."""
+        return self.page[GEN]
+
+    @property
+    def outage_started(self) -> float | None:
+        """Wall time the current outage began, if one is going on."""
+        return self.page[STARTED_NS] / 1e9 if self.is_open else None
+
+    def gate(self, writing: bool = False) -> Gate:
+        """Redis or the fallback, for a read (or, with ``writing``, a write)."""
+        state = self.page[STATE]
+        if state == _CLOSED or (writing and state == _DRAINING):
+            return Gate.REDIS
+        return Gate.MEMORY
+
+    def failure(self) -> bool:
+        """Record a failed Redis call; True when it ended a period of Redis use."""
+        page = self.page
+        if page[STATE] == _OPEN:
+            return False
+        with self.host.lock():
+            state = page[STATE]
+            if state == _OPEN:
+                return False
+            page[STATE] = _OPEN
+            if state == _CLOSED:
+                page[STARTED_NS] = time.time_ns()
+                page[OPENED] += 1
+                page[GEN] += 1
+            return state == _CLOSED
+
+    def draining(self) -> bool:
+        """The recoverer reached Redis: replay begins and writes may use Redis again."""
+        with self.host.lock():
+            if self.page[STATE] != _OPEN:
+                return False
+            self.page[STATE] = _DRAINING
+            return True
+
+    def close_if(self, ready: Callable[[], bool]) -> bool:
+        """Close (Redis in use again) if draining and ``ready()`` holds, atomically for the
+        host: ``ready`` runs under the lock that journal writes take."""
+        with self.host.lock():
+            if self.page[STATE] != _DRAINING or not ready():
+                return False
+            self.page[STATE] = _CLOSED
+            self.page[GEN] += 1
+            self.page[CLOSED_COUNT] += 1
+            return True
+
+    def hold_open(self) -> None:
+        """Open for good (``memory://`` targets never use Redis)."""
+        with self.host.lock():
+            self.page[STATE] = _OPEN

@@ -93,8 +93,18 @@ class TargetOptions:
     breaker_max_backoff: float = 1.5
     journal_max_entries: int = 10_000
     late_write_guard: float = 10.0
+    fallback: str = "host"
+    state_dir: str | os.PathLike[str] | bool | None = None
 
     def __post_init__(self) -> None:
+        if self.fallback not in ("host", "process"):
+            raise ConfigurationError(
+                f"fallback must be 'host' (one fallback store shared by this host's processes) "
+                f"or 'process' (a store per process), got {self.fallback!r}")
+        if not (self.state_dir is None or isinstance(self.state_dir, (bool, str, os.PathLike))):
+            raise ConfigurationError(
+                "state_dir must be a directory path, None ($CACHE_SERVICE_DIR or the temp "
+                f"dir) or False (process-local state), got {self.state_dir!r}")
         for name in ("socket_timeout", "connect_timeout", "breaker_min_backoff",
                      "breaker_max_backoff", "late_write_guard"):
             _positive(name, getattr(self, name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -102,6 +103,8 @@ class ServiceCore:
         breaker_max_backoff: float = 1.5,
         journal_max_entries: int = 10_000,
         late_write_guard: float = 10.0,
+        fallback: str = "host",
+        state_dir: str | os.PathLike[str] | bool | None = None,
         codec: Codec | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
@@ -125,7 +128,7 @@ class ServiceCore:
             max_connections=max_connections, max_memory_entries=max_memory_entries,
             max_memory_bytes=max_memory_bytes, breaker_min_backoff=breaker_min_backoff,
             breaker_max_backoff=breaker_max_backoff, journal_max_entries=journal_max_entries,
-            late_write_guard=late_write_guard,
+            late_write_guard=late_write_guard, fallback=fallback, state_dir=state_dir,
         )
         self._target: Target = get_target(self._location, options, clock or time.monotonic)
         self._counters = ServiceCounters()
@@ -161,18 +164,13 @@ class ServiceCore:
 
     # -- operations -------------------------------------------------------------------------
     def _get(self, key: str, default: Any, counters: ServiceCounters | None = None,
-             stale: bool = False, gate: Gate | None = None) -> Op[Any]:
+             stale: bool = False) -> Op[Any]:
         """The value at ``key`` or ``default``; with ``stale``, a value kept past its
-        freshness for stale-while-revalidate comes back as a ``Stale``. ``gate``: the
-        breaker's answer if the caller already asked (a probe it claimed must run here)."""
+        freshness for stale-while-revalidate comes back as a ``Stale``."""
         c = self._counters if counters is None else counters
         k = self._keys.full(key)
         t = self._target
-        if gate is None:
-            gate = t.gate()
-        if gate is Gate.PROBE:
-            gate = yield from t.recover()
-        if gate is Gate.REDIS:
+        if t.gate() is Gate.REDIS:
             try:
                 raw = yield ("get", k)
             except Unavailable:
@@ -201,10 +199,7 @@ class ServiceCore:
                 return default
             return Discard(str(exc))
         t = self._target
-        journal = t.journal
-        if journal.guard_until and STAMPER.mine(stamp := stamp_of(raw)) and \
-                journal.invalidated_after(k, stamp, t.clock()):
-            t.counters.stale_blocked += 1
+        if t.guard.until and t.guard_blocks(k, stamp_of(raw)):
             return Discard(None)
         if type(value) is list:
             return self._opened(value, raw, default, stale, c)
@@ -307,10 +302,7 @@ class ServiceCore:
         """Apply a write on Redis, or on memory with a journal entry while Redis is out."""
         t = self._target
         while True:
-            gate = t.gate(writing=True)
-            if gate is Gate.PROBE:
-                gate = yield from t.recover()
-            if gate is Gate.REDIS:
+            if t.gate(writing=True) is Gate.REDIS:
                 try:
                     result = yield from remote()
                 except Unavailable:
@@ -319,15 +311,13 @@ class ServiceCore:
                     if t.breaker.is_open:  # draining: readers are still on memory
                         t.memory_invalidate(keys, pattern)
                     return result
-            if t.record_offline(keys, pattern, STAMPER.next()):
-                return local()
+            applied = t.offline(keys, pattern, STAMPER.next(), local)
+            if applied is not None:
+                return applied[0]
 
     def _is_available(self) -> Op[bool]:
         t = self._target
-        gate = t.gate()
-        if gate is Gate.PROBE:
-            gate = yield from t.recover()
-        if gate is not Gate.REDIS:
+        if t.gate() is not Gate.REDIS:
             return False
         try:
             yield t.ping_request

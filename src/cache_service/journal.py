@@ -1,28 +1,37 @@
-"""Outage journal: invalidations made while Redis was unreachable, replayed on recovery (pure).
+"""Outage journal: invalidations made while Redis was unreachable, replayed on recovery.
 
 While the breaker is open, every delete, overwrite (``set``), ``invalidate_pattern`` and
-``clear_all`` is recorded here with a stamp (see ``codec.Stamper``). Recovery replays the
-journal against Redis before any read is served from it. Entries are removed only once
-Redis confirmed them, so a replay cut short resumes later and loses nothing.
+``clear_all`` is recorded with its stamp (see ``codec.Stamper``) in the location's host
+database (``host.HostState``): durable, and shared by the processes of the host, so an
+invalidation outlives the process that made it and any process may replay it. Entries leave
+only once Redis confirmed them, so a replay cut short resumes later and loses nothing.
 
-Bounded: past ``max_entries`` the journal folds into whole-prefix clears ("heads"), and past
-that into one clear of every key this library owns.
+Rows are kept per (kind, name, writer): deduplicated per key and process, a pattern absorbs
+the keys it matches. Bounded: past ``max_entries`` rows the journal folds into whole-prefix
+clears, and past that into one clear of every key this library owns.
 
-After replay the entries stay for ``guard_seconds`` as tombstones: a write of ours that timed
-out before the outage and reaches Redis late carries an older stamp than the tombstone, so a
-read treats it as a miss instead of serving it.
+After replay, what was replayed stays for ``guard_seconds`` as tombstones (``Guard``): a write
+that timed out before the outage and reaches Redis late carries an older stamp of the same
+writer than the tombstone, so a read treats it as a miss instead of serving it.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
 
+from .host import HostState
 from .keys import NAMESPACE, escape_glob, glob_to_regex
 
-__all__ = ["Journal", "Work"]
+__all__ = ["ALL_OURS", "Guard", "Journal", "Work", "fold"]
 
 ALL_OURS = NAMESPACE + "*"
+KEY, PATTERN = 0, 1
+WRITER_SHIFT = 40
+SEQ_MASK = (1 << WRITER_SHIFT) - 1
+Row = tuple[int, str, int, int]  # kind, name, writer, sequence (the stamp's two halves)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class Work:
 
     keys: tuple[str, ...] = ()
     pattern: str | None = None
+    rows: tuple[Row, ...] = field(default=(), compare=False)
 
 
 def head_of(full_key_or_pattern: str) -> str:
@@ -39,98 +49,128 @@ def head_of(full_key_or_pattern: str) -> str:
     return full_key_or_pattern[: end + 2] if end >= 0 else NAMESPACE
 
 
-class Journal:
-    """Pending invalidations, deduplicated per key and bounded; then tombstones for a while."""
+def fold(rows: list[Row], max_entries: int) -> list[Row]:
+    """Bound ``rows``: whole-prefix clears per writer, or past that every key of ours."""
+    heads: dict[tuple[str, int], int] = {}
+    for _, name, writer, stamp in rows:
+        head = ALL_OURS if name == ALL_OURS else escape_glob(head_of(name)) + "*"
+        heads[(head, writer)] = max(stamp, heads.get((head, writer), 0))
+    if len(heads) > max_entries:
+        writers: dict[int, int] = {}
+        for (_, writer), stamp in heads.items():
+            writers[writer] = max(stamp, writers.get(writer, 0))
+        heads = {(ALL_OURS, w): s for w, s in writers.items()}
+    return [(PATTERN, head, writer, stamp) for (head, writer), stamp in heads.items()]
 
-    def __init__(self, max_entries: int, guard_seconds: float, batch: int = 500) -> None:
+
+class Journal:
+    """Pending invalidations of one location, in its host database."""
+
+    def __init__(self, host: HostState, max_entries: int, guard_seconds: float,
+                 batch: int = 500) -> None:
+        self.host = host
         self.max_entries = max_entries
         self.guard_seconds = guard_seconds
         self.batch = batch
-        self.lock = threading.Lock()
-        self.keys: dict[str, int] = {}
-        self.patterns: dict[str, int] = {}
-        self.overflows = 0
-        self.recorded = 0
-        self.replayed = 0
-        self.guard_until = 0.0
-        self._guard_keys: dict[str, int] = {}
-        self._guard_patterns: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self.keys) + len(self.patterns)
+        with self.host.read() as db:
+            return int(db.execute("SELECT count(*) FROM journal").fetchone()[0])
 
-    def record_keys(self, keys: list[str], stamp: int) -> None:
-        """Remember that ``keys`` were invalidated at ``stamp``."""
-        with self.lock:
-            self.recorded += len(keys)
-            for key in keys:
-                self.keys[key] = stamp
-            self._bound()
+    @property
+    def overflows(self) -> int:
+        """How many times the journal was folded to stay within its bound."""
+        return self.host.meta("journal_overflows")
 
-    def record_pattern(self, pattern: str, stamp: int) -> None:
-        """Remember a pattern invalidation; it subsumes the keys it matches."""
-        with self.lock:
-            self.recorded += 1
-            regex = glob_to_regex(pattern)
-            for key in [k for k in self.keys if regex.fullmatch(k)]:
-                del self.keys[key]
-            self.patterns[pattern] = stamp
-            self._bound()
+    def record_keys(self, db: sqlite3.Connection, keys: list[str], stamp: int) -> None:
+        """Remember that ``keys`` were invalidated at ``stamp`` (inside a transaction)."""
+        writer, seq = stamp >> WRITER_SHIFT, stamp & SEQ_MASK
+        db.executemany("INSERT INTO journal VALUES (0, ?, ?, ?) ON CONFLICT DO UPDATE "
+                       "SET stamp = max(stamp, excluded.stamp)",
+                       [(k, writer, seq) for k in keys])
+        self._bound(db)
 
-    def _bound(self) -> None:
-        if len(self) <= self.max_entries:
+    def record_pattern(self, db: sqlite3.Connection, pattern: str, stamp: int) -> None:
+        """Remember a pattern invalidation; it absorbs the key rows it matches (keeping their
+        writers' stamps, which the late-write guard compares)."""
+        db.execute("INSERT INTO journal SELECT 1, ?, writer, max(stamp) FROM journal "
+                   "WHERE kind = 0 AND redis_match(?, name) GROUP BY writer "
+                   "ON CONFLICT DO UPDATE SET stamp = max(stamp, excluded.stamp)",
+                   (pattern, pattern))
+        db.execute("DELETE FROM journal WHERE kind = 0 AND redis_match(?, name)", (pattern,))
+        db.execute("INSERT INTO journal VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE "
+                   "SET stamp = max(stamp, excluded.stamp)",
+                   (pattern, stamp >> WRITER_SHIFT, stamp & SEQ_MASK))
+        self._bound(db)
+
+    def _bound(self, db: sqlite3.Connection) -> None:
+        if db.execute("SELECT count(*) FROM journal").fetchone()[0] <= self.max_entries:
             return
-        self.overflows += 1
-        heads: dict[str, int] = {}
-        for entry, stamp in (*self.keys.items(), *self.patterns.items()):
-            head = escape_glob(head_of(entry)) + "*" if entry != ALL_OURS else ALL_OURS
-            heads[head] = max(stamp, heads.get(head, 0))
-        self.keys.clear()
-        if len(heads) > self.max_entries:
-            heads = {ALL_OURS: max(heads.values())}
-        self.patterns = heads
+        rows = db.execute("SELECT kind, name, writer, stamp FROM journal").fetchall()
+        db.execute("DELETE FROM journal")
+        db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?)", fold(rows, self.max_entries))
+        self.host.bump(db, "journal_overflows", 1)
 
     def plan(self) -> list[Work]:
-        """The replay steps for what is pending now (a snapshot)."""
-        with self.lock:
-            keys = list(self.keys)
-            patterns = list(self.patterns)
-        work = [Work(keys=tuple(keys[i : i + self.batch])) for i in range(0, len(keys), self.batch)]
-        return work + [Work(pattern=p) for p in patterns]
+        """The replay steps for what is pending now (a snapshot, with the rows it covers)."""
+        with self.host.read() as db:
+            rows: list[Row] = db.execute(
+                "SELECT kind, name, writer, stamp FROM journal ORDER BY kind, name").fetchall()
+        by_key: dict[str, list[Row]] = {}
+        by_pattern: dict[str, list[Row]] = {}
+        for row in rows:
+            (by_pattern if row[0] == PATTERN else by_key).setdefault(row[1], []).append(row)
+        keys = list(by_key)
+        work = [Work(keys=tuple(batch), rows=tuple(r for k in batch for r in by_key[k]))
+                for batch in (keys[i : i + self.batch] for i in range(0, len(keys), self.batch))]
+        return work + [Work(pattern=p, rows=tuple(r)) for p, r in by_pattern.items()]
 
-    def done(self, work: Work, stamps: dict[str, int], now: float) -> None:
-        """Redis confirmed ``work``: drop it unless re-recorded since, and keep a tombstone."""
-        with self.lock:
-            entries = self.patterns if work.pattern is not None else self.keys
-            guard = self._guard_patterns if work.pattern is not None else self._guard_keys
-            names = (work.pattern,) if work.pattern is not None else work.keys
-            for name in names:
-                stamp = stamps.get(name)
-                if stamp is not None and entries.get(name) == stamp:
-                    del entries[name]
-                    self.replayed += 1
-                if stamp is not None:
-                    guard[name] = max(stamp, guard.get(name, 0))
-            self.guard_until = now + self.guard_seconds
+    def done(self, work: Work) -> None:
+        """Redis confirmed ``work``: drop its rows unless re-recorded since; keep tombstones."""
+        until = time.time() + self.guard_seconds
+        with self.host.transaction() as db:
+            db.executemany("DELETE FROM journal WHERE kind=? AND name=? AND writer=? AND stamp=?",
+                           work.rows)
+            db.executemany("INSERT INTO tombstones VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                           "SET stamp = max(stamp, excluded.stamp), until = excluded.until",
+                           [(*row, until) for row in work.rows])
+            self.host.bump(db, "replayed", len(work.rows))
 
-    def stamps(self, work: Work) -> dict[str, int]:
-        """The current stamps of ``work``'s entries (read before replaying it)."""
-        with self.lock:
-            if work.pattern is not None:
-                stamp = self.patterns.get(work.pattern)
-                return {} if stamp is None else {work.pattern: stamp}
-            return {k: self.keys[k] for k in work.keys if k in self.keys}
+    def guard(self) -> Guard:
+        """The tombstones still in force, for this process's reads."""
+        now = time.time()
+        with self.host.read() as db:
+            rows = db.execute("SELECT kind, name, writer, stamp, until FROM tombstones "
+                              "WHERE until > ?", (now,)).fetchall()
+        return Guard(rows)
 
-    def invalidated_after(self, key: str, stamp: int, now: float) -> bool:
-        """Whether a tombstone newer than ``stamp`` covers ``key`` (a late write of ours)."""
-        if now >= self.guard_until:
-            if self._guard_keys or self._guard_patterns:
-                with self.lock:
-                    if now >= self.guard_until:
-                        self._guard_keys.clear()
-                        self._guard_patterns.clear()
+    def expire_tombstones(self) -> None:
+        """Forget tombstones past their time (the recoverer does it)."""
+        with self.host.transaction() as db:
+            db.execute("DELETE FROM tombstones WHERE until <= ?", (time.time(),))
+
+
+class Guard:
+    """Tombstones loaded by one process after a recovery: rejects late writes (pure)."""
+
+    __slots__ = ("keys", "patterns", "until")
+
+    def __init__(self, rows: list[tuple[int, str, int, int, float]] = ()) -> None:  # type: ignore[assignment]
+        self.keys: dict[tuple[str, int], int] = {}
+        self.patterns: list[tuple[re.Pattern[str], int, int]] = []
+        self.until = max((r[4] for r in rows), default=0.0)
+        for kind, name, writer, stamp, _ in rows:
+            if kind == KEY:
+                self.keys[(name, writer)] = max(stamp, self.keys.get((name, writer), 0))
+            else:
+                self.patterns.append((glob_to_regex(name), writer, stamp))
+
+    def blocks(self, key: str, stamp: int, now: float) -> bool:
+        """Whether ``stamp`` (a payload's) is older than a tombstone of its writer on ``key``."""
+        if now >= self.until:
             return False
-        if self._guard_keys.get(key, 0) > stamp:
+        writer, seq = stamp >> WRITER_SHIFT, stamp & SEQ_MASK
+        if self.keys.get((key, writer), 0) > seq:
             return True
-        return any(s > stamp and glob_to_regex(p).fullmatch(key)
-                   for p, s in list(self._guard_patterns.items()))
+        return any(w == writer and s > seq and regex.fullmatch(key)
+                   for regex, w, s in self.patterns)

@@ -20,8 +20,15 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -32,40 +39,87 @@ __all__ = [
     "SentinelClient",
     "build_async_client",
     "build_sync_client",
+    "classify_error",
     "describe_error",
-    "drop_idle_connections",
-    "is_wrong_type",
+    "drop_idle",
+    "misconfiguration_message",
     "ping_primaries",
+    "refresh_topology",
     "scan_node",
     "scan_primaries",
     "slot_of",
 ]
 
 # Everything a call can raise because Redis is unreachable, slow, failing over or refusing us.
-CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+# RuntimeError: uvloop's "unable to perform operation on <TCPTransport closed=True>".
+CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError, RedisClusterException, OSError, RuntimeError)
+_BROKEN_TEXT = ("closed by server", "reset by peer", "broken pipe", "transport closed",
+                "unable to perform operation", "connection closed")
+_AUTH_TEXT = ("noauth", "wrongpass", "invalid password", "invalid username-password",
+              "authentication required", "auth <password> called without")
+
+
+def classify_error(exc: BaseException) -> str:
+    """What a failed request means: ``wrongtype`` (foreign data at our key), ``misconfigured``
+    (credentials or TLS: a setting must change), ``broken`` (a pooled connection the server
+    closed: worth one retry on a fresh connection) or ``outage``."""
+    if isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE"):
+        return "wrongtype"
+    text = str(exc).lower()
+    if isinstance(exc, (AuthenticationError, AuthenticationWrongNumberOfArgsError)) or \
+            any(t in text for t in _AUTH_TEXT) or "ssl" in text or "certificate" in text:
+        return "misconfigured"
+    if isinstance(exc, (TimeoutError, RedisTimeoutError)) or "connecting to" in text:
+        return "outage"
+    if isinstance(exc, (RuntimeError, ConnectionResetError, BrokenPipeError)) or \
+            any(t in text for t in _BROKEN_TEXT):
+        return "broken"
+    return "outage"
+
+
+def misconfiguration_message(exc: BaseException, location: Location) -> str:
+    """One line: what Redis refused and which setting to fix (never a secret)."""
+    where = f"Redis at {location.describe()}"
+    text = str(exc).lower()
+    if "ssl" in text or "certificate" in text:
+        return (f"{where}: TLS handshake failed ({describe_error(exc, 160)}): check rediss:// "
+                "vs redis://, ssl=, ssl_ca_certs=, ssl_certfile=, ssl_keyfile=")
+    return (f"{where} rejected our credentials ({type(exc).__name__}): check password= and "
+            "username= (or user:password in the URL)")
 
 
 async def _nothing() -> None:
     return None
 
 
-def drop_idle_connections(client: Any) -> Any:
-    """Disconnect pooled idle connections (awaitable for asyncio clients).
+def drop_idle(client: Any) -> Any:
+    """Disconnect pooled idle connections, never one in use (awaitable for asyncio clients).
 
-    Run before a probe: after an outage the pooled connections are usually dead, and with
-    retries off the first command on each would fail and re-open the breaker.
+    After an outage or a server-side idle timeout the pooled connections are dead, and with
+    retries off the first command on each would fail.
     """
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         return pool.disconnect(inuse_connections=False)
     if isinstance(client, RedisCluster):
-        client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
-        # Ask the cluster who serves which slots now: the table was last refreshed when the
-        # outage began, so it may still name a failed primary (the asyncio client refreshes
-        # by itself before its next command).
-        client.nodes_manager.initialize()
+        for node in client.get_nodes():  # type: ignore[no-untyped-call]
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect(inuse_connections=False)
         return None
+    if isinstance(client, AsyncRedisCluster):
+        return _gather([node.disconnect_free_connections() for node in client.get_nodes()])
     return _nothing()
+
+
+async def _gather(awaitables: list[Any]) -> None:
+    for awaitable in awaitables:
+        await awaitable
+
+
+def refresh_topology(client: Any) -> None:
+    """Ask the cluster who serves which slots now (the probe does it before pinging)."""
+    client.nodes_manager.initialize()
 
 
 # redis-py's sentinel errors embed the full repr of every sentinel client they tried.
@@ -76,11 +130,6 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
     """``Type: message`` of a Redis error on one bounded line, for logs."""
     text = _CLIENT_REPR.sub(r"\1:\2", f"{type(exc).__name__}: {exc}").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def is_wrong_type(exc: BaseException) -> bool:
-    """A foreign value of another Redis type sits at one of our keys."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
 
 def _common(location: Location, options: TargetOptions) -> dict[str, Any]:

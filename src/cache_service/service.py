@@ -8,7 +8,7 @@ from typing import Any
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
 from .loading import load_policy
-from .redis_backend import CONNECTIVITY_ERRORS
+from .redis_backend import CONNECTIVITY_ERRORS, classify_error, drop_idle
 
 __all__ = ["CacheService"]
 
@@ -25,23 +25,23 @@ class CacheService(ServiceCore):
         """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
         # Fast path for the two common cases, sharing ``_from_redis``/``_from_memory`` with
         # the ``_get`` operation: suspending a generator around a blocking GET costs ~5% of
-        # the call. Anything else (an error, a probe, a payload to remove) goes to ``_get``.
+        # the call. Anything else (an error, a payload to remove) goes to ``_get``.
         t = self._target
-        gate = t.gate()
-        if gate is Gate.MEMORY:
-            return self._from_memory(self._keys.full(key), default, False, self._counters)
-        if gate is Gate.REDIS:
+        if t.gate() is Gate.REDIS:
             k = self._keys.full(key)
             try:
                 raw = t.sync_client().get(k)
             except CONNECTIVITY_ERRORS as exc:
-                t.failed(exc)  # opens the breaker (or marks a foreign value): ``_get`` decides
+                if classify_error(exc) == "broken":  # ``_get``'s request is the one retry
+                    drop_idle(t.sync_client())
+                else:
+                    t.failed(exc)  # opens the breaker (or marks a foreign value)
                 return t.run(self._get(key, default))
             result = self._from_redis(k, raw, default, False, self._counters)
             if type(result) is Discard:
                 return t.run(self._discard(k, result.why, default, self._counters))
             return result
-        return t.run(self._get(key, default, gate=gate))
+        return self._from_memory(self._keys.full(key), default, False, self._counters)
 
     def set(self, key: str, value: Any, ttl: TTL = None) -> None:
         """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL)."""

@@ -24,17 +24,22 @@ from typing import Any, Protocol, TypeVar
 from .breaker import Breaker, Gate
 from .codec import MAGIC
 from .config import Location, TargetOptions
-from .journal import Journal
+from .fallback import SharedStore
+from .host import GEN, HostState, host_state, resolve_dir
+from .journal import Guard, Journal
 from .keys import glob_to_regex
 from .memory import MemoryStore
+from .recovery import Recovery
 from .redis_backend import (
     CONNECTIVITY_ERRORS,
     build_async_client,
     build_sync_client,
+    classify_error,
     describe_error,
-    drop_idle_connections,
-    is_wrong_type,
+    drop_idle,
+    misconfiguration_message,
     ping_primaries,
+    refresh_topology,
     scan_node,
     scan_primaries,
     slot_of,
@@ -45,6 +50,7 @@ __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
+R = TypeVar("R")
 K = TypeVar("K", str, bytes)
 Request = tuple[Any, ...]
 
@@ -94,11 +100,20 @@ class Target:
         self.location = location
         self.options = options
         self.clock = clock
-        self.breaker = Breaker(options.breaker_min_backoff, options.breaker_max_backoff)
-        self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes, clock)
-        self.journal = Journal(options.journal_max_entries, options.late_write_guard)
         self.counters = TargetCounters()
-        self.outage_started: float | None = None
+        self.recovery = Recovery(self)
+        self.misconfiguration: str | None = None
+        self.guard = _NO_GUARD
+        self._closed_gen = -1  # the generation this process last saw closed: Redis is usable
+        self._seen_gen = -1
+        self._page: memoryview = _UNATTACHED
+        self._attach_lock = threading.Lock()
+        self.host: HostState
+        self.breaker: Breaker
+        self.journal: Journal
+        self.memory: MemoryStore | SharedStore
+        if location.kind == "memory":
+            self.attach()
         self._client: Any = None
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -113,8 +128,34 @@ class Target:
         # A cluster is back only when every primary answers, not just one node.
         self.ping_request: Request = (
             (ping_primaries,) if location.kind == "cluster" else ("ping",))
-        if location.kind == "memory":
-            self.breaker.hold_open()
+
+    def attach(self) -> None:
+        """Open the host state, breaker, journal and fallback store (on first use, so that
+        building a service touches no file)."""
+        with self._attach_lock:
+            if self._page is not _UNATTACHED:
+                return
+            location, options = self.location, self.options
+            memory_only = location.kind == "memory"
+            self.host = host_state(location,
+                                   None if memory_only else resolve_dir(options.state_dir))
+            self.breaker = Breaker(self.host, options.breaker_min_backoff,
+                                   options.breaker_max_backoff)
+            self.journal = Journal(self.host, options.journal_max_entries,
+                                   options.late_write_guard)
+            if options.fallback == "host" and self.host.shared:
+                self.memory = SharedStore(self.host, options.max_memory_entries,
+                                          options.max_memory_bytes)
+            else:
+                self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
+                                          self.clock)
+            if memory_only:
+                self.breaker.hold_open()
+                self.gate = _memory_gate  # type: ignore[method-assign]
+            self._seen_gen = self.host.page[GEN]
+            if not self.breaker.is_open:
+                self.guard = self.journal.guard()
+            self._page = self.host.page
 
     def __repr__(self) -> str:
         return f"<Target {self.location.describe()} {self.breaker.state}>"
@@ -135,10 +176,19 @@ class Target:
                 error: BaseException | None = None
                 try:
                     if isinstance(request, tuple):
+                        client = None
                         try:
-                            reply = _invoke(self.sync_client(), request)
+                            client = self.sync_client()
+                            reply = _invoke(client, request)
                         except CONNECTIVITY_ERRORS as exc:
-                            error = self.failed(exc)
+                            if client is None or classify_error(exc) != "broken":
+                                error = self.failed(exc)
+                            else:  # a pooled connection the server closed: once, fresh
+                                try:
+                                    drop_idle(client)
+                                    reply = _invoke(client, request)
+                                except CONNECTIVITY_ERRORS as again:
+                                    error = self.failed(again)
                     else:
                         reply = request.perform(loader)
                 except BaseException as exc:
@@ -159,10 +209,19 @@ class Target:
                 error: BaseException | None = None
                 try:
                     if isinstance(request, tuple):
+                        client = None
                         try:
-                            reply = await _invoke(self._async_client(), request)
+                            client = self._async_client()
+                            reply = await _invoke(client, request)
                         except CONNECTIVITY_ERRORS as exc:
-                            error = self.failed(exc)
+                            if client is None or classify_error(exc) != "broken":
+                                error = self.failed(exc)
+                            else:  # a pooled connection the server closed: once, fresh
+                                try:
+                                    await drop_idle(client)
+                                    reply = await _invoke(client, request)
+                                except CONNECTIVITY_ERRORS as again:
+                                    error = self.failed(again)
                     else:
                         reply = await request.aperform(loader)
                 except BaseException as exc:
@@ -230,91 +289,138 @@ class Target:
 
     # -- decisions shared by every operation --------------------------------------------------
     def gate(self, writing: bool = False) -> Gate:
-        """May this call use Redis now? See ``Breaker.gate``."""
-        breaker = self.breaker
-        if breaker.state is Breaker.CLOSED:  # the common case needs no clock reading
+        """May this call use Redis now? See ``Breaker``: one memory read while it may."""
+        if self._page[GEN] == self._closed_gen:
             return Gate.REDIS
-        return breaker.gate(self.clock(), writing)
+        return self._slow_gate(writing)
+
+    def _slow_gate(self, writing: bool) -> Gate:
+        if self._page is _UNATTACHED:
+            self.attach()
+        gen = self._page[GEN]
+        if gen != self._seen_gen:
+            self._observe(gen)
+        gate = self.breaker.gate(writing)
+        if not self.breaker.is_open:
+            self._closed_gen = gen
+        else:
+            self.recovery.ensure_running()
+        return gate
+
+    def _observe(self, gen: int) -> None:
+        """This process sees an outage begin or end (perhaps noticed by another process):
+        its own copies are from another period; after a recovery, tombstones apply."""
+        self._seen_gen = gen
+        self.memory.new_epoch()
+        if not self.breaker.is_open:
+            self.guard = self.journal.guard()
+
+    def guard_blocks(self, key: str, stamp: int) -> bool:
+        """Whether a tombstone marks the payload stamped ``stamp`` at ``key`` as a late write."""
+        now = time.time()
+        if now >= self.guard.until:
+            self.guard = _NO_GUARD
+            return False
+        if self.guard.blocks(key, stamp, now):
+            self.counters.stale_blocked += 1
+            return True
+        return False
 
     def failed(self, exc: BaseException) -> BaseException:
         """Account a failed request; returns what to throw into the operation."""
-        if is_wrong_type(exc):
+        kind = classify_error(exc)
+        if kind == "wrongtype":
             return WrongType(str(exc))
+        self.attach()
         self.counters.errors += 1
-        now = self.clock()
-        if self.breaker.failure(now):
-            self.outage_started = now
-            self.memory.new_epoch()
-            log.warning(
-                "Redis at %s unreachable (%s); serving from the in-memory store, "
-                "next try in %.1fs", self.location.describe(), describe_error(exc),
-                self.breaker.backoff,
-            )
+        if kind == "misconfigured":
+            self._misconfigured(misconfiguration_message(exc, self.location))
+        if self.breaker.failure():
+            self._observe(self._page[GEN])
+            if kind != "misconfigured":
+                log.warning(
+                    "Redis at %s unreachable (%s); serving from the %s fallback store, "
+                    "retrying in the background", self.location.describe(), describe_error(exc),
+                    "host-shared" if isinstance(self.memory, SharedStore) else "in-memory")
         else:
             log.debug("Redis at %s still unreachable: %s", self.location.describe(),
                       describe_error(exc))
+        self.recovery.ensure_running()
         return Unavailable(str(exc))
 
-    def record_offline(self, keys: list[str] | None = None, pattern: str | None = None,
-                       stamp: int = 0) -> bool:
-        """Journal an invalidation made on memory; False if Redis came back meanwhile."""
-        with self.breaker.lock:
-            if not self.breaker.is_open:
-                return False
-            if self.location.kind == "memory":  # nothing to replay to
-                return True
-            if pattern is not None:
-                self.journal.record_pattern(pattern, stamp)
-            else:
-                self.journal.record_keys(keys or [], stamp)
-            return True
+    def _misconfigured(self, message: str) -> None:
+        """Say once (per distinct problem) that Redis refuses us for a reason only a setting
+        can fix; stats() shows it until Redis accepts us again."""
+        if message != self.misconfiguration:
+            self.misconfiguration = message
+            log.error("cache_service: %s; serving from the fallback store until this is fixed",
+                      message)
 
-    def recover(self) -> Op[Gate]:
-        """The probe: reach Redis, replay the journal, then close the breaker."""
+    def offline(self, keys: list[str] | None, pattern: str | None, stamp: int,
+                local: Callable[[], R]) -> tuple[R] | None:
+        """Journal an invalidation and apply ``local`` (the fallback write) atomically for the
+        host: ``(local's result,)``, or None if Redis came back meanwhile (write there)."""
+        if self.location.kind == "memory":  # nothing to replay to
+            return (local(),)
+        with self.host.transaction() as db:
+            if not self.breaker.is_open:
+                return None
+            if pattern is not None:
+                self.journal.record_pattern(db, pattern, stamp)
+            else:
+                self.journal.record_keys(db, keys or [], stamp)
+            return (local(),)
+
+    def probe(self) -> bool:
+        """Reach Redis, replay the journal, close the breaker (run by ``Recovery``); True when
+        the breaker is closed afterwards."""
+        return self.run(self._recover())
+
+    def _recover(self) -> Op[bool]:
         replayed = 0
-        finished = False
+        started = self.breaker.outage_started
         try:
-            yield (drop_idle_connections,)
+            yield (drop_idle,)
+            if self.location.kind == "cluster":
+                yield (refresh_topology,)
             yield self.ping_request
+            if self.misconfiguration is not None:
+                log.info("cache_service: Redis at %s accepts us again", self.location.describe())
+                self.misconfiguration = None
             self.breaker.draining()
             while True:
                 plan = self.journal.plan()
                 if not plan:
                     if self.breaker.close_if(lambda: len(self.journal) == 0):
                         break
-                    if self.breaker.state in (Breaker.OPEN, Breaker.CLOSED):
-                        finished = True
-                        return Gate.MEMORY if self.breaker.is_open else Gate.REDIS
+                    if not self.breaker.is_open:
+                        return True
+                    if self.breaker.state != Breaker.DRAINING:
+                        return False
                     continue
                 for work in plan:
-                    stamps = self.journal.stamps(work)
-                    if not stamps:
-                        continue
                     if work.pattern is None:
-                        yield from self.unlink_keys(list(stamps))
+                        yield from self.unlink_keys(list(work.keys))
                     else:
                         yield from self.scan_unlink(work.pattern)
-                    self.journal.done(work, stamps, self.clock())
-                    replayed += len(stamps)
-            finished = True
+                    self.journal.done(work)
+                    replayed += len(work.rows)
         except Unavailable:
-            finished = True
-            return Gate.MEMORY
-        finally:
-            if not finished:
-                self.breaker.abandon(self.clock())
+            return False
         dropped = len(self.memory)
-        self.memory.new_epoch()
+        if isinstance(self.memory, SharedStore):
+            self.memory.purge()
+        self._observe(self._page[GEN])
+        self.journal.expire_tombstones()
         self.counters.replays += 1
         self.counters.entries_dropped += dropped
-        down = self.clock() - self.outage_started if self.outage_started is not None else 0.0
-        self.outage_started = None
         log.info(
-            "Redis at %s is back after %.1fs; replayed %d invalidation(s), dropped %d "
-            "in-memory entr%s", self.location.describe(), down, replayed, dropped,
+            "Redis at %s is back%s; replayed %d invalidation(s), dropped %d fallback entr%s",
+            self.location.describe(),
+            f" after {time.time() - started:.1f}s" if started else "", replayed, dropped,
             "y" if dropped == 1 else "ies",
         )
-        return Gate.REDIS
+        return True
 
     def scan_unlink(self, pattern: str) -> Op[int]:
         """SCAN for ``pattern`` (on a cluster: every primary, one node at a time) and unlink
@@ -370,10 +476,14 @@ class Target:
         return self.memory.delete(keys or [])
 
     def snapshot(self) -> dict[str, Any]:
-        """Breaker, journal, memory-store and counter figures for ``stats()``."""
+        """Breaker, journal, fallback-store and counter figures for ``stats()``."""
+        self.attach()
         return {
             "location": self.location.describe(),
             "backend": "memory" if self.breaker.is_open else "redis",
+            "fallback": "host" if isinstance(self.memory, SharedStore) else "process",
+            "state_dir": self.host.describe(),
+            "misconfiguration": self.misconfiguration,
             "breaker_state": self.breaker.state,
             "breaker_opened": self.breaker.opened,
             "breaker_closed": self.breaker.closed,
@@ -384,6 +494,18 @@ class Target:
             "memory_evictions": self.memory.evictions,
             **self.counters.snapshot(),
         }
+
+
+def _memory_gate(writing: bool = False) -> Gate:
+    """The gate of a ``memory://`` target: always the memory store."""
+    return Gate.MEMORY
+
+
+_NO_GUARD = Guard()
+# The page of a target not yet attached: its generation never matches, so the first call
+# takes the slow path, which attaches.
+_UNATTACHED = memoryview(bytearray(64)).cast("q")
+_UNATTACHED[0] = -2
 
 
 def by_slot(keys: list[K]) -> list[list[K]]:

@@ -1,0 +1,145 @@
+"""The host-shared fallback store: what a host's processes serve while Redis is out.
+
+A table in the location's host database (``host.HostState``, SQLite in WAL mode), so a write or
+invalidation by one worker is seen by the others at once. Same interface as the per-process
+``memory.MemoryStore``; the differences:
+
+- each row carries the outage generation it was written in, and only rows of the current
+  generation are served: copies from an outage are never served after it, nor in a later one,
+  whatever restarted in between (the recoverer also deletes them);
+- bounded by entries and payload bytes; past a bound the oldest-written rows go first (reads
+  never write, so there is no LRU order to keep);
+- expiry uses the wall clock (``time.time``), the clock every process of the host shares.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .host import GEN, HostState
+from .memory import NO_VALUE
+
+__all__ = ["SharedStore"]
+
+_ENTRY_OVERHEAD = 96  # as in memory.py: rough per-row bytes beyond key and payload
+
+
+class SharedStore:
+    """Key -> payload with TTLs, shared by the processes of a host (see module docstring)."""
+
+    shared = True
+
+    def __init__(self, host: HostState, max_entries: int, max_bytes: int,
+                 clock: Callable[[], float] = time.time, sweep_interval: float = 1.0) -> None:
+        self.host = host
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.sweep_interval = sweep_interval
+        self._next_sweep = 0.0
+        self._page = host.page
+
+    def __len__(self) -> int:
+        return self.host.meta("fallback_entries")
+
+    @property
+    def nbytes(self) -> int:
+        """Approximate bytes held (keys, payloads and per-row overhead)."""
+        return self.host.meta("fallback_bytes")
+
+    @property
+    def evictions(self) -> int:
+        """Rows removed to stay within the bounds."""
+        return self.host.meta("fallback_evictions")
+
+    def lookup(self, key: str) -> tuple[bytes, Any] | None:
+        """``(payload, NO_VALUE)`` of a live row of this outage, or None."""
+        with self.host.read() as db:
+            row = db.execute("SELECT payload, expires, gen FROM fallback WHERE key = ?",
+                             (key,)).fetchone()
+        if row is None or row[2] != self._page[GEN] or row[1] <= self.clock():
+            return None
+        return row[0], NO_VALUE
+
+    def get(self, key: str) -> bytes | None:
+        """The live payload for ``key``, or None."""
+        found = self.lookup(key)
+        return None if found is None else found[0]
+
+    def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
+        """Store ``payload`` for ``ttl`` seconds, evicting the oldest rows past the bounds."""
+        size = len(key) + len(payload) + _ENTRY_OVERHEAD
+        with self.host.transaction() as db:
+            self._forget(db, "key = ?", (key,))
+            if size > self.max_bytes:
+                return
+            now = self.clock()
+            db.execute("INSERT INTO fallback(key, payload, expires, gen) VALUES (?, ?, ?, ?)",
+                       (key, payload, now + ttl, self._page[GEN]))
+            self.host.bump(db, "fallback_entries", 1)
+            self.host.bump(db, "fallback_bytes", size)
+            if now >= self._next_sweep:
+                self._next_sweep = now + self.sweep_interval
+                self._forget(db, "expires <= ? OR gen != ?", (now, self._page[GEN]))
+            self._evict(db)
+
+    def _evict(self, db: sqlite3.Connection) -> None:
+        entries = self.host.meta_in(db, "fallback_entries")
+        nbytes = self.host.meta_in(db, "fallback_bytes")
+        evicted = freed = 0
+        while entries > self.max_entries or nbytes > self.max_bytes:
+            oldest = db.execute("SELECT rowid, length(key) + length(payload) FROM fallback "
+                                "ORDER BY rowid LIMIT 64").fetchall()
+            if not oldest:
+                break
+            for rowid, size in oldest:
+                if entries <= self.max_entries and nbytes <= self.max_bytes:
+                    break
+                db.execute("DELETE FROM fallback WHERE rowid = ?", (rowid,))
+                entries -= 1
+                nbytes -= size + _ENTRY_OVERHEAD
+                freed += size + _ENTRY_OVERHEAD
+                evicted += 1
+        if evicted:
+            self.host.bump(db, "fallback_entries", -evicted)
+            self.host.bump(db, "fallback_bytes", -freed)
+            self.host.bump(db, "fallback_evictions", evicted)
+
+    def _forget(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
+        """Delete rows matching ``where``; keeps the counters; returns how many were live."""
+        now = self.clock()
+        live, count, size = db.execute(
+            "SELECT coalesce(sum(expires > ? AND gen = ?), 0), count(*), "
+            f"coalesce(sum(length(key) + length(payload)), 0) FROM fallback WHERE {where}",
+            (now, self._page[GEN], *args)).fetchone()
+        if count:
+            db.execute(f"DELETE FROM fallback WHERE {where}", args)
+            self.host.bump(db, "fallback_entries", -count)
+            self.host.bump(db, "fallback_bytes", -(size + count * _ENTRY_OVERHEAD))
+        return int(live)
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove ``keys``; returns how many live rows were removed."""
+        removed = 0
+        with self.host.transaction() as db:
+            for key in keys:
+                removed += self._forget(db, "key = ?", (key,))
+        return removed
+
+    def delete_matching(self, pattern: re.Pattern[str]) -> int:
+        """Remove every key the compiled glob matches; returns how many live ones."""
+        with self.host.transaction() as db:
+            return self._forget(db, "regex_match(?, key)", (pattern.pattern,))
+
+    def new_epoch(self) -> None:
+        """Nothing to do per process: rows of another generation are never served."""
+
+    def purge(self) -> int:
+        """Delete every row (after recovery: none of them may be served again); a count."""
+        with self.host.transaction() as db:
+            return self._forget(db, "1", ())
+

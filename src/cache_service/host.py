@@ -1,0 +1,311 @@
+"""State one Redis location shares among the processes of a host: a page, locks, a database.
+
+Workers of one app (``uvicorn --workers``, gunicorn) must agree on whether Redis is usable,
+on what was invalidated while it was not, and (with the shared fallback) on the values served
+meanwhile. Per location, in a local directory (see ``resolve_dir``)::
+
+    <name>.page      a small mmap: breaker state and generation, read lock-free by every call
+    <name>.lock      flock: serialises state changes and journal / fallback writes
+    <name>.recovery  flock: held by the one process that probes Redis and replays the journal
+    <name>.db        SQLite in WAL mode: the outage journal, tombstones, the shared fallback
+
+``<name>`` hashes the location without its secrets. Without a usable directory (read-only,
+full, ``fallback_dir=False``) the same code runs on an anonymous page and an in-memory
+database: process-local state, as a single process needs anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import logging
+import mmap
+import os
+import re
+import sqlite3
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Location
+from .keys import glob_to_regex
+
+__all__ = ["CLOSED_COUNT", "GEN", "OPENED", "STATE", "HostState", "host_state", "resolve_dir"]
+
+log = logging.getLogger("cache_service")
+
+# Slots of the state page (signed 64-bit integers). STATE is written before GEN on every
+# transition, and readers read GEN first, so a reader never takes a new GEN for an old STATE.
+GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT = range(6)
+PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
+_PAGE_BYTES = 64
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal(
+    kind INTEGER NOT NULL, name TEXT NOT NULL, writer INTEGER NOT NULL, stamp INTEGER NOT NULL,
+    PRIMARY KEY (kind, name, writer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tombstones(
+    kind INTEGER NOT NULL, name TEXT NOT NULL, writer INTEGER NOT NULL, stamp INTEGER NOT NULL,
+    until REAL NOT NULL, PRIMARY KEY (kind, name, writer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fallback(
+    key TEXT NOT NULL UNIQUE, payload BLOB NOT NULL, expires REAL NOT NULL, gen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+def resolve_dir(option: str | os.PathLike[str] | bool | None) -> Path | None:
+    """The directory for host-shared files: ``option``, else ``$CACHE_SERVICE_DIR``, else
+    ``<tempdir>/cache_service-<uid>``; ``False`` means none (process-local state)."""
+    if option is False:
+        return None
+    if option is None or option is True:
+        env = os.environ.get("CACHE_SERVICE_DIR")
+        base = env or os.path.join(tempfile.gettempdir(), f"cache_service-{os.getuid()}")
+        return Path(base)
+    return Path(option)
+
+
+def location_name(location: Location) -> str:
+    """A file name for ``location``: a hash of where it is, never of its secrets."""
+    ident = repr((location.kind, location.hosts, location.db, location.username,
+                  location.service_name, location.ssl))
+    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+def _redis_match(pattern: str, name: str) -> bool:
+    return glob_to_regex(pattern).fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern, re.DOTALL)
+
+
+def _regex_match(pattern: str, name: str) -> bool:
+    return _compiled(pattern).fullmatch(name) is not None
+
+
+class HostState:
+    """Page, locks and database of one location, file-backed or process-local.
+
+    Thread-safe; after ``fork()`` the child reopens its descriptors and connections (SQLite
+    connections must not cross a fork, and flocks are shared by inherited descriptors).
+    """
+
+    def __init__(self, location: Location, directory: Path | None) -> None:
+        self.location = location
+        self.name = location_name(location)
+        self.problem: str | None = None  # why the directory is not used, if it is not
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self.directory: Path | None = None
+        if directory is not None:
+            try:
+                self._open_files(directory)
+            except (OSError, sqlite3.Error) as exc:
+                self.problem = f"{directory}: {exc}"
+                log.warning("cache_service: cannot use %s for state shared by this host's "
+                            "processes (%s); using per-process state", directory, exc)
+                self._close_files()
+        if self.directory is None:
+            self._open_anonymous()
+
+    # -- opening ------------------------------------------------------------------------------
+    def _open_files(self, directory: Path) -> None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        base = directory / self.name
+        self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._recovery_fd: int | None = os.open(f"{base}.recovery", os.O_RDWR | os.O_CREAT,
+                                                0o600)
+        page_fd = os.open(f"{base}.page", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fresh = os.fstat(page_fd).st_size < _PAGE_BYTES
+            if fresh:
+                os.ftruncate(page_fd, _PAGE_BYTES)
+            self._mmap = mmap.mmap(page_fd, _PAGE_BYTES)
+        finally:
+            os.close(page_fd)
+        self.page = memoryview(self._mmap).cast("q")
+        self.db_path: str = f"{base}.db"
+        self.directory = directory
+        self._init_page()
+
+    def _open_anonymous(self) -> None:
+        self._lock_fd = -1
+        self._recovery_fd = None
+        # Private: a forked child's writes stay its own (its state is process-local too).
+        self._mmap = mmap.mmap(-1, _PAGE_BYTES, flags=mmap.MAP_PRIVATE)
+        self.page = memoryview(self._mmap).cast("q")
+        self.db_path = f"file:cs-{id(self)}-{os.getpid()}?mode=memory&cache=shared"
+        self._keepalive = self._connect()  # a shared in-memory db lives while one is open
+        self._init_page()
+
+    def _init_page(self) -> None:
+        with self.lock():
+            if self.page[MAGIC_SLOT] != PAGE_MAGIC:
+                # A new page: start generations where no old fallback row can match them.
+                self.page[STATE] = 0
+                self.page[GEN] = time.time_ns() // 1000 * 2
+                self.page[MAGIC_SLOT] = PAGE_MAGIC
+                self.writer().execute("DELETE FROM fallback")
+
+    def _connect(self) -> sqlite3.Connection:
+        uri = self.directory is None
+        db = sqlite3.connect(self.db_path, timeout=5.0, isolation_level=None,
+                             check_same_thread=False, uri=uri)
+        db.create_function("redis_match", 2, _redis_match, deterministic=True)
+        db.create_function("regex_match", 2, _regex_match, deterministic=True)
+        if not uri:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA journal_size_limit=8388608")
+        db.executescript(SCHEMA)
+        return db
+
+    def _close_files(self) -> None:
+        for name in ("_lock_fd", "_recovery_fd"):
+            fd = getattr(self, name, None)
+            if isinstance(fd, int) and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.directory = None
+
+    def after_fork(self) -> None:
+        """In a forked child: new descriptors and connections; nothing held is inherited."""
+        self._pid = os.getpid()
+        self._tlock = threading.RLock()
+        self._depth = 0
+        self._local = threading.local()
+        if self.directory is not None:
+            base = self.directory / self.name
+            self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._recovery_fd = os.open(f"{base}.recovery", os.O_RDWR | os.O_CREAT, 0o600)
+        else:  # process-local state: a private copy of the page, a database of its own
+            self.db_path = f"file:cs-{id(self)}-{self._pid}?mode=memory&cache=shared"
+            self._keepalive = self._connect()
+
+    @property
+    def shared(self) -> bool:
+        """Whether this state lives in files shared by the host's processes."""
+        return self.directory is not None
+
+    def describe(self) -> str:
+        """Where the state lives, for stats and logs."""
+        return str(self.directory) if self.directory is not None else "process"
+
+    # -- connections and locks ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection for reads: this thread's own on files (no lock, a consistent snapshot
+        per statement), the writer under the thread lock for process-local state."""
+        if self.directory is None:
+            with self._tlock:
+                yield self.writer()
+            return
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        yield db
+
+    def writer(self) -> sqlite3.Connection:
+        """The connection for writes; use inside ``transaction()`` or ``lock()``."""
+        db: sqlite3.Connection | None = getattr(self, "_writer", None)
+        if db is None or getattr(self, "_writer_pid", None) != self._pid:
+            db = self._writer = self._connect()
+            self._writer_pid = self._pid
+        return db
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive across this host's processes (flock) and threads (re-entrant)."""
+        with self._tlock:
+            self._depth += 1
+            try:
+                if self._depth == 1 and self._lock_fd >= 0:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._lock_fd >= 0:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The writer connection inside one write transaction (nested uses join it)."""
+        with self.lock():
+            db = self.writer()
+            if self._depth > 1 and db.in_transaction:
+                yield db
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def try_recovery(self) -> bool:
+        """Become the host's recoverer, if no other process is (never blocks)."""
+        if self._recovery_fd is None:
+            return True
+        try:
+            fcntl.flock(self._recovery_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def end_recovery(self) -> None:
+        """Let another process recover next time."""
+        if self._recovery_fd is not None:
+            fcntl.flock(self._recovery_fd, fcntl.LOCK_UN)
+
+    # -- meta counters --------------------------------------------------------------------------
+    def meta(self, name: str) -> int:
+        """A shared counter's value."""
+        with self.read() as db:
+            row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def meta_in(self, db: sqlite3.Connection, name: str) -> int:
+        """A shared counter's value, read inside a transaction."""
+        row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def bump(self, db: sqlite3.Connection, name: str, delta: int) -> None:
+        """Add ``delta`` to a shared counter (inside a transaction)."""
+        db.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) "
+                   "DO UPDATE SET value = value + excluded.value", (name, delta))
+
+
+_hosts: dict[tuple[Location, Path | None], HostState] = {}
+_hosts_lock = threading.Lock()
+_all: weakref.WeakSet[HostState] = weakref.WeakSet()
+
+
+def host_state(location: Location, directory: Path | None) -> HostState:
+    """The process-wide HostState of ``location`` in ``directory`` (shared by its targets)."""
+    key = (location, directory)
+    with _hosts_lock:
+        state = _hosts.get(key)
+        if state is None:
+            state = _hosts[key] = HostState(location, directory)
+            _all.add(state)
+        return state
+
+
+def _after_fork_in_child() -> None:
+    for state in list(_all):
+        state.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
