@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from .demo import run_demo
+from .errors import ConfigurationError
 from .service import CacheService
 
 __all__ = ["main"]
@@ -38,11 +39,33 @@ def demo(redis_url: str, latency: float) -> None:
 
 
 @main.command()
-@click.option("--redis-url", default=_default_url, show_default="$REDIS_URL or localhost:6379")
-def check(redis_url: str) -> None:
-    """Say whether Redis answers at URL and which store a service would use."""
-    svc = CacheService("cache-service-check", url=redis_url)
-    if svc.is_redis_available():
+@click.option("--redis-url", default=None, show_default="$REDIS_URL or localhost:6379",
+              help="Redis to check.")
+def check(redis_url: str | None) -> None:
+    """Say whether Redis answers at URL and which store a service would use.
+
+    Exit 0: reachable; 1: unreachable; 2: the URL (--redis-url or $REDIS_URL) is invalid.
+    """
+    try:
+        if redis_url is None:  # REDIS_URL or localhost: errors then name REDIS_URL
+            svc = CacheService("cache-service-check")
+        else:
+            svc = CacheService("cache-service-check", url=redis_url)
+    except ConfigurationError as exc:
+        where = "" if redis_url is None else " (--redis-url)"
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")  # one line, always
+        click.echo(f"error: invalid Redis URL{where}: {message}", err=True)
+        raise SystemExit(2) from None
+    library_log = logging.getLogger("cache_service")
+    level = library_log.level
+    if not library_log.isEnabledFor(logging.INFO):  # without -v: our line says it all
+        library_log.setLevel(logging.ERROR)
+    try:
+        reachable = svc.is_redis_available()
+    finally:
+        library_log.setLevel(level)
+        svc.close()
+    if reachable:
         click.echo(f"Redis at {svc.location}: reachable")
     else:
         click.echo(f"in-memory: Redis unreachable at {svc.location}")
