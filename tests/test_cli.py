@@ -120,3 +120,12 @@ def test_command_bad_url_is_one_line_exit_2(url: str) -> None:
         assert out.returncode == 2, out.stderr
         assert out.stdout == ""
         assert named in one_error_line(out.stderr)
+
+
+@pytest.mark.parametrize("url", ["nonsense://x", "redis://:secret@h/notadb"])
+def test_demo_bad_url_is_one_line_exit_2(url: str, no_redis_url: None) -> None:
+    for args, env in ((["--redis-url", url], None), ([], {"REDIS_URL": url})):
+        result = CliRunner().invoke(main, ["demo", *args], env=env)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""
+        one_error_line(result.stderr)
