@@ -132,6 +132,7 @@ calls = {
     "delete": lambda s: s.delete("k"), "invalidate_pattern": lambda s: s.invalidate_pattern("*"),
     "clear_all": lambda s: s.clear_all(), "get_or_set": lambda s: s.get_or_set("k", lambda: 1),
     "stats": lambda s: s.stats(), "is_redis_available": lambda s: s.is_redis_available(),
+    "@cached": lambda s: cache_service.cached(cache=s)(lambda: 1)(),
 }
 def check(outcome):
     print("RAISED" if isinstance(outcome, ConfigurationError) else f"RETURNED {outcome!r}")
@@ -179,7 +180,7 @@ def test_bad_redis_url_import_works_and_first_use_raises(value: str) -> None:
                         "location='<invalid REDIS_URL>', default_ttl=600)")
     assert lines[1] == "<invalid REDIS_URL> 300.0"
     outcomes = [line for line in lines if line.startswith(("RAISED", "RETURNED"))]
-    assert outcomes == ["RAISED"] * 48  # 8 methods x 3 services x sync/async
+    assert outcomes == ["RAISED"] * 54  # 9 uses x 3 services x sync/async
     messages = {line for line in lines if line.startswith(("MESSAGE", "CONSTRUCTION"))}
     assert len({m.split(" ", 1)[1] for m in messages}) == 1  # the same error everywhere
     assert len(messages) == 2
