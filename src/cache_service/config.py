@@ -261,8 +261,11 @@ def resolve_location(
         return base
     kind: Kind = "cluster" if cluster and base.kind == "standalone" else base.kind
     if kind == "cluster" and (db if db is not None else base.db) != 0:
-        where = " (REDIS_URL names a database)" if from_env and db is None else ""
-        raise ConfigurationError(f"Redis Cluster has only database 0{where}; drop the /db or db=")
+        if from_env and db is None:
+            value = os.environ["REDIS_URL"]
+            raise ConfigurationError(f"REDIS_URL={redact(value, value)!r} names a database, but "
+                                     "Redis Cluster has only database 0: drop the /db")
+        raise ConfigurationError("Redis Cluster has only database 0; drop the /db or db=")
     return Location(
         kind=kind,
         hosts=base.hosts,
