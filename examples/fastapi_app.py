@@ -14,7 +14,8 @@ Differences from the seed, each on purpose:
   handler would stall the event loop for every request;
 - ``get_or_set`` instead of ``if cached: return cached``: a cached falsy value is a hit, and
   concurrent misses of one user query the database once (single-flight);
-- ``/users`` shows the route decorator: ETag/304, ``X-Cache``, ``Cache-Control: no-cache``.
+- ``/users`` shows the route decorator: ETag/304, ``X-Cache``, ``Cache-Control: no-cache``;
+  ``HeadMiddleware`` answers HEAD on every GET route (``curl -I localhost:8000/users``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 
 from cache_service.aio import AsyncCacheService, api_cache
-from cache_service.integrations.fastapi import cache_response, close_on_shutdown, provide
+from cache_service.integrations.fastapi import (
+    HeadMiddleware,
+    cache_response,
+    close_on_shutdown,
+    provide,
+)
 
 # The dependency routes use; create_app() points it at the app's service.
 cache_dependency = provide(api_cache)
@@ -89,6 +95,7 @@ def create_app(cache: AsyncCacheService = api_cache, db: FakeDB | None = None) -
 
     app = FastAPI(title="cache_service FastAPI example", lifespan=close_on_shutdown(cache))
     app.include_router(router)
+    app.add_middleware(HeadMiddleware)  # HEAD on the GET routes: headers only, same cache entry
     app.dependency_overrides[cache_dependency] = lambda: cache
     app.state.db = database
     app.state.cache = cache

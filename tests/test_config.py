@@ -117,3 +117,118 @@ def test_pickle_codec_requires_a_signing_key() -> None:
     with pytest.raises(TypeError):
         PickleCodec()  # type: ignore[call-arg]
     assert "***" in repr(PickleCodec(b"k" * 32))
+
+
+# -- a bad REDIS_URL: import works, the ready-made services raise on first use ---------------
+_USE_GLOBALS = """
+import asyncio, cache_service
+from cache_service import CacheService, ConfigurationError, aio
+assert CacheService("x", url="memory://").get("k") is None      # explicit url=: unaffected
+assert CacheService("x", host="127.0.0.1", port=1).prefix == "x"
+print(repr(cache_service.api_cache), repr(aio.user_cache))      # repr never raises
+print(cache_service.api_cache.location, cache_service.api_cache.default_ttl)
+calls = {
+    "get": lambda s: s.get("k"), "set": lambda s: s.set("k", 1),
+    "delete": lambda s: s.delete("k"), "invalidate_pattern": lambda s: s.invalidate_pattern("*"),
+    "clear_all": lambda s: s.clear_all(), "get_or_set": lambda s: s.get_or_set("k", lambda: 1),
+    "stats": lambda s: s.stats(), "is_redis_available": lambda s: s.is_redis_available(),
+    "@cached": lambda s: cache_service.cached(cache=s)(lambda: 1)(),
+}
+def check(outcome):
+    print("RAISED" if isinstance(outcome, ConfigurationError) else f"RETURNED {outcome!r}")
+    if isinstance(outcome, ConfigurationError):
+        print("MESSAGE", outcome)
+for name in ("api_cache", "user_cache", "session_cache"):
+    for call in calls.values():
+        try:
+            check(call(getattr(cache_service, name)))
+        except ConfigurationError as exc:
+            check(exc)
+async def main():
+    for name in ("api_cache", "user_cache", "session_cache"):
+        for call in calls.values():
+            try:
+                check(await call(getattr(aio, name)))
+            except ConfigurationError as exc:
+                check(exc)
+    await aio.api_cache.aclose()                                  # closing never raises
+asyncio.run(main())
+cache_service.api_cache.close()
+try:
+    CacheService("mine")                                           # the user's own call
+except ConfigurationError as exc:
+    print("CONSTRUCTION", exc)
+"""
+
+
+def _with_redis_url(value: str, code: str) -> subprocess.CompletedProcess[str]:
+    env = {"REDIS_URL": value, "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False, env=env)
+
+
+@pytest.mark.parametrize("value", [
+    "nonsense://x", "localhost:6379", "redis://h:notaport/0", "redis://:secret@h/notadb",
+    "redis+sentinel://h:1", "redis+cluster://h:7000/3", "alice:secret@h:6379",
+])
+def test_bad_redis_url_import_works_and_first_use_raises(value: str) -> None:
+    out = _with_redis_url(value, _USE_GLOBALS)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == ("CacheService(prefix='api', location='<invalid REDIS_URL>', "
+                        "default_ttl=300) AsyncCacheService(prefix='user', "
+                        "location='<invalid REDIS_URL>', default_ttl=600)")
+    assert lines[1] == "<invalid REDIS_URL> 300.0"
+    outcomes = [line for line in lines if line.startswith(("RAISED", "RETURNED"))]
+    assert outcomes == ["RAISED"] * 54  # 9 uses x 3 services x sync/async
+    messages = {line for line in lines if line.startswith(("MESSAGE", "CONSTRUCTION"))}
+    assert len({m.split(" ", 1)[1] for m in messages}) == 1  # the same error everywhere
+    assert len(messages) == 2
+    for message in messages:
+        assert "REDIS_URL" in message
+        assert "secret" not in message
+    assert "secret" not in out.stdout + out.stderr
+
+
+def test_bad_redis_url_message_says_what_is_allowed() -> None:
+    out = _with_redis_url("nonsense://x", _USE_GLOBALS)
+    message = next(line for line in out.stdout.splitlines() if line.startswith("MESSAGE"))
+    assert "REDIS_URL='nonsense://x' is not a valid Redis URL" in message
+    for scheme in ("redis://", "rediss://", "redis+sentinel://", "redis+cluster://",
+                   "memory://"):
+        assert scheme in message
+    assert "url= or host=" in message
+
+
+def test_unix_socket_redis_url_does_not_break_import() -> None:
+    """unix:// may or may not be supported: either way, importing and repr() work, and a use
+    either raises ConfigurationError naming REDIS_URL or serves (from memory: no socket)."""
+    code = (
+        "import asyncio, cache_service\n"
+        "from cache_service import CacheService, ConfigurationError, aio\n"
+        "print(repr(cache_service.api_cache), repr(aio.api_cache))\n"
+        "assert CacheService('x', url='memory://').get('k') is None\n"
+        "for use in (lambda: cache_service.api_cache.get('k'),\n"
+        "            lambda: asyncio.run(aio.api_cache.get('k'))):\n"
+        "    try:\n"
+        "        print('RETURNED', use())\n"
+        "    except ConfigurationError as exc:\n"
+        "        assert 'REDIS_URL' in str(exc), exc\n"
+        "        print('RAISED')\n"
+    )
+    out = _with_redis_url("unix:///tmp/cache-service-test-nonexistent.sock", code)
+    assert out.returncode == 0, out.stderr
+    outcomes = out.stdout.splitlines()[1:]
+    assert outcomes in (["RAISED", "RAISED"], ["RETURNED None", "RETURNED None"]), out.stdout
+
+
+def test_bad_urls_never_show_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("alice:hunter2@h:1", "nonsense://:hunter2@h", "redis://:hunter2@h/x"):
+        with pytest.raises(ConfigurationError) as info:
+            CacheService("p", url=url)
+        assert "hunter2" not in str(info.value)
+        monkeypatch.setenv("REDIS_URL", url)
+        with pytest.raises(ConfigurationError, match="REDIS_URL") as info:
+            CacheService("p")
+        assert "hunter2" not in str(info.value)
+        monkeypatch.delenv("REDIS_URL")

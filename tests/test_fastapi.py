@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from examples.fastapi_app import FakeDB, create_app
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from cache_service import AsyncCacheService
 from cache_service.integrations.fastapi import (
+    HeadMiddleware,
     cache_response,
     close_on_shutdown,
     invalidate_path,
@@ -148,6 +149,13 @@ def test_example_under_uvicorn(redis_server: RedisServer) -> None:
             assert client.put("/users/1", json={"name": "Ann"}).status_code == 200
             assert client.get("/users/1").json()["name"] == "Ann"
             assert client.get("/users").headers["x-cache"] == "MISS"
+            got = client.get("/users")
+            head = client.head("/users")  # through a real server: headers only, the GET's entry
+            assert (head.status_code, head.content, head.headers["x-cache"]) == (200, b"", "HIT")
+            assert head.headers["etag"] == got.headers["etag"]
+            assert head.headers["content-length"] == str(len(got.content))
+            not_modified = client.head("/users", headers={"If-None-Match": got.headers["etag"]})
+            assert (not_modified.status_code, not_modified.content) == (304, b"")
         with redis_server.client() as raw:
             assert raw.exists("cs:api::user:1") == 1  # the global aio.api_cache, on REDIS_URL
     finally:
@@ -304,5 +312,121 @@ def test_custom_key_and_dependency_override(cache: AsyncCacheService,
             "x-cache"] == "HIT"
         assert (await client.get("/who", headers={"x-user": "bob"})).headers["x-cache"] == "MISS"
         await other.aclose()
+
+    serve(app, cache, body)
+
+
+# -- HEAD ----------------------------------------------------------------------------------------
+def head_app(cache: AsyncCacheService, *, middleware: bool = True) -> tuple[FastAPI, list[int]]:
+    """An app with a cached GET route filtered by a response_model, counting computations."""
+    app = FastAPI()
+    if middleware:
+        app.add_middleware(HeadMiddleware)
+    calls: list[int] = []
+
+    @app.get("/items/{item_id}", response_model=Item)
+    @cache_response(ttl=60, cache=cache)
+    async def item(item_id: int) -> dict[str, Any]:
+        calls.append(item_id)
+        return {"id": item_id, "name": "widget", "secret": "filtered by response_model"}
+
+    @app.api_route("/both", methods=["GET", "HEAD"])
+    @cache_response(ttl=60, cache=cache)
+    async def both() -> dict[str, str]:
+        calls.append(0)
+        return {"route": "declares HEAD itself"}
+
+    @app.head("/own-head")
+    async def own_head() -> Response:
+        return Response(headers={"x-handler": "head"})
+
+    @app.get("/own-head")
+    async def own_get() -> dict[str, str]:
+        raise AssertionError("a route handling HEAD itself must get the HEAD")
+
+    return app, calls
+
+
+def test_head_after_get_is_a_hit_with_the_same_etag_and_no_body(cache: AsyncCacheService) -> None:
+    app, calls = head_app(cache)
+
+    async def body(client: Client) -> None:
+        got = await client.get("/items/5")
+        assert (got.headers["x-cache"], got.json()) == ("MISS", {"id": 5, "name": "widget"})
+        head = await client.head("/items/5")
+        assert (head.status_code, head.content, head.headers["x-cache"]) == (200, b"", "HIT")
+        assert head.headers["etag"] == got.headers["etag"]
+        assert head.headers["content-length"] == str(len(got.content))  # what GET sends
+        assert head.headers["content-type"] == got.headers["content-type"]
+        assert calls == [5]
+
+    serve(app, cache, body)
+
+
+def test_head_miss_fills_the_get_entry_and_conditional_head_gets_304(
+        cache: AsyncCacheService) -> None:
+    app, calls = head_app(cache)
+
+    async def body(client: Client) -> None:
+        head = await client.head("/items/7?b=2&a=1")
+        assert (head.status_code, head.content, head.headers["x-cache"]) == (200, b"", "MISS")
+        got = await client.get("/items/7?a=1&b=2")
+        assert (got.headers["x-cache"], got.headers["etag"]) == ("HIT", head.headers["etag"])
+        assert head.headers["content-length"] == str(len(got.content))
+        etag = got.headers["etag"]
+        for header in (etag, f"W/{etag}", "*"):
+            not_modified = await client.head("/items/7?a=1&b=2",
+                                             headers={"If-None-Match": header})
+            assert (not_modified.status_code, not_modified.content) == (304, b"")
+            assert not_modified.headers["etag"] == etag
+        changed = await client.head("/items/7?a=1&b=2", headers={"If-None-Match": '"other"'})
+        assert (changed.status_code, changed.content) == (200, b"")
+        assert calls == [7]
+        assert await invalidate_path("/items/7", cache) == 1  # one entry for GET and HEAD
+
+    serve(app, cache, body)
+
+
+def test_head_on_a_route_declaring_get_and_head(cache: AsyncCacheService) -> None:
+    """``methods=["GET", "HEAD"]``: the route gets the HEAD itself, with GET's entry."""
+    app, calls = head_app(cache)
+
+    async def body(client: Client) -> None:
+        got = await client.get("/both")
+        head = await client.head("/both")
+        assert (head.status_code, head.content, head.headers["x-cache"]) == (200, b"", "HIT")
+        assert head.headers["etag"] == got.headers["etag"]
+        assert head.headers["content-length"] == str(len(got.content))
+        not_modified = await client.head("/both", headers={"If-None-Match": got.headers["etag"]})
+        assert not_modified.status_code == 304
+        assert calls == [0]
+
+    serve(app, cache, body)
+
+
+def test_head_middleware_leaves_head_routes_and_other_methods_alone(
+        cache: AsyncCacheService) -> None:
+    app, _ = head_app(cache)
+
+    async def body(client: Client) -> None:
+        own = await client.head("/own-head")
+        assert (own.status_code, own.headers["x-handler"], own.content) == (200, "head", b"")
+        assert (await client.post("/items/1")).status_code == 405
+        missing = await client.head("/nowhere")
+        assert (missing.status_code, missing.content) == (404, b"")
+
+    serve(app, cache, body)
+
+
+def test_without_the_middleware_fastapi_refuses_head_on_get_routes(
+        cache: AsyncCacheService) -> None:
+    """What ``HeadMiddleware`` is for (a server such as uvicorn drops HEAD bodies itself)."""
+    app, _ = head_app(cache, middleware=False)
+
+    async def body(client: Client) -> None:
+        assert (await client.head("/items/1")).status_code == 405
+        await client.get("/both")
+        head = await client.head("/both")
+        assert (head.status_code, head.headers["x-cache"]) == (200, "HIT")
 
     serve(app, cache, body)

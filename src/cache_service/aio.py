@@ -88,7 +88,8 @@ class AsyncCacheService(ServiceCore):
 
 
 # Ready-made services of the usage contract, awaitable; they follow REDIS_URL and connect on
-# first use (per event loop), so importing this module touches no network.
-api_cache = AsyncCacheService("api", default_ttl=300)
-user_cache = AsyncCacheService("user", default_ttl=600)
-session_cache = AsyncCacheService("session", default_ttl=1800)
+# first use (per event loop), so importing this module touches no network. A bad REDIS_URL
+# raises its ConfigurationError on first use, not at import.
+api_cache = AsyncCacheService("api", default_ttl=300, _defer_location_error=True)
+user_cache = AsyncCacheService("user", default_ttl=600, _defer_location_error=True)
+session_cache = AsyncCacheService("session", default_ttl=1800, _defer_location_error=True)

@@ -197,6 +197,32 @@ def parse_url(url: str) -> Location:
     )
 
 
+def redact(text: str, url: str) -> str:
+    """``text`` with the userinfo of ``url`` (``user:password@``) masked, however malformed
+    ``url`` is: for error messages that quote parts of a URL."""
+    rest = url.partition("://")[2] if "://" in url else url
+    secret = rest.rpartition("@")[0]
+    if not secret:
+        return text
+    for form in (secret, repr(secret)[1:-1]):
+        text = text.replace(form, "***")
+    return text
+
+
+def _parse_env_url(value: str) -> Location:
+    """``parse_url`` for ``REDIS_URL``: any failure is a ConfigurationError naming it."""
+    try:
+        return parse_url(value)
+    except ValueError as exc:  # ConfigurationError is one; anything else parse_url may raise
+        schemes = ", ".join(f"{scheme}://" for scheme in _SCHEMES)
+        raise ConfigurationError(
+            f"REDIS_URL={redact(value, value)!r} is not a valid Redis URL: "
+            f"{redact(str(exc), value)}. Allowed: a {schemes} URL such as "
+            "redis://[[user]:password@]host[:port][/db]; fix or unset REDIS_URL, or pass "
+            "url= or host= to the service"
+        ) from None
+
+
 def resolve_location(
     *,
     url: str | None,
@@ -223,23 +249,32 @@ def resolve_location(
         raise ConfigurationError(f"port must be an int from 1 to 65535, got {port!r}")
     if db is not None and (isinstance(db, bool) or not isinstance(db, int) or db < 0):
         raise ConfigurationError(f"db must be a non-negative int, got {db!r}")
+    from_env = False
     if sentinels:
         if not service_name:
             raise ConfigurationError("sentinels= needs service_name= (e.g. 'mymaster')")
         base = Location(kind="sentinel", hosts=tuple((h, int(p)) for h, p in sentinels),
                         service_name=service_name)
     elif url is not None:
-        base = parse_url(url)
+        try:
+            base = parse_url(url)
+        except ConfigurationError as exc:
+            raise ConfigurationError(redact(str(exc), url)) from None
     elif host is not None or port is not None:
         base = Location(kind="standalone", hosts=((host or DEFAULT_HOST, port or DEFAULT_PORT),))
     elif os.environ.get("REDIS_URL"):
-        base = parse_url(os.environ["REDIS_URL"])
+        base = _parse_env_url(os.environ["REDIS_URL"])
+        from_env = True
     else:
         base = Location(kind="standalone", hosts=((DEFAULT_HOST, DEFAULT_PORT),))
     if base.kind == "memory":
         return base
     kind: Kind = "cluster" if cluster and base.kind == "standalone" else base.kind
     if kind == "cluster" and (db if db is not None else base.db) != 0:
+        if from_env and db is None:
+            value = os.environ["REDIS_URL"]
+            raise ConfigurationError(f"REDIS_URL={redact(value, value)!r} names a database, but "
+                                     "Redis Cluster has only database 0: drop the /db")
         raise ConfigurationError("Redis Cluster has only database 0; drop the /db or db=")
     return Location(
         kind=kind,

@@ -40,6 +40,7 @@ from .loading import (
 from .memory import NO_VALUE
 from .stats import ServiceCounters
 from .target import Op, Target, Unavailable, WrongType, get_target
+from .unconfigured import unconfigured
 
 __all__ = ["MISSING", "TTL", "Discard", "ServiceCore"]
 
@@ -107,6 +108,7 @@ class ServiceCore:
         state_dir: str | os.PathLike[str] | bool | None = None,
         codec: Codec | None = None,
         clock: Callable[[], float] | None = None,
+        _defer_location_error: bool = False,
     ) -> None:
         self._keys = KeySpace(prefix)
         self._default_ttl = ttl_seconds(default_ttl, "default_ttl")
@@ -116,13 +118,20 @@ class ServiceCore:
                                      f"{max_value_bytes!r}")
         self._max_value_bytes = max_value_bytes
         self._codec: Codec = codec if codec is not None else JsonCodec()
-        self._location: Location = resolve_location(
-            url=url, host=host, port=port, db=db, username=username, password=password,
-            ssl=ssl, ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile,
-            ssl_keyfile=ssl_keyfile, sentinels=sentinels, service_name=service_name,
-            sentinel_password=sentinel_password, cluster=cluster,
-            read_from_replicas=read_from_replicas,
-        )
+        deferred: Target | None = None
+        try:
+            self._location: Location = resolve_location(
+                url=url, host=host, port=port, db=db, username=username, password=password,
+                ssl=ssl, ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile,
+                ssl_keyfile=ssl_keyfile, sentinels=sentinels, service_name=service_name,
+                sentinel_password=sentinel_password, cluster=cluster,
+                read_from_replicas=read_from_replicas,
+            )
+        except ConfigurationError as exc:
+            if not _defer_location_error:
+                raise
+            # a ready-made instance (bad REDIS_URL): importing must not raise, every use does
+            self._location, deferred = unconfigured(exc)
         options = TargetOptions(
             socket_timeout=socket_timeout, connect_timeout=connect_timeout,
             max_connections=max_connections, max_memory_entries=max_memory_entries,
@@ -130,7 +139,8 @@ class ServiceCore:
             breaker_max_backoff=breaker_max_backoff, journal_max_entries=journal_max_entries,
             late_write_guard=late_write_guard, fallback=fallback, state_dir=state_dir,
         )
-        self._target: Target = get_target(self._location, options, clock or time.monotonic)
+        self._target: Target = deferred if deferred is not None else get_target(
+            self._location, options, clock or time.monotonic)
         self._counters = ServiceCounters()
         # Freshness of stale-while-revalidate values is shared across processes: wall time.
         self._wall: Callable[[], float] = clock or time.time

@@ -4,9 +4,11 @@
 
     from fastapi import Depends, FastAPI
     from cache_service.aio import AsyncCacheService, api_cache
-    from cache_service.integrations.fastapi import cache_response, close_on_shutdown, provide
+    from cache_service.integrations.fastapi import (
+        HeadMiddleware, cache_response, close_on_shutdown, provide)
 
     app = FastAPI(lifespan=close_on_shutdown(api_cache))
+    app.add_middleware(HeadMiddleware)    # HEAD on GET routes: the GET's headers, no body
     Cache = provide(api_cache)            # a dependency: Depends(Cache) -> the service
 
     @app.get("/products/{product_id}")
@@ -24,6 +26,10 @@ the method, the path and the sorted query string (or ``key(request)``), loading 
 ``X-Cache: HIT|MISS``; ``If-None-Match`` with a matching ETag gets ``304 Not Modified``; a
 client's ``Cache-Control: no-cache`` recomputes (and re-caches) the response, ``no-store``
 bypasses the cache. Endpoints returning a ``Response`` object are passed through uncached.
+
+FastAPI answers ``405`` to HEAD on an ``@app.get`` route. ``app.add_middleware(HeadMiddleware)``
+makes every GET route answer HEAD as HTTP means it: the GET runs (sharing its cache entry), and
+its status and headers (``Content-Length``, ``ETag``, ``X-Cache``) are sent without the body.
 """
 
 from __future__ import annotations
@@ -40,13 +46,16 @@ import orjson
 from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache_service import aio
 from cache_service.aio import AsyncCacheService
 from cache_service.core import TTL
 from cache_service.keys import escape_glob
 
-__all__ = ["cache_response", "close_on_shutdown", "default_key", "invalidate_path", "provide"]
+__all__ = ["HeadMiddleware", "cache_response", "close_on_shutdown", "default_key",
+           "invalidate_path", "provide"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 CACHEABLE_METHODS = ("GET", "HEAD")
@@ -79,6 +88,45 @@ def close_on_shutdown(*services: AsyncCacheService) -> Callable[[Any], Any]:
                 await service.aclose()
 
     return lifespan
+
+
+class HeadMiddleware:
+    """Answer HEAD like GET, without the body: ``app.add_middleware(HeadMiddleware)``.
+
+    A HEAD request that no route handles as HEAD (FastAPI's ``@app.get`` routes do not) is
+    passed on as a GET, so it runs the GET route (with ``cache_response``: the GET's cache
+    entry, a miss computes and caches it) and gets its status and headers, ``Content-Length``
+    included; every HEAD response, rewritten or not, is sent with an empty body. A route that
+    handles HEAD itself (``@app.head``, ``methods=["GET", "HEAD"]``) still gets the HEAD.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        if not _handles_head(scope):
+            scope = {**scope, "method": "GET"}
+
+        async def send_headers_only(message: Message) -> None:
+            kind = message["type"]
+            if kind in ("http.response.body", "http.response.pathsend",
+                        "http.response.zerocopysend"):
+                message = {"type": "http.response.body", "body": b"",
+                           "more_body": bool(message.get("more_body", False))}
+            await send(message)
+
+        await self.app(scope, receive, send_headers_only)
+
+
+def _handles_head(scope: Scope) -> bool:
+    """Whether a route of the app (when it can be seen) matches this HEAD request in full."""
+    routes = getattr(getattr(scope.get("app"), "router", None), "routes", None)
+    if routes is None:
+        return False
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
 
 
 def default_key(request: Request) -> str:
