@@ -57,10 +57,14 @@ class SharedStore:
         return self.host.meta("fallback_evictions")
 
     def lookup(self, key: str) -> tuple[bytes, Any] | None:
-        """``(payload, NO_VALUE)`` of a live row of this outage, or None."""
-        with self.host.read() as db:
-            row = db.execute("SELECT payload, expires, gen FROM fallback WHERE key = ?",
-                             (key,)).fetchone()
+        """``(payload, NO_VALUE)`` of a live row of this outage, or None (also when the
+        database cannot be read: a miss is always safe)."""
+        try:
+            with self.host.read() as db:
+                row = db.execute("SELECT payload, expires, gen FROM fallback WHERE key = ?",
+                                 (key,)).fetchone()
+        except sqlite3.Error:
+            return None
         if row is None or row[2] != self._page[GEN] or row[1] <= self.clock():
             return None
         return row[0], NO_VALUE

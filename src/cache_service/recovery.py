@@ -48,11 +48,11 @@ class Recovery:
 
     def _run(self) -> None:
         target = self.target
-        breaker = target.breaker
-        host = breaker.host
-        backoff = breaker.min_backoff
+        backoff = target.breaker.min_backoff
         next_try = time.monotonic() + backoff
         while True:
+            breaker = target.breaker  # re-read: a failing disk can swap the host state
+            host = breaker.host
             with self._lock:
                 if not breaker.is_open:
                     self._running = False
@@ -61,7 +61,7 @@ class Recovery:
                 self.wake.wait(min(breaker.min_backoff, 0.25))
                 continue
             try:
-                while breaker.is_open:
+                while target.breaker is breaker and breaker.is_open:
                     delay = next_try - time.monotonic()
                     if delay > 0:
                         self.wake.wait(delay)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 import weakref
@@ -103,6 +104,7 @@ class Target:
         self.counters = TargetCounters()
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
+        self.state_problem: str | None = None
         self.guard = _NO_GUARD
         self._closed_gen = -1  # the generation this process last saw closed: Redis is usable
         self._seen_gen = -1
@@ -139,16 +141,8 @@ class Target:
             memory_only = location.kind == "memory"
             self.host = host_state(location,
                                    None if memory_only else resolve_dir(options.state_dir))
-            self.breaker = Breaker(self.host, options.breaker_min_backoff,
-                                   options.breaker_max_backoff)
-            self.journal = Journal(self.host, options.journal_max_entries,
-                                   options.late_write_guard)
-            if options.fallback == "host" and self.host.shared:
-                self.memory = SharedStore(self.host, options.max_memory_entries,
-                                          options.max_memory_bytes)
-            else:
-                self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
-                                          self.clock)
+            self.state_problem = self.host.problem
+            self._build_state()
             if memory_only:
                 self.breaker.hold_open()
                 self.gate = _memory_gate  # type: ignore[method-assign]
@@ -315,6 +309,17 @@ class Target:
         if not self.breaker.is_open:
             self.guard = self.journal.guard()
 
+    def _build_state(self) -> None:
+        options = self.options
+        self.breaker = Breaker(self.host, options.breaker_min_backoff, options.breaker_max_backoff)
+        self.journal = Journal(self.host, options.journal_max_entries, options.late_write_guard)
+        if options.fallback == "host" and self.host.shared:
+            self.memory = SharedStore(self.host, options.max_memory_entries,
+                                      options.max_memory_bytes)
+        else:
+            self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
+                                      self.clock)
+
     def guard_blocks(self, key: str, stamp: int) -> bool:
         """Whether a tombstone marks the payload stamped ``stamp`` at ``key`` as a late write."""
         now = time.time()
@@ -362,6 +367,14 @@ class Target:
         host: ``(local's result,)``, or None if Redis came back meanwhile (write there)."""
         if self.location.kind == "memory":  # nothing to replay to
             return (local(),)
+        try:
+            return self._offline(keys, pattern, stamp, local)
+        except sqlite3.Error as exc:  # a full or broken disk: this process goes on alone
+            self.degrade(exc)
+            return self._offline(keys, pattern, stamp, local)
+
+    def _offline(self, keys: list[str] | None, pattern: str | None, stamp: int,
+                 local: Callable[[], R]) -> tuple[R] | None:
         with self.host.transaction() as db:
             if not self.breaker.is_open:
                 return None
@@ -370,6 +383,26 @@ class Target:
             else:
                 self.journal.record_keys(db, keys or [], stamp)
             return (local(),)
+
+    def degrade(self, exc: BaseException) -> None:
+        """The host files failed (disk full, read-only, damaged): log it once and go on with
+        state of this process only (its own breaker, journal and memory store)."""
+        with self._attach_lock:
+            if not self.host.shared:
+                return
+            was_open = self.breaker.is_open
+            log.error("cache_service: the state shared by this host's processes in %s failed "
+                      "(%s); this process goes on with per-process state (journal and fallback "
+                      "store in memory)", self.host.describe(), exc)
+            self.state_problem = f"{self.host.describe()}: {exc}"
+            self.host = HostState(self.location, None)
+            self._build_state()
+            if was_open:
+                self.breaker.failure()
+            self._closed_gen = -1
+            self._seen_gen = self.host.page[GEN]
+            self._page = self.host.page
+        self.recovery.ensure_running()
 
     def probe(self) -> bool:
         """Reach Redis, replay the journal, close the breaker (run by ``Recovery``); True when
@@ -469,11 +502,15 @@ class Target:
         return removed
 
     def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
-        """Drop entries from the memory store; a count of live ones."""
+        """Drop entries from the fallback store; a count of live ones."""
         self.counters.memory_writes += 1
-        if pattern is not None:
-            return self.memory.delete_matching(glob_to_regex(pattern))
-        return self.memory.delete(keys or [])
+        try:
+            if pattern is not None:
+                return self.memory.delete_matching(glob_to_regex(pattern))
+            return self.memory.delete(keys or [])
+        except sqlite3.Error as exc:
+            self.degrade(exc)
+            return self.memory_invalidate(keys, pattern)
 
     def snapshot(self) -> dict[str, Any]:
         """Breaker, journal, fallback-store and counter figures for ``stats()``."""
@@ -483,6 +520,7 @@ class Target:
             "backend": "memory" if self.breaker.is_open else "redis",
             "fallback": "host" if isinstance(self.memory, SharedStore) else "process",
             "state_dir": self.host.describe(),
+            "state_problem": self.state_problem,
             "misconfiguration": self.misconfiguration,
             "breaker_state": self.breaker.state,
             "breaker_opened": self.breaker.opened,
