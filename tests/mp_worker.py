@@ -17,12 +17,9 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from cache_service import AsyncCacheService, CacheService  # noqa: E402
+from cache_service import AsyncCacheService, CacheService
 
 
 def _hammer(get: Any, key: str, seconds: float) -> Any:

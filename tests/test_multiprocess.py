@@ -145,7 +145,8 @@ def test_workers_share_the_fallback_during_an_outage(
                                                   default=0)]
     missed = [(started, value) for started, value in reads
               if value is None and any(t < started for _, t in acks)]
-    assert stale == [] and missed == []
+    assert stale == []
+    assert missed == []
     for reader in team[1:]:
         assert reader.call("get", "k") == 300
 
