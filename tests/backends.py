@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from cache_service import AsyncCacheService, CacheService
 
@@ -41,8 +42,9 @@ T = TypeVar("T")
 class LoopThread:
     """An event loop running in its own thread; ``call`` runs a coroutine there and blocks."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+    def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+                 ) -> None:
+        self.loop = (loop_factory or asyncio.new_event_loop)()
         self._thread = threading.Thread(target=self.loop.run_forever, name="async-backend",
                                         daemon=True)
         self._thread.start()
@@ -80,12 +82,13 @@ class BlockingAsync:
         return blocking
 
 
-def _async(builder: Builder) -> Builder:
-    """The same backend, driven through AsyncCacheService on a loop of its own per test."""
+def _async(builder: Builder, loop: str = "asyncio") -> Builder:
+    """The same backend, driven through AsyncCacheService on a loop of its own per test
+    (``loop``: asyncio's default loop or uvloop's, which ``uvicorn[standard]`` runs)."""
 
     def build(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
         url, _ = builder(request)
-        runner = LoopThread()
+        runner = LoopThread(uvloop.new_event_loop if loop == "uvloop" else None)
         made: list[AsyncCacheService] = []
 
         def construct(*args: Any, **kwargs: Any) -> BlockingAsync:
@@ -111,7 +114,11 @@ BACKENDS: dict[str, Builder] = {
     "async-memory": _async(_memory),
     "async-redis": _async(_redis),
     "async-cluster": _async(_cluster),
+    "uvloop-memory": _async(_memory, "uvloop"),
+    "uvloop-redis": _async(_redis, "uvloop"),
+    "uvloop-cluster": _async(_cluster, "uvloop"),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
-REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster"}
+REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
+                "uvloop-cluster"}

@@ -15,23 +15,38 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from cache_service import AsyncCacheService, CacheService, aio
 from cache_service.target import Target
 
 from .helpers import import_offline, unique
-from .servers import RedisServer, free_port
+from .servers import ChaosProxy, RedisServer, free_port
 
 T = TypeVar("T")
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.2}
 
 
+LOOP = {"kind": "asyncio"}
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on asyncio's default loop and on uvloop (uvicorn[standard]'s)."""
+    LOOP["kind"] = request.param
+    yield request.param
+    LOOP["kind"] = "asyncio"
+
+
 def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """``asyncio.run(main())``: a fresh loop per test, shut down (clients closed) at the end."""
+    """Run ``main()`` on a fresh loop of this test's kind, shut down (clients closed) at the
+    end."""
+    if LOOP["kind"] == "uvloop":
+        return uvloop.run(main())
     return asyncio.run(main())
 
 
@@ -332,5 +347,47 @@ def test_down_at_start_then_up() -> None:
             await cache.set("k", "redis")
             assert await cache.get("k") == "redis"
             await cache.aclose()
+
+    run(main)
+
+
+# -- outages under both loops ----------------------------------------------------------------
+ASYNC_ACTIONS: dict[str, Callable[[AsyncCacheService], Awaitable[Any]]] = {
+    "delete": lambda s: s.delete("user:1"),
+    "overwrite": lambda s: s.set("user:1", "new"),
+    "pattern": lambda s: s.invalidate_pattern("user:*"),
+    "clear_all": lambda s: s.clear_all(),
+}
+
+
+@pytest.mark.parametrize("mode", ["cut", "hang"])
+@pytest.mark.parametrize("action", list(ASYNC_ACTIONS))
+def test_no_stale_read_after_invalidating_during_outage(
+        chaos_proxy: ChaosProxy, fresh_redis_server: RedisServer, mode: str,
+        action: str) -> None:
+    """The chaos suite's core case, awaited, on asyncio's loop and on uvloop."""
+
+    async def main() -> None:
+        svc = AsyncCacheService(unique(), url=chaos_proxy.url, socket_timeout=0.15,
+                                connect_timeout=0.15, **FAST)
+        await svc.set("user:1", "old")
+        await svc.set("user:2", "old")
+        chaos_proxy.cut() if mode == "cut" else chaos_proxy.hang()
+        await ASYNC_ACTIONS[action](svc)
+        assert await svc.get("user:1") != "old"
+        raw = fresh_redis_server.client()
+        assert raw.exists(svc.full_key("user:1")) == 1
+        chaos_proxy.heal()
+        for _ in range(100):
+            assert await svc.get("user:1") != "old"
+            if await svc.is_redis_available():
+                break
+            await asyncio.sleep(0.03)
+        assert await svc.is_redis_available()
+        assert await svc.get("user:1") is None
+        assert raw.exists(svc.full_key("user:1")) == 0
+        stats = (await svc.stats())["target"]
+        assert (stats["journal_size"], stats["breaker_state"]) == (0, "closed")
+        await svc.aclose()
 
     run(main)
