@@ -111,6 +111,18 @@ class Journal:
         db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?)", fold(rows, self.max_entries))
         self.host.bump(db, "journal_overflows", 1)
 
+    def rows(self) -> list[Row]:
+        """Every pending row (to carry them over to another database)."""
+        with self.host.read() as db:
+            return list(db.execute("SELECT kind, name, writer, stamp FROM journal"))
+
+    def adopt(self, rows: list[Row]) -> None:
+        """Take over ``rows`` recorded elsewhere (kept as they are, bounded as usual)."""
+        with self.host.transaction() as db:
+            db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                           "SET stamp = max(stamp, excluded.stamp)", rows)
+            self._bound(db)
+
     def plan(self) -> list[Work]:
         """The replay steps for what is pending now (a snapshot, with the rows it covers)."""
         with self.host.read() as db:

@@ -395,10 +395,12 @@ class Target:
                       "(%s); this process goes on with per-process state (journal and fallback "
                       "store in memory)", self.host.describe(), exc)
             self.state_problem = f"{self.host.describe()}: {exc}"
+            pending = self.journal.rows()  # reads still work on a full disk
             self.host = HostState(self.location, None)
             self._build_state()
             if was_open:
                 self.breaker.failure()
+            self.journal.adopt(pending)
             self._closed_gen = -1
             self._seen_gen = self.host.page[GEN]
             self._page = self.host.page
