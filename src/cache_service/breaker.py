@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from .host import CLOSED_COUNT, GEN, OPENED, STARTED_NS, STATE, HostState
 
-__all__ = ["Breaker", "Gate"]
+__all__ = ["CLOSED", "DRAINING", "OPEN", "Breaker", "Gate"]
 
 
 class Gate:
@@ -42,7 +42,8 @@ class Gate:
 
 
 Gate.REDIS, Gate.MEMORY = Gate("redis"), Gate("memory")
-_CLOSED, _OPEN, _DRAINING = 0, 1, 2
+CLOSED, OPEN, DRAINING = 0, 1, 2  # the page's STATE values
+_CLOSED, _OPEN, _DRAINING = CLOSED, OPEN, DRAINING
 
 
 class Breaker:

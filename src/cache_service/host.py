@@ -35,13 +35,15 @@ from pathlib import Path
 from .config import Location
 from .keys import glob_to_regex
 
-__all__ = ["CLOSED_COUNT", "GEN", "OPENED", "STATE", "HostState", "host_state", "resolve_dir"]
+__all__ = ["CLOSED_COUNT", "GEN", "OPENED", "STATE", "WRITES", "HostState", "host_state",
+           "resolve_dir"]
 
 log = logging.getLogger("cache_service")
 
 # Slots of the state page (signed 64-bit integers). STATE is written before GEN on every
 # transition, and readers read GEN first, so a reader never takes a new GEN for an old STATE.
-GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT = range(6)
+# WRITES counts committed write transactions: processes keep rows they read until it moves.
+GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES = range(7)
 PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
 _PAGE_BYTES = 64
 
@@ -251,6 +253,7 @@ class HostState:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            self.page[WRITES] += 1  # after the commit: a reader that sees it sees the rows
 
     def try_recovery(self) -> bool:
         """Become the host's recoverer, if no other process is (never blocks)."""

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,20 +30,21 @@ class Recovery:
     def __init__(self, target: Target) -> None:
         self.target = target
         self._lock = threading.Lock()
-        self._running = False
-        self._pid = os.getpid()
+        self.running = False  # read without the lock by every call during an outage
         self.wake = threading.Event()
+        _all.add(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread is not ours."""
+        self._lock = threading.Lock()
+        self.running = False
 
     def ensure_running(self) -> None:
-        """Start the thread unless it runs (cheap when it does)."""
-        if self._running and self._pid == os.getpid():
-            return
+        """Start the thread unless it runs."""
         with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's thread is not ours
-                self._pid, self._running = os.getpid(), False
-            if self._running:
+            if self.running:
                 return
-            self._running = True
+            self.running = True
         name = f"cache_service-recovery-{self.target.location.describe()}"
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
@@ -55,7 +57,7 @@ class Recovery:
             host = breaker.host
             with self._lock:
                 if not breaker.is_open:
-                    self._running = False
+                    self.running = False
                     return
             if not host.try_recovery():  # another process of this host recovers
                 self.wake.wait(min(breaker.min_backoff, 0.25))
@@ -78,3 +80,15 @@ class Recovery:
                 next_try = time.monotonic() + breaker.max_backoff
             finally:
                 host.end_recovery()
+
+
+_all: weakref.WeakSet[Recovery] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recovery in list(_all):
+        recovery.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

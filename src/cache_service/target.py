@@ -22,11 +22,11 @@ from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from .breaker import Breaker, Gate
+from .breaker import CLOSED, DRAINING, Breaker, Gate
 from .codec import MAGIC
 from .config import Location, TargetOptions
 from .fallback import SharedStore
-from .host import GEN, HostState, host_state, resolve_dir
+from .host import GEN, STATE, HostState, host_state, resolve_dir
 from .journal import Guard, Journal
 from .keys import glob_to_regex
 from .memory import MemoryStore
@@ -289,17 +289,20 @@ class Target:
         return self._slow_gate(writing)
 
     def _slow_gate(self, writing: bool) -> Gate:
-        if self._page is _UNATTACHED:
+        page = self._page
+        if page is _UNATTACHED:
             self.attach()
-        gen = self._page[GEN]
+            page = self._page
+        gen = page[GEN]
         if gen != self._seen_gen:
             self._observe(gen)
-        gate = self.breaker.gate(writing)
-        if not self.breaker.is_open:
+        state = page[STATE]
+        if state == CLOSED:
             self._closed_gen = gen
-        else:
+            return Gate.REDIS
+        if not self.recovery.running:
             self.recovery.ensure_running()
-        return gate
+        return Gate.REDIS if writing and state == DRAINING else Gate.MEMORY
 
     def _observe(self, gen: int) -> None:
         """This process sees an outage begin or end (perhaps noticed by another process):
