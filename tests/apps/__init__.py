@@ -1,0 +1,1 @@
+"""Small applications the deployment tests run under real servers."""
