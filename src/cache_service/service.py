@@ -27,7 +27,9 @@ class CacheService(ServiceCore):
         # the ``_get`` operation: suspending a generator around a blocking GET costs ~5% of
         # the call. Anything else (an error, a payload to remove) goes to ``_get``.
         t = self._target
-        if t.gate() is Gate.REDIS:
+        # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
+        # this process last saw with the breaker closed.
+        if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
             k = self._keys.full(key)
             try:
                 raw = t.sync_client().get(k)
