@@ -7,7 +7,11 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +24,15 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -32,9 +43,12 @@ __all__ = [
     "SentinelClient",
     "build_async_client",
     "build_sync_client",
+    "classify_error",
     "describe_error",
+    "diagnose",
     "drop_idle_connections",
     "is_wrong_type",
+    "misconfiguration_message",
     "ping_primaries",
     "scan_node",
     "scan_primaries",
@@ -42,7 +56,10 @@ __all__ = [
 ]
 
 # Everything a call can raise because Redis is unreachable, slow, failing over or refusing us.
-CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+# RuntimeError: uvloop raises "unable to perform operation on <TCPTransport closed=True>" when
+# redis-py writes to a connection the server has reset.
+CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError, RedisClusterException, OSError, RuntimeError)
 
 
 async def _nothing() -> None:
@@ -82,6 +99,198 @@ def is_wrong_type(exc: BaseException) -> bool:
     """A foreign value of another Redis type sits at one of our keys."""
     return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
 
+
+# -- what went wrong: classification, messages, diagnosis --------------------------------------
+
+_AUTH_CODES = ("NOAUTH", "WRONGPASS")
+_AUTH_TEXTS = ("invalid username-password pair", "invalid password",
+               "called without any password configured", "no password is set",
+               "HELLO must be called with the client already authenticated")
+_TLS_MISMATCH = ("does not speak TLS", "speaks TLS")
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+# TLS failures that a retry will not fix: the settings (CA, client certificate, scheme) are wrong.
+_SSL_SETTINGS = ("CERTIFICATE", "WRONG_VERSION_NUMBER", "UNKNOWN_CA", "HANDSHAKE_FAILURE",
+                 "UNSUPPORTED_PROTOCOL", "NO_SHARED_CIPHER", "PACKET_LENGTH_TOO_LONG",
+                 "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "TLSV1_ALERT", "TLSV13_ALERT",
+                 "SSLV3_ALERT", "KEY_VALUES_MISMATCH", "PEM_LIB", "NO_CERTIFICATE")
+_BROKEN_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_BROKEN_TEXTS = ("Connection closed by server", "Connection reset by peer", "Broken pipe",
+                 "while writing to socket", "Connection lost")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _auth_code(exc: BaseException) -> str | None:
+    """NOAUTH, WRONGPASS, AUTH (a rejected AUTH) or None: why the server refused us."""
+    for err in _chain(exc):
+        code = getattr(err, "status_code", None)
+        text = str(err)
+        if code in _AUTH_CODES:
+            return str(code)
+        if text.startswith(_AUTH_CODES):
+            return text.split(" ", 1)[0]
+        if isinstance(err, AuthenticationWrongNumberOfArgsError):
+            return "AUTH"
+        if isinstance(err, AuthenticationError) or any(t in text for t in _AUTH_TEXTS):
+            if "HELLO must be called" in text or "NOAUTH" in text:
+                return "NOAUTH"
+            if "invalid username-password" in text or "Invalid Username" in text:
+                return "WRONGPASS"
+            return "AUTH"
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str | None:
+    """The OpenSSL reason (``CERTIFICATE_VERIFY_FAILED``...) of a TLS settings failure."""
+    for err in _chain(exc):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return "CERTIFICATE_VERIFY_FAILED"
+        reason = getattr(err, "reason", None) if isinstance(err, ssl.SSLError) else None
+        found = _SSL_REASON.search(str(err))
+        name = str(reason) if reason else (found.group(1) if found else None)
+        if name and any(marker in name for marker in _SSL_SETTINGS):
+            return name
+    return None
+
+
+def _is_broken(exc: BaseException) -> bool:
+    """A pooled connection the server (or the network) closed or reset under us."""
+    if isinstance(exc, RuntimeError):  # uvloop: write on a transport that is already closed
+        text = str(exc)
+        return "unable to perform operation on" in text and "closed=True" in text
+    if isinstance(exc, (RedisTimeoutError, TimeoutError, socket.timeout)):
+        return False
+    if not isinstance(exc, (RedisConnectionError, OSError)) or "connecting to" in str(exc):
+        return False  # a refused or failed connect is not a broken pooled connection
+    for err in _chain(exc):
+        if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return True
+        if isinstance(err, OSError) and err.errno in _BROKEN_ERRNOS:
+            return True
+    return any(text in str(exc) for text in _BROKEN_TEXTS)
+
+
+def classify_error(exc: BaseException) -> str:
+    """What a failed Redis request means: ``"wrongtype"`` (foreign data at our key),
+    ``"misconfigured"`` (credentials or TLS settings: retrying will not help),
+    ``"broken"`` (a pooled connection was closed or reset: one retry on a fresh one may
+    succeed) or ``"outage"`` (timeouts, refused connects, failovers: open the breaker)."""
+    if is_wrong_type(exc):
+        return "wrongtype"
+    if _auth_code(exc) is not None or _ssl_reason(exc) is not None:
+        return "misconfigured"
+    if any(marker in str(err) for err in _chain(exc) for marker in _TLS_MISMATCH):
+        return "misconfigured"
+    if _is_broken(exc):
+        return "broken"
+    return "outage"
+
+
+def _scrub(text: str, location: Location) -> str:
+    for secret in (location.password, location.sentinel_password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def misconfiguration_message(exc: BaseException, location: Location) -> str:
+    """One line for a ``"misconfigured"`` error: what is wrong at ``location`` and which
+    setting to fix; never contains a password."""
+    where = f"Redis at {location.describe()}"
+    sentinel = " (or sentinel_password= for the sentinels)" if location.kind == "sentinel" else ""
+    code = _auth_code(exc)
+    reason = _ssl_reason(exc)
+    if code == "NOAUTH":
+        text = (f"{where} requires a password (NOAUTH): set password= (and username= for an "
+                f"ACL user) or the URL's user:password{sentinel}")
+    elif code == "WRONGPASS":
+        text = (f"{where} rejected the credentials (WRONGPASS): check password=/username= or "
+                f"the URL's user:password{sentinel}")
+    elif code is not None:
+        text = (f"{where} refused AUTH ({describe_error(exc, 120)}): the server may have no "
+                f"password set; check password=/username={sentinel}")
+    elif reason is not None and "CERTIFICATE_VERIFY_FAILED" in reason:
+        text = (f"TLS to {where} failed certificate verification ({reason}): set "
+                "ssl_ca_certs= to the CA that signed the server's certificate")
+    elif reason is not None and ("CERTIFICATE_REQUIRED" in reason or "BAD_CERTIFICATE" in reason
+                                 or "UNKNOWN_CA" in reason or "NO_CERTIFICATE" in reason):
+        text = (f"{where} refused our TLS client certificate ({reason}): set "
+                "ssl_certfile=/ssl_keyfile= to a certificate its tls-ca-cert-file trusts")
+    elif reason is not None and "WRONG_VERSION_NUMBER" in reason:
+        text = (f"the server at {location.describe()} does not speak TLS ({reason}): use "
+                "redis:// (or ssl=False)")
+    elif reason is not None:
+        text = f"TLS to {where} failed ({reason}): check ssl=, ssl_ca_certs=, ssl_certfile="
+    else:
+        text = f"{where}: {describe_error(exc, 200)}"
+    return _scrub(text.replace("\n", " "), location)
+
+
+_TLS_SCHEME = {"standalone": "rediss://", "cluster": "rediss+cluster://",
+               "sentinel": "rediss+sentinel://"}
+_PLAIN_SCHEME = {"standalone": "redis://", "cluster": "redis+cluster://",
+                 "sentinel": "redis+sentinel://"}
+
+
+def _answers_plain_redis(host: str, port: int, options: TargetOptions) -> bool:
+    """A plain-TCP ``PING`` gets a Redis reply (``+PONG``, or ``-NOAUTH`` if it wants a
+    password)."""
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as sock:
+            sock.settimeout(options.socket_timeout)
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+def _completes_tls_handshake(host: str, port: int, options: TargetOptions) -> bool:
+    """A TLS handshake (no verification) with ``host:port`` completes, or the server answers
+    it with a TLS alert (it wants a client certificate): it speaks TLS."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as raw:
+            raw.settimeout(options.socket_timeout)
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(getattr(exc, "reason", "") or "").upper()
+    except OSError:
+        return False
+
+
+def diagnose(location: Location, options: TargetOptions) -> str | None:
+    """After a failure, look for a TLS mismatch (blocking, bounded by the connect and socket
+    timeouts per node): a message naming the fix, or None when nothing is learned.
+
+    A ``rediss`` location whose server answers a plain ``PING`` does not speak TLS; a plain
+    location whose server completes a TLS handshake speaks TLS. Sentinel data nodes and unix
+    sockets are not checked (the sentinels name the nodes; a socket has no TLS).
+    """
+    if location.kind not in ("standalone", "cluster") or location.unix_socket is not None:
+        return None
+    for host, port in location.hosts[:3]:
+        if location.ssl and _answers_plain_redis(host, port, options):
+            return (f"the server at {host}:{port} does not speak TLS: use "
+                    f"{_PLAIN_SCHEME[location.kind]} (or ssl=False)")
+        if not location.ssl and _completes_tls_handshake(host, port, options):
+            return (f"the server at {host}:{port} speaks TLS: use "
+                    f"{_TLS_SCHEME[location.kind]} (and ssl_ca_certs=...)")
+    return None
+
+
+# -- building clients ----------------------------------------------------------------------------
 
 def _common(location: Location, options: TargetOptions) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
@@ -145,6 +354,9 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
             **kwargs,
         )
         return SentinelClient.of(sentinel, location, options)
+    if location.unix_socket is not None:
+        return flavour.redis(unix_socket_path=location.unix_socket, db=location.db,
+                             max_connections=options.max_connections, **kwargs)
     host, port = location.hosts[0]
     return flavour.redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
