@@ -7,6 +7,7 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import re
 import socket
@@ -22,7 +23,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
+from redis.cluster import ClusterNode, LoadBalancingStrategy, NodesManager, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
     AuthenticationError,
@@ -50,6 +51,7 @@ __all__ = [
     "is_wrong_type",
     "misconfiguration_message",
     "ping_primaries",
+    "refresh_topology",
     "scan_node",
     "scan_primaries",
     "slot_of",
@@ -77,10 +79,10 @@ def drop_idle_connections(client: Any) -> Any:
         return pool.disconnect(inuse_connections=False)
     if isinstance(client, RedisCluster):
         client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
-        # Ask the cluster who serves which slots now: the table was last refreshed when the
-        # outage began, so it may still name a failed primary (the asyncio client refreshes
-        # by itself before its next command).
-        client.nodes_manager.initialize()
+        # Ask the cluster who serves which slots now: callers' failed commands only marked
+        # the table stale, so it may still name a failed primary (the asyncio client
+        # refreshes by itself, bounded, before its next command).
+        refresh_topology(client)
         return None
     return _nothing()
 
@@ -326,19 +328,23 @@ class _Flavour:
     retry: Any
 
 
-_SYNC = _Flavour(redis.Redis, RedisCluster, ClusterNode, Sentinel, Retry)
-
-
 def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
     """A fail-fast client of ``flavour`` for ``location`` (no I/O, except a sync cluster's
     constructor, which contacts a node)."""
     kwargs = _common(location, options)
     if location.kind == "cluster":
+        extra: dict[str, Any] = {}
+        if flavour is _ASYNC_FLAVOUR:
+            extra["refresh_bounds"] = (
+                options.connect_timeout + 2 * options.socket_timeout, options.socket_timeout)
         return flavour.cluster(
             startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
             retry=flavour.retry(NoBackoff(), 0),
             load_balancing_strategy=_replica_reads(location),
             max_connections=options.max_connections or 2**31,
+            # MOVED patches the slot table (no I/O); never a full refresh inside a command.
+            reinitialize_steps=0,
+            **extra,
             **kwargs,
         )
     kwargs["retry"] = flavour.retry(NoBackoff(), 0)
@@ -404,19 +410,105 @@ def scan_node(client: Any, node_name: str, cursor: int, match: str, count: int) 
     return client.scan(cursor, match, count, target_nodes=node)
 
 
+class _DeferringNodesManager(NodesManager):
+    """A cluster's slot table whose refreshes requested inside a command are deferred.
+
+    redis-py re-reads the topology (CLUSTER SLOTS to node after node, one socket timeout per
+    hung node, under a lock every other caller then queues on) in the thread whose command
+    just failed. Here that only marks the table stale; ``refresh_topology`` (the prober)
+    does the real refresh.
+    """
+
+    stale = False
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Mark the topology as needing a refresh (no I/O)."""
+        self.stale = True
+
+
+class _SyncRedisCluster(RedisCluster):
+    """redis-py's cluster whose failed commands never refresh the topology themselves."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # the constructor's own refresh is a real one
+        self.nodes_manager.__class__ = _DeferringNodesManager
+
+
+def refresh_topology(client: Any) -> None:
+    """Re-read who serves which slots (a sync cluster; blocking, raises when no node
+    answers). Other clients: nothing to do. For the prober, before its PING."""
+    if isinstance(client, RedisCluster):
+        manager = client.nodes_manager
+        NodesManager.initialize(manager)
+        if isinstance(manager, _DeferringNodesManager):
+            manager.stale = False
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a background task's outcome (no "exception was never retrieved")."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _AsyncRedisCluster(AsyncRedisCluster):
-    """redis-py's asyncio cluster, initialized before its first command is routed.
+    """redis-py's asyncio cluster, initialized before its first command is routed, whose
+    topology refreshes never hold a command up for long.
 
     redis-py 8.1 routes a keyed command sent before the lazy first ``initialize()`` to a
     random primary; under concurrency the MOVED replies make it close every connection,
     including those other tasks are reading from ("Connection closed by server").
+
+    After a connection error redis-py refreshes the topology at the start of the next
+    command (CLUSTER SLOTS node after node, then COMMAND on a primary: seconds when nodes
+    hang, with every task queued on its lock). Here one shared background task refreshes,
+    re-reading only the slots once the command table is known, and each command waits for
+    it at most ``refresh_bounds`` (first initialization, later refreshes) before it fails
+    with a TimeoutError; the refresh goes on for the next command.
     """
 
+    def __init__(self, *args: Any, refresh_bounds: tuple[float, float], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._refresh_bounds = refresh_bounds
+        self._refresh_task: asyncio.Future[None] | None = None
+        self._commands_read = False
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        """Initialize first (once; redis-py holds a lock), then run the command."""
+        """Initialize first (bounded, shared), then run the command."""
         if self._initialize:
             await self.initialize()
         return await super().execute_command(*args, **kwargs)
+
+    async def initialize(self, additional_startup_nodes_info: Any = None,
+                         last_failed_node_name: str | None = None) -> _AsyncRedisCluster:
+        """Wait (bounded) for the shared refresh, starting it if none is running."""
+        if not self._initialize:
+            return self
+        task = self._refresh_task
+        if task is None or task.done():
+            task = self._refresh_task = asyncio.ensure_future(
+                self._refresh(last_failed_node_name))
+            task.add_done_callback(_consume)
+        bound = self._refresh_bounds[1 if self._commands_read else 0]
+        try:
+            await asyncio.wait_for(asyncio.shield(task), bound)
+        except asyncio.TimeoutError:
+            raise RedisTimeoutError(
+                f"cluster topology refresh still running after {bound:g}s") from None
+        return self
+
+    async def _refresh(self, last_failed_node_name: str | None) -> None:
+        if not self._commands_read:  # slots, then the command table (once)
+            await super().initialize(last_failed_node_name=last_failed_node_name)
+            self._commands_read = True
+            return
+        await self.nodes_manager.initialize(last_failed_node_name=last_failed_node_name)
+        self._initialize = False
+
+    async def aclose(self) -> None:
+        """Close every connection, also while a refresh is pending (redis-py then skips)."""
+        if self._initialize and self._commands_read:
+            self._initialize = False
+        await super().aclose()
 
 
 class SentinelClient:
@@ -467,5 +559,6 @@ class SentinelClient:
             await client.aclose()
 
 
+_SYNC = _Flavour(redis.Redis, _SyncRedisCluster, ClusterNode, Sentinel, Retry)
 _ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterNode,
                           AsyncSentinel, AsyncRetry)
