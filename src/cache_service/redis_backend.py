@@ -8,10 +8,14 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import queue
 import re
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +26,8 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelConnection
+from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncSentinelSSLConnection
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, NodesManager, RedisCluster
 from redis.crc import key_slot
@@ -35,7 +41,12 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
 
 from .config import Location, TargetOptions
 
@@ -326,6 +337,12 @@ class _Flavour:
     node: Any
     sentinel: Any
     retry: Any
+    sentinel_connections: tuple[Any, Any]  # (plain, TLS) connection classes to data nodes
+
+
+def _discovery_timeout(options: TargetOptions) -> float:
+    """How long asking every sentinel at once may take: one connect or one reply."""
+    return max(options.connect_timeout, options.socket_timeout) + 0.05
 
 
 def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
@@ -357,9 +374,11 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
                 "password": location.sentinel_password,
                 "retry": flavour.retry(NoBackoff(), 0),
             },
+            discovery_timeout=_discovery_timeout(options),
             **kwargs,
         )
-        return SentinelClient.of(sentinel, location, options)
+        connection_class = flavour.sentinel_connections[bool(location.ssl)]
+        return SentinelClient.of(sentinel, location, options, connection_class)
     if location.unix_socket is not None:
         return flavour.redis(unix_socket_path=location.unix_socket, db=location.db,
                              max_connections=options.max_connections, **kwargs)
@@ -436,12 +455,16 @@ class _SyncRedisCluster(RedisCluster):
 
 def refresh_topology(client: Any) -> None:
     """Re-read who serves which slots (a sync cluster; blocking, raises when no node
-    answers). Other clients: nothing to do. For the prober, before its PING."""
+    answers), or ask the sentinels for the primary again (a sync Sentinel client; keeps
+    the known address if none answers). Other clients: nothing to do. For the prober,
+    before its PING."""
     if isinstance(client, RedisCluster):
         manager = client.nodes_manager
         NodesManager.initialize(manager)
         if isinstance(manager, _DeferringNodesManager):
             manager.stale = False
+    elif isinstance(client, SentinelClient) and isinstance(client.sentinel, _RememberingSentinel):
+        client.sentinel.rediscover(client.service_name)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
@@ -511,19 +534,241 @@ class _AsyncRedisCluster(AsyncRedisCluster):
         await super().aclose()
 
 
+def _sentinel_failure(service_name: str, sentinels: list[Any],
+                      errors: dict[int, BaseException], timeout: float) -> MasterNotFoundError:
+    """redis-py's MasterNotFoundError text: each sentinel with what it answered."""
+    parts = [f"{sentinel} - {errors[i]!r}" if i in errors else f"{sentinel} - no answer "
+             f"within {timeout:g}s" for i, sentinel in enumerate(sentinels)]
+    return MasterNotFoundError(f"No master found for {service_name!r} : {', '.join(parts)}")
+
+
+class _KnownPrimaries:
+    """The primary address last found for each service (shared by both Sentinel twins)."""
+
+    known_primaries: dict[str, tuple[str, int]]
+
+    def forget_primary(self, service_name: str, address: tuple[str, int]) -> None:
+        """Ask the sentinels again on the next connection, if ``address`` was the primary."""
+        if self.known_primaries.get(service_name) == address:
+            self.known_primaries.pop(service_name, None)
+
+
+class _RememberingSentinel(_KnownPrimaries, Sentinel):
+    """redis-py's Sentinel, remembering each service's primary between connections.
+
+    redis-py asks the sentinels, one after another, on every new connection: with hung
+    sentinels each connection costs a socket timeout per sentinel even when the primary is
+    fine. Here new connections reuse the last address found; it is forgotten when a
+    connection to it fails, times out, or meets READONLY/NOREPLICAS (a failover), and the
+    next connection asks every sentinel at once, for at most ``discovery_timeout``.
+    """
+
+    def __init__(self, sentinels: list[tuple[str, int]], *, discovery_timeout: float,
+                 **kwargs: Any) -> None:
+        Sentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
+        self.discovery_timeout = discovery_timeout
+        self.known_primaries = {}
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The remembered primary, or the first valid answer of the sentinels."""
+        known = self.known_primaries.get(service_name)
+        if known is not None:
+            return known
+        address = self._ask_sentinels(service_name)
+        self.known_primaries[service_name] = address
+        return address
+
+    def rediscover(self, service_name: str) -> None:
+        """Ask the sentinels now; keep the remembered primary if none answers."""
+        with contextlib.suppress(*CONNECTIVITY_ERRORS):
+            self.known_primaries[service_name] = self._ask_sentinels(service_name)
+
+    def _ask_sentinels(self, service_name: str) -> tuple[str, int]:
+        answers: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+
+        def ask(index: int, sentinel: Any) -> None:
+            try:
+                answers.put((index, sentinel.sentinel_masters(), None))
+            except Exception as exc:  # any failure of one sentinel: try the others
+                answers.put((index, None, exc))
+
+        sentinels = list(self.sentinels)
+        for index, sentinel in enumerate(sentinels):
+            threading.Thread(target=ask, args=(index, sentinel), daemon=True,
+                             name=f"cache-service-sentinel-{index}").start()
+        deadline = time.monotonic() + self.discovery_timeout
+        errors: dict[int, BaseException] = {}
+        for _ in sentinels:
+            try:
+                index, masters, error = answers.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                break
+            if error is not None:
+                errors[index] = error
+                continue
+            state = dict(masters).get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                return (self._force_master_ip or state["ip"], int(state["port"]))
+        raise _sentinel_failure(service_name, sentinels, errors, self.discovery_timeout)
+
+
+class _AsyncRememberingSentinel(_KnownPrimaries, AsyncSentinel):
+    """The asyncio twin of ``_RememberingSentinel`` (the sentinels are asked concurrently)."""
+
+    def __init__(self, sentinels: list[tuple[str, int]], *, discovery_timeout: float,
+                 **kwargs: Any) -> None:
+        AsyncSentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
+        self.discovery_timeout = discovery_timeout
+        self.known_primaries = {}
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The remembered primary, or the first valid answer of the sentinels."""
+        known = self.known_primaries.get(service_name)
+        if known is not None:
+            return known
+        address = await self._ask_sentinels(service_name)
+        self.known_primaries[service_name] = address
+        return address
+
+    async def _ask_sentinels(self, service_name: str) -> tuple[str, int]:
+        sentinels = list(self.sentinels)
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(s.sentinel_masters()) for s in sentinels]
+        for task in tasks:
+            task.add_done_callback(_consume)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.discovery_timeout
+        errors: dict[int, BaseException] = {}
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(deadline - loop.time(), 0),
+                    return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for index, task in enumerate(tasks):
+                    if task not in done:
+                        continue
+                    error = task.exception()
+                    if error is not None:
+                        errors[index] = error
+                        continue
+                    state = task.result().get(service_name)
+                    if state and self.check_master_state(state, service_name):
+                        return (self._force_master_ip or state["ip"], int(state["port"]))
+        finally:
+            for task in pending:
+                task.cancel()
+        raise _sentinel_failure(service_name, sentinels, errors, self.discovery_timeout)
+
+
+def _forgets_primary(exc: BaseException) -> bool:
+    """This failure on a connection to the primary means: ask the sentinels again."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY"))
+
+
+def _forget_address(connection: Any) -> None:
+    """Make the connection's sentinel forget the address it is connected to."""
+    pool = connection.connection_pool
+    pool.sentinel_manager.forget_primary(pool.service_name, (connection.host, connection.port))
+
+
+class _SentinelConnection(SentinelManagedConnection):
+    """A connection to a Sentinel-named node that makes the sentinel forget that address
+    when it fails (so a failover is followed while hung sentinels cost nothing)."""
+
+    def _forget(self) -> None:
+        _forget_address(self)
+
+    def connect_to(self, address: Any) -> None:
+        """Connect to ``address``; forget it if that fails."""
+        try:
+            super().connect_to(address)  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """Send; forget the address if the connection failed."""
+        try:
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        """Read a reply; forget the address on a failure, READONLY or NOREPLICAS."""
+        try:
+            return super().read_response(*args, **kwargs)
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+
+class _SentinelSSLConnection(_SentinelConnection, SentinelManagedSSLConnection):
+    """``_SentinelConnection`` over TLS."""
+
+
+class _AsyncSentinelConnection(AsyncSentinelConnection):
+    """The asyncio twin of ``_SentinelConnection``."""
+
+    def _forget(self) -> None:
+        _forget_address(self)
+
+    async def connect_to(self, address: Any) -> None:
+        """Connect to ``address``; forget it if that fails."""
+        try:
+            await super().connect_to(address)  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """Send; forget the address if the connection failed."""
+        try:
+            await super().send_packed_command(command, check_health)
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        """Read a reply; forget the address on a failure, READONLY or NOREPLICAS."""
+        try:
+            return await super().read_response(*args, **kwargs)
+        except BaseException as exc:
+            if _forgets_primary(exc):
+                self._forget()
+            raise
+
+
+class _AsyncSentinelSSLConnection(_AsyncSentinelConnection, AsyncSentinelSSLConnection):
+    """``_AsyncSentinelConnection`` over TLS."""
+
+
 class SentinelClient:
     """The clients of one Sentinel service, sync or asyncio, closed together.
 
-    Every command goes to the primary that the sentinels name (redis-py re-asks them on each
-    new connection and turns a demoted primary's READONLY into a ConnectionError). With
-    ``read_from_replicas`` GETs go to a replica instead (redis-py falls back to the primary
-    when no replica is up). ``close``/``aclose`` also close the connections to the sentinels.
+    Every command goes to the primary that the sentinels name (asked again whenever a
+    connection to the remembered primary fails; a demoted primary's READONLY becomes a
+    ConnectionError). With ``read_from_replicas`` GETs go to a replica instead (redis-py
+    falls back to the primary when no replica is up). ``close``/``aclose`` also close the
+    connections to the sentinels.
     """
 
-    def __init__(self, sentinel: Any, primary: Any, replica: Any | None) -> None:
+    def __init__(self, sentinel: Any, primary: Any, replica: Any | None,
+                 service_name: str = "") -> None:
         self.sentinel = sentinel
         self.primary = primary
         self.replica = replica
+        self.service_name = service_name
         # Bound once: attribute lookups stay as cheap as on a plain client.
         self.get = (replica if replica is not None else primary).get
         self.set = primary.set
@@ -533,13 +778,16 @@ class SentinelClient:
         self.ping = primary.ping
 
     @classmethod
-    def of(cls, sentinel: Any, location: Location, options: TargetOptions) -> SentinelClient:
+    def of(cls, sentinel: Any, location: Location, options: TargetOptions,
+           connection_class: Any = None) -> SentinelClient:
         """Primary (and replica) clients of ``location``'s service through ``sentinel``."""
         name = location.service_name or ""
-        pool = {"db": location.db, "max_connections": options.max_connections}
+        pool: dict[str, Any] = {"db": location.db, "max_connections": options.max_connections}
+        if connection_class is not None:
+            pool["connection_class"] = connection_class
         primary = sentinel.master_for(name, **pool)
         replica = sentinel.slave_for(name, **pool) if location.read_from_replicas else None
-        return cls(sentinel, primary, replica)
+        return cls(sentinel, primary, replica, name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.primary, name)
@@ -559,6 +807,8 @@ class SentinelClient:
             await client.aclose()
 
 
-_SYNC = _Flavour(redis.Redis, _SyncRedisCluster, ClusterNode, Sentinel, Retry)
+_SYNC = _Flavour(redis.Redis, _SyncRedisCluster, ClusterNode, _RememberingSentinel, Retry,
+                 (_SentinelConnection, _SentinelSSLConnection))
 _ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterNode,
-                          AsyncSentinel, AsyncRetry)
+                          _AsyncRememberingSentinel, AsyncRetry,
+                          (_AsyncSentinelConnection, _AsyncSentinelSSLConnection))
