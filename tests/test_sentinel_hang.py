@@ -215,3 +215,30 @@ def test_a_failover_is_followed_with_healthy_sentinels(deployment: SentinelDeplo
     with deployment.server_for(new).client() as raw:
         assert raw.get(key) == b"v3"
     client.close()
+
+
+def test_replica_reads_skip_hung_sentinels(deployment: SentinelDeployment) -> None:
+    """With ``read_from_replicas`` the live replicas are remembered too: new replica
+    connections cost nothing while the sentinels hang, and a dead replica is dropped (reads
+    fall back to the primary)."""
+    url = deployment.url + "?read_from_replicas=true"
+    client = build_sync_client(parse_url(url), FAIL_FAST)
+    key = unique("sentinel-replica")
+    client.set(key, b"v")
+    deployment.wait_for_replication()
+    (replica,) = deployment.replicas()
+    assert client.get(key) == b"v"
+    reads = Timings()
+    with frozen(deployment.sentinel_servers):
+        for _ in range(5):
+            client.replica.connection_pool.disconnect(inuse_connections=False)
+            assert reads.call(lambda: client.get(key)) == b"v"
+        with replica.client() as raw:
+            assert raw.info("commandstats").get("cmdstat_get", {}).get("calls", 0) >= 5
+        replica.kill()
+        for _ in range(3):
+            client.replica.connection_pool.disconnect(inuse_connections=False)
+            reads.call(lambda: client.get(key))
+        assert reads.call(lambda: client.get(key)) == b"v"  # from the primary
+    assert reads.slowest < BOUND, reads.durations
+    client.close()

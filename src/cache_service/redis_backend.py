@@ -8,7 +8,6 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import queue
 import re
@@ -16,9 +15,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -49,6 +49,8 @@ from redis.sentinel import (
 )
 
 from .config import Location, TargetOptions
+
+T = TypeVar("T")
 
 __all__ = [
     "CONNECTIVITY_ERRORS",
@@ -542,53 +544,97 @@ def _sentinel_failure(service_name: str, sentinels: list[Any],
     return MasterNotFoundError(f"No master found for {service_name!r} : {', '.join(parts)}")
 
 
-class _KnownPrimaries:
-    """The primary address last found for each service (shared by both Sentinel twins)."""
+Address = tuple[str, int]
 
-    known_primaries: dict[str, tuple[str, int]]
 
-    def forget_primary(self, service_name: str, address: tuple[str, int]) -> None:
-        """Ask the sentinels again on the next connection, if ``address`` was the primary."""
+class _KnownNodes:
+    """What the sentinels last said for each service: the primary, and (for replica reads)
+    the live replicas. Shared by both Sentinel twins."""
+
+    known_primaries: dict[str, Address]
+    known_replicas: dict[str, list[Address]]
+    discovery_timeout: float
+
+    def _remember_nothing(self, discovery_timeout: float) -> None:
+        self.discovery_timeout = discovery_timeout
+        self.known_primaries = {}
+        self.known_replicas = {}
+
+    def forget_node(self, service_name: str, address: Address) -> None:
+        """A connection to ``address`` failed: if the sentinels named it (as the primary or
+        a replica), ask them again on the next connection."""
         if self.known_primaries.get(service_name) == address:
             self.known_primaries.pop(service_name, None)
+        if address in self.known_replicas.get(service_name, ()):
+            self.known_replicas.pop(service_name, None)
+
+    def _primary_in(self, service_name: str, masters: Any) -> Address | None:
+        state = dict(masters).get(service_name)
+        if state and self.check_master_state(state, service_name):  # type: ignore[attr-defined]
+            return (self._force_master_ip or state["ip"], int(state["port"]))  # type: ignore[attr-defined]
+        return None
+
+    def _replicas_in(self, replicas: Any) -> list[Address] | None:
+        alive = self.filter_slaves(replicas)  # type: ignore[attr-defined]
+        return [(str(h), int(p)) for h, p in alive] or None
 
 
-class _RememberingSentinel(_KnownPrimaries, Sentinel):
-    """redis-py's Sentinel, remembering each service's primary between connections.
+class _RememberingSentinel(_KnownNodes, Sentinel):
+    """redis-py's Sentinel, remembering each service's nodes between connections.
 
     redis-py asks the sentinels, one after another, on every new connection: with hung
     sentinels each connection costs a socket timeout per sentinel even when the primary is
-    fine. Here new connections reuse the last address found; it is forgotten when a
+    fine. Here new connections reuse the last addresses found; one is forgotten when a
     connection to it fails, times out, or meets READONLY/NOREPLICAS (a failover), and the
     next connection asks every sentinel at once, for at most ``discovery_timeout``.
     """
 
-    def __init__(self, sentinels: list[tuple[str, int]], *, discovery_timeout: float,
+    def __init__(self, sentinels: list[Address], *, discovery_timeout: float,
                  **kwargs: Any) -> None:
         Sentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
-        self.discovery_timeout = discovery_timeout
-        self.known_primaries = {}
+        self._remember_nothing(discovery_timeout)
 
-    def discover_master(self, service_name: str) -> tuple[str, int]:
+    def discover_master(self, service_name: str) -> Address:
         """The remembered primary, or the first valid answer of the sentinels."""
         known = self.known_primaries.get(service_name)
         if known is not None:
             return known
-        address = self._ask_sentinels(service_name)
+        address, errors = self._first_answer(
+            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))
+        if address is None:
+            raise _sentinel_failure(service_name, self.sentinels, errors,
+                                    self.discovery_timeout)
         self.known_primaries[service_name] = address
         return address
 
+    def discover_slaves(self, service_name: str) -> list[Address]:
+        """The remembered live replicas, or the first non-empty answer ([] if none)."""
+        known = self.known_replicas.get(service_name)
+        if known is not None:
+            return known
+        replicas, _ = self._first_answer(
+            lambda s: s.sentinel_slaves(service_name), self._replicas_in)
+        if replicas is not None:
+            self.known_replicas[service_name] = replicas
+        return replicas or []
+
     def rediscover(self, service_name: str) -> None:
         """Ask the sentinels now; keep the remembered primary if none answers."""
-        with contextlib.suppress(*CONNECTIVITY_ERRORS):
-            self.known_primaries[service_name] = self._ask_sentinels(service_name)
+        address, _ = self._first_answer(
+            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))
+        if address is not None:
+            self.known_primaries[service_name] = address
+        self.known_replicas.pop(service_name, None)
 
-    def _ask_sentinels(self, service_name: str) -> tuple[str, int]:
+    def _first_answer(self, query: Callable[[Any], Any], accept: Callable[[Any], T | None]
+                      ) -> tuple[T | None, dict[int, BaseException]]:
+        """Run ``query`` on every sentinel at once (a thread each); the first answer that
+        ``accept`` turns into a result, within ``discovery_timeout``, and the errors."""
         answers: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
 
         def ask(index: int, sentinel: Any) -> None:
             try:
-                answers.put((index, sentinel.sentinel_masters(), None))
+                answers.put((index, query(sentinel), None))
             except Exception as exc:  # any failure of one sentinel: try the others
                 answers.put((index, None, exc))
 
@@ -600,40 +646,57 @@ class _RememberingSentinel(_KnownPrimaries, Sentinel):
         errors: dict[int, BaseException] = {}
         for _ in sentinels:
             try:
-                index, masters, error = answers.get(timeout=max(deadline - time.monotonic(), 0))
+                index, answer, error = answers.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
                 break
             if error is not None:
                 errors[index] = error
                 continue
-            state = dict(masters).get(service_name)
-            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
-                return (self._force_master_ip or state["ip"], int(state["port"]))
-        raise _sentinel_failure(service_name, sentinels, errors, self.discovery_timeout)
+            result = accept(answer)
+            if result is not None:
+                return result, errors
+        return None, errors
 
 
-class _AsyncRememberingSentinel(_KnownPrimaries, AsyncSentinel):
+class _AsyncRememberingSentinel(_KnownNodes, AsyncSentinel):
     """The asyncio twin of ``_RememberingSentinel`` (the sentinels are asked concurrently)."""
 
-    def __init__(self, sentinels: list[tuple[str, int]], *, discovery_timeout: float,
+    def __init__(self, sentinels: list[Address], *, discovery_timeout: float,
                  **kwargs: Any) -> None:
         AsyncSentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
-        self.discovery_timeout = discovery_timeout
-        self.known_primaries = {}
+        self._remember_nothing(discovery_timeout)
 
-    async def discover_master(self, service_name: str) -> tuple[str, int]:
+    async def discover_master(self, service_name: str) -> Address:
         """The remembered primary, or the first valid answer of the sentinels."""
         known = self.known_primaries.get(service_name)
         if known is not None:
             return known
-        address = await self._ask_sentinels(service_name)
+        address, errors = await self._first_answer(
+            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))
+        if address is None:
+            raise _sentinel_failure(service_name, self.sentinels, errors,
+                                    self.discovery_timeout)
         self.known_primaries[service_name] = address
         return address
 
-    async def _ask_sentinels(self, service_name: str) -> tuple[str, int]:
+    async def discover_slaves(self, service_name: str) -> list[Address]:
+        """The remembered live replicas, or the first non-empty answer ([] if none)."""
+        known = self.known_replicas.get(service_name)
+        if known is not None:
+            return known
+        replicas, _ = await self._first_answer(
+            lambda s: s.sentinel_slaves(service_name), self._replicas_in)
+        if replicas is not None:
+            self.known_replicas[service_name] = replicas
+        return replicas or []
+
+    async def _first_answer(self, query: Callable[[Any], Any], accept: Callable[[Any], T | None]
+                            ) -> tuple[T | None, dict[int, BaseException]]:
+        """Await ``query`` on every sentinel at once; the first answer that ``accept`` turns
+        into a result, within ``discovery_timeout`` (the rest are cancelled), and the
+        errors."""
         sentinels = list(self.sentinels)
-        tasks: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(s.sentinel_masters()) for s in sentinels]
+        tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(query(s)) for s in sentinels]
         for task in tasks:
             task.add_done_callback(_consume)
         loop = asyncio.get_running_loop()
@@ -654,17 +717,17 @@ class _AsyncRememberingSentinel(_KnownPrimaries, AsyncSentinel):
                     if error is not None:
                         errors[index] = error
                         continue
-                    state = task.result().get(service_name)
-                    if state and self.check_master_state(state, service_name):
-                        return (self._force_master_ip or state["ip"], int(state["port"]))
+                    result = accept(task.result())
+                    if result is not None:
+                        return result, errors
         finally:
             for task in pending:
                 task.cancel()
-        raise _sentinel_failure(service_name, sentinels, errors, self.discovery_timeout)
+        return None, errors
 
 
-def _forgets_primary(exc: BaseException) -> bool:
-    """This failure on a connection to the primary means: ask the sentinels again."""
+def _forgets_node(exc: BaseException) -> bool:
+    """This failure on a connection to a node the sentinels named means: ask them again."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError)):
         return True
     return isinstance(exc, ResponseError) and str(exc).startswith(("NOREPLICAS", "READONLY"))
@@ -673,7 +736,7 @@ def _forgets_primary(exc: BaseException) -> bool:
 def _forget_address(connection: Any) -> None:
     """Make the connection's sentinel forget the address it is connected to."""
     pool = connection.connection_pool
-    pool.sentinel_manager.forget_primary(pool.service_name, (connection.host, connection.port))
+    pool.sentinel_manager.forget_node(pool.service_name, (connection.host, connection.port))
 
 
 class _SentinelConnection(SentinelManagedConnection):
@@ -688,7 +751,7 @@ class _SentinelConnection(SentinelManagedConnection):
         try:
             super().connect_to(address)  # type: ignore[no-untyped-call]
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
@@ -697,7 +760,7 @@ class _SentinelConnection(SentinelManagedConnection):
         try:
             super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
@@ -706,7 +769,7 @@ class _SentinelConnection(SentinelManagedConnection):
         try:
             return super().read_response(*args, **kwargs)
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
@@ -726,7 +789,7 @@ class _AsyncSentinelConnection(AsyncSentinelConnection):
         try:
             await super().connect_to(address)  # type: ignore[no-untyped-call]
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
@@ -735,7 +798,7 @@ class _AsyncSentinelConnection(AsyncSentinelConnection):
         try:
             await super().send_packed_command(command, check_health)
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
@@ -744,7 +807,7 @@ class _AsyncSentinelConnection(AsyncSentinelConnection):
         try:
             return await super().read_response(*args, **kwargs)
         except BaseException as exc:
-            if _forgets_primary(exc):
+            if _forgets_node(exc):
                 self._forget()
             raise
 
