@@ -48,6 +48,18 @@ def sync_failure(location: Location, *command: Any) -> BaseException:
         client.close()
 
 
+async def async_failure(location: Location, *command: Any) -> BaseException:
+    """What a fail-fast asyncio client for ``location`` raises for ``command``."""
+    client = build_async_client(location, FAIL_FAST)
+    try:
+        await client.execute_command(*command)
+    except BaseException as exc:
+        return exc
+    finally:
+        await client.aclose()
+    raise AssertionError("expected the call to fail")
+
+
 @pytest.fixture(scope="module")
 def password_server() -> Iterator[RedisServer]:
     """A plain server with a default-user password and an ACL user, also on a unix socket."""
@@ -96,17 +108,7 @@ def test_rejected_credentials_are_misconfigured(
 def test_async_rejected_credentials_are_misconfigured(password_server: RedisServer) -> None:
     location = parse_url(f"redis://app:not-it-42@{password_server.host}:{password_server.port}")
 
-    async def main() -> BaseException:
-        client = build_async_client(location, FAIL_FAST)
-        try:
-            await client.get("k")
-        except BaseException as exc:
-            return exc
-        finally:
-            await client.aclose()
-        raise AssertionError("expected the call to fail")
-
-    exc = asyncio.run(main())
+    exc = asyncio.run(async_failure(location, "GET", "k"))
     assert classify_error(exc) == "misconfigured"
     assert "(WRONGPASS)" in misconfiguration_message(exc, location)
 
@@ -118,6 +120,20 @@ def test_untrusted_certificate_is_misconfigured(tls_server: RedisServer) -> None
     message = misconfiguration_message(exc, location)
     assert "CERTIFICATE_VERIFY_FAILED" in message
     assert "ssl_ca_certs=" in message
+
+
+def test_missing_client_certificate_is_misconfigured(tls_files: TLSFiles) -> None:
+    """A server with ``tls-auth-clients yes``: asyncio sees the TLS alert (misconfigured,
+    naming ssl_certfile=); the sync client only sees its first write fail (EOF), which looks
+    like a broken connection."""
+    with RedisServer(tls=tls_files, extra_args=["--tls-auth-clients", "yes"],
+                     name="conn-mtls") as server:
+        location = parse_url(f"{server.url}?ssl_ca_certs={tls_files.ca_cert}")
+
+        exc = asyncio.run(async_failure(location, "PING"))
+        assert classify_error(exc) == "misconfigured", repr(exc)
+        assert "ssl_certfile=" in misconfiguration_message(exc, location)
+        assert classify_error(sync_failure(location, "PING")) in ("broken", "misconfigured")
 
 
 def test_refused_hung_readonly_and_noreplicas_are_outages(open_server: RedisServer) -> None:

@@ -155,11 +155,12 @@ def _auth_code(exc: BaseException) -> str | None:
         if isinstance(err, AuthenticationWrongNumberOfArgsError):
             return "AUTH"
         if isinstance(err, AuthenticationError) or any(t in text for t in _AUTH_TEXTS):
-            if "HELLO must be called" in text or "NOAUTH" in text:
+            if any(t in text for t in ("HELLO must be called", "NOAUTH", "Authentication req")):
                 return "NOAUTH"
-            if "invalid username-password" in text or "Invalid Username" in text:
+            if any(t in text for t in ("invalid username-password", "invalid password",
+                                       "Invalid Username")):
                 return "WRONGPASS"
-            return "AUTH"
+            return "AUTH"  # e.g. a password sent to a server that has none
     return None
 
 
@@ -209,6 +210,12 @@ def classify_error(exc: BaseException) -> str:
     return "outage"
 
 
+_TLS_SCHEME = {"standalone": "rediss://", "cluster": "rediss+cluster://",
+               "sentinel": "rediss+sentinel://"}
+_PLAIN_SCHEME = {"standalone": "redis://", "cluster": "redis+cluster://",
+                 "sentinel": "redis+sentinel://"}
+
+
 def _scrub(text: str, location: Location) -> str:
     for secret in (location.password, location.sentinel_password):
         if secret:
@@ -240,19 +247,13 @@ def misconfiguration_message(exc: BaseException, location: Location) -> str:
         text = (f"{where} refused our TLS client certificate ({reason}): set "
                 "ssl_certfile=/ssl_keyfile= to a certificate its tls-ca-cert-file trusts")
     elif reason is not None and "WRONG_VERSION_NUMBER" in reason:
-        text = (f"the server at {location.describe()} does not speak TLS ({reason}): use "
-                "redis:// (or ssl=False)")
+        text = (f"{where} does not speak TLS ({reason}): use "
+                f"{_PLAIN_SCHEME.get(location.kind, 'redis://')} (or ssl=False)")
     elif reason is not None:
         text = f"TLS to {where} failed ({reason}): check ssl=, ssl_ca_certs=, ssl_certfile="
     else:
         text = f"{where}: {describe_error(exc, 200)}"
     return _scrub(text.replace("\n", " "), location)
-
-
-_TLS_SCHEME = {"standalone": "rediss://", "cluster": "rediss+cluster://",
-               "sentinel": "rediss+sentinel://"}
-_PLAIN_SCHEME = {"standalone": "redis://", "cluster": "redis+cluster://",
-                 "sentinel": "redis+sentinel://"}
 
 
 def _answers_plain_redis(host: str, port: int, options: TargetOptions) -> bool:
@@ -287,7 +288,8 @@ def _completes_tls_handshake(host: str, port: int, options: TargetOptions) -> bo
 
 def diagnose(location: Location, options: TargetOptions) -> str | None:
     """After a failure, look for a TLS mismatch (blocking, bounded by the connect and socket
-    timeouts per node): a message naming the fix, or None when nothing is learned.
+    timeouts per node, at most three nodes): a message naming the fix, or None when nothing
+    is learned.
 
     A ``rediss`` location whose server answers a plain ``PING`` does not speak TLS; a plain
     location whose server completes a TLS handshake speaks TLS. Sentinel data nodes and unix
