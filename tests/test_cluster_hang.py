@@ -13,6 +13,7 @@ second or two starts no failover and leaves nothing to repair for other modules.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Iterator
@@ -178,6 +179,34 @@ def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment) 
 
     durations = asyncio.run(main())
     assert max(durations) < BOUND, durations
+
+
+def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment) -> None:
+    """Closing while a refresh hangs cancels it, so it cannot reopen connections after
+    the close (they would leak: "Unclosed RedisCluster client")."""
+
+    async def main() -> Any:
+        client = build_async_client(parse_url(cluster.cluster_url), FAIL_FAST)
+        await client.ping()
+        client._initialize = True  # a refresh is owed
+        for node in cluster.nodes:
+            node.freeze()
+        try:
+            with pytest.raises(CONNECTIVITY_ERRORS):
+                await client.ping()  # the refresh is stuck on a hung node
+            assert not client._refresh_task.done()
+            await client.aclose()
+        finally:
+            for node in cluster.nodes:
+                node.thaw()
+        await asyncio.sleep(0.3)  # long enough for a surviving refresh to finish
+        return client
+
+    client = asyncio.run(main())
+    assert client._refresh_task.cancelled()
+    assert client._initialize is True  # closed, nothing reopened
+    del client
+    gc.collect()  # an unclosed client or connection would raise a ResourceWarning here
 
 
 def node_ids(cluster: ClusterDeployment) -> dict[tuple[str, int], ClusterNodeInfo]:

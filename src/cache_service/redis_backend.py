@@ -357,7 +357,7 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
         extra: dict[str, Any] = {}
         if flavour is _ASYNC_FLAVOUR:
             extra["refresh_bounds"] = (
-                options.connect_timeout + 2 * options.socket_timeout, options.socket_timeout)
+                options.connect_timeout + options.socket_timeout, options.socket_timeout)
         return flavour.cluster(
             startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
             retry=flavour.retry(NoBackoff(), 0),
@@ -516,11 +516,14 @@ class _AsyncRedisCluster(AsyncRedisCluster):
                 self._refresh(last_failed_node_name))
             task.add_done_callback(_consume)
         bound = self._refresh_bounds[1 if self._commands_read else 0]
-        try:
-            await asyncio.wait_for(asyncio.shield(task), bound)
-        except asyncio.TimeoutError:
-            raise RedisTimeoutError(
-                f"cluster topology refresh still running after {bound:g}s") from None
+        done, _ = await asyncio.wait({task}, timeout=bound)  # never cancels the refresh
+        if not done:
+            raise RedisTimeoutError(f"cluster topology refresh still running after {bound:g}s")
+        if task.cancelled():
+            raise RedisConnectionError("cluster topology refresh cancelled: the client closed")
+        error = task.exception()
+        if error is not None:
+            raise error
         return self
 
     async def _refresh(self, last_failed_node_name: str | None) -> None:
@@ -532,7 +535,12 @@ class _AsyncRedisCluster(AsyncRedisCluster):
         self._initialize = False
 
     async def aclose(self) -> None:
-        """Close every connection, also while a refresh is pending (redis-py then skips)."""
+        """Stop a running refresh, then close every connection (redis-py skips that while
+        a refresh is owed)."""
+        task = self._refresh_task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
         if self._initialize and self._commands_read:
             self._initialize = False
         await super().aclose()
