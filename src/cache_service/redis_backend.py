@@ -121,7 +121,8 @@ _AUTH_CODES = ("NOAUTH", "WRONGPASS")
 _AUTH_TEXTS = ("invalid username-password pair", "invalid password",
                "called without any password configured", "no password is set",
                "HELLO must be called with the client already authenticated")
-_TLS_MISMATCH = ("does not speak TLS", "speaks TLS")
+# What ``diagnose`` reports: misconfigurations found by probing.
+_DIAGNOSED = ("does not speak TLS", "speaks TLS", "requires a TLS client certificate")
 _SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
 # TLS failures that a retry will not fix: the settings (CA, client certificate, scheme) are wrong.
 _SSL_SETTINGS = ("CERTIFICATE", "WRONG_VERSION_NUMBER", "UNKNOWN_CA", "HANDSHAKE_FAILURE",
@@ -203,7 +204,7 @@ def classify_error(exc: BaseException) -> str:
         return "wrongtype"
     if _auth_code(exc) is not None or _ssl_reason(exc) is not None:
         return "misconfigured"
-    if any(marker in str(err) for err in _chain(exc) for marker in _TLS_MISMATCH):
+    if any(marker in str(err) for err in _chain(exc) for marker in _DIAGNOSED):
         return "misconfigured"
     if _is_broken(exc):
         return "broken"
@@ -286,14 +287,41 @@ def _completes_tls_handshake(host: str, port: int, options: TargetOptions) -> bo
         return False
 
 
+def _wants_client_certificate(location: Location, host: str, port: int,
+                              options: TargetOptions) -> bool:
+    """With ``location``'s own TLS settings, the server answers the handshake with a
+    "certificate required" alert. Nothing is sent after the handshake: the alert comes on
+    its own, and data sent to a closing server would turn it into a reset."""
+    context = ssl.create_default_context(cafile=location.ssl_ca_certs)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # verification failures are reported by classify_error
+    if location.ssl_certfile:
+        try:
+            context.load_cert_chain(location.ssl_certfile, location.ssl_keyfile)
+        except (OSError, ssl.SSLError):
+            return False
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as raw:
+            raw.settimeout(options.socket_timeout)
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.recv(1)
+    except ssl.SSLError as exc:
+        return "CERTIFICATE_REQUIRED" in str(getattr(exc, "reason", "") or "")
+    except OSError:
+        return False
+    return False
+
+
 def diagnose(location: Location, options: TargetOptions) -> str | None:
     """After a failure, look for a TLS mismatch (blocking, bounded by the connect and socket
     timeouts per node, at most three nodes): a message naming the fix, or None when nothing
     is learned.
 
-    A ``rediss`` location whose server answers a plain ``PING`` does not speak TLS; a plain
-    location whose server completes a TLS handshake speaks TLS. Sentinel data nodes and unix
-    sockets are not checked (the sentinels name the nodes; a socket has no TLS).
+    A ``rediss`` location whose server answers a plain ``PING`` does not speak TLS, and one
+    whose server rejects the handshake for want of a client certificate needs
+    ``ssl_certfile=``; a plain location whose server completes a TLS handshake speaks TLS.
+    Sentinel data nodes and unix sockets are not checked (the sentinels name the nodes; a
+    socket has no TLS).
     """
     if location.kind not in ("standalone", "cluster") or location.unix_socket is not None:
         return None
@@ -301,6 +329,9 @@ def diagnose(location: Location, options: TargetOptions) -> str | None:
         if location.ssl and _answers_plain_redis(host, port, options):
             return (f"the server at {host}:{port} does not speak TLS: use "
                     f"{_PLAIN_SCHEME[location.kind]} (or ssl=False)")
+        if location.ssl and _wants_client_certificate(location, host, port, options):
+            return (f"the server at {host}:{port} requires a TLS client certificate: set "
+                    "ssl_certfile= and ssl_keyfile= to one its tls-ca-cert-file trusts")
         if not location.ssl and _completes_tls_handshake(host, port, options):
             return (f"the server at {host}:{port} speaks TLS: use "
                     f"{_TLS_SCHEME[location.kind]} (and ssl_ca_certs=...)")
