@@ -553,10 +553,13 @@ class RedisServer(_RedisProcess):
         extra_args: Iterable[str] = (),
         name: str = "redis",
         startup_timeout: float = 10.0,
+        unixsocket: bool = False,
     ) -> None:
         args = list(extra_args)
         self._cluster_bus = "--cluster-enabled" in args
         super().__init__(port, name=name, startup_timeout=startup_timeout)
+        # With ``unixsocket=True`` the server also listens on ``redis.sock`` in its temp dir.
+        self.unixsocket: str | None = str(self.dir / "redis.sock") if unixsocket else None
         self.password = password
         self.acl_user = acl_user
         self.tls = tls
@@ -635,6 +638,8 @@ class RedisServer(_RedisProcess):
             args += ["--port", str(self.port)]
         if self.password is not None:
             args += ["--requirepass", self.password]
+        if self.unixsocket is not None:
+            args += ["--unixsocket", self.unixsocket, "--unixsocketperm", "700"]
         if self.acl_user is not None:
             user, password = self.acl_user
             args += ["--user", user, "on", f">{password}", "~*", "&*", "+@all"]

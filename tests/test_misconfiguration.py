@@ -56,7 +56,7 @@ def test_bad_or_missing_password_is_a_misconfiguration(
     assert "password=" in errors[0]
     problem = svc.stats()["target"]["misconfiguration"]
     assert problem is not None
-    assert "credentials" in problem
+    assert ("rejected the credentials" if password else "requires a password") in problem
     assert "password=" in problem
     assert not any("unreachable" in m for m in _messages(caplog, logging.WARNING))
     text = " ".join(r.getMessage() for r in caplog.records) + str(svc.stats()) + repr(svc)

@@ -145,4 +145,4 @@ def test_wrong_credentials_fall_back_without_leaking_them(
     assert svc.is_redis_available() is False
     text = " ".join(r.getMessage() for r in caplog.records) + repr(svc) + str(svc.stats())
     assert "wrong-secret-42" not in text
-    assert "rejected our credentials" in text  # a misconfiguration, not an outage
+    assert "rejected the credentials" in text  # a misconfiguration, not an outage

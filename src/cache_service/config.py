@@ -25,6 +25,11 @@ _SCHEMES: dict[str, tuple[Kind, bool]] = {
     "rediss+cluster": ("cluster", True),
     "memory": ("memory", False),
 }
+_SCHEME_HELP = (
+    "url must start with redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// "
+    "(rediss+sentinel://, rediss+cluster:// for TLS) or memory://"
+)
+_UNIX_HELP = "a unix:// url needs an absolute socket path: unix://[user:password@]/path/redis.sock[?db=N]"
 _TTL_HELP = (
     "a TTL must be None (the default TTL), a positive int or float of seconds, or a timedelta"
 )
@@ -66,16 +71,19 @@ class Location:
     service_name: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
     read_from_replicas: bool = False
+    unix_socket: str | None = None  # standalone over a unix socket: its path (no hosts)
 
     def describe(self) -> str:
         """A human string with no secrets, for logs and the demo."""
         if self.kind == "memory":
             return f"memory://{self.service_name or ''}"
+        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
+        if self.unix_socket is not None:
+            return f"unix://{user}{self.unix_socket}?db={self.db}"
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
         scheme = {"standalone": "redis", "sentinel": "redis+sentinel", "cluster": "redis+cluster"}
         s = "s" if self.ssl else ""
         base = scheme[self.kind].replace("redis", f"redis{s}", 1)
-        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
         tail = f"/{self.service_name}" if self.kind == "sentinel" else ""
         return f"{base}://{user}{hosts}{tail}/{self.db}"
 
@@ -135,38 +143,70 @@ def _parse_hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
     return tuple(hosts) or ((DEFAULT_HOST, default_port),)
 
 
+def _userinfo(userinfo: str) -> tuple[str | None, str | None]:
+    """``user:password`` (or a lone ``password``, as in redis-py) of a URL, unquoted."""
+    if not userinfo:
+        return None, None
+    user, colon, pw = userinfo.partition(":")
+    if not colon:  # redis://secret@host is a password, as in redis-py
+        return None, unquote(user)
+    return unquote(user) or None, unquote(pw)
+
+
+def _parse_unix(url: str, rest: str) -> Location:
+    """``unix://[user:password@]/path/redis.sock[?db=N&password=...&username=...]``."""
+    head, slash, tail = rest.partition("/")
+    path, _, query_text = (slash + tail).partition("?")
+    if (head and not head.endswith("@")) or not path.strip("/"):
+        raise ConfigurationError(f"{_UNIX_HELP} (got {url.rsplit('@', maxsplit=1)[-1]!r})")
+    userinfo = head[:-1]
+    query = {k: v[-1] for k, v in parse_qs(query_text).items()}
+    unknown = sorted(set(query) - {"db", "password", "username"})
+    if unknown:
+        raise ConfigurationError(
+            f"unix:// urls take only db=, password= and username= in the query, not {unknown}")
+    username, password = _userinfo(userinfo)
+    try:
+        db = int(query.get("db", 0))
+    except ValueError:
+        raise ConfigurationError(f"db must be an integer, got {query['db']!r}") from None
+    return Location(
+        kind="standalone",
+        db=db,
+        username=query.get("username", username),
+        password=query.get("password", password),
+        unix_socket=unquote(path),
+    )
+
+
 def parse_url(url: str) -> Location:
-    """Parse ``redis://``, ``rediss://``, ``redis+sentinel://``, ``redis+cluster://``, ``memory://``.
+    """Parse ``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+    ``redis+cluster://`` and ``memory://`` URLs.
 
     Sentinel: ``redis+sentinel://[user:pass@]h1:26379,h2:26379/service_name[/db]``.
     Cluster: ``redis+cluster://[user:pass@]h1:7000,h2:7001[/0]``.
+    Unix socket: ``unix://[user:pass@]/path/redis.sock[?db=N&password=...]``.
     Query options: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``sentinel_password``,
     ``read_from_replicas=true``.
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"url must be a str, not {type(url).__name__}")
     scheme, sep, _ = url.partition("://")
+    rest = url[len(scheme) + 3 :]
+    if sep and scheme.lower() == "unix":
+        return _parse_unix(url, rest)
     if not sep or scheme.lower() not in _SCHEMES:
         raise ConfigurationError(
-            "url must start with redis://, rediss://, redis+sentinel://, redis+cluster:// "
-            f"or memory:// (got {url.split('://', maxsplit=1)[0]!r}://...)"
-        )
+            f"{_SCHEME_HELP} (got {url.split('://', maxsplit=1)[0]!r}://...)")
     kind = _SCHEMES[scheme.lower()][0]
     ssl = _SCHEMES[scheme.lower()][1]
-    rest = url[len(scheme) + 3 :]
     if kind == "memory":  # memory://NAME: a separate process-local store per name
         return Location(kind="memory", service_name=rest.strip("/") or None)
     netloc, _, path_query = rest.partition("/")
     userinfo, at, hostpart = netloc.rpartition("@")
     if not at:
         userinfo, hostpart = "", netloc
-    username = password = None
-    if userinfo:
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-        if not colon:  # redis://secret@host is a password, as in redis-py
-            username, password = None, unquote(user)
+    username, password = _userinfo(userinfo)
     parts = urlsplit("x://h/" + path_query)
     segments = [s for s in parts.path.split("/") if s]
     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -276,6 +316,9 @@ def resolve_location(
             raise ConfigurationError(f"REDIS_URL={redact(value, value)!r} names a database, but "
                                      "Redis Cluster has only database 0: drop the /db")
         raise ConfigurationError("Redis Cluster has only database 0; drop the /db or db=")
+    if base.unix_socket is not None and (kind != "standalone" or ssl):
+        raise ConfigurationError(
+            "a unix:// socket is a standalone server without TLS: drop cluster=/ssl=")
     return Location(
         kind=kind,
         hosts=base.hosts,
@@ -289,4 +332,5 @@ def resolve_location(
         service_name=service_name or base.service_name,
         sentinel_password=sentinel_password or base.sentinel_password,
         read_from_replicas=read_from_replicas or base.read_from_replicas,
+        unix_socket=base.unix_socket,
     )

@@ -37,6 +37,7 @@ from .redis_backend import (
     build_sync_client,
     classify_error,
     describe_error,
+    diagnose,
     drop_idle,
     misconfiguration_message,
     ping_primaries,
@@ -105,6 +106,7 @@ class Target:
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
         self.state_problem: str | None = None
+        self._next_diagnosis = 0.0
         self.guard = _NO_GUARD
         self._closed_gen = -1  # the generation this process last saw closed: Redis is usable
         self._seen_gen = -1
@@ -411,16 +413,24 @@ class Target:
 
     def probe(self) -> bool:
         """Reach Redis, replay the journal, close the breaker (run by ``Recovery``); True when
-        the breaker is closed afterwards."""
-        return self.run(self._recover())
+        the breaker is closed afterwards. After a failure that looked like an outage, ask
+        whether it is a TLS mismatch (at most every few seconds: it costs a connect)."""
+        if self.run(self._recover()):
+            return True
+        now = time.monotonic()
+        if self.misconfiguration is None and now >= self._next_diagnosis:
+            self._next_diagnosis = now + 5.0
+            message = diagnose(self.location, self.options)
+            if message is not None:
+                self._misconfigured(message)
+        return False
 
     def _recover(self) -> Op[bool]:
         replayed = 0
         started = self.breaker.outage_started
         try:
             yield (drop_idle,)
-            if self.location.kind == "cluster":
-                yield (refresh_topology,)
+            yield (refresh_topology,)  # cluster slots, Sentinel's primary; else nothing
             yield self.ping_request
             if self.misconfiguration is not None:
                 log.info("cache_service: Redis at %s accepts us again", self.location.describe())
