@@ -9,7 +9,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -53,11 +52,10 @@ class Calls:
         while not self._stop.is_set():
             i += 1
             key = f"k{n}:{i % 20}"
-            for call in (lambda: self.svc.set(key, i), lambda: self.svc.get(key),
-                         lambda: self.svc.delete(key)):
+            for name, args in (("set", (key, i)), ("get", (key,)), ("delete", (key,))):
                 start = time.perf_counter()
                 try:
-                    call()
+                    getattr(self.svc, name)(*args)
                 except BaseException as exc:  # pragma: no cover - asserted empty
                     self.errors.append(exc)
                 self.durations.append(time.perf_counter() - start)
