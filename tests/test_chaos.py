@@ -141,15 +141,13 @@ def test_replay_cut_halfway_resumes_and_loses_nothing(
     journal = svc.stats()["target"]["journal_size"]
     chaos_proxy.heal()
     chaos_proxy.latency(0.05)
-    time.sleep(0.1)  # past the breaker's backoff: the next call probes
-    prober = threading.Thread(target=svc.is_redis_available)
-    prober.start()
-    # connect + handshake + PING + two UNLINK batches, then slow SCANs: cut in the middle
-    time.sleep(0.45)
+    # the background recoverer probes after its backoff: connect + handshake + PING + two
+    # UNLINK batches, then slow SCANs: cut in the middle
+    assert eventually(lambda: svc.stats()["target"]["breaker_state"] == "draining", timeout=3)
+    time.sleep(0.3)
     chaos_proxy.cut()
-    prober.join()
+    assert eventually(lambda: svc.stats()["target"]["breaker_state"] == "open", timeout=3)
     stats = svc.stats()["target"]
-    assert stats["breaker_state"] == "open"
     assert 0 < stats["journal_size"] < journal, "replay should have stopped halfway"
     chaos_proxy.heal()
     recover(svc)
