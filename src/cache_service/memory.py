@@ -68,6 +68,14 @@ class MemoryStore:
             self._data.move_to_end(key)
             return entry[2], entry[3]
 
+    def remaining(self, key: str) -> float:
+        """Seconds a live entry of the current epoch has left (0.0 if there is none)."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or entry[1] != self.epoch:
+                return 0.0
+            return max(0.0, entry[0] - self.clock())
+
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
         """Store ``payload`` for ``ttl`` seconds, evicting least recently used entries.
 
