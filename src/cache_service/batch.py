@@ -23,6 +23,7 @@ from .codec import HEADER_SIZE, MAGIC, PLAIN_JSON, STAMPER, JsonCodec, PickleCod
 from .config import ttl_seconds
 from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, Discard, ServiceCore
 from .errors import ConfigurationError
+from .keys import MAX_KEY_LENGTH
 from .memory import NO_VALUE
 from .scripts import DROP_IF_SAME, run_script
 from .tags import Tagged, memory_tokens, validate_tags, wrap
@@ -52,26 +53,33 @@ def _pipeline_set(client: Any, items: list[tuple[str, bytes]], px: int) -> Any:
     return pipe.execute()
 
 
-def _names(keys: object) -> list[str]:
+def _full_keys(core: ServiceCore, keys: object) -> dict[str, str]:
+    """``{full key: key}`` for ``keys``: each validated, deduplicated, at most MAX_BATCH."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
         raise ConfigurationError(
             f"get_many takes an iterable of str keys, not {type(keys).__name__}")
-    names = list(dict.fromkeys(keys))
+    names = keys if type(keys) is list else list(keys)
     if len(names) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
-    return names
+    head = core._keys.head
+    try:  # the common case at C speed; anything unusual is looked at key by key
+        full = {head + k: k for k in names}
+        sound = len(full) == len(names) and head not in full and (  # head alone: key ""
+            not names or max(map(len, names)) <= MAX_KEY_LENGTH)
+    except TypeError:
+        sound = False
+    if not sound:  # a key to refuse (raises), a str subclass, or duplicates
+        full = {core._keys.full(k): k for k in names}
+    return full
 
 
 def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
     """``{key: value}`` for the hits among ``keys`` (misses are left out)."""
-    names = _names(keys)
-    head = core._keys.full  # validates each key
-    full = {head(name): name for name in names}
+    full = _full_keys(core, keys)
     found: dict[str, Any] = {}
     if not full:
         return found
     t = core._target
-    c = core._counters
     left = list(full)
     gate = t.gate()
     if gate is Gate.PROBE:
@@ -84,10 +92,13 @@ def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
                 raws = yield (("execute_command", "MGET", *group) if len(groups) > 1
                               else ("mget", *group))
                 yield from _settle(core, full, group, raws, found)
-                done += len(group)
+                done += 1
         except Unavailable:
             pass
-        left = [k for group in groups for k in group][done:]
+        if done == len(groups):
+            return found
+        left = [k for group in groups[done:] for k in group]
+    c = core._counters
     for k in left:
         value = core._from_memory(k, MISSING, False, c)
         if value is not MISSING:
@@ -102,20 +113,31 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
     c = core._counters
     fast = type(core._codec) in _FAST_CODECS and not core._target.journal.guard_until
     loads = orjson.loads
-    hits = misses = 0
+    hits = 0
     discards: list[tuple[str, str | None]] = []
     tagged: list[Tagged] = []
-    for k, raw in zip(group, raws, strict=True):
-        if raw is None:
-            misses += 1
-            continue
-        if fast and raw[:3] == _PLAIN:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                value = loads(raw[HEADER_SIZE:])
-                if type(value) is not list:
-                    found[full[k]] = value
-                    hits += 1
-                    continue
+    rest: list[tuple[str, bytes]] = []
+    if fast:
+        before = len(found)
+        for k, raw in zip(group, raws, strict=True):
+            # plain JSON of ours (header C5 01 01) decodes here; a list may be an envelope
+            if raw is not None:
+                if raw[:3] == _PLAIN:
+                    try:
+                        value = loads(raw[HEADER_SIZE:])
+                    except orjson.JSONDecodeError:
+                        pass
+                    else:
+                        if type(value) is not list:
+                            found[full[k]] = value
+                            continue
+                rest.append((k, raw))
+        hits = len(found) - before
+        misses = len(group) - hits - len(rest)
+    else:
+        rest = [(k, raw) for k, raw in zip(group, raws, strict=True) if raw is not None]
+        misses = len(group) - len(rest)
+    for k, raw in rest:
         result = core._from_redis(k, raw, MISSING, False, c)
         if type(result) is Discard:
             discards.append((k, result.why))

@@ -29,31 +29,27 @@ __all__ = ["MAX_COUNTER", "decr", "incr"]
 MAX_COUNTER = 2**53 - 1
 
 # KEYS[1]: the counter; ARGV: delta, PX for a new key, the 11-byte header to write, bound.
-# Returns {1, new value as text}, {2} (holds something that is not an int of ours) or
-# {3} (the result would leave ±bound).
+# Returns the new value as text, 2 (holds something that is not an int of ours) or 3 (the
+# result would leave ±bound).
 COUNTER = """
 local cur = redis.pcall('GET', KEYS[1])
-if type(cur) == 'table' then
-  return {2}
-end
 local n = 0
 if cur then
-  if string.sub(cur, 1, 3) ~= string.sub(ARGV[3], 1, 3) then
-    return {2}
+  if type(cur) ~= 'string' or string.sub(cur, 1, 3) ~= string.sub(ARGV[3], 1, 3) then
+    return 2
   end
   local body = string.sub(cur, 12)
   if not string.match(body, '^%-?%d+$') then
-    return {2}
+    return 2
   end
   if #body > 16 then
-    return {3}
+    return 3
   end
   n = tonumber(body)
 end
 n = n + tonumber(ARGV[1])
-local bound = tonumber(ARGV[4])
-if n > bound or n < -bound then
-  return {3}
+if math.abs(n) > tonumber(ARGV[4]) then
+  return 3
 end
 local text = string.format('%.0f', n)
 if cur then
@@ -61,7 +57,7 @@ if cur then
 else
   redis.call('SET', KEYS[1], ARGV[3] .. text, 'PX', ARGV[2])
 end
-return {1, text}
+return text
 """
 _HEAD = MAGIC + bytes([PLAIN_JSON])
 
@@ -98,11 +94,9 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
     def remote() -> Op[int]:
         reply = yield (run_script, COUNTER, [k], [delta, px, _HEAD + stamp.to_bytes(8, "big"),
                                                   MAX_COUNTER])
-        if reply[0] == 2:
-            raise _not_int(k)
-        if reply[0] == 3:
-            raise _too_large(k)
-        return int(reply[1])
+        if type(reply) is bytes:
+            return int(reply)
+        raise _not_int(k) if reply == 2 else _too_large(k)
 
     def local() -> int:
         memory = t.memory
