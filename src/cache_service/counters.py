@@ -3,7 +3,9 @@
 A counter is a plain-JSON int payload like any value ``set`` writes, so ``get`` returns it as
 an ``int``. On Redis one script reads, checks and rewrites it atomically (``INCRBY`` cannot
 work on a payload with our header); an absent key starts at 0 and gets the TTL, an existing
-one keeps its TTL. Redis scripts compute in doubles, so counters stay exact within
+one keeps its TTL; a dead value (corrupt, or invalidated by tag) counts as absent. Counters
+carry no tags: ``incr`` on a live value written with tags raises ``NotAnIntegerError`` like
+any other non-counter. Redis scripts compute in doubles, so counters stay exact within
 ``±(2**53 - 1)``; a result outside raises ``ValueTooLargeError`` and changes nothing.
 
 During an outage a counter lives in this process' memory store only (it starts at 0 there,
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import math
 
-from .codec import MAGIC, PLAIN_JSON, STAMPER, CorruptPayload, pack, unpack
+from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
-from .core import TTL, ServiceCore
+from .core import MISSING, TTL, UNCOUNTED, ServiceCore
 from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
-from .keyops import memory_lock
+from .keyops import REPLACE_IF_SAME, alive, memory_lock
 from .scripts import run_script
+from .tags import is_tagged
 from .target import Op
 
 __all__ = ["MAX_COUNTER", "decr", "incr"]
@@ -29,18 +32,19 @@ __all__ = ["MAX_COUNTER", "decr", "incr"]
 MAX_COUNTER = 2**53 - 1
 
 # KEYS[1]: the counter; ARGV: delta, PX for a new key, the 11-byte header to write, bound.
-# Returns the new value as text, 2 (holds something that is not an int of ours) or 3 (the
-# result would leave ±bound).
+# Returns the new value as text; 2 if the key holds a non-string; {payload} if it holds a
+# string that is not a plain int payload (the caller decides: a dead value counts as absent);
+# 3 if the result would leave ±bound.
 COUNTER = """
 local cur = redis.pcall('GET', KEYS[1])
 local n = 0
 if cur then
-  if type(cur) ~= 'string' or string.sub(cur, 1, 3) ~= string.sub(ARGV[3], 1, 3) then
+  if type(cur) ~= 'string' then
     return 2
   end
   local body = string.sub(cur, 12)
-  if not string.match(body, '^%-?%d+$') then
-    return 2
+  if string.sub(cur, 1, 3) ~= string.sub(ARGV[3], 1, 3) or not string.match(body, '^%-?%d+$') then
+    return {cur}
   end
   if #body > 16 then
     return 3
@@ -59,6 +63,7 @@ else
 end
 return text
 """
+_ATTEMPTS = 5
 _HEAD = MAGIC + bytes([PLAIN_JSON])
 
 
@@ -91,26 +96,33 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
     stamp = STAMPER.next()
     t = core._target
 
+    head = _HEAD + stamp.to_bytes(8, "big")
+
     def remote() -> Op[int]:
-        reply = yield (run_script, COUNTER, [k], [delta, px, _HEAD + stamp.to_bytes(8, "big"),
-                                                  MAX_COUNTER])
-        if type(reply) is bytes:
-            return int(reply)
-        raise _not_int(k) if reply == 2 else _too_large(k)
+        for _ in range(_ATTEMPTS):
+            reply = yield (run_script, COUNTER, [k], [delta, px, head, MAX_COUNTER])
+            if type(reply) is bytes:
+                return int(reply)
+            if type(reply) is not list:
+                raise _not_int(k) if reply == 2 else _too_large(k)
+            # not a counter: a live value of another kind, or a dead one (absent for us)
+            old = reply[0]
+            if (yield from alive(core, k, old)):
+                raise _not_int(k)
+            if (yield (run_script, REPLACE_IF_SAME, [k], [old, head + str(delta).encode(), px])):
+                return delta
+        raise _not_int(k)  # rewritten under us again and again: give up, change nothing
 
     def local() -> int:
         memory = t.memory
         with memory_lock:
-            found = memory.lookup(k)
+            current = core._from_memory(k, MISSING, False, UNCOUNTED)
             left = seconds
-            current = 0
-            if found is not None:
-                try:
-                    current = unpack(core._codec, found[0], k)
-                except CorruptPayload:
-                    raise _not_int(k) from None
-                if type(current) is not int:
-                    raise _not_int(k)
+            if current is MISSING:  # absent, or dead (corrupt, invalidated by tag)
+                current = 0
+            elif type(current) is not int or is_tagged((memory.lookup(k) or (b"",))[0]):
+                raise _not_int(k)  # counters carry no tags, as on Redis
+            else:
                 left = memory.remaining(k) or seconds
             value = current + delta
             if not -MAX_COUNTER <= value <= MAX_COUNTER:

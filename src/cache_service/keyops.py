@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from .breaker import Gate
-from .codec import MAGIC, STAMPER, CorruptPayload, pack, unpack
+from .codec import MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
 from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, UNCOUNTED, Discard, ServiceCore
 from .memory import NO_VALUE
@@ -63,12 +63,10 @@ return {redis.call('PTTL', KEYS[1]), v}
 def alive(core: ServiceCore, k: str, raw: bytes) -> Op[bool]:
     """Whether the payload ``raw`` read at ``k`` is one ``get`` would serve (a sound payload
     in a codec this service lacks counts as alive: it is another service's value)."""
-    if not is_tagged(raw):
-        try:
-            unpack(core._codec, raw, k)
-        except CorruptPayload as exc:
-            return not exc.remove
     result = core._from_redis(k, raw, MISSING, False, UNCOUNTED)
+    if result is MISSING:  # expired stale-while-revalidate value, or another codec's payload
+        return raw[:2] == MAGIC and raw[2:3] == bytes([SIGNED_PICKLE]) and \
+            not isinstance(core._codec, PickleCodec)
     if type(result) is Tagged:
         stored = yield ("mget", *core._tag_keys(result.tags))
         if not result.current(stored):
