@@ -146,3 +146,21 @@ def test_tags_invalidated_by_another_process_during_an_outage(
 def test_tags_invalidated_by_a_process_that_exits_during_the_outage(
         chaos_proxy: ChaosProxy, fresh_redis_server: RedisServer) -> None:
     _two_processes(chaos_proxy, fresh_redis_server, "exit")
+
+
+def test_late_write_of_ours_is_never_served_by_get_many(chaos_proxy: ChaosProxy,
+                                                        fresh_redis_server: RedisServer) -> None:
+    """A SET of ours that timed out may land after recovery: ``get_many`` checks its stamp
+    against the journal's tombstones like ``get`` does (its fast path steps aside)."""
+    svc = service(chaos_proxy)
+    raw = fresh_redis_server.client()
+    svc.set_many({"k": "v1", "j": "v1"})
+    late_payload = raw.get(svc.full_key("k"))
+    chaos_proxy.cut()
+    svc.delete("k")
+    chaos_proxy.heal()
+    recover(svc)
+    raw.set(svc.full_key("k"), late_payload or b"")  # the delayed SET lands now
+    assert svc.get_many(["k", "j"]) == {"j": "v1"}
+    assert svc.stats()["target"]["stale_blocked"] == 1
+    assert raw.exists(svc.full_key("k")) == 0

@@ -111,7 +111,9 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
     """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
     single-key rules (``_from_redis``) for everything else."""
     c = core._counters
-    fast = type(core._codec) in _FAST_CODECS and not core._target.journal.guard_until
+    t = core._target
+    guard = t.journal.guard_until  # late-write tombstones to check (after a recovery)
+    fast = type(core._codec) in _FAST_CODECS and (not guard or t.clock() >= guard)
     loads = orjson.loads
     hits = 0
     discards: list[tuple[str, str | None]] = []
@@ -152,10 +154,10 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
     if discards:
         for k, why in discards:
             if why is not None:
-                core._target.counters.corrupt += 1
+                t.counters.corrupt += 1
                 log.warning("cache_service: discarding %r: %s", k, why)
         with contextlib.suppress(Unavailable):
-            yield from core._target.unlink_keys([k for k, _ in discards])
+            yield from t.unlink_keys([k for k, _ in discards])
 
 
 def _settle_tagged(core: ServiceCore, full: dict[str, str], tagged: list[Tagged],
