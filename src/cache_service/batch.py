@@ -53,8 +53,8 @@ def _pipeline_set(client: Any, items: list[tuple[str, bytes]], px: int) -> Any:
     return pipe.execute()
 
 
-def _full_keys(core: ServiceCore, keys: object) -> dict[str, str]:
-    """``{full key: key}`` for ``keys``: each validated, deduplicated, at most MAX_BATCH."""
+def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
+    """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
         raise ConfigurationError(
             f"get_many takes an iterable of str keys, not {type(keys).__name__}")
@@ -63,50 +63,55 @@ def _full_keys(core: ServiceCore, keys: object) -> dict[str, str]:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
     head = core._keys.head
     try:  # the common case at C speed; anything unusual is looked at key by key
-        full = {head + k: k for k in names}
-        sound = len(full) == len(names) and head not in full and (  # head alone: key ""
-            not names or max(map(len, names)) <= MAX_KEY_LENGTH)
+        full = [head + k for k in names]
+        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH)
     except TypeError:
         sound = False
-    if not sound:  # a key to refuse (raises), a str subclass, or duplicates
-        full = {core._keys.full(k): k for k in names}
-    return full
+    if not sound:  # a key to refuse (raises), or a str subclass
+        full = [core._keys.full(k) for k in names]
+    if len(set(names)) != len(names):  # read each key once
+        names = list(dict.fromkeys(names))
+        full = list(dict.fromkeys(full))
+    return names, full
 
 
 def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
     """``{key: value}`` for the hits among ``keys`` (misses are left out)."""
-    full = _full_keys(core, keys)
+    names, full = _full_keys(core, keys)
     found: dict[str, Any] = {}
-    if not full:
+    if not names:
         return found
     t = core._target
-    left = list(full)
+    groups = [(full, names)]
     gate = t.gate()
     if gate is Gate.PROBE:
         gate = yield from t.recover()
     if gate is Gate.REDIS:
-        groups = by_slot(left) if t.location.kind == "cluster" else [left]
+        if t.location.kind == "cluster":
+            of = dict(zip(full, names, strict=True))
+            groups = [(group, [of[k] for k in group]) for group in by_slot(list(of))]
         done = 0
         try:
-            for group in groups:
+            for group, group_names in groups:
                 raws = yield (("execute_command", "MGET", *group) if len(groups) > 1
-                              else ("mget", *group))
-                yield from _settle(core, full, group, raws, found)
+                              else ("mget", group))
+                yield from _settle(core, group, group_names, raws, found)
                 done += 1
         except Unavailable:
             pass
         if done == len(groups):
             return found
-        left = [k for group in groups[done:] for k in group]
+        groups = groups[done:]
     c = core._counters
-    for k in left:
-        value = core._from_memory(k, MISSING, False, c)
-        if value is not MISSING:
-            found[full[k]] = value
+    for group, group_names in groups:
+        for k, name in zip(group, group_names, strict=True):
+            value = core._from_memory(k, MISSING, False, c)
+            if value is not MISSING:
+                found[name] = value
     return found
 
 
-def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: list[Any],
+def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[Any],
             found: dict[str, Any]) -> Op[None]:
     """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
     single-key rules (``_from_redis``) for everything else."""
@@ -115,13 +120,12 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
     guard = t.journal.guard_until  # late-write tombstones to check (after a recovery)
     fast = type(core._codec) in _FAST_CODECS and (not guard or t.clock() >= guard)
     loads = orjson.loads
-    hits = 0
     discards: list[tuple[str, str | None]] = []
-    tagged: list[Tagged] = []
-    rest: list[tuple[str, bytes]] = []
+    tagged: list[tuple[str, Tagged]] = []
+    rest: list[tuple[str, str, bytes]] = []
+    hits = 0
     if fast:
-        before = len(found)
-        for k, raw in zip(group, raws, strict=True):
+        for k, name, raw in zip(group, names, raws, strict=True):
             # plain JSON of ours (header C5 01 01) decodes here; a list may be an envelope
             if raw is not None:
                 if raw[:3] == _PLAIN:
@@ -131,26 +135,26 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
                         pass
                     else:
                         if type(value) is not list:
-                            found[full[k]] = value
+                            found[name] = value
+                            hits += 1
                             continue
-                rest.append((k, raw))
-        hits = len(found) - before
-        misses = len(group) - hits - len(rest)
+                rest.append((k, name, raw))
     else:
-        rest = [(k, raw) for k, raw in zip(group, raws, strict=True) if raw is not None]
-        misses = len(group) - len(rest)
-    for k, raw in rest:
+        rest = [(k, name, raw) for k, name, raw in zip(group, names, raws, strict=True)
+                if raw is not None]
+    misses = len(group) - hits - len(rest)
+    for k, name, raw in rest:
         result = core._from_redis(k, raw, MISSING, False, c)
         if type(result) is Discard:
             discards.append((k, result.why))
         elif type(result) is Tagged:
-            tagged.append(result)
+            tagged.append((name, result))
         elif result is not MISSING:
-            found[full[k]] = result
+            found[name] = result
     c.hits += hits
     c.misses += misses + len(discards)
     if tagged:
-        yield from _settle_tagged(core, full, tagged, found)
+        yield from _settle_tagged(core, tagged, found)
     if discards:
         for k, why in discards:
             if why is not None:
@@ -160,17 +164,17 @@ def _settle(core: ServiceCore, full: dict[str, str], group: list[str], raws: lis
             yield from t.unlink_keys([k for k, _ in discards])
 
 
-def _settle_tagged(core: ServiceCore, full: dict[str, str], tagged: list[Tagged],
+def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
                    found: dict[str, Any]) -> Op[None]:
     """Check the tokens of every tagged hit with one MGET (tag keys share one slot)."""
     c = core._counters
-    tag_keys = list(dict.fromkeys(k for item in tagged for k in core._tag_keys(item.tags)))
+    tag_keys = list(dict.fromkeys(k for _, item in tagged for k in core._tag_keys(item.tags)))
     stored = dict(zip(tag_keys, (yield ("mget", *tag_keys)), strict=True))
-    for item in tagged:
+    for name, item in tagged:
         if item.current([stored[k] for k in core._tag_keys(item.tags)]):
             result = core._from_redis(item.key, item.plain, MISSING, False, c)
             if result is not MISSING and type(result) is not Discard:
-                found[full[item.key]] = result
+                found[name] = result
                 continue
         c.misses += 1
         with contextlib.suppress(Unavailable):
