@@ -203,35 +203,6 @@ class ServiceCore:
                 return result
         return self._from_memory(k, default, stale, c)
 
-    def _tagged(self, tagged: Tagged, default: Any, stale: bool, c: ServiceCounters) -> Op[Any]:
-        """Serve a tagged value read from Redis if its tags still hold its tokens (one MGET
-        of tag keys, all in one cluster slot); a dead one is removed (if unchanged)."""
-        k = tagged.key
-        try:
-            stored = yield ("mget", *self._tag_keys(tagged.tags))
-        except Unavailable:
-            return self._from_memory(k, default, stale, c)
-        if not tagged.current(stored):
-            c.misses += 1
-            with contextlib.suppress(Unavailable):
-                yield (run_script, DROP_IF_SAME, [k], [tagged.raw])
-            return default
-        result = self._from_redis(k, tagged.plain, default, stale, c)
-        if type(result) is Discard:
-            return (yield from self._discard(k, result.why, default, c))
-        return result
-
-    def _tag_keys(self, tags: tuple[str, ...] | list[str]) -> list[str]:
-        prefix = self._keys.prefix
-        return [tag_key(prefix, t) for t in tags]
-
-    def _tag_tokens(self, keys: list[str], px: int) -> Op[list[bytes]]:
-        """The current tokens of tag ``keys`` on Redis, creating missing ones and keeping
-        each at least ``px`` ms (plus a margin): one script on the prefix's tag slot."""
-        tokens: list[bytes] = yield (run_script, TOKENS, keys,
-                                     [tag_ttl_ms(px), *(new_tag_token() for _ in keys)])
-        return tokens
-
     def _from_redis(self, k: str, raw: bytes | None, default: Any, stale: bool,
                     c: ServiceCounters) -> Any:
         """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
@@ -340,34 +311,6 @@ class ServiceCore:
 
         yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k])
 
-    def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
-                    tags: tuple[str, ...]) -> Op[None]:
-        """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
-        tag_keys = self._tag_keys(tags)
-        t = self._target
-
-        def remote() -> Op[None]:
-            tokens = yield from self._tag_tokens(tag_keys, px)
-            yield ("set", k, wrap(payload, tags, tokens), None, px)
-
-        def local() -> None:
-            t.counters.memory_writes += 1
-            t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
-                         seconds)
-
-        yield from self._write(remote, local, keys=[k])
-
-    def _invalidate_tags(self, tags: tuple[object, ...]) -> Op[None]:
-        """Every value written with one of ``tags`` is a miss from now on: their tag keys
-        are dropped (journaled while Redis is out, like any delete)."""
-        keys = self._tag_keys(validate_tags(tags, MAX_INVALIDATE))
-        if not keys:
-            return
-        self._counters.invalidations += 1
-        t = self._target
-        yield from self._write(lambda: t.unlink_keys(keys),
-                               lambda: t.memory_invalidate(keys), keys=keys)
-
     def _delete(self, keys: tuple[str, ...]) -> Op[int]:
         ks = [self._keys.full(k) for k in keys]
         if not ks:
@@ -423,6 +366,64 @@ class ServiceCore:
         except Unavailable:
             return False
         return True
+
+    # -- tags (the rules live in tags.py) ----------------------------------------------------
+    def _tagged(self, tagged: Tagged, default: Any, stale: bool, c: ServiceCounters) -> Op[Any]:
+        """Serve a tagged value read from Redis if its tags still hold its tokens (one MGET
+        of tag keys, all in one cluster slot); a dead one is removed (if unchanged)."""
+        k = tagged.key
+        try:
+            stored = yield ("mget", *self._tag_keys(tagged.tags))
+        except Unavailable:
+            return self._from_memory(k, default, stale, c)
+        if not tagged.current(stored):
+            c.misses += 1
+            with contextlib.suppress(Unavailable):
+                yield (run_script, DROP_IF_SAME, [k], [tagged.raw])
+            return default
+        result = self._from_redis(k, tagged.plain, default, stale, c)
+        if type(result) is Discard:
+            return (yield from self._discard(k, result.why, default, c))
+        return result
+
+    def _tag_keys(self, tags: tuple[str, ...] | list[str]) -> list[str]:
+        prefix = self._keys.prefix
+        return [tag_key(prefix, t) for t in tags]
+
+    def _tag_tokens(self, keys: list[str], px: int) -> Op[list[bytes]]:
+        """The current tokens of tag ``keys`` on Redis, creating missing ones and keeping
+        each at least ``px`` ms (plus a margin): one script on the prefix's tag slot."""
+        tokens: list[bytes] = yield (run_script, TOKENS, keys,
+                                     [tag_ttl_ms(px), *(new_tag_token() for _ in keys)])
+        return tokens
+
+    def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
+                    tags: tuple[str, ...]) -> Op[None]:
+        """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
+        tag_keys = self._tag_keys(tags)
+        t = self._target
+
+        def remote() -> Op[None]:
+            tokens = yield from self._tag_tokens(tag_keys, px)
+            yield ("set", k, wrap(payload, tags, tokens), None, px)
+
+        def local() -> None:
+            t.counters.memory_writes += 1
+            t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
+                         seconds)
+
+        yield from self._write(remote, local, keys=[k])
+
+    def _invalidate_tags(self, tags: tuple[object, ...]) -> Op[None]:
+        """Every value written with one of ``tags`` is a miss from now on: their tag keys
+        are dropped (journaled while Redis is out, like any delete)."""
+        keys = self._tag_keys(validate_tags(tags, MAX_INVALIDATE))
+        if not keys:
+            return
+        self._counters.invalidations += 1
+        t = self._target
+        yield from self._write(lambda: t.unlink_keys(keys),
+                               lambda: t.memory_invalidate(keys), keys=keys)
 
     # -- loading through the cache: get_or_set / @cached (see loading.py) --------------------
     def _get_or_set(self, key: str, ttl: TTL, policy: LoadPolicy,
