@@ -18,6 +18,7 @@ from cache_service import (
     CacheService,
     ConfigurationError,
     NotAnIntegerError,
+    PickleCodec,
     SerializationError,
     ValueTooLargeError,
 )
@@ -576,3 +577,19 @@ def test_get_or_set_with_tags(cache: CacheService) -> None:
     assert cache.get("swr") == {"v": 3}
     cache.invalidate_tags("t")
     assert cache.get("swr") is None
+
+
+def test_another_codecs_value_is_neither_read_nor_replaced(make: Factory) -> None:
+    """A value a PickleCodec service wrote is a miss for a JSON service sharing the prefix,
+    but a live value all the same: add refuses, incr raises, nothing replaces it."""
+    prefix = unique()
+    pickling = make(prefix, codec=PickleCodec(signing_key=b"k" * 16))
+    plain = make(prefix)
+    pickling.set("d", type)  # a class: pickled, JSON cannot hold it
+    assert plain.get("d", "MISS") == "MISS"
+    assert plain.get_many(["d"]) == {}
+    assert plain.exists("d") is False
+    assert plain.add("d", 1) is False
+    with pytest.raises(NotAnIntegerError):
+        plain.incr("d")
+    assert pickling.get("d") is type

@@ -22,7 +22,7 @@ from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, ServiceCore
 from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
-from .keyops import REPLACE_IF_SAME, alive, memory_lock
+from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
 from .scripts import run_script
 from .tags import is_tagged
 from .target import Op
@@ -118,6 +118,8 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
         with memory_lock:
             current = core._from_memory(k, MISSING, False, UNCOUNTED)
             left = seconds
+            if current is MISSING and held(core, k):  # another codec's value
+                raise _not_int(k)
             if current is MISSING:  # absent, or dead (corrupt, invalidated by tag)
                 current = 0
             elif type(current) is not int or is_tagged((memory.lookup(k) or (b"",))[0]):

@@ -21,7 +21,7 @@ from .scripts import run_script
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
 from .target import Op, Unavailable, WrongType
 
-__all__ = ["add", "exists", "memory_lock", "touch", "ttl"]
+__all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
 
 # Per process, memory-store read-modify-writes (add, touch, incr) run one at a time.
 memory_lock = threading.Lock()
@@ -60,13 +60,28 @@ return {redis.call('PTTL', KEYS[1]), v}
 """
 
 
+def foreign_codec(core: ServiceCore, raw: bytes) -> bool:
+    """Whether ``raw`` is a sound payload in a codec this service lacks (signed pickle read by
+    a JSON service): not readable here, but another service's live value, never ours to
+    replace."""
+    return raw[:2] == MAGIC and raw[2:3] == bytes([SIGNED_PICKLE]) and \
+        not isinstance(core._codec, PickleCodec)
+
+
+def held(core: ServiceCore, k: str) -> bool:
+    """Whether the memory store holds a live value at ``k`` (as ``alive`` decides on Redis)."""
+    if core._from_memory(k, MISSING, False, UNCOUNTED) is not MISSING:
+        return True
+    found = core._target.memory.lookup(k)
+    return found is not None and foreign_codec(core, found[0])
+
+
 def alive(core: ServiceCore, k: str, raw: bytes) -> Op[bool]:
     """Whether the payload ``raw`` read at ``k`` is one ``get`` would serve (a sound payload
     in a codec this service lacks counts as alive: it is another service's value)."""
     result = core._from_redis(k, raw, MISSING, False, UNCOUNTED)
     if result is MISSING:  # expired stale-while-revalidate value, or another codec's payload
-        return raw[:2] == MAGIC and raw[2:3] == bytes([SIGNED_PICKLE]) and \
-            not isinstance(core._codec, PickleCodec)
+        return foreign_codec(core, raw)
     if type(result) is Tagged:
         stored = yield ("mget", *core._tag_keys(result.tags))
         if not result.current(stored):
@@ -107,7 +122,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
     def local() -> bool:
         memory = t.memory
         with memory_lock:
-            if core._from_memory(k, MISSING, False, UNCOUNTED) is not MISSING:
+            if held(core, k):
                 return False
             t.counters.memory_writes += 1
             if tag_keys:
