@@ -592,4 +592,8 @@ def test_another_codecs_value_is_neither_read_nor_replaced(make: Factory) -> Non
     assert plain.add("d", 1) is False
     with pytest.raises(NotAnIntegerError):
         plain.incr("d")
+    assert plain.touch("d", 100) is True
+    left = plain.ttl("d")
+    assert left is not None
+    assert 95 < left <= 100
     assert pickling.get("d") is type

@@ -161,7 +161,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
         memory = t.memory
         with memory_lock:
             found = memory.lookup(k)
-            if found is None or core._from_memory(k, MISSING, False, UNCOUNTED) is MISSING:
+            if found is None or not held(core, k):
                 return False
             raw, kept = found
             tagged = open_tagged(k, raw) if is_tagged(raw) else None
@@ -191,7 +191,7 @@ def ttl(core: ServiceCore, key: str) -> Op[float | None]:
             pass
         else:
             return math.inf if reply[0] == -1 else reply[0] / 1000
-    if core._from_memory(k, MISSING, False, UNCOUNTED) is MISSING:
+    if not held(core, k):
         return None
     return t.memory.remaining(k) or None
 
