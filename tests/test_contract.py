@@ -597,3 +597,14 @@ def test_another_codecs_value_is_neither_read_nor_replaced(make: Factory) -> Non
     assert left is not None
     assert 95 < left <= 100
     assert pickling.get("d") is type
+
+
+def test_get_many_unwraps_stale_while_revalidate_values_like_get(cache: CacheService) -> None:
+    cache.get_or_set("fresh", lambda: [1, 2], ttl=30, stale_while_revalidate=5)
+    cache.get_or_set("expiring", lambda: [3], ttl=0.1, stale_while_revalidate=5)
+    cache.set("plain-list", ["\x00cache_service:swr", 1, 2, 3])  # user data, not an envelope
+    assert cache.get_many(["fresh", "expiring", "plain-list"]) == {
+        "fresh": [1, 2], "expiring": [3], "plain-list": ["\x00cache_service:swr", 1, 2, 3]}
+    time.sleep(0.25)
+    assert cache.get_many(["fresh", "expiring"]) == {"fresh": [1, 2]}  # stale: a miss
+    assert cache.get("expiring") is None

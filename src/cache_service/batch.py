@@ -24,6 +24,7 @@ from .config import ttl_seconds
 from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, Discard, ServiceCore
 from .errors import ConfigurationError
 from .keys import MAX_KEY_LENGTH
+from .loading import SWR_MARK
 from .memory import NO_VALUE
 from .scripts import DROP_IF_SAME, run_script
 from .tags import Tagged, memory_tokens, validate_tags, wrap
@@ -123,10 +124,10 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
     discards: list[tuple[str, str | None]] = []
     tagged: list[tuple[str, Tagged]] = []
     rest: list[tuple[str, str, bytes]] = []
-    hits = 0
+    hits = opened = 0
     if fast:
         for k, name, raw in zip(group, names, raws, strict=True):
-            # plain JSON of ours (header C5 01 01) decodes here; a list may be an envelope
+            # plain JSON of ours (header C5 01 01) decodes here
             if raw is not None:
                 if raw[:3] == _PLAIN:
                     try:
@@ -134,15 +135,20 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
                     except orjson.JSONDecodeError:
                         pass
                     else:
-                        if type(value) is not list:
+                        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+                            opened += 1  # a stale-while-revalidate envelope: counted there
+                            value = core._opened(value, raw, MISSING, False, c)
+                            if value is not MISSING:
+                                found[name] = value
+                        else:
                             found[name] = value
                             hits += 1
-                            continue
+                        continue
                 rest.append((k, name, raw))
     else:
         rest = [(k, name, raw) for k, name, raw in zip(group, names, raws, strict=True)
                 if raw is not None]
-    misses = len(group) - hits - len(rest)
+    misses = len(group) - hits - opened - len(rest)
     for k, name, raw in rest:
         result = core._from_redis(k, raw, MISSING, False, c)
         if type(result) is Discard:
