@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -608,3 +609,37 @@ def test_get_many_unwraps_stale_while_revalidate_values_like_get(cache: CacheSer
     time.sleep(0.25)
     assert cache.get_many(["fresh", "expiring"]) == {"fresh": [1, 2]}  # stale: a miss
     assert cache.get("expiring") is None
+
+
+def test_no_value_written_before_an_invalidation_survives_it_under_threads(
+        cache: CacheService) -> None:
+    """Writers keep rewriting tagged keys while another thread invalidates the tag: after
+    ``invalidate_tags`` returns, no value whose write had completed before it began is read."""
+    done = [0] * 4
+    stop = threading.Event()
+    stale: list[str] = []
+
+    def write(n: int) -> None:
+        version = 0
+        while not stop.is_set():
+            version += 1
+            cache.set(f"k{n}", version, tags=["t"])
+            done[n] = version
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for w in writers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            before = list(done)
+            cache.invalidate_tags("t")
+            for n in range(3):
+                got = cache.get(f"k{n}")
+                if got is not None and got <= before[n]:
+                    stale.append(f"k{n}: {got} <= {before[n]}")
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    assert stale == []

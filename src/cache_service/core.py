@@ -43,6 +43,7 @@ from .tags import (
     MAX_INVALIDATE,
     TOKENS,
     Tagged,
+    drop_memory_tokens,
     is_tagged,
     memory_tokens,
     open_tagged,
@@ -423,7 +424,8 @@ class ServiceCore:
         self._counters.invalidations += 1
         t = self._target
         yield from self._write(lambda: t.unlink_keys(keys),
-                               lambda: t.memory_invalidate(keys), keys=keys)
+                               lambda: drop_memory_tokens(lambda: t.memory_invalidate(keys)),
+                               keys=keys)
 
     # -- loading through the cache: get_or_set / @cached (see loading.py) --------------------
     def _get_or_set(self, key: str, ttl: TTL, policy: LoadPolicy,

@@ -28,7 +28,8 @@ FusionCache and BentoCache, with random tokens instead of counters or clocks).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ __all__ = [
     "TAGGED",
     "TOKENS",
     "Tagged",
+    "drop_memory_tokens",
     "is_tagged",
     "memory_tokens",
     "open_tagged",
@@ -59,6 +61,7 @@ MAX_INVALIDATE = 10_000  # per invalidate_tags call
 MAX_TAG_LENGTH = 1024
 TOKEN_HEAD = MAGIC + b"t"  # tag keys hold our header, so ownership-checked unlinks see them
 TAG_MARGIN_MS = 5000  # tag keys outlive their values by this much
+TOKEN_LOCK = threading.Lock()  # memory-store token updates vs invalidations, per process
 
 # KEYS: tag keys; ARGV[1]: PX for the tag keys; ARGV[1 + i]: a fresh token for KEYS[i].
 # Returns the current token of each tag, creating missing ones; extends their TTLs (never
@@ -167,15 +170,24 @@ def open_tagged(key: str, raw: bytes) -> Tagged | None:
 
 def memory_tokens(memory: MemoryStore, keys: list[str], seconds: float) -> list[bytes]:
     """The memory store's tokens for tag ``keys``, creating missing ones; each tag entry is
-    kept at least ``seconds`` (plus the margin) from now."""
+    kept at least ``seconds`` (plus the margin) from now. Under ``TOKEN_LOCK``, so that an
+    invalidation (``drop_memory_tokens``) cannot fall between reading a token and re-storing
+    it (which would bring an invalidated token back)."""
     tokens = []
     keep = seconds + TAG_MARGIN_MS / 1000
-    for k in keys:
-        found = memory.lookup(k)
-        token = found[0] if found is not None else new_token()
-        memory.set(k, token, keep if found is None else max(keep, memory.remaining(k)))
-        tokens.append(token)
+    with TOKEN_LOCK:
+        for k in keys:
+            found = memory.lookup(k)
+            token = found[0] if found is not None else new_token()
+            memory.set(k, token, keep if found is None else max(keep, memory.remaining(k)))
+            tokens.append(token)
     return tokens
+
+
+def drop_memory_tokens(drop: Callable[[], int]) -> int:
+    """Run ``drop`` (the memory store's delete of tag keys) under ``TOKEN_LOCK``."""
+    with TOKEN_LOCK:
+        return drop()
 
 
 def stored_tokens(memory: MemoryStore, keys: list[str]) -> list[bytes | None]:
