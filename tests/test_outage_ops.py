@@ -4,16 +4,19 @@ value Redis held, not our outage copy; across two real processes for tags."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from cache_service import CacheService
+from cache_service import AsyncCacheService, CacheService
 
+from .helpers import unique
 from .servers import ChaosProxy, RedisServer
 from .test_chaos import outage, recover, service
 
@@ -164,3 +167,36 @@ def test_late_write_of_ours_is_never_served_by_get_many(chaos_proxy: ChaosProxy,
     assert svc.get_many(["k", "j"]) == {"j": "v1"}
     assert svc.stats()["target"]["stale_blocked"] == 1
     assert raw.exists(svc.full_key("k")) == 0
+
+
+@pytest.mark.parametrize("mode", ["cut", "hang"])
+def test_async_service_through_an_outage(chaos_proxy: ChaosProxy,
+                                         fresh_redis_server: RedisServer, mode: str) -> None:
+    """The same operations driven by ``Target.arun``: the asyncio pipeline and scripts fail
+    over to memory, and nothing stale is served after recovery."""
+    raw = fresh_redis_server.client()
+
+    async def main() -> None:
+        svc = AsyncCacheService(unique(), url=chaos_proxy.url, breaker_min_backoff=0.05,
+                                breaker_max_backoff=0.2, socket_timeout=0.15,
+                                connect_timeout=0.15)
+        await svc.set_many({"a": "old", "b": "old", "n": 10})
+        await svc.set("t", "old", tags=["user:1"])
+        outage(chaos_proxy, mode)
+        await svc.set_many({"a": "new"}, tags=["x"])
+        assert await svc.incr("n") == 1
+        assert await svc.add("b", "new") is True
+        await svc.invalidate_tags("user:1")
+        assert await svc.get_many(["a", "b", "n", "t"]) == {"a": "new", "b": "new", "n": 1}
+        assert raw.exists(svc.full_key("a"), svc.full_key("b"), svc.full_key("t")) == 3
+        chaos_proxy.heal()
+        deadline = time.monotonic() + 3
+        while not await svc.is_redis_available():
+            assert time.monotonic() < deadline, await svc.stats()
+            await asyncio.sleep(0.02)
+        assert await svc.get_many(["a", "b", "n", "t"]) == {}
+        assert raw.exists(svc.full_key("a"), svc.full_key("b"), svc.full_key("n")) == 0
+        assert (await svc.stats())["target"]["journal_size"] == 0
+        await svc.aclose()
+
+    asyncio.run(main())
