@@ -121,7 +121,7 @@ def test_down_at_construction_serves_memory_fast() -> None:
     assert svc.stats()["target"]["breaker_state"] != "closed"
 
 
-@pytest.mark.parametrize("first", ["get", "delete-many", "invalidate"])
+@pytest.mark.parametrize("first", ["get", "delete-many", "invalidate", "get-many", "set-many"])
 def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str) -> None:
     """A hung primary costs about one socket timeout, whatever the first call is (a
     multi-key delete too), then the breaker answers from memory; once the node answers again
@@ -139,6 +139,11 @@ def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str)
             svc.get("k0")
         elif first == "delete-many":
             svc.delete(*keys)
+        elif first == "get-many":  # one MGET per slot, one after the other: one timeout
+            assert len(svc.get_many(keys)) < len(keys)
+        elif first == "set-many":
+            svc.set_many(dict.fromkeys(keys, "new"))
+            assert svc.get_many(keys) == dict.fromkeys(keys, "new")  # from memory
         else:
             svc.invalidate_pattern("k*")
         first_call = time.perf_counter() - started

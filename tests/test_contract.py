@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 from cache_service import (
     CacheService,
     ConfigurationError,
+    NotAnIntegerError,
+    PickleCodec,
     SerializationError,
     ValueTooLargeError,
 )
@@ -288,3 +291,355 @@ def test_stats_count_hits_and_misses(cache: CacheService) -> None:
     stats = cache.stats()
     assert (stats["hits"], stats["misses"], stats["sets"]) == (1, 1, 1)
     assert stats["target"]["breaker_state"] in ("closed", "open")
+
+
+# -- the rest of the API (issue 9): batches, add, counters, TTLs, tags ---------------------
+
+
+def test_get_many_returns_the_hits_only(cache: CacheService) -> None:
+    cache.set("a", 1)
+    cache.set("b", {"x": (1, 2)})
+    cache.set("c", None)
+    assert cache.get_many(["a", "b", "c", "missing", "a"]) == {
+        "a": 1, "b": {"x": (1, 2)}, "c": None}
+    assert cache.get_many([]) == {}
+    assert cache.get_many(iter(["a"])) == {"a": 1}
+    assert cache.stats()["hits"] == 4
+
+
+def test_get_many_over_many_slots_and_values(cache: CacheService) -> None:
+    values = {f"k{i}": EXACT_VALUES[i % len(EXACT_VALUES)] for i in range(300)}
+    for k, v in values.items():
+        cache.set(k, v)
+    got = cache.get_many([*values, "nope"])
+    assert set(got) == set(values)
+    assert all(_same(got[k], v) for k, v in values.items())
+
+
+@pytest.mark.parametrize("keys", ["abc", b"abc", 5, None, ["ok", 5], ["ok", ""]])
+def test_get_many_refuses_bad_keys(cache: CacheService, keys: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        cache.get_many(keys)
+
+
+def test_batches_are_bounded(cache: CacheService) -> None:
+    with pytest.raises(ConfigurationError, match="at most 10000 keys"):
+        cache.get_many([f"k{i}" for i in range(10_001)])
+    with pytest.raises(ConfigurationError, match="at most 10000 keys"):
+        cache.set_many({f"k{i}": i for i in range(10_001)})
+
+
+def test_set_many_stores_everything_with_the_ttl(cache: CacheService) -> None:
+    mapping = {f"k{i}": {"i": i, "t": (i,)} for i in range(250)}
+    cache.set_many(mapping, ttl=30)
+    assert cache.get_many(mapping) == mapping
+    left = cache.ttl("k7")
+    assert left is not None
+    assert 25 < left <= 30
+    cache.set_many({}, ttl=5)
+    cache.set_many({"short": 1}, ttl=0.05)
+    time.sleep(0.15)
+    assert cache.get("short") is None
+    assert cache.get("k1") == {"i": 1, "t": (1,)}
+
+
+@pytest.mark.parametrize("bad", [object(), {1, object()}])
+def test_set_many_writes_nothing_if_one_value_is_bad(cache: CacheService, bad: Any) -> None:
+    cache.set("k0", "old")
+    with pytest.raises(SerializationError):
+        cache.set_many({"k0": "new", "k1": 1, "k2": bad, "k3": 3})
+    assert cache.get_many(["k0", "k1", "k2", "k3"]) == {"k0": "old"}
+
+
+@pytest.mark.parametrize("mapping", [[("a", 1)], "ab", None, 5])
+def test_set_many_refuses_non_mappings(cache: CacheService, mapping: Any) -> None:
+    with pytest.raises(ConfigurationError, match="mapping"):
+        cache.set_many(mapping)
+
+
+def test_set_many_refuses_bad_keys_and_ttls_before_writing(cache: CacheService) -> None:
+    with pytest.raises(ConfigurationError):
+        cache.set_many({"a": 1, "": 2})
+    with pytest.raises(ConfigurationError):
+        cache.set_many({"a": 1}, ttl=0)
+    assert cache.get("a") is None
+
+
+def test_add_stores_only_if_absent(cache: CacheService) -> None:
+    assert cache.add("k", "first") is True
+    assert cache.add("k", "second") is False
+    assert cache.get("k") == "first"
+    cache.delete("k")
+    assert cache.add("k", [1], ttl=0.05) is True
+    time.sleep(0.15)
+    assert cache.add("k", "after expiry") is True
+    assert cache.get("k") == "after expiry"
+    with pytest.raises(SerializationError):
+        cache.add("other", object())
+    assert cache.exists("other") is False
+
+
+def test_add_is_atomic_across_threads(cache: CacheService) -> None:
+    wins: list[int] = []
+
+    def worker(n: int) -> None:
+        if cache.add("once", n):
+            wins.append(n)
+
+    assert hammer(worker) == []
+    assert len(wins) == 1
+    assert cache.get("once") == wins[0]
+
+
+def test_incr_and_decr(cache: CacheService) -> None:
+    assert cache.incr("n") == 1
+    assert cache.incr("n", 10) == 11
+    assert cache.decr("n") == 10
+    assert cache.decr("n", 15) == -5
+    assert cache.incr("n", 0) == -5
+    assert cache.get("n") == -5
+    assert type(cache.get("n")) is int
+    assert cache.decr("fresh", 3) == -3
+    cache.set("set-int", 41)
+    assert cache.incr("set-int") == 42
+
+
+def test_incr_gives_a_new_key_the_ttl_and_keeps_an_existing_one(cache: CacheService) -> None:
+    cache.incr("a", ttl=30)
+    left = cache.ttl("a")
+    assert left is not None
+    assert 25 < left <= 30
+    cache.set("b", 5, ttl=60)
+    cache.incr("b", ttl=5)  # an existing TTL is kept
+    left = cache.ttl("b")
+    assert left is not None
+    assert left > 50
+    cache.incr("c", ttl=0.05)
+    time.sleep(0.15)
+    assert cache.get("c") is None
+    assert cache.incr("c") == 1
+
+
+@pytest.mark.parametrize("value", ["12", 1.5, True, None, [1], {"n": 1}, 2**60])
+def test_incr_refuses_non_int_values_and_leaves_them(cache: CacheService, value: Any) -> None:
+    cache.set("k", value)
+    error = ValueTooLargeError if type(value) is int else NotAnIntegerError
+    with pytest.raises(error) as info:
+        cache.incr("k")
+    assert isinstance(info.value, TypeError if error is NotAnIntegerError else ValueError)
+    assert _same(cache.get("k"), value)
+
+
+@pytest.mark.parametrize("delta", [1.0, "1", True, None, 2**53])
+def test_incr_refuses_bad_deltas(cache: CacheService, delta: Any) -> None:
+    with pytest.raises(ConfigurationError, match="delta"):
+        cache.incr("k", delta)
+    with pytest.raises(ConfigurationError, match="delta"):
+        cache.decr("k", delta)
+    assert cache.exists("k") is False
+
+
+def test_incr_stays_exact_up_to_its_bound(cache: CacheService) -> None:
+    top = 2**53 - 1
+    assert cache.incr("big", top - 1) == top - 1
+    assert cache.incr("big") == top
+    with pytest.raises(ValueTooLargeError):
+        cache.incr("big")
+    assert cache.get("big") == top
+
+
+def test_incr_is_atomic_across_threads(cache: CacheService) -> None:
+    def worker(n: int) -> None:
+        for _ in range(100):
+            cache.incr("hits")
+
+    assert hammer(worker, threads=4) == []
+    assert cache.get("hits") == 400
+
+
+def test_touch_ttl_and_exists(cache: CacheService) -> None:
+    assert cache.ttl("k") is None
+    assert cache.exists("k") is False
+    assert cache.touch("k", 10) is False
+    cache.set("k", 0, ttl=5)
+    assert cache.exists("k") is True  # a falsy value is there
+    left = cache.ttl("k")
+    assert left is not None
+    assert 4 < left <= 5
+    assert cache.touch("k", 100) is True
+    left = cache.ttl("k")
+    assert left is not None
+    assert 95 < left <= 100
+    assert cache.touch("k") is True  # the default TTL
+    left = cache.ttl("k")
+    assert left is not None
+    assert 290 < left <= 300
+    assert cache.touch("k", 0.05) is True
+    time.sleep(0.15)
+    assert (cache.exists("k"), cache.ttl("k"), cache.touch("k")) == (False, None, False)
+    with pytest.raises(ConfigurationError):
+        cache.touch("k", 0)
+
+
+def test_tags_invalidate_every_value_written_with_them(cache: CacheService) -> None:
+    cache.set("u42:profile", {"n": 1}, tags=["user:42"])
+    cache.set("u42:prefs", [1], tags=("user:42", "prefs"))
+    cache.set("u7:prefs", [7], tags=["user:7", "prefs"])
+    cache.set("plain", "untagged")
+    cache.set_many({"m1": 1, "m2": 2}, tags=["user:42"])
+    assert cache.add("added", True, tags=["user:42"]) is True
+    assert cache.get_many(["u42:profile", "u42:prefs", "m1"]) == {
+        "u42:profile": {"n": 1}, "u42:prefs": [1], "m1": 1}
+    cache.invalidate_tags("user:42")
+    for k in ("u42:profile", "u42:prefs", "m1", "m2", "added"):
+        assert cache.get(k) is None
+        assert cache.exists(k) is False
+        assert cache.ttl(k) is None
+    assert cache.get_many(["u42:profile", "m1", "u7:prefs", "plain"]) == {
+        "u7:prefs": [7], "plain": "untagged"}
+    cache.invalidate_tags("prefs", "nothing-has-this")
+    assert cache.get("u7:prefs") is None
+    cache.set("u42:profile", "rewritten", tags=["user:42"])  # a new write is live again
+    assert cache.get("u42:profile") == "rewritten"
+    assert cache.add("added", "again") is True  # a dead value counts as absent
+    cache.invalidate_tags()
+
+
+def test_tags_are_namespaced_by_prefix(make: Factory) -> None:
+    a, b = make(unique("a")), make(unique("b"))
+    a.set("k", 1, tags=["t"])
+    b.set("k", 2, tags=["t"])
+    a.invalidate_tags("t")
+    assert (a.get("k"), b.get("k")) == (None, 2)
+    same = make(b.prefix)
+    same.invalidate_tags("t")
+    assert b.get("k") is None
+
+
+def test_touch_keeps_a_tagged_value_and_its_tags_alive(cache: CacheService) -> None:
+    cache.set("k", "v", ttl=0.2, tags=["t"])
+    assert cache.touch("k", 60) is True
+    time.sleep(0.3)
+    assert cache.get("k") == "v"
+    left = cache.ttl("k")
+    assert left is not None
+    assert left > 50
+    cache.invalidate_tags("t")
+    assert cache.touch("k", 60) is False
+
+
+def test_tagged_values_keep_their_exact_types(cache: CacheService) -> None:
+    for i, value in enumerate(EXACT_VALUES):
+        cache.set(f"v{i}", value, tags=["all"])
+    got = cache.get_many([f"v{i}" for i in range(len(EXACT_VALUES))])
+    for i, value in enumerate(EXACT_VALUES):
+        assert _same(cache.get(f"v{i}"), value)
+        assert _same(got[f"v{i}"], value)
+
+
+@pytest.mark.parametrize("tags", [[""], [5], ["ok", None], [b"t"], ["x" * 1025],
+                                  [f"t{i}" for i in range(33)], 5, {"t": 1}])
+def test_bad_tags_are_refused_before_writing(cache: CacheService, tags: Any) -> None:
+    with pytest.raises(ConfigurationError, match="tags"):
+        cache.set("k", 1, tags=tags)
+    with pytest.raises(ConfigurationError, match="tags"):
+        cache.set_many({"k": 1}, tags=tags)
+    with pytest.raises(ConfigurationError, match="tags"):
+        cache.add("k", 1, tags=tags)
+    with pytest.raises(ConfigurationError, match="tags"):
+        cache.get_or_set("k", lambda: 1, tags=tags)
+    assert cache.exists("k") is False
+    if isinstance(tags, list) and len(tags) < 30:
+        with pytest.raises(ConfigurationError, match="tags"):
+            cache.invalidate_tags(*tags)
+
+
+def test_a_single_str_is_one_tag(cache: CacheService) -> None:
+    cache.set("k", 1, tags="user:1")
+    cache.invalidate_tags("u")  # not a tag of k: "user:1" was not split into characters
+    assert cache.get("k") == 1
+    cache.invalidate_tags("user:1")
+    assert cache.get("k") is None
+
+
+def test_get_or_set_with_tags(cache: CacheService) -> None:
+    calls: list[int] = []
+
+    def load() -> dict[str, int]:
+        calls.append(1)
+        return {"v": len(calls)}
+
+    assert cache.get_or_set("k", load, tags=["t"]) == {"v": 1}
+    assert cache.get_or_set("k", load, tags=["t"]) == {"v": 1}
+    cache.invalidate_tags("t")
+    assert cache.get_or_set("k", load, tags=["t"]) == {"v": 2}
+    assert cache.get_or_set("swr", load, ttl=30, stale_while_revalidate=5, tags=["t"]) == {
+        "v": 3}
+    assert cache.get("swr") == {"v": 3}
+    cache.invalidate_tags("t")
+    assert cache.get("swr") is None
+
+
+def test_another_codecs_value_is_neither_read_nor_replaced(make: Factory) -> None:
+    """A value a PickleCodec service wrote is a miss for a JSON service sharing the prefix,
+    but a live value all the same: add refuses, incr raises, nothing replaces it."""
+    prefix = unique()
+    pickling = make(prefix, codec=PickleCodec(signing_key=b"k" * 16))
+    plain = make(prefix)
+    pickling.set("d", type)  # a class: pickled, JSON cannot hold it
+    assert plain.get("d", "MISS") == "MISS"
+    assert plain.get_many(["d"]) == {}
+    assert plain.exists("d") is False
+    assert plain.add("d", 1) is False
+    with pytest.raises(NotAnIntegerError):
+        plain.incr("d")
+    assert plain.touch("d", 100) is True
+    left = plain.ttl("d")
+    assert left is not None
+    assert 95 < left <= 100
+    assert pickling.get("d") is type
+
+
+def test_get_many_unwraps_stale_while_revalidate_values_like_get(cache: CacheService) -> None:
+    cache.get_or_set("fresh", lambda: [1, 2], ttl=30, stale_while_revalidate=5)
+    cache.get_or_set("expiring", lambda: [3], ttl=0.1, stale_while_revalidate=5)
+    cache.set("plain-list", ["\x00cache_service:swr", 1, 2, 3])  # user data, not an envelope
+    assert cache.get_many(["fresh", "expiring", "plain-list"]) == {
+        "fresh": [1, 2], "expiring": [3], "plain-list": ["\x00cache_service:swr", 1, 2, 3]}
+    time.sleep(0.25)
+    assert cache.get_many(["fresh", "expiring"]) == {"fresh": [1, 2]}  # stale: a miss
+    assert cache.get("expiring") is None
+
+
+def test_no_value_written_before_an_invalidation_survives_it_under_threads(
+        cache: CacheService) -> None:
+    """Writers keep rewriting tagged keys while another thread invalidates the tag: after
+    ``invalidate_tags`` returns, no value whose write had completed before it began is read."""
+    done = [0] * 4
+    stop = threading.Event()
+    stale: list[str] = []
+
+    def write(n: int) -> None:
+        version = 0
+        while not stop.is_set():
+            version += 1
+            cache.set(f"k{n}", version, tags=["t"])
+            done[n] = version
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(3)]
+    for w in writers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            before = list(done)
+            cache.invalidate_tags("t")
+            for n in range(3):
+                got = cache.get(f"k{n}")
+                if got is not None and got <= before[n]:
+                    stale.append(f"k{n}: {got} <= {before[n]}")
+    finally:
+        stop.set()
+        for w in writers:
+            w.join()
+    assert stale == []

@@ -795,3 +795,55 @@ def test_get_or_set_when_redis_dies_unnoticed(fresh_redis_server: RedisServer) -
         await cache.aclose()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_cached_attaches_tags_static_or_from_the_arguments(
+        kind: str, request: pytest.FixtureRequest) -> None:
+    url = f"memory://{unique()}" if kind == "memory" else \
+        request.getfixturevalue("redis_server").url
+    svc = CacheService(unique(), url=url)
+    calls: list[str] = []
+
+    @cached(cache=svc, tags=lambda user_id, part: [f"user:{user_id}", part])
+    def fetch(user_id: int, part: str) -> str:
+        calls.append(f"{user_id}/{part}")
+        return f"{user_id}/{part}:{len(calls)}"
+
+    @cached(cache=svc, tags=["catalogue"])
+    def listing(page: int) -> list[int]:
+        calls.append(f"page {page}")
+        return [page]
+
+    assert [fetch(1, "a"), fetch(1, "b"), fetch(2, "a"), fetch(1, "a")] == [
+        "1/a:1", "1/b:2", "2/a:3", "1/a:1"]
+    assert listing(1) == listing(1) == [1]
+    svc.invalidate_tags("user:1")
+    assert fetch(1, "a") == "1/a:5"
+    assert fetch(2, "a") == "2/a:3"
+    svc.invalidate_tags("a", "catalogue")
+    assert (fetch(2, "a"), fetch(1, "b"), listing(1)) == ("2/a:6", "1/b:7", [1])
+    assert calls[-1] == "page 1"
+    with pytest.raises(ConfigurationError, match="tags"):
+        cached(cache=svc, tags=[""])
+    svc.clear_all()
+
+
+def test_cached_async_with_tags(redis_server: RedisServer) -> None:
+    svc = AsyncCacheService(unique(), url=redis_server.url)
+    calls = 0
+
+    @cached(cache=svc, tags=lambda uid: [f"user:{uid}"])
+    async def fetch(uid: int) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        return {"uid": uid, "n": calls}
+
+    async def main() -> None:
+        assert await fetch(1) == await fetch(1) == {"uid": 1, "n": 1}
+        await svc.invalidate_tags("user:1")
+        assert await fetch(1) == {"uid": 1, "n": 2}
+        await svc.clear_all()
+        await svc.aclose()
+
+    asyncio.run(main())

@@ -109,3 +109,38 @@ def test_memory_only_targets_keep_no_journal() -> None:
         svc.delete(f"k{i}")
     target = svc.stats()["target"]
     assert (target["journal_size"], target["journal_overflows"]) == (0, 0)
+
+
+def test_remaining_is_the_live_entrys_ttl_left() -> None:
+    clock = FakeClock()
+    store = MemoryStore(100, 10**6, clock)
+    assert store.remaining("a") == 0.0
+    store.set("a", b"1", ttl=10)
+    clock.advance(4)
+    assert store.remaining("a") == 6
+    clock.advance(7)
+    assert store.remaining("a") == 0.0
+    store.set("b", b"1", ttl=10)
+    store.new_epoch()
+    assert store.remaining("b") == 0.0
+
+
+def test_ttl_and_counters_on_memory_follow_the_injected_clock() -> None:
+    clock = FakeClock()
+    svc = CacheService(unique(), url=f"memory://{unique()}", clock=clock)
+    assert svc.incr("n", ttl=10) == 1
+    clock.advance(4)
+    assert svc.ttl("n") == 6
+    assert svc.incr("n", ttl=100) == 2  # an existing TTL is kept
+    assert svc.ttl("n") == 6
+    assert svc.touch("n", 30) is True
+    assert svc.ttl("n") == 30
+    clock.advance(30)
+    assert (svc.get("n"), svc.ttl("n"), svc.exists("n")) == (None, None, False)
+    svc.set("t", "v", ttl=5, tags=["x"])
+    clock.advance(4)
+    assert svc.touch("t", 60) is True  # its tag token is kept alive as long
+    clock.advance(30)
+    assert svc.get("t") == "v"
+    svc.invalidate_tags("x")
+    assert svc.get("t") is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,6 +89,43 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
     assert all(f"{h}:{p}" in message for h, p in private.sentinels)
     assert "wrong-pw" not in message
     assert len(message) < 600
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_batches_counters_and_tags_through_sentinel(
+        sentinel_deployment: SentinelDeployment, kind: str) -> None:
+    """The operations of issue 9 reach the primary the sentinels name (pipeline, scripts,
+    MGET go through the Sentinel client like GET and SET)."""
+
+    async def body(svc: Any, call: Callable[[Any], Awaitable[Any]]) -> None:
+        await call(svc.set_many({"a": 1, "b": [2]}, tags=["t"]))
+        assert await call(svc.get_many(["a", "b", "c"])) == {"a": 1, "b": [2]}
+        assert await call(svc.add("c", "x")) is True
+        assert await call(svc.add("c", "y")) is False
+        assert [await call(svc.incr("n")) for _ in range(3)] == [1, 2, 3]
+        assert await call(svc.touch("c", 50)) is True
+        left = await call(svc.ttl("c"))
+        assert left is not None
+        assert 40 < left <= 50
+        await call(svc.invalidate_tags("t"))
+        assert await call(svc.get_many(["a", "b", "c"])) == {"c": "x"}
+        assert await call(svc.exists("a")) is False
+        await call(svc.clear_all())
+
+    if kind == "sync":
+        async def now(value: Any) -> Any:
+            return value
+
+        asyncio.run(body(CacheService(unique(), url=sentinel_deployment.url), now))
+    else:
+        async def main() -> None:
+            async with AsyncCacheService(unique(), url=sentinel_deployment.url) as svc:
+                async def awaited(value: Any) -> Any:
+                    return await value
+
+                await body(svc, awaited)
+
+        asyncio.run(main())
 
 
 def test_read_from_replicas_reads_a_replica_and_writes_the_primary(

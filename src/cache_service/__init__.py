@@ -8,7 +8,13 @@ from __future__ import annotations
 from .aio import AsyncCacheService
 from .codec import Codec, JsonCodec, PickleCodec
 from .decorators import cached
-from .errors import CacheError, ConfigurationError, SerializationError, ValueTooLargeError
+from .errors import (
+    CacheError,
+    ConfigurationError,
+    NotAnIntegerError,
+    SerializationError,
+    ValueTooLargeError,
+)
 from .instances import api_cache, session_cache, user_cache
 from .service import CacheService
 
@@ -19,6 +25,7 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "JsonCodec",
+    "NotAnIntegerError",
     "PickleCodec",
     "SerializationError",
     "ValueTooLargeError",

@@ -19,10 +19,11 @@ data whether Redis is up or down. Each event loop gets its own client; it is clo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
+from . import batch, counters, keyops
 from .core import TTL, ServiceCore
 from .loading import load_policy
 
@@ -40,9 +41,49 @@ class AsyncCacheService(ServiceCore):
         """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
         return await self._target.arun(self._get(key, default))
 
-    async def set(self, key: str, value: Any, ttl: TTL = None) -> None:
-        """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL)."""
-        await self._target.arun(self._set(key, value, ttl))
+    async def set(self, key: str, value: Any, ttl: TTL = None, *,
+            tags: Iterable[str] = ()) -> None:
+        """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL), with
+        ``tags`` (see ``invalidate_tags``)."""
+        await self._target.arun(self._set(key, value, ttl, tags=tags))
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """``{key: value}`` for the keys that hit (one MGET; per slot on Cluster)."""
+        return await self._target.arun(batch.get_many(self, keys))
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: TTL = None, *,
+                 tags: Iterable[str] = ()) -> None:
+        """Cache every ``key: value`` of ``mapping`` (one pipeline); all values are encoded
+        before anything is written."""
+        await self._target.arun(batch.set_many(self, mapping, ttl, tags))
+
+    async def add(self, key: str, value: Any, ttl: TTL = None, *, tags: Iterable[str] = ()) -> bool:
+        """Cache ``value`` only if ``key`` holds no live value; True if stored."""
+        return await self._target.arun(keyops.add(self, key, value, ttl, tags))
+
+    async def incr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
+        """Add ``delta`` to the int at ``key`` atomically (absent: 0, given ``ttl``); the result."""
+        return await self._target.arun(counters.incr(self, key, delta, ttl))
+
+    async def decr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
+        """Subtract ``delta`` from the int at ``key`` atomically; the result."""
+        return await self._target.arun(counters.decr(self, key, delta, ttl))
+
+    async def touch(self, key: str, ttl: TTL = None) -> bool:
+        """Give ``key``'s value a new TTL (``None``: the default TTL); False if absent."""
+        return await self._target.arun(keyops.touch(self, key, ttl))
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds ``key``'s value has left, or ``None`` if absent."""
+        return await self._target.arun(keyops.ttl(self, key))
+
+    async def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live value of ours."""
+        return await self._target.arun(keyops.exists(self, key))
+
+    async def invalidate_tags(self, *tags: str) -> None:
+        """Every value written with any of ``tags`` is a miss from now on, in every process."""
+        await self._target.arun(self._invalidate_tags(tags))
 
     async def delete(self, *keys: str) -> int:
         """Remove ``keys``; returns how many existed."""
@@ -64,12 +105,13 @@ class AsyncCacheService(ServiceCore):
         self, key: str, loader: Callable[[], Any], ttl: TTL = None, *, cache_none: bool = False,
         jitter: float = 0.0, lock: bool = False, lock_ttl: float = 10.0, lock_wait: float = 5.0,
         stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+        tags: Iterable[str] = (),
     ) -> Any:
         """The cached value, or ``await loader()`` (or ``loader()``) cached; see CacheService."""
         return await self._target.arun(self._get_or_set(key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-            stale_if_error=stale_if_error), asyncio.current_task()), loader)
+            stale_if_error=stale_if_error), asyncio.current_task(), tags), loader)
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""

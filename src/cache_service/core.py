@@ -38,18 +38,34 @@ from .loading import (
     new_token,
 )
 from .memory import NO_VALUE
+from .scripts import DROP_IF_SAME, run_script
 from .stats import ServiceCounters
+from .tags import (
+    MAX_INVALIDATE,
+    TOKENS,
+    Tagged,
+    drop_memory_tokens,
+    is_tagged,
+    memory_tokens,
+    open_tagged,
+    stored_tokens,
+    tag_key,
+    tag_ttl_ms,
+    validate_tags,
+    wrap,
+)
+from .tags import new_token as new_tag_token
 from .target import Op, Target, Unavailable, WrongType, get_target
 from .unconfigured import unconfigured
 
-__all__ = ["MISSING", "TTL", "Discard", "ServiceCore"]
+__all__ = ["MISSING", "TTL", "UNCOUNTED", "Discard", "ServiceCore"]
 
 log = logging.getLogger("cache_service")
 R = TypeVar("R")
 TTL = int | float | timedelta | None
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "MISSING"})()
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
-_UNCOUNTED = ServiceCounters()  # internal re-reads of get_or_set count nowhere
+UNCOUNTED = _UNCOUNTED = ServiceCounters()  # internal re-reads count nowhere
 
 
 # Values the memory store may hand out as they are (immutable), up to this payload size.
@@ -191,6 +207,8 @@ class ServiceCore:
                 result = self._from_redis(k, raw, default, stale, c)
                 if type(result) is Discard:
                     return (yield from self._discard(k, result.why, default, c))
+                if type(result) is Tagged:
+                    return (yield from self._tagged(result, default, stale, c))
                 return result
         return self._from_memory(k, default, stale, c)
 
@@ -204,6 +222,8 @@ class ServiceCore:
         try:
             value = unpack(self._codec, raw, k)
         except CorruptPayload as exc:
+            if is_tagged(raw):  # the plain codec refuses it: untagged reads pay nothing
+                return open_tagged(k, raw) or Discard("malformed tag section")
             if not exc.remove:
                 c.misses += 1
                 return default
@@ -228,8 +248,16 @@ class ServiceCore:
                 return kept
             try:
                 value = unpack(self._codec, raw, k)
-            except CorruptPayload:  # written by a service with another codec
-                pass
+            except CorruptPayload:  # written by a service with another codec, or tagged
+                tagged = open_tagged(k, raw) if is_tagged(raw) else None
+                if tagged is not None and tagged.current(
+                        stored_tokens(t.memory, self._tag_keys(tagged.tags))):
+                    with contextlib.suppress(CorruptPayload):
+                        value = unpack(self._codec, tagged.plain, k)
+                        if type(value) is list:
+                            return self._opened(value, tagged.plain, default, stale, c)
+                        c.hits += 1
+                        return value
             else:
                 if type(value) is list:
                     return self._opened(value, raw, default, stale, c)
@@ -261,10 +289,12 @@ class ServiceCore:
         return default
 
     def _set(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-             jitter: float = 0.0) -> Op[None]:
+             jitter: float = 0.0, *, tags: object = ()) -> Op[None]:
         """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
-        ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR)."""
+        ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
+        ``tags``: see ``tags.py``."""
         k = self._keys.full(key)
+        tagged = validate_tags(tags) if tags else ()
         seconds = self._default_ttl if ttl is None else ttl_seconds(ttl)
         if jitter:
             seconds = jittered(seconds, jitter)
@@ -275,6 +305,9 @@ class ServiceCore:
         payload = pack(self._codec, value, k, self._max_value_bytes, stamp)
         self._counters.sets += 1
         px = max(1, math.ceil(seconds * 1000))
+        if tagged:
+            yield from self._set_tagged(k, payload, seconds, px, tagged)
+            return
 
         def local() -> None:
             kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
@@ -335,9 +368,68 @@ class ServiceCore:
             return False
         return True
 
+    # -- tags (the rules live in tags.py) ----------------------------------------------------
+    def _tagged(self, tagged: Tagged, default: Any, stale: bool, c: ServiceCounters) -> Op[Any]:
+        """Serve a tagged value read from Redis if its tags still hold its tokens (one MGET
+        of tag keys, all in one cluster slot); a dead one is removed (if unchanged)."""
+        k = tagged.key
+        try:
+            stored = yield ("mget", *self._tag_keys(tagged.tags))
+        except Unavailable:
+            return self._from_memory(k, default, stale, c)
+        if not tagged.current(stored):
+            c.misses += 1
+            with contextlib.suppress(Unavailable):
+                yield (run_script, DROP_IF_SAME, [k], [tagged.raw])
+            return default
+        result = self._from_redis(k, tagged.plain, default, stale, c)
+        if type(result) is Discard:
+            return (yield from self._discard(k, result.why, default, c))
+        return result
+
+    def _tag_keys(self, tags: tuple[str, ...] | list[str]) -> list[str]:
+        prefix = self._keys.prefix
+        return [tag_key(prefix, t) for t in tags]
+
+    def _tag_tokens(self, keys: list[str], px: int) -> Op[list[bytes]]:
+        """The current tokens of tag ``keys`` on Redis, creating missing ones and keeping
+        each at least ``px`` ms (plus a margin): one script on the prefix's tag slot."""
+        tokens: list[bytes] = yield (run_script, TOKENS, keys,
+                                     [tag_ttl_ms(px), *(new_tag_token() for _ in keys)])
+        return tokens
+
+    def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
+                    tags: tuple[str, ...]) -> Op[None]:
+        """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
+        tag_keys = self._tag_keys(tags)
+        t = self._target
+
+        def remote() -> Op[None]:
+            tokens = yield from self._tag_tokens(tag_keys, px)
+            yield ("set", k, wrap(payload, tags, tokens), None, px)
+
+        def local() -> None:
+            t.counters.memory_writes += 1
+            t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
+                         seconds)
+
+        yield from self._write(remote, local, keys=[k])
+
+    def _invalidate_tags(self, tags: tuple[object, ...]) -> Op[None]:
+        """Every value written with one of ``tags`` is a miss from now on: their tag keys
+        are dropped (journaled while Redis is out, like any delete)."""
+        keys = self._tag_keys(validate_tags(tags, MAX_INVALIDATE))
+        if not keys:
+            return
+        self._counters.invalidations += 1
+        t = self._target
+        yield from self._write(lambda: t.unlink_keys(keys),
+                               lambda: drop_memory_tokens(lambda: t.memory_invalidate(keys)),
+                               keys=keys)
+
     # -- loading through the cache: get_or_set / @cached (see loading.py) --------------------
     def _get_or_set(self, key: str, ttl: TTL, policy: LoadPolicy,
-                    task: object | None) -> Flow[Any]:
+                    task: object | None, tags: object = ()) -> Flow[Any]:
         """The cached value, or the loader's: loaded once at a time per key in this process.
 
         ``task`` identifies an asyncio caller (``None``: a blocking one), so a caller never
@@ -345,6 +437,8 @@ class ServiceCore:
         """
         if ttl is not None:
             ttl_seconds(ttl)
+        if tags:
+            tags = validate_tags(tags)
         swr = policy.keep_stale > 0
         found = yield from self._get(key, MISSING, None, swr)
         if found is not MISSING and type(found) is not Stale:
@@ -354,11 +448,11 @@ class ServiceCore:
         while True:
             flight, leading = join(self._target, k, task)
             if leading:
-                return (yield from self._lead(flight, key, ttl, policy, stale))
+                return (yield from self._lead(flight, key, ttl, policy, stale, tags=tags))
             if stale is not None and self._age(stale) <= policy.serve_stale_for:
                 return stale.value  # another caller is refreshing it
             if flight.would_deadlock(task):  # e.g. the loader asks for its own key
-                return (yield from self._load(key, ttl, policy, stale))
+                return (yield from self._load(key, ttl, policy, stale, tags))
             outcome: Outcome = yield Wait(flight)
             if not outcome.retry:
                 return outcome.result()
@@ -369,12 +463,12 @@ class ServiceCore:
             stale = found if found is not MISSING else None
 
     def _lead(self, flight: Any, key: str, ttl: TTL, policy: LoadPolicy,
-              stale: Stale | None) -> Flow[Any]:
+              stale: Stale | None, *, tags: object = ()) -> Flow[Any]:
         """Load for every caller waiting on ``flight``; they share the value or the error."""
         k = self._keys.full(key)
         outcome = Outcome(retry=True)  # cancelled or interrupted: the waiters try again
         try:
-            value = yield from self._load(key, ttl, policy, stale)
+            value = yield from self._load(key, ttl, policy, stale, tags)
             outcome = Outcome(value, codec=self._codec, key=k)
             return value
         except Exception as exc:
@@ -383,7 +477,8 @@ class ServiceCore:
         finally:
             land(self._target, k, flight, outcome)
 
-    def _load(self, key: str, ttl: TTL, policy: LoadPolicy, stale: Stale | None) -> Flow[Any]:
+    def _load(self, key: str, ttl: TTL, policy: LoadPolicy, stale: Stale | None,
+              tags: object = ()) -> Flow[Any]:
         """Optionally lock across processes, look again, run the loader and store its value."""
         swr = policy.keep_stale > 0
         name = lock_key(self.prefix, key)
@@ -412,7 +507,8 @@ class ServiceCore:
                     value = stale.value
                 else:
                     if value is not None or policy.cache_none:
-                        yield from self._set(key, value, ttl, policy.keep_stale, policy.jitter)
+                        yield from self._set(key, value, ttl, policy.keep_stale,
+                                             policy.jitter, tags=tags)
         except GeneratorExit:  # closed from outside: no I/O is possible; the lock expires
             raise
         except BaseException:  # loader error, cancellation: release the lock, then propagate

@@ -10,7 +10,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
 import orjson
@@ -22,6 +22,7 @@ from .errors import SerializationError
 from .keys import escape_glob
 from .loading import load_policy
 from .service import CacheService
+from .tags import validate_tags
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -90,6 +91,7 @@ def cached(
     lock_wait: float = 5.0,
     stale_while_revalidate: float = 0.0,
     stale_if_error: float | None = None,
+    tags: Iterable[str] | Callable[..., Iterable[str]] = (),
     **service_options: Any,
 ) -> Callable[[F], F]:
     """Cache results of a function (or ``async def``) in a ``CacheService``.
@@ -103,6 +105,8 @@ def cached(
     Concurrent calls that miss the same key run the function once (per process; ``lock=True``:
     once across processes too); ``jitter``, ``stale_while_revalidate`` and ``stale_if_error``
     are those of ``CacheService.get_or_set``. An ``async def`` is awaited and its result cached.
+    ``tags`` (an iterable of str, or a callable given the call's arguments, like ``key_func``)
+    are attached to each cached result, for ``cache.invalidate_tags``.
     """
     if key_func is not None and inspect.iscoroutinefunction(key_func):
         raise TypeError(
@@ -114,6 +118,8 @@ def cached(
                                                             **service_options)
     if ttl is not None:
         ttl_seconds(ttl)
+    static_tags = () if callable(tags) else validate_tags(tags)
+    tags_of: Callable[..., Any] | None = tags if callable(tags) else None
     policy = load_policy(cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
                          lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
                          stale_if_error=stale_if_error)
@@ -141,15 +147,18 @@ def cached(
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = service._get_or_set(call_key(args, kwargs), ttl, policy,
-                                           asyncio.current_task())
+                flow = service._get_or_set(
+                    call_key(args, kwargs), ttl, policy, asyncio.current_task(),
+                    static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
             wrapper: Any = async_wrapper
         else:
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = service._get_or_set(call_key(args, kwargs), ttl, policy, None)
+                flow = service._get_or_set(
+                    call_key(args, kwargs), ttl, policy, None,
+                    static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return target.run(flow, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper

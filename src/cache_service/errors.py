@@ -4,12 +4,20 @@
     ├── ConfigurationError          also ValueError: a bad prefix, TTL, URL or option
     ├── SerializationError          also TypeError: a value the codec cannot store exactly
     │   └── ValueTooLargeError      also ValueError: encoded value over ``max_value_bytes``
+    │                               (or a counter leaving ±(2**53 - 1))
+    ├── NotAnIntegerError           also TypeError: incr/decr on a value that is not an int
     └── (a miss is never an exception; Redis errors never reach callers)
 """
 
 from __future__ import annotations
 
-__all__ = ["CacheError", "ConfigurationError", "SerializationError", "ValueTooLargeError"]
+__all__ = [
+    "CacheError",
+    "ConfigurationError",
+    "NotAnIntegerError",
+    "SerializationError",
+    "ValueTooLargeError",
+]
 
 
 class CacheError(Exception):
@@ -26,3 +34,7 @@ class SerializationError(CacheError, TypeError):
 
 class ValueTooLargeError(SerializationError, ValueError):
     """The encoded value is larger than the configured ``max_value_bytes``."""
+
+
+class NotAnIntegerError(CacheError, TypeError):
+    """``incr``/``decr`` found a value that is not an int counter; it was left unchanged."""

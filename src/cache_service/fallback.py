@@ -98,6 +98,19 @@ class SharedStore:
             if self._page[WRITES] == version:
                 self._rows[key] = row
 
+    def remaining(self, key: str) -> float:
+        """Seconds a live row of this outage has left (0.0 if there is none)."""
+        page = self._page
+        try:
+            with self.host.read() as db:
+                row = db.execute("SELECT expires, gen FROM fallback WHERE key = ?",
+                                 (key,)).fetchone()
+        except sqlite3.Error:
+            return 0.0
+        if row is None or row[1] != page[GEN]:
+            return 0.0
+        return max(0.0, float(row[0]) - self.clock())
+
     def get(self, key: str) -> bytes | None:
         """The live payload for ``key``, or None."""
         found = self.lookup(key)

@@ -12,12 +12,30 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from re import Pattern
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["NO_VALUE", "MemoryStore"]
+__all__ = ["NO_VALUE", "FallbackStore", "MemoryStore"]
 
 _ENTRY_OVERHEAD = 96  # rough per-entry bytes beyond key and payload, for the byte bound
 NO_VALUE: Any = object()  # an entry that keeps only its payload
+
+
+class FallbackStore(Protocol):
+    """What operations use of a fallback store: this module's ``MemoryStore`` (per process)
+    or ``fallback.SharedStore`` (shared by a host's processes)."""
+
+    def __len__(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    def lookup(self, key: str) -> tuple[bytes, Any] | None: ...
+    def get(self, key: str) -> bytes | None: ...
+    def remaining(self, key: str) -> float: ...
+    def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None: ...
+    def delete(self, keys: Iterable[str]) -> int: ...
+    def delete_matching(self, pattern: Pattern[str]) -> int: ...
+    def new_epoch(self) -> None: ...
 
 
 class MemoryStore:
@@ -67,6 +85,14 @@ class MemoryStore:
                 return None
             self._data.move_to_end(key)
             return entry[2], entry[3]
+
+    def remaining(self, key: str) -> float:
+        """Seconds a live entry of the current epoch has left (0.0 if there is none)."""
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or entry[1] != self.epoch:
+                return 0.0
+            return max(0.0, entry[0] - self.clock())
 
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
         """Store ``payload`` for ``ttl`` seconds, evicting least recently used entries.

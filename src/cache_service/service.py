@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import batch, counters, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
 from .loading import load_policy
 from .redis_backend import CONNECTIVITY_ERRORS, classify_error, drop_idle
+from .tags import Tagged
 
 __all__ = ["CacheService"]
 
@@ -42,12 +44,54 @@ class CacheService(ServiceCore):
             result = self._from_redis(k, raw, default, False, self._counters)
             if type(result) is Discard:
                 return t.run(self._discard(k, result.why, default, self._counters))
+            if type(result) is Tagged:  # the one extra check an untagged hit pays
+                return t.run(self._tagged(result, default, False, self._counters))
             return result
         return self._from_memory(self._keys.full(key), default, False, self._counters)
 
-    def set(self, key: str, value: Any, ttl: TTL = None) -> None:
-        """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL)."""
-        self._target.run(self._set(key, value, ttl))
+    def set(self, key: str, value: Any, ttl: TTL = None, *,
+            tags: Iterable[str] = ()) -> None:
+        """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL), with
+        ``tags`` (see ``invalidate_tags``)."""
+        self._target.run(self._set(key, value, ttl, tags=tags))
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """``{key: value}`` for the keys that hit (one MGET; per slot on Cluster)."""
+        return self._target.run(batch.get_many(self, keys))
+
+    def set_many(self, mapping: Mapping[str, Any], ttl: TTL = None, *,
+                 tags: Iterable[str] = ()) -> None:
+        """Cache every ``key: value`` of ``mapping`` (one pipeline); all values are encoded
+        before anything is written."""
+        self._target.run(batch.set_many(self, mapping, ttl, tags))
+
+    def add(self, key: str, value: Any, ttl: TTL = None, *, tags: Iterable[str] = ()) -> bool:
+        """Cache ``value`` only if ``key`` holds no live value; True if stored."""
+        return self._target.run(keyops.add(self, key, value, ttl, tags))
+
+    def incr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
+        """Add ``delta`` to the int at ``key`` atomically (absent: 0, given ``ttl``); the result."""
+        return self._target.run(counters.incr(self, key, delta, ttl))
+
+    def decr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
+        """Subtract ``delta`` from the int at ``key`` atomically; the result."""
+        return self._target.run(counters.decr(self, key, delta, ttl))
+
+    def touch(self, key: str, ttl: TTL = None) -> bool:
+        """Give ``key``'s value a new TTL (``None``: the default TTL); False if absent."""
+        return self._target.run(keyops.touch(self, key, ttl))
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds ``key``'s value has left, or ``None`` if absent."""
+        return self._target.run(keyops.ttl(self, key))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a live value of ours."""
+        return self._target.run(keyops.exists(self, key))
+
+    def invalidate_tags(self, *tags: str) -> None:
+        """Every value written with any of ``tags`` is a miss from now on, in every process."""
+        self._target.run(self._invalidate_tags(tags))
 
     def delete(self, *keys: str) -> int:
         """Remove ``keys``; returns how many existed."""
@@ -69,6 +113,7 @@ class CacheService(ServiceCore):
         self, key: str, loader: Callable[[], Any], ttl: TTL = None, *, cache_none: bool = False,
         jitter: float = 0.0, lock: bool = False, lock_ttl: float = 10.0, lock_wait: float = 5.0,
         stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+        tags: Iterable[str] = (),
     ) -> Any:
         """The cached value for ``key``, or ``loader()``'s result, cached for ``ttl``.
 
@@ -84,7 +129,7 @@ class CacheService(ServiceCore):
         return self._target.run(self._get_or_set(key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-            stale_if_error=stale_if_error), None), loader)
+            stale_if_error=stale_if_error), None, tags), loader)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""

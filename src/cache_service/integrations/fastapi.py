@@ -52,7 +52,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cache_service import aio
 from cache_service.aio import AsyncCacheService
 from cache_service.core import TTL
-from cache_service.keys import escape_glob
 
 __all__ = ["HeadMiddleware", "cache_response", "close_on_shutdown", "default_key",
            "invalidate_path", "provide"]
@@ -60,6 +59,7 @@ __all__ = ["HeadMiddleware", "cache_response", "close_on_shutdown", "default_key
 F = TypeVar("F", bound=Callable[..., Any])
 CACHEABLE_METHODS = ("GET", "HEAD")
 _SCOPE = "http:"
+_MAX_PLAIN_TAG = 900
 
 
 def provide(service: AsyncCacheService | None = None) -> Callable[[], AsyncCacheService]:
@@ -136,11 +136,19 @@ def default_key(request: Request) -> str:
     return f"{method} {request.url.path}?{query}"
 
 
-async def invalidate_path(path: str, cache: AsyncCacheService | None = None) -> int:
-    """Drop every cached response for ``path`` (any route, any query) made with the default
-    key; returns how many entries were removed."""
+def _tag(kind: str, text: str) -> str:
+    """A tag naming a route, a path, or a path of one route (long ones hashed)."""
+    if len(text) > _MAX_PLAIN_TAG:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return f"{_SCOPE}{kind}:{text}"
+
+
+async def invalidate_path(path: str, cache: AsyncCacheService | None = None) -> None:
+    """Drop every cached response for ``path`` (any route, any query, any key function).
+
+    One tag invalidation: its cost does not depend on how many keys the database holds."""
     service = cache if cache is not None else _default_service()
-    return await service.invalidate_pattern(f"{_SCOPE}*:GET {escape_glob(path)}?*")
+    await service.invalidate_tags(_tag("path", path))
 
 
 class _Passthrough(Exception):
@@ -178,12 +186,15 @@ def cache_response(
     default key (method, path, sorted query). ``lock``, ``jitter`` and the stale options are
     those of ``get_or_set``. The decorated endpoint gains ``await endpoint.invalidate()``
     (every entry of this route) and ``await endpoint.invalidate("/some/path")`` (one path).
+    Entries carry three tags (route, path, route + path), so both invalidations cost one
+    ``UNLINK`` whatever else the database holds.
     """
     service = cache if cache is not None else _default_service()
     make_key = key if key is not None else default_key
 
     def decorate(endpoint: F) -> F:
         scope = f"{_SCOPE}{endpoint.__module__}.{endpoint.__qualname__}:"
+        route_tag = _tag("route", scope)
         signature, request_name, response_name = _with_request_and_response(endpoint)
         is_async = inspect.iscoroutinefunction(endpoint)
 
@@ -215,18 +226,20 @@ def cache_response(
                 return {"etag": _etag(body), "body": body}
 
             k = scope + make_key(request)
+            path = request.url.path
+            tags = (route_tag, _tag("path", path), _tag("route-path", scope + path))
             directives = _directives(request.headers.get("cache-control"))
             try:
                 if "no-store" in directives:
                     entry = await load()
                 elif "no-cache" in directives:
                     entry = await load()
-                    await service.set(k, entry, ttl)
+                    await service.set(k, entry, ttl, tags=tags)
                 else:
                     entry = await service.get_or_set(
                         k, load, ttl, lock=lock, jitter=jitter,
                         stale_while_revalidate=stale_while_revalidate,
-                        stale_if_error=stale_if_error)
+                        stale_if_error=stale_if_error, tags=tags)
             except _Passthrough as passthrough:
                 return passthrough.response
             headers = {"ETag": entry["etag"], "X-Cache": "MISS" if loaded else "HIT"}
@@ -235,10 +248,9 @@ def cache_response(
             response.headers.update(headers)
             return entry["body"]
 
-        async def invalidate(path: str | None = None) -> int:
-            if path is None:
-                return await service.invalidate_pattern(escape_glob(scope) + "*")
-            return await service.invalidate_pattern(escape_glob(f"{scope}GET {path}?") + "*")
+        async def invalidate(path: str | None = None) -> None:
+            await service.invalidate_tags(
+                route_tag if path is None else _tag("route-path", scope + path))
 
         wrapper.__signature__ = signature  # type: ignore[attr-defined]
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]

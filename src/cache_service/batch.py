@@ -1,0 +1,237 @@
+"""``get_many`` and ``set_many``: many keys in one round trip (generator operations).
+
+Standalone and Sentinel: one ``MGET``, or one non-transactional pipeline of ``SET … PX``.
+Cluster: one command per hash slot (``MGET``, or a small script of ``SET … PX``), sent one
+after the other as plain commands: when a node hangs, the first command to it times out,
+the breaker opens, and the rest of the call is served by the memory store, so a call costs
+at most one socket timeout (redis-py's cluster pipeline would resend each command on its
+own and pay one timeout per slot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from .breaker import Gate
+from .codec import HEADER_SIZE, MAGIC, PLAIN_JSON, STAMPER, JsonCodec, PickleCodec, pack
+from .config import ttl_seconds
+from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, Discard, ServiceCore
+from .errors import ConfigurationError
+from .keys import MAX_KEY_LENGTH
+from .loading import SWR_MARK
+from .memory import NO_VALUE
+from .scripts import DROP_IF_SAME, run_script
+from .tags import Tagged, memory_tokens, validate_tags, wrap
+from .target import Op, Unavailable, by_slot
+
+__all__ = ["MAX_BATCH", "get_many", "set_many"]
+
+log = logging.getLogger("cache_service")
+MAX_BATCH = 10_000  # keys per get_many / set_many call
+_PLAIN = MAGIC + bytes([PLAIN_JSON])
+_FAST_CODECS = (JsonCodec, PickleCodec)  # both decode codec id 1 as plain orjson
+
+# KEYS: the keys of one slot; ARGV[1]: PX; ARGV[1 + i]: the payload for KEYS[i].
+SET_MANY = """
+for i, k in ipairs(KEYS) do
+  redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
+end
+return #KEYS
+"""
+
+
+def _pipeline_set(client: Any, items: list[tuple[str, bytes]], px: int) -> Any:
+    """One non-transactional pipeline of ``SET k v PX px`` (awaitable for asyncio)."""
+    pipe = client.pipeline(transaction=False)
+    for k, payload in items:
+        pipe.set(k, payload, px=px)
+    return pipe.execute()
+
+
+def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
+    """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        raise ConfigurationError(
+            f"get_many takes an iterable of str keys, not {type(keys).__name__}")
+    names = keys if type(keys) is list else list(keys)
+    if len(names) > MAX_BATCH:
+        raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
+    head = core._keys.head
+    try:  # the common case at C speed; anything unusual is looked at key by key
+        full = [head + k for k in names]
+        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH)
+    except TypeError:
+        sound = False
+    if not sound:  # a key to refuse (raises), or a str subclass
+        full = [core._keys.full(k) for k in names]
+    if len(set(names)) != len(names):  # read each key once
+        names = list(dict.fromkeys(names))
+        full = list(dict.fromkeys(full))
+    return names, full
+
+
+def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
+    """``{key: value}`` for the hits among ``keys`` (misses are left out)."""
+    names, full = _full_keys(core, keys)
+    found: dict[str, Any] = {}
+    if not names:
+        return found
+    t = core._target
+    groups = [(full, names)]
+    if t.gate() is Gate.REDIS:
+        if t.location.kind == "cluster":
+            of = dict(zip(full, names, strict=True))
+            groups = [(group, [of[k] for k in group]) for group in by_slot(list(of))]
+        done = 0
+        try:
+            for group, group_names in groups:
+                raws = yield (("execute_command", "MGET", *group) if len(groups) > 1
+                              else ("mget", group))
+                yield from _settle(core, group, group_names, raws, found)
+                done += 1
+        except Unavailable:
+            pass
+        if done == len(groups):
+            return found
+        groups = groups[done:]
+    c = core._counters
+    for group, group_names in groups:
+        for k, name in zip(group, group_names, strict=True):
+            value = core._from_memory(k, MISSING, False, c)
+            if value is not MISSING:
+                found[name] = value
+    return found
+
+
+def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[Any],
+            found: dict[str, Any]) -> Op[None]:
+    """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
+    single-key rules (``_from_redis``) for everything else."""
+    c = core._counters
+    t = core._target
+    # late-write tombstones to check (for a while after a recovery): the single-key rules
+    fast = type(core._codec) in _FAST_CODECS and not t.guard.until
+    loads = orjson.loads
+    discards: list[tuple[str, str | None]] = []
+    tagged: list[tuple[str, Tagged]] = []
+    rest: list[tuple[str, str, bytes]] = []
+    hits = opened = 0
+    if fast:
+        for k, name, raw in zip(group, names, raws, strict=True):
+            # plain JSON of ours (header C5 01 01) decodes here
+            if raw is not None:
+                if raw[:3] == _PLAIN:
+                    try:
+                        value = loads(raw[HEADER_SIZE:])
+                    except orjson.JSONDecodeError:
+                        pass
+                    else:
+                        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+                            opened += 1  # a stale-while-revalidate envelope: counted there
+                            value = core._opened(value, raw, MISSING, False, c)
+                            if value is not MISSING:
+                                found[name] = value
+                        else:
+                            found[name] = value
+                            hits += 1
+                        continue
+                rest.append((k, name, raw))
+    else:
+        rest = [(k, name, raw) for k, name, raw in zip(group, names, raws, strict=True)
+                if raw is not None]
+    misses = len(group) - hits - opened - len(rest)
+    for k, name, raw in rest:
+        result = core._from_redis(k, raw, MISSING, False, c)
+        if type(result) is Discard:
+            discards.append((k, result.why))
+        elif type(result) is Tagged:
+            tagged.append((name, result))
+        elif result is not MISSING:
+            found[name] = result
+    c.hits += hits
+    c.misses += misses + len(discards)
+    if tagged:
+        yield from _settle_tagged(core, tagged, found)
+    if discards:
+        for k, why in discards:
+            if why is not None:
+                t.counters.corrupt += 1
+                log.warning("cache_service: discarding %r: %s", k, why)
+        with contextlib.suppress(Unavailable):
+            yield from t.unlink_keys([k for k, _ in discards])
+
+
+def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
+                   found: dict[str, Any]) -> Op[None]:
+    """Check the tokens of every tagged hit with one MGET (tag keys share one slot)."""
+    c = core._counters
+    tag_keys = list(dict.fromkeys(k for _, item in tagged for k in core._tag_keys(item.tags)))
+    stored = dict(zip(tag_keys, (yield ("mget", *tag_keys)), strict=True))
+    for name, item in tagged:
+        if item.current([stored[k] for k in core._tag_keys(item.tags)]):
+            result = core._from_redis(item.key, item.plain, MISSING, False, c)
+            if result is not MISSING and type(result) is not Discard:
+                found[name] = result
+                continue
+        c.misses += 1
+        with contextlib.suppress(Unavailable):
+            yield (run_script, DROP_IF_SAME, [item.key], [item.raw])
+
+
+def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
+             tags: object = ()) -> Op[None]:
+    """Store every ``key: value`` of ``mapping`` for ``ttl``; every value is encoded (and
+    every key checked) before anything is written."""
+    if not isinstance(mapping, Mapping):
+        raise ConfigurationError(
+            f"set_many takes a mapping of key -> value, not {type(mapping).__name__}")
+    if len(mapping) > MAX_BATCH:
+        raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(mapping)}")
+    tag_names = validate_tags(tags) if tags else ()
+    seconds = core._default_ttl if ttl is None else ttl_seconds(ttl)
+    px = max(1, math.ceil(seconds * 1000))
+    stamp = STAMPER.next()  # one write: one stamp for all of it
+    head, codec, limit = core._keys.full, core._codec, core._max_value_bytes
+    items = []
+    for key, value in mapping.items():
+        k = head(key)
+        items.append((k, pack(codec, value, k, limit, stamp), value))
+    if not items:
+        return
+    core._counters.sets += len(items)
+    t = core._target
+    keys = [k for k, _, _ in items]
+    tag_keys = core._tag_keys(tag_names)
+
+    def remote() -> Op[None]:
+        pairs = [(k, payload) for k, payload, _ in items]
+        if tag_keys:
+            tokens = yield from core._tag_tokens(tag_keys, px)
+            pairs = [(k, wrap(payload, tag_names, tokens)) for k, payload in pairs]
+        if t.location.kind != "cluster":
+            yield (_pipeline_set, pairs, px)
+            return
+        payloads = dict(pairs)
+        for group in by_slot(keys):
+            yield (run_script, SET_MANY, group, [px, *(payloads[k] for k in group)])
+
+    def local() -> None:
+        t.counters.memory_writes += 1
+        memory = t.memory
+        if tag_keys:
+            tokens = memory_tokens(memory, tag_keys, seconds)
+            for k, payload, _ in items:
+                memory.set(k, wrap(payload, tag_names, tokens), seconds)
+            return
+        for k, payload, value in items:
+            kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
+                else NO_VALUE
+            memory.set(k, payload, seconds, kept)
+
+    yield from core._write(remote, local, keys=keys)

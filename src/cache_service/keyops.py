@@ -1,0 +1,199 @@
+"""``add``, ``touch``, ``ttl`` and ``exists``: one key, beyond get/set (generator operations).
+
+Each is one round trip for untagged values. "Live" means what ``get`` would serve: a value
+of ours that decodes, is not a known late write, and (if tagged) whose tags still hold its
+tokens. A dead value (corrupt, invalidated by tag) counts as absent and is replaced by
+``add``; a foreign key (no header of ours) is never modified.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from .breaker import Gate
+from .codec import MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
+from .config import ttl_seconds
+from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, UNCOUNTED, Discard, ServiceCore
+from .memory import NO_VALUE
+from .scripts import run_script
+from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
+from .target import Op, Unavailable, WrongType
+
+__all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
+
+# Per process, memory-store read-modify-writes (add, touch, incr) run one at a time.
+memory_lock = threading.Lock()
+
+# Replace KEYS[1] with ARGV[2] (PX ARGV[3]) only if it still holds the dead value ARGV[1].
+REPLACE_IF_SAME = """
+local v = redis.pcall('GET', KEYS[1])
+if v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
+
+# Returns 0 if KEYS[1] holds no payload of ours; 1 after giving an untagged one PX ARGV[1];
+# a tagged payload itself (the caller checks its tags first).
+TOUCH = """
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' or string.sub(v, 1, 2) ~= ARGV[2] then
+  return 0
+end
+if string.byte(v, 3) < 128 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  return 1
+end
+return v
+"""
+
+# {PTTL, payload} of KEYS[1], or {-2} if it holds no string.
+TTL_OF = """
+local v = redis.pcall('GET', KEYS[1])
+if type(v) ~= 'string' then
+  return {-2}
+end
+return {redis.call('PTTL', KEYS[1]), v}
+"""
+
+
+def foreign_codec(core: ServiceCore, raw: bytes) -> bool:
+    """Whether ``raw`` is a sound payload in a codec this service lacks (signed pickle read by
+    a JSON service): not readable here, but another service's live value, never ours to
+    replace."""
+    return raw[:2] == MAGIC and raw[2:3] == bytes([SIGNED_PICKLE]) and \
+        not isinstance(core._codec, PickleCodec)
+
+
+def held(core: ServiceCore, k: str) -> bool:
+    """Whether the memory store holds a live value at ``k`` (as ``alive`` decides on Redis)."""
+    if core._from_memory(k, MISSING, False, UNCOUNTED) is not MISSING:
+        return True
+    found = core._target.memory.lookup(k)
+    return found is not None and foreign_codec(core, found[0])
+
+
+def alive(core: ServiceCore, k: str, raw: bytes) -> Op[bool]:
+    """Whether the payload ``raw`` read at ``k`` is one ``get`` would serve (a sound payload
+    in a codec this service lacks counts as alive: it is another service's value)."""
+    result = core._from_redis(k, raw, MISSING, False, UNCOUNTED)
+    if result is MISSING:  # expired stale-while-revalidate value, or another codec's payload
+        return foreign_codec(core, raw)
+    if type(result) is Tagged:
+        stored = yield ("mget", *core._tag_keys(result.tags))
+        if not result.current(stored):
+            return False
+        result = core._from_redis(k, result.plain, MISSING, False, UNCOUNTED)
+    return result is not MISSING and type(result) is not Discard
+
+
+def _seconds(core: ServiceCore, ttl: TTL) -> tuple[float, int]:
+    seconds = core._default_ttl if ttl is None else ttl_seconds(ttl)
+    return seconds, max(1, math.ceil(seconds * 1000))
+
+
+def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
+        tags: object = ()) -> Op[bool]:
+    """Store ``value`` only if ``key`` holds no live value; True if stored."""
+    k = core._keys.full(key)
+    tag_names = validate_tags(tags) if tags else ()
+    seconds, px = _seconds(core, ttl)
+    payload = pack(core._codec, value, k, core._max_value_bytes, STAMPER.next())
+    tag_keys = core._tag_keys(tag_names)
+    t = core._target
+
+    def remote() -> Op[bool]:
+        stored = payload
+        if tag_keys:
+            stored = wrap(payload, tag_names, (yield from core._tag_tokens(tag_keys, px)))
+        try:
+            old = yield ("set", k, stored, None, px, True, False, False, True)  # NX GET
+        except WrongType:  # a foreign value of another type: not ours to replace
+            return False
+        if old is None:
+            return True
+        if (yield from alive(core, k, old)):
+            return False
+        return bool((yield (run_script, REPLACE_IF_SAME, [k], [old, stored, px])))
+
+    def local() -> bool:
+        memory = t.memory
+        with memory_lock:
+            if held(core, k):
+                return False
+            t.counters.memory_writes += 1
+            if tag_keys:
+                memory.set(k, wrap(payload, tag_names,
+                                   memory_tokens(memory, tag_keys, seconds)), seconds)
+            else:
+                kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
+                    else NO_VALUE
+                memory.set(k, payload, seconds, kept)
+            return True
+
+    core._counters.sets += 1
+    added: bool = yield from core._write(remote, local, keys=[k])
+    return added
+
+
+def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
+    """Give ``key``'s live value a new TTL (the default if ``None``); False if absent."""
+    k = core._keys.full(key)
+    seconds, px = _seconds(core, ttl)
+    t = core._target
+
+    def remote() -> Op[bool]:
+        reply = yield (run_script, TOUCH, [k], [px, MAGIC])
+        if not isinstance(reply, bytes):
+            return bool(reply)
+        tagged = open_tagged(k, reply)
+        if tagged is None:
+            return False
+        # re-reading the tokens also keeps the tag keys alive as long as the value
+        if not tagged.current((yield from core._tag_tokens(core._tag_keys(tagged.tags), px))):
+            return False
+        return bool((yield ("pexpire", k, px)))
+
+    def local() -> bool:
+        memory = t.memory
+        with memory_lock:
+            found = memory.lookup(k)
+            if found is None or not held(core, k):
+                return False
+            raw, kept = found
+            tagged = open_tagged(k, raw) if is_tagged(raw) else None
+            if tagged is not None:
+                memory_tokens(memory, core._tag_keys(tagged.tags), seconds)
+            t.counters.memory_writes += 1
+            memory.set(k, raw, seconds, kept)
+            return True
+
+    touched: bool = yield from core._write(remote, local, keys=[k])
+    return touched
+
+
+def ttl(core: ServiceCore, key: str) -> Op[float | None]:
+    """Seconds ``key``'s live value has left; ``None`` if there is none."""
+    k = core._keys.full(key)
+    t = core._target
+    if t.gate() is Gate.REDIS:
+        try:
+            reply = yield (run_script, TTL_OF, [k], [])
+            if reply[0] == -2 or not (yield from alive(core, k, reply[1])):
+                return None
+        except Unavailable:
+            pass
+        else:
+            return math.inf if reply[0] == -1 else reply[0] / 1000
+    if not held(core, k):
+        return None
+    return t.memory.remaining(k) or None
+
+
+def exists(core: ServiceCore, key: str) -> Op[bool]:
+    """Whether ``key`` holds a live value of ours."""
+    found = yield from core._get(key, MISSING, UNCOUNTED)
+    return found is not MISSING
