@@ -152,11 +152,12 @@ def test_workers_share_the_fallback_during_an_outage(
 
 
 def test_a_worker_still_on_redis_follows_the_host_breaker(
-        redis_server: RedisServer, workers: Callable[..., Worker]) -> None:
+        fresh_redis_server: RedisServer, workers: Callable[..., Worker]) -> None:
     """Redis is fine, but worker A's request failed (its connection, its timeout): A opens
     the host's breaker and deletes a key on the fallback. Worker B, whose Redis works, must
     not read the old value from Redis before A's delete is replayed there."""
     prefix = unique()
+    redis_server = fresh_redis_server
     svc = CacheService(prefix, url=redis_server.url)
     svc.set("user:1", "old")
     a = workers(redis_server.url, prefix)
