@@ -1,0 +1,264 @@
+"""What a failed Redis request means: outage, broken connection, misconfiguration, foreign data.
+
+``classify_error`` decides (pure); ``misconfiguration_message`` says which setting to fix; the
+background prober's ``diagnose`` tells a TLS mismatch from an outage by trying the other
+protocol. Messages never contain a secret.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    ResponseError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import Location, TargetOptions
+
+__all__ = ["classify_error", "describe_error", "diagnose", "misconfiguration_message"]
+
+_CLIENT_REPR = re.compile(r"<redis\.[\w.]*Redis\(.*?host=([^,)]+),port=(\d+).*?\)>\)>\)>")
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of a Redis error on one bounded line, for logs."""
+    text = _CLIENT_REPR.sub(r"\1:\2", f"{type(exc).__name__}: {exc}").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- what went wrong: classification, messages, diagnosis --------------------------------------
+
+_AUTH_CODES = ("NOAUTH", "WRONGPASS")
+_AUTH_TEXTS = ("invalid username-password pair", "invalid password",
+               "called without any password configured", "no password is set",
+               "HELLO must be called with the client already authenticated")
+# What ``diagnose`` reports: misconfigurations found by probing.
+_DIAGNOSED = ("does not speak TLS", "speaks TLS", "requires a TLS client certificate")
+_SSL_REASON = re.compile(r"\[SSL: ([A-Z0-9_]+)\]")
+# TLS failures that a retry will not fix: the settings (CA, client certificate, scheme) are wrong.
+_SSL_SETTINGS = ("CERTIFICATE", "WRONG_VERSION_NUMBER", "UNKNOWN_CA", "HANDSHAKE_FAILURE",
+                 "UNSUPPORTED_PROTOCOL", "NO_SHARED_CIPHER", "PACKET_LENGTH_TOO_LONG",
+                 "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "TLSV1_ALERT", "TLSV13_ALERT",
+                 "SSLV3_ALERT", "KEY_VALUES_MISMATCH", "PEM_LIB", "NO_CERTIFICATE")
+_BROKEN_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+_BROKEN_TEXTS = ("Connection closed by server", "Connection reset by peer", "Broken pipe",
+                 "while writing to socket", "Connection lost")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _auth_code(exc: BaseException) -> str | None:
+    """NOAUTH, WRONGPASS, AUTH (a rejected AUTH) or None: why the server refused us."""
+    for err in _chain(exc):
+        code = getattr(err, "status_code", None)
+        text = str(err)
+        if code in _AUTH_CODES:
+            return str(code)
+        if text.startswith(_AUTH_CODES):
+            return text.split(" ", 1)[0]
+        if isinstance(err, AuthenticationWrongNumberOfArgsError):
+            return "AUTH"
+        if isinstance(err, AuthenticationError) or any(t in text for t in _AUTH_TEXTS):
+            if any(t in text for t in ("HELLO must be called", "NOAUTH", "Authentication req")):
+                return "NOAUTH"
+            if any(t in text for t in ("invalid username-password", "invalid password",
+                                       "Invalid Username")):
+                return "WRONGPASS"
+            return "AUTH"  # e.g. a password sent to a server that has none
+    return None
+
+
+def _ssl_reason(exc: BaseException) -> str | None:
+    """The OpenSSL reason (``CERTIFICATE_VERIFY_FAILED``...) of a TLS settings failure."""
+    for err in _chain(exc):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return "CERTIFICATE_VERIFY_FAILED"
+        reason = getattr(err, "reason", None) if isinstance(err, ssl.SSLError) else None
+        found = _SSL_REASON.search(str(err))
+        name = str(reason) if reason else (found.group(1) if found else None)
+        if name and any(marker in name for marker in _SSL_SETTINGS):
+            return name
+    return None
+
+
+def _is_broken(exc: BaseException) -> bool:
+    """A pooled connection the server (or the network) closed or reset under us."""
+    if isinstance(exc, RuntimeError):  # uvloop: write on a transport that is already closed
+        text = str(exc)
+        return "unable to perform operation on" in text and "closed=True" in text
+    if isinstance(exc, (RedisTimeoutError, TimeoutError, socket.timeout)):
+        return False
+    if not isinstance(exc, (RedisConnectionError, OSError)) or "connecting to" in str(exc):
+        return False  # a refused or failed connect is not a broken pooled connection
+    for err in _chain(exc):
+        if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return True
+        if isinstance(err, OSError) and err.errno in _BROKEN_ERRNOS:
+            return True
+    return any(text in str(exc) for text in _BROKEN_TEXTS)
+
+
+def _is_wrong_type(exc: BaseException) -> bool:
+    """A foreign value of another Redis type sits at one of our keys."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
+
+
+def classify_error(exc: BaseException) -> str:
+    """What a failed Redis request means: ``"wrongtype"`` (foreign data at our key),
+    ``"misconfigured"`` (credentials or TLS settings: retrying will not help),
+    ``"broken"`` (a pooled connection was closed or reset: one retry on a fresh one may
+    succeed) or ``"outage"`` (timeouts, refused connects, failovers: open the breaker)."""
+    if _is_wrong_type(exc):
+        return "wrongtype"
+    if _auth_code(exc) is not None or _ssl_reason(exc) is not None:
+        return "misconfigured"
+    if any(marker in str(err) for err in _chain(exc) for marker in _DIAGNOSED):
+        return "misconfigured"
+    if _is_broken(exc):
+        return "broken"
+    return "outage"
+
+
+_TLS_SCHEME = {"standalone": "rediss://", "cluster": "rediss+cluster://",
+               "sentinel": "rediss+sentinel://"}
+_PLAIN_SCHEME = {"standalone": "redis://", "cluster": "redis+cluster://",
+                 "sentinel": "redis+sentinel://"}
+
+
+def _scrub(text: str, location: Location) -> str:
+    for secret in (location.password, location.sentinel_password):
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def misconfiguration_message(exc: BaseException, location: Location) -> str:
+    """One line for a ``"misconfigured"`` error: what is wrong at ``location`` and which
+    setting to fix; never contains a password."""
+    where = f"Redis at {location.describe()}"
+    sentinel = " (or sentinel_password= for the sentinels)" if location.kind == "sentinel" else ""
+    code = _auth_code(exc)
+    reason = _ssl_reason(exc)
+    if code == "NOAUTH":
+        text = (f"{where} requires a password (NOAUTH): set password= (and username= for an "
+                f"ACL user) or the URL's user:password{sentinel}")
+    elif code == "WRONGPASS":
+        text = (f"{where} rejected the credentials (WRONGPASS): check password=/username= or "
+                f"the URL's user:password{sentinel}")
+    elif code is not None:
+        text = (f"{where} refused AUTH ({describe_error(exc, 120)}): the server may have no "
+                f"password set; check password=/username={sentinel}")
+    elif reason is not None and "CERTIFICATE_VERIFY_FAILED" in reason:
+        text = (f"TLS to {where} failed certificate verification ({reason}): set "
+                "ssl_ca_certs= to the CA that signed the server's certificate")
+    elif reason is not None and ("CERTIFICATE_REQUIRED" in reason or "BAD_CERTIFICATE" in reason
+                                 or "UNKNOWN_CA" in reason or "NO_CERTIFICATE" in reason):
+        text = (f"{where} refused our TLS client certificate ({reason}): set "
+                "ssl_certfile=/ssl_keyfile= to a certificate its tls-ca-cert-file trusts")
+    elif reason is not None and "WRONG_VERSION_NUMBER" in reason:
+        text = (f"{where} does not speak TLS ({reason}): use "
+                f"{_PLAIN_SCHEME.get(location.kind, 'redis://')} (or ssl=False)")
+    elif reason is not None:
+        text = f"TLS to {where} failed ({reason}): check ssl=, ssl_ca_certs=, ssl_certfile="
+    else:
+        text = f"{where}: {describe_error(exc, 200)}"
+    return _scrub(text.replace("\n", " "), location)
+
+
+def _answers_plain_redis(host: str, port: int, options: TargetOptions) -> bool:
+    """A plain-TCP ``PING`` gets a Redis reply (``+PONG``, or ``-NOAUTH`` if it wants a
+    password)."""
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as sock:
+            sock.settimeout(options.socket_timeout)
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+def _completes_tls_handshake(host: str, port: int, options: TargetOptions) -> bool:
+    """A TLS handshake (no verification) with ``host:port`` completes, or the server answers
+    it with a TLS alert (it wants a client certificate): it speaks TLS."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as raw:
+            raw.settimeout(options.socket_timeout)
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except ssl.SSLError as exc:
+        return "ALERT" in str(getattr(exc, "reason", "") or "").upper()
+    except OSError:
+        return False
+
+
+def _wants_client_certificate(location: Location, host: str, port: int,
+                              options: TargetOptions) -> bool:
+    """With ``location``'s own TLS settings, the server answers the handshake with a
+    "certificate required" alert. Nothing is sent after the handshake: the alert comes on
+    its own, and data sent to a closing server would turn it into a reset."""
+    context = ssl.create_default_context(cafile=location.ssl_ca_certs)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # verification failures are reported by classify_error
+    if location.ssl_certfile:
+        try:
+            context.load_cert_chain(location.ssl_certfile, location.ssl_keyfile)
+        except (OSError, ssl.SSLError):
+            return False
+    try:
+        with socket.create_connection((host, port), timeout=options.connect_timeout) as raw:
+            raw.settimeout(options.socket_timeout)
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                tls.recv(1)
+    except ssl.SSLError as exc:
+        return "CERTIFICATE_REQUIRED" in str(getattr(exc, "reason", "") or "")
+    except OSError:
+        return False
+    return False
+
+
+def diagnose(location: Location, options: TargetOptions) -> str | None:
+    """After a failure, look for a TLS mismatch (blocking, bounded by the connect and socket
+    timeouts per node, at most three nodes): a message naming the fix, or None when nothing
+    is learned.
+
+    A ``rediss`` location whose server answers a plain ``PING`` does not speak TLS, and one
+    whose server rejects the handshake for want of a client certificate needs
+    ``ssl_certfile=``; a plain location whose server completes a TLS handshake speaks TLS.
+    Sentinel data nodes and unix sockets are not checked (the sentinels name the nodes; a
+    socket has no TLS).
+    """
+    if location.kind not in ("standalone", "cluster") or location.unix_socket is not None:
+        return None
+    for host, port in location.hosts[:3]:
+        if location.ssl and _answers_plain_redis(host, port, options):
+            return (f"the server at {host}:{port} does not speak TLS: use "
+                    f"{_PLAIN_SCHEME[location.kind]} (or ssl=False)")
+        if location.ssl and _wants_client_certificate(location, host, port, options):
+            return (f"the server at {host}:{port} requires a TLS client certificate: set "
+                    "ssl_certfile= and ssl_keyfile= to one its tls-ca-cert-file trusts")
+        if not location.ssl and _completes_tls_handshake(host, port, options):
+            return (f"the server at {host}:{port} speaks TLS: use "
+                    f"{_TLS_SCHEME[location.kind]} (and ssl_ca_certs=...)")
+    return None
+
+
