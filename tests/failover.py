@@ -41,7 +41,7 @@ class Figures:
         no exception reached a caller, nothing stale was served, memory did serve."""
         logging.getLogger("tests.failover").warning("%s failover: %s", label, self.summary())
         record_property(f"{label}_failover", self.summary())
-        assert self.errors == []
+        assert self.errors == [], self.errors
         assert self.stale == []
         assert self.memory_reads > 0
 

@@ -17,10 +17,6 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, NodesManager, RedisCluster
-from redis.exceptions import (
-    RedisClusterException,
-    RedisError,
-)
 from redis.retry import Retry
 
 from .config import Location, TargetOptions
@@ -63,11 +59,13 @@ __all__ = [
     "slot_of",
 ]
 
-# Everything a call can raise because Redis is unreachable, slow, failing over or refusing us.
-# RuntimeError: uvloop raises "unable to perform operation on <TCPTransport closed=True>" when
-# redis-py writes to a connection the server has reset.
-CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (
-    RedisError, RedisClusterException, OSError, RuntimeError)
+# What a redis-py call may raise that must become "Redis unavailable", never a caller's
+# exception: RedisError and OSError (unreachable, slow, failing over, refusing us), and anything
+# else short of a cancellation. uvloop raises RuntimeError ("unable to perform operation on
+# <TCPTransport closed=True>") for a reset connection, and redis-py's asyncio cluster can raise
+# AttributeError ('NoneType' object has no attribute 'writelines') when a slot-table refresh
+# closes a node's connections under a command in flight (seen in failover tests).
+CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
 
 async def _nothing() -> None:
