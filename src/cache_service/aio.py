@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from . import batch, counters, keyops
+from . import batch, counters, flows, keyops
 from .core import TTL, ServiceCore
 from .loading import load_policy
 
@@ -108,10 +108,10 @@ class AsyncCacheService(ServiceCore):
         tags: Iterable[str] = (),
     ) -> Any:
         """The cached value, or ``await loader()`` (or ``loader()``) cached; see CacheService."""
-        return await self._target.arun(self._get_or_set(key, ttl, load_policy(
+        return await self._target.arun(flows.get_or_set(self, key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-            stale_if_error=stale_if_error), asyncio.current_task(), tags), loader)
+            stale_if_error=stale_if_error), task=asyncio.current_task(), tags=tags), loader)
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""

@@ -1,6 +1,6 @@
 """``@cached``: cache a function's results, sync or ``async def``, with per-call invalidation.
 
-Calls go through ``get_or_set`` (``ServiceCore._get_or_set``): concurrent misses of one key
+Calls go through ``get_or_set`` (``flows.get_or_set``): concurrent misses of one key
 run the function once per process, with the same options (lock, jitter, stale values).
 """
 
@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
+from . import flows
 from .codec import _tag
 from .config import ttl_seconds
 from .core import TTL, ServiceCore
@@ -147,18 +148,18 @@ def cached(
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = service._get_or_set(
-                    call_key(args, kwargs), ttl, policy, asyncio.current_task(),
-                    static_tags if tags_of is None else tags_of(*args, **kwargs))
+                flow = flows.get_or_set(
+                    service, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
+                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
             wrapper: Any = async_wrapper
         else:
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = service._get_or_set(
-                    call_key(args, kwargs), ttl, policy, None,
-                    static_tags if tags_of is None else tags_of(*args, **kwargs))
+                flow = flows.get_or_set(
+                    service, call_key(args, kwargs), ttl, policy, task=None,
+                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return target.run(flow, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper

@@ -1,6 +1,6 @@
 """Loading through the cache: single-flight, a cross-process lock, TTL jitter, stale values.
 
-``ServiceCore._get_or_set`` (core.py) is ONE generator *flow*. Like every operation it yields
+``flows.get_or_set`` is ONE generator *flow*. Like every operation it yields
 Redis requests (tuples); it also yields three effects that only the caller's world can perform:
 
 - ``LOAD``: call the loader (``loader()``, awaited when it returns an awaitable under asyncio);

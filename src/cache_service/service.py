@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import batch, counters, keyops
+from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
 from .loading import load_policy
@@ -126,10 +126,10 @@ class CacheService(ServiceCore):
         reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
         when the loader raises.
         """
-        return self._target.run(self._get_or_set(key, ttl, load_policy(
+        return self._target.run(flows.get_or_set(self, key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-            stale_if_error=stale_if_error), None, tags), loader)
+            stale_if_error=stale_if_error), task=None, tags=tags), loader)
 
     def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""
