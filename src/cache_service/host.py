@@ -272,9 +272,12 @@ class HostState:
 
     # -- meta counters --------------------------------------------------------------------------
     def meta(self, name: str) -> int:
-        """A shared counter's value."""
-        with self.read() as db:
-            row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        """A shared counter's value (0 when the database cannot be read: it is only shown)."""
+        try:
+            with self.read() as db:
+                row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        except sqlite3.Error:
+            return 0
         return int(row[0]) if row else 0
 
     def meta_in(self, db: sqlite3.Connection, name: str) -> int:

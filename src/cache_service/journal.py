@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .host import HostState
@@ -151,9 +152,12 @@ class Journal:
     def guard(self) -> Guard:
         """The tombstones still in force, for this process's reads."""
         now = time.time()
-        with self.host.read() as db:
-            rows = db.execute("SELECT kind, name, writer, stamp, until FROM tombstones "
-                              "WHERE until > ?", (now,)).fetchall()
+        try:
+            with self.host.read() as db:
+                rows = db.execute("SELECT kind, name, writer, stamp, until FROM tombstones "
+                                  "WHERE until > ?", (now,)).fetchall()
+        except sqlite3.Error:  # unreadable: no late-write check rather than a failed call
+            return Guard()
         return Guard(rows)
 
     def expire_tombstones(self) -> None:
@@ -167,7 +171,7 @@ class Guard:
 
     __slots__ = ("keys", "patterns", "until")
 
-    def __init__(self, rows: list[tuple[int, str, int, int, float]] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, rows: Sequence[tuple[int, str, int, int, float]] = ()) -> None:
         self.keys: dict[tuple[str, int], int] = {}
         self.patterns: list[tuple[re.Pattern[str], int, int]] = []
         self.until = max((r[4] for r in rows), default=0.0)

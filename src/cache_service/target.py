@@ -136,6 +136,8 @@ class Target:
     def attach(self) -> None:
         """Open the host state, breaker, journal and fallback store (on first use, so that
         building a service touches no file)."""
+        if self._page is not _UNATTACHED:
+            return
         with self._attach_lock:
             if self._page is not _UNATTACHED:
                 return
@@ -154,7 +156,8 @@ class Target:
             self._page = self.host.page
 
     def __repr__(self) -> str:
-        return f"<Target {self.location.describe()} {self.breaker.state}>"
+        state = "unattached" if self._page is _UNATTACHED else self.breaker.state
+        return f"<Target {self.location.describe()} {state}>"
 
     # -- drivers: the only sync/async twins -------------------------------------------------
     # An op yields Redis requests (tuples) and, for loading flows, effects (``loading.Effect``:
@@ -540,13 +543,21 @@ class Target:
             "breaker_state": self.breaker.state,
             "breaker_opened": self.breaker.opened,
             "breaker_closed": self.breaker.closed,
-            "journal_size": len(self.journal),
+            "journal_size": _or_none(lambda: len(self.journal)),
             "journal_overflows": self.journal.overflows,
             "memory_entries": len(self.memory),
             "memory_bytes": self.memory.nbytes,
             "memory_evictions": self.memory.evictions,
             **self.counters.snapshot(),
         }
+
+
+def _or_none(read: Callable[[], int]) -> int | None:
+    """A figure for stats(); None when the host database cannot be read."""
+    try:
+        return read()
+    except sqlite3.Error:
+        return None
 
 
 def _memory_gate(writing: bool = False) -> Gate:
