@@ -46,7 +46,7 @@ from .redis_backend import (
     scan_primaries,
     slot_of,
 )
-from .stats import TargetCounters
+from .stats import TargetCounters, add
 
 __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
@@ -332,7 +332,7 @@ class Target:
             self.guard = _NO_GUARD
             return False
         if self.guard.blocks(key, stamp, now):
-            self.counters.stale_blocked += 1
+            next(self.counters.stale_blocked)
             return True
         return False
 
@@ -342,7 +342,7 @@ class Target:
         if kind == "wrongtype":
             return WrongType(str(exc))
         self.attach()
-        self.counters.errors += 1
+        next(self.counters.errors)
         if kind == "misconfigured":
             self._misconfigured(misconfiguration_message(exc, self.location))
         if self.breaker.failure():
@@ -460,8 +460,8 @@ class Target:
             self.memory.purge()
         self._observe(self._page[GEN])
         self.journal.expire_tombstones()
-        self.counters.replays += 1
-        self.counters.entries_dropped += dropped
+        next(self.counters.replays)
+        add(self.counters.entries_dropped, dropped)
         log.info(
             "Redis at %s is back%s; replayed %d invalidation(s), dropped %d fallback entr%s",
             self.location.describe(),
@@ -518,7 +518,7 @@ class Target:
 
     def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the fallback store; a count of live ones."""
-        self.counters.memory_writes += 1
+        next(self.counters.memory_writes)
         try:
             if pattern is not None:
                 return self.memory.delete_matching(glob_to_regex(pattern))
