@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from . import registry
 from .breaker import Gate
 from .codec import STAMPER, Codec, CorruptPayload, JsonCodec, pack, stamp_of, unpack
 from .config import Location, TargetOptions, resolve_location, ttl_seconds
@@ -160,6 +161,7 @@ class ServiceCore:
         self._counters = ServiceCounters()
         # Freshness of stale-while-revalidate values is shared across processes: wall time.
         self._wall: Callable[[], float] = clock or time.time
+        registry.add(self)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(prefix={self.prefix!r}, "

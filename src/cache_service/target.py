@@ -153,6 +153,11 @@ class Target:
                 self.guard = self.journal.guard()
             self._page = self.host.page
 
+    @property
+    def attached(self) -> bool:
+        """Whether the target was used (its host state, breaker and stores exist)."""
+        return self._page is not _UNATTACHED
+
     def __repr__(self) -> str:
         return f"<Target {self.location.describe()} {self.breaker.state}>"
 
