@@ -266,3 +266,58 @@ def test_example_app_scraped_over_http(metrics_app: str, chaos_proxy: ChaosProxy
         assert sample(got, "cache_service_replays_total") == 1
         assert sample(got, "cache_service_breaker_transitions_total", to="closed") == 1
         assert sample(got, "cache_service_journal_entries") == 0
+
+
+# -- cache-service stats: the CLI reads the app's /metrics -----------------------------------------
+CLI = str(Path(sys.executable).with_name("cache-service"))
+
+
+def test_stats_command_reads_the_app(metrics_app: str, chaos_proxy: ChaosProxy) -> None:
+    from click.testing import CliRunner
+
+    from cache_service.cli import main
+
+    with httpx.Client(base_url=metrics_app, timeout=5) as client:
+        for _ in range(3):
+            client.get("/items/7")
+    url = f"{metrics_app}/metrics"
+    out = subprocess.run([CLI, "stats", "--metrics-url", url], capture_output=True, text=True,
+                         timeout=60, check=False,
+                         env={**os.environ, "REDIS_URL": chaos_proxy.url, "COLUMNS": "120"})
+    assert out.returncode == 0, out.stderr
+    assert f"target {chaos_proxy.url}" in out.stdout
+    assert "Redis from this shell" in out.stdout
+    assert "reachable" in out.stdout
+    shop = next(line for line in out.stdout.splitlines() if "│ shop" in line)
+    assert [c.strip() for c in shop.split("│")[2:5]] == ["2", "1", "1"]  # hits, misses, sets
+    assert "66.7%" in shop
+
+    chaos_proxy.cut()
+    with httpx.Client(base_url=metrics_app, timeout=5) as client:
+        client.get("/items/8")
+    watched = CliRunner().invoke(main, ["stats", "--watch", "--count", "2", "--interval", "0.1",
+                                        "--metrics-url", url, "--redis-url", chaos_proxy.url],
+                                 env={"COLUMNS": "120"})
+    assert watched.exit_code == 0, watched.output
+    assert watched.stdout.count("cache_service stats from") == 2
+    assert "│ open" in watched.stdout
+    assert "UNREACHABLE" in watched.stdout
+    assert "hits/s" in watched.stdout
+
+
+def test_stats_command_errors() -> None:
+    port = free_port()
+    down = subprocess.run([CLI, "stats", "--metrics-url", f"http://127.0.0.1:{port}/metrics"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 1
+    assert down.stdout == ""
+    assert down.stderr.startswith(f"error: cannot read http://127.0.0.1:{port}/metrics: ")
+    assert len(down.stderr.splitlines()) == 1
+    bad = subprocess.run([CLI, "stats", "--metrics-url", "ftp://x"], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert (bad.returncode, len(bad.stderr.splitlines())) == (2, 1)
+    missing = subprocess.run([CLI, "stats"], capture_output=True, text=True, timeout=60,
+                             check=False, env={k: v for k, v in os.environ.items()
+                                               if k != "CACHE_SERVICE_METRICS_URL"})
+    assert missing.returncode == 2
+    assert "--metrics-url" in missing.stderr

@@ -161,6 +161,8 @@ class ServiceCore:
         self._counters = ServiceCounters()
         # Freshness of stale-while-revalidate values is shared across processes: wall time.
         self._wall: Callable[[], float] = clock or time.time
+        # a ready-made instance (api_cache...): exporters show it once it counted something
+        self._ready_made = _defer_location_error
         registry.add(self)
 
     def __repr__(self) -> str:

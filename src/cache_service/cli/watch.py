@@ -74,8 +74,6 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
     parts: list[Any] = [Text(f"cache_service stats from {url} at {when}", style="bold")]
     if redis_line:
         parts.append(Text(redis_line))
-    targets = Table("target", "breaker", "opened", "closed", "errors", "journal", "replays",
-                    "fallback entries", "fallback size", "evictions", title_justify="left")
     states: dict[str, str] = {}
     for (target, state), v in _by(samples, "cache_service_breaker_state", "target",
                                   "state").items():
@@ -85,6 +83,11 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
         "errors_total", "journal_entries", "replays_total", "fallback_entries",
         "fallback_bytes", "fallback_evictions_total")}
     moves = _by(samples, "cache_service_breaker_transitions_total", "target", "to")
+    one_target = len(states) <= 1
+    columns = ("breaker", "opened", "closed", "errors", "journal", "replays", "fallback",
+               "fallback size", "evicted")
+    targets = Table(*(() if one_target else ("target",)), *columns, title_justify="left",
+                    title=f"target {next(iter(states))}" if one_target and states else None)
     problems = {t: r for (t, r), v in _by(samples, "cache_service_misconfigured", "target",
                                            "reason").items() if v}
     for target in sorted(states):
@@ -92,15 +95,17 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
         cell = Text(state, style=STATE_STYLE.get(state, ""))
         if target in problems:
             cell.append(f" ({problems[target]})", style="red")
-        targets.add_row(target, cell, *(f"{moves.get((target, to), 0):.0f}"
-                                        for to in ("open", "closed")),
+        lead = () if one_target else (target,)
+        targets.add_row(*lead, cell, *(f"{moves.get((target, to), 0):.0f}"
+                                       for to in ("open", "closed")),
                         *(f"{per_target[n].get((target,), 0):.0f}" for n in (
                             "errors_total", "journal_entries", "replays_total",
                             "fallback_entries")),
                         _bytes(per_target["fallback_bytes"].get((target,), 0)),
                         f"{per_target['fallback_evictions_total'].get((target,), 0):.0f}")
     parts.append(targets)
-    prefixes = Table("target", "prefix", *PER_PREFIX, "hit ratio", "hits/s", "misses/s")
+    prefixes = Table(*(() if one_target else ("target",)), "prefix", *PER_PREFIX, "hit ratio",
+                     "hits/s", "misses/s")
     counts = {name: _by(samples, f"cache_service_{name}_total", "target", "prefix")
               for name in PER_PREFIX}
     before = {name: _by(previous, f"cache_service_{name}_total", "target", "prefix")
@@ -117,7 +122,8 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
         if before is not None and elapsed > 0:
             rates = [f"{(row.get(n, 0) - before[n].get(where, 0)) / elapsed:.1f}"
                      for n in ("hits", "misses")]
-        prefixes.add_row(*where, *(f"{row.get(n, 0):.0f}" for n in PER_PREFIX), ratio, *rates)
+        prefixes.add_row(*(where[1:] if one_target else where),
+                         *(f"{row.get(n, 0):.0f}" for n in PER_PREFIX), ratio, *rates)
     parts.append(prefixes)
     return Group(*parts)
 

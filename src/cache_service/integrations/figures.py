@@ -98,8 +98,8 @@ class Reading:
 def read() -> Reading:
     """Read every live service's counters and its target's snapshot (no Redis I/O).
 
-    A service whose target was never used (e.g. a ready-made instance the application does
-    not use) or cannot be (an invalid REDIS_URL) is left out.
+    A service whose target was never used or cannot be (an invalid REDIS_URL) is left out,
+    and so is a ready-made instance (``api_cache``...) until it counts something.
     """
     services: dict[tuple[str, str], dict[str, int]] = {}
     targets: dict[str, dict[str, Any]] = {}
@@ -116,9 +116,12 @@ def read() -> Reading:
                 targets[where] = snapshot
         except ConfigurationError:  # a ready-made service with an invalid REDIS_URL
             continue
+        mine = svc._counters.snapshot()
+        if svc._ready_made and not any(mine.values()):
+            continue  # a ready-made instance the application does not use
         counts = services.setdefault((where, svc.prefix), dict.fromkeys(
             (f.key for f in FIGURES if f.scope == "service"), 0))
-        for name, n in svc._counters.snapshot().items():
+        for name, n in mine.items():
             if name in counts:
                 counts[name] += n
     return Reading(services, targets)
