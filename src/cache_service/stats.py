@@ -14,9 +14,15 @@ advancing it.
 from __future__ import annotations
 
 import itertools
+import threading
+from bisect import bisect_left
 from collections import deque
 
-__all__ = ["ServiceCounters", "TargetCounters", "add", "value"]
+__all__ = ["LATENCY_BOUNDS", "Latency", "ServiceCounters", "TargetCounters", "add", "value"]
+
+# Upper bounds (seconds) of the latency buckets: 1 µs to 1 s, 1-2.5-5 per decade, then +Inf.
+LATENCY_BOUNDS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3,
+                  5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def add(counter: itertools.count[int], n: int) -> None:
@@ -65,3 +71,30 @@ class TargetCounters:
     def snapshot(self) -> dict[str, int]:
         """A copy as a dict."""
         return {name: value(getattr(self, name)) for name in self.__slots__}
+
+
+class Latency:
+    """A latency histogram (``LATENCY_BOUNDS``), exact under threads.
+
+    A record is one ``bisect`` and two additions under an uncontended lock (~0.4 µs with the
+    two clock reads), so it is taken on Redis round trips (tens of µs) and never on a
+    memory-store read (~1 µs, where it would cost a third of the call).
+    """
+
+    __slots__ = ("_lock", "counts", "total")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts = [0] * (len(LATENCY_BOUNDS) + 1)  # the last one: above 1 s
+        self.total = 0.0
+
+    def record(self, seconds: float) -> None:
+        i = bisect_left(LATENCY_BOUNDS, seconds)  # bucket i holds seconds <= bound i
+        with self._lock:
+            self.counts[i] += 1
+            self.total += seconds
+
+    def snapshot(self) -> tuple[list[int], float]:
+        """Per-bucket counts (not cumulative) and the sum of seconds."""
+        with self._lock:
+            return list(self.counts), self.total

@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from .breaker import CLOSED, DRAINING, Breaker, Gate
@@ -46,7 +47,7 @@ from .redis_backend import (
     scan_primaries,
     slot_of,
 )
-from .stats import TargetCounters, add
+from .stats import Latency, TargetCounters, add
 
 __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
@@ -103,6 +104,10 @@ class Target:
         self.options = options
         self.clock = clock
         self.counters = TargetCounters()
+        # call latency per operation (see ``record_latency``); "get" is timed by the services
+        self.get_latency = Latency()
+        self.latency: dict[str, Latency] = {"get": self.get_latency}
+        self._latency_of: dict[str, Latency | None] = {}
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
         self.state_problem: str | None = None
@@ -170,6 +175,7 @@ class Target:
     # redis-py is re-entered on each resume of an await.
     def run(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the sync client (``loader`` for LOAD effects)."""
+        started = perf_counter()
         try:
             request = op.send(None)
             while True:
@@ -200,9 +206,11 @@ class Target:
             return result
         finally:
             op.close()
+            self.record_latency(op, perf_counter() - started)
 
     async def arun(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the asyncio client of the running loop."""
+        started = perf_counter()
         try:
             request = op.send(None)
             while True:
@@ -233,6 +241,19 @@ class Target:
             return result
         finally:
             op.close()
+            self.record_latency(op, perf_counter() - started)
+
+    def record_latency(self, op: Op[Any], seconds: float) -> None:
+        """Time a call by its operation's name (``_set`` -> ``set``); internal runs (the
+        recovery probe) are not calls; a get's slow paths (discard, tagged) count as get."""
+        name = op.__name__  # type: ignore[attr-defined]
+        latency = self._latency_of.get(name, _UNKNOWN)
+        if latency is _UNKNOWN:
+            public = _OPERATION_NAMES.get(name, name.lstrip("_"))
+            latency = None if public is None else self.latency.setdefault(public, Latency())
+            self._latency_of[name] = latency
+        if latency is not None:
+            latency.record(seconds)
 
     def sync_client(self) -> Any:
         """The blocking client (built on first use)."""
@@ -560,6 +581,12 @@ def _memory_gate(writing: bool = False) -> Gate:
 
 
 _NO_GUARD = Guard()
+_UNKNOWN: Any = object()
+# Generator names that are not the public call's name (None: not a call, e.g. the probe).
+_OPERATION_NAMES: dict[str, str | None] = {
+    "_recover": None, "unlink_owned": None, "scan_unlink": None, "unlink_keys": None,
+    "_discard": "get", "_tagged": "get", "_is_available": "is_redis_available",
+}
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.
 _UNATTACHED = memoryview(bytearray(64)).cast("q")

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cache_service import registry
 from cache_service.errors import ConfigurationError
+from cache_service.stats import LATENCY_BOUNDS
 
 __all__ = ["BREAKER_STATES", "FIGURES", "GROUPS", "Figure", "Reading", "read", "read_cached"]
 
@@ -85,6 +86,7 @@ PAYLOADS = (
 GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS)
 FIGURES: tuple[Figure, ...] = tuple(f for group in GROUPS for f in group)
 BREAKER_STATES = ("closed", "open", "draining")
+_EMPTY = [0] * (len(LATENCY_BOUNDS) + 1)
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Reading:
 
     services: dict[tuple[str, str], dict[str, int]]  # (target, prefix) -> summed counters
     targets: dict[str, dict[str, Any]]  # target location -> its snapshot()
+    # target -> operation -> (per-bucket counts over stats.LATENCY_BOUNDS and +Inf, sum)
+    latency: dict[str, dict[str, tuple[list[int], float]]] = field(default_factory=dict)
 
 
 def read() -> Reading:
@@ -103,6 +107,7 @@ def read() -> Reading:
     """
     services: dict[tuple[str, str], dict[str, int]] = {}
     targets: dict[str, dict[str, Any]] = {}
+    latency: dict[str, dict[str, tuple[list[int], float]]] = {}
     seen: dict[int, str] = {}
     for svc in registry.live_services():
         target = svc._target
@@ -114,6 +119,8 @@ def read() -> Reading:
                 snapshot = target.snapshot()
                 where = seen[id(target)] = snapshot["location"]
                 targets[where] = snapshot
+                latency[where] = {op: h.snapshot() for op, h in list(target.latency.items())
+                                  if h.counts != _EMPTY}
         except ConfigurationError:  # a ready-made service with an invalid REDIS_URL
             continue
         mine = svc._counters.snapshot()
@@ -124,7 +131,7 @@ def read() -> Reading:
         for name, n in mine.items():
             if name in counts:
                 counts[name] += n
-    return Reading(services, targets)
+    return Reading(services, targets, latency)
 
 
 _cache: tuple[float, Reading] | None = None

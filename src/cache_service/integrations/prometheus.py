@@ -29,8 +29,15 @@ import weakref
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from cache_service.stats import LATENCY_BOUNDS
 
 from .figures import BREAKER_STATES, FIGURES, Figure, Reading, read
 
@@ -79,9 +86,26 @@ class CacheServiceCollector(Collector):
             misconfigured.add_metric([target, reason or ""], 0.0 if reason is None else 1.0)
         yield state
         yield misconfigured
+        yield self._latency(reading)
 
     def describe(self) -> Iterable[Metric]:
         return []  # figures are read at scrape time only (a registration never reads them)
+
+    @staticmethod
+    def _latency(reading: Reading) -> Metric:
+        family = HistogramMetricFamily(
+            f"{NAMESPACE}_call_duration_seconds",
+            "Seconds per call, per operation (get: Redis round trips only; reads served by the "
+            "memory store are not timed).", labels=["target", "operation"])
+        for target, ops in sorted(reading.latency.items()):
+            for op, (counts, total) in sorted(ops.items()):
+                running = 0
+                buckets: list[tuple[str, float]] = []
+                for bound, n in zip((*map(repr, LATENCY_BOUNDS), "+Inf"), counts, strict=True):
+                    running += n
+                    buckets.append((bound, running))
+                family.add_metric([target, op], buckets, total)
+        return family
 
     @staticmethod
     def _family(figure: Figure, reading: Reading) -> Metric:
