@@ -19,7 +19,7 @@ from cache_service.cli import main
 from cache_service.cli.write import PROGRESS_FROM
 
 from .helpers import unique
-from .servers import ChaosProxy, RedisServer, free_port
+from .servers import ChaosProxy, ClusterDeployment, RedisServer, free_port
 
 CLI = str(Path(sys.executable).with_name("cache-service"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,3 +261,29 @@ def test_unreachable_port_subprocess() -> None:
     assert out.returncode == 1
     assert out.stderr.startswith("error: Redis unreachable at")
     assert "Connection refused" in out.stderr
+
+
+# -- a cluster: SCAN over every primary, removal per slot -----------------------------------------
+def test_cluster_info_keys_get_clear(redis_cluster: ClusterDeployment) -> None:
+    url = redis_cluster.cluster_url
+    prefix = unique("clu")
+    svc = CacheService(prefix, url=url, socket_timeout=2.0, connect_timeout=2.0)
+    try:
+        svc.set_many({f"k{i}": i for i in range(30)})
+        info = invoke("info", "--redis-url", url, "--timeout", "2")
+        assert info.exit_code == 0, info.output
+        assert "cluster" in info.stdout
+        assert f"prefix {prefix}" in info.stdout
+        listed = invoke("keys", prefix, "--redis-url", url, "--timeout", "2")
+        assert listed.exit_code == 0, listed.output
+        assert listed.stdout.rstrip().endswith("30 key(s)")
+        got = invoke("get", prefix, "k7", "--redis-url", url, "--timeout", "2")
+        assert got.exit_code == 0, got.output
+        assert got.stdout.rstrip().endswith("7")
+        cleared = invoke("clear", prefix, "--yes", "--redis-url", url, "--timeout", "2")
+        assert cleared.exit_code == 0, cleared.output
+        assert cleared.stdout.splitlines()[-1] == "removed 30 key(s)"
+        assert svc.get_many([f"k{i}" for i in range(30)]) == {}
+    finally:
+        svc.clear_all()
+        svc.close()

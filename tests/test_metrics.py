@@ -355,3 +355,15 @@ def test_latency_histogram(reg: CollectorRegistry, chaos_proxy: ChaosProxy) -> N
         assert count("get") == 11
     finally:
         svc.close()
+
+
+def test_ready_made_instances_are_exported_once_used(reg: CollectorRegistry,
+                                                     redis_server: RedisServer) -> None:
+    prefix = unique("ready")
+    ready = CacheService(prefix, url=redis_server.url, _defer_location_error=True)
+    CacheService(unique("other"), url=redis_server.url).get("x")  # the target is in use
+    where = {"target": ready.location, "prefix": prefix}
+    assert value(reg, "cache_service_hits_total", **where) is None
+    ready.get("absent")
+    assert value(reg, "cache_service_misses_total", **where) == 1
+    assert value(reg, "cache_service_hits_total", **where) == 0

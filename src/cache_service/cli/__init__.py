@@ -40,7 +40,7 @@ def main(verbose: bool) -> None:
               help="Seconds each simulated database query takes.")
 def demo(redis_url: str | None, latency: float) -> None:
     """Walk through the usage contract against a simulated slow database."""
-    service(redis_url, fallback=True)  # an invalid URL: one line and exit 2, first
+    service(redis_url, timeout=0.25, fallback=True)  # an invalid URL: one line, exit 2, first
     url = redis_url if redis_url is not None else (
         os.environ.get("REDIS_URL") or "redis://localhost:6379/0")
     raise SystemExit(run_demo(url, latency, Console(highlight=False)))

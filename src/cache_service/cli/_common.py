@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
@@ -16,7 +15,7 @@ from cache_service.errors import ConfigurationError
 from cache_service.redis_backend import _scrub, describe_error, ping_primaries
 from cache_service.service import CacheService
 
-__all__ = ["Connection", "fail", "one_line", "quiet_library", "redis_url_option",
+__all__ = ["Connection", "fail", "one_line", "quiet_library", "redis_url_option", "service",
            "timeout_option", "usage_error"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -122,7 +121,3 @@ class Connection:
 
     def close(self) -> None:
         self.svc.close()
-
-
-def env_default(name: str) -> str | None:
-    return os.environ.get(name) or None
