@@ -177,6 +177,10 @@ def test_invalidate_counts_asks_and_spares_foreign_keys(
     assert agreed.stdout.splitlines()[-1] == "removed 3 key(s)"
     assert svc.get("user:1") is None
     assert svc.get("count") == 5
+    out = run("invalidate", prefix, "c*", "--yes", url=redis_server.url)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "removed 1 key(s)"
+    assert svc.get("count") is None
     with redis_server.client() as raw:
         assert raw.get(svc.full_key("foreign")) == b"not ours"
         assert raw.type(svc.full_key("list")) == b"list"

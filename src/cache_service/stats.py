@@ -1,10 +1,11 @@
 """Counters kept per service and per target, exact under threads.
 
-Each counter is an ``itertools.count``: ``next(c.hits)`` is one C call that no other thread
-can interleave with (a plain ``c.hits += 1`` is a read, an add and a write, which may lose
-updates when threads switch between them, and does on free-threaded builds). It costs no
-more than ``+= 1`` on a slot (measured: ~49 ns vs ~66 ns per call in one run), so the hit
-path keeps one operation per counted event and collection only reads.
+Each counter is an ``itertools.count``: ``next(c.hits)`` is one C call, which under the GIL
+no other thread can interleave with. A plain ``c.hits += 1`` is a read, an add and a write:
+CPython 3.10-3.13 happen not to switch threads between them (so the old counters did not lose
+updates in practice there), but nothing promises it, and free-threaded builds do lose them.
+``next()`` costs no more than ``+= 1`` on a slot (measured: ~49 ns vs ~66 ns per call in one
+run), so the hit path keeps one operation per counted event, and collection only reads.
 
 ``add(counter, n)`` bumps by ``n`` (``n`` steps in C). ``value(counter)`` reads one: a count
 shows its next value in its repr, ``count(5)``, the one public way to read it without
