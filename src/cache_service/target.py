@@ -246,7 +246,7 @@ class Target:
     def record_latency(self, op: Op[Any], seconds: float) -> None:
         """Time a call by its operation's name (``_set`` -> ``set``); internal runs (the
         recovery probe) are not calls; a get's slow paths (discard, tagged) count as get."""
-        name = op.__name__  # type: ignore[attr-defined]
+        name: str = getattr(op, "__name__", "call")
         latency = self._latency_of.get(name, _UNKNOWN)
         if latency is _UNKNOWN:
             public = _OPERATION_NAMES.get(name, name.lstrip("_"))
