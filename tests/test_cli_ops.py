@@ -19,7 +19,7 @@ from cache_service.cli import main
 from cache_service.cli.write import PROGRESS_FROM
 
 from .helpers import unique
-from .servers import ChaosProxy, ClusterDeployment, RedisServer, free_port
+from .servers import ChaosProxy, ClusterDeployment, RedisServer, SentinelDeployment, free_port
 
 CLI = str(Path(sys.executable).with_name("cache-service"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +288,25 @@ def test_cluster_info_keys_get_clear(redis_cluster: ClusterDeployment) -> None:
         assert cleared.exit_code == 0, cleared.output
         assert cleared.stdout.splitlines()[-1] == "removed 30 key(s)"
         assert svc.get_many([f"k{i}" for i in range(30)]) == {}
+    finally:
+        svc.clear_all()
+        svc.close()
+
+
+def test_sentinel_ping_info_keys(sentinel_deployment: SentinelDeployment) -> None:
+    url = sentinel_deployment.url
+    prefix = unique("sen")
+    svc = CacheService(prefix, url=url, socket_timeout=2.0, connect_timeout=2.0)
+    try:
+        svc.set("k", {"v": 1})
+        assert invoke("ping", "--redis-url", url, "--timeout", "2").exit_code == 0
+        info = invoke("info", "--redis-url", url, "--timeout", "2")
+        assert info.exit_code == 0, info.output
+        assert "sentinel" in info.stdout
+        assert "master" in info.stdout  # the role of the server Sentinel named
+        assert f"prefix {prefix}" in info.stdout
+        listed = invoke("keys", prefix, "--redis-url", url, "--timeout", "2")
+        assert listed.stdout.rstrip().endswith("1 key(s)"), listed.output
     finally:
         svc.clear_all()
         svc.close()
