@@ -27,6 +27,7 @@ from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
 from .memory import NO_VALUE
 from .scripts import DROP_IF_SAME, run_script
+from .stats import add
 from .tags import Tagged, memory_tokens, validate_tags, wrap
 from .target import Op, Unavailable, by_slot
 
@@ -154,14 +155,14 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
             tagged.append((name, result))
         elif result is not MISSING:
             found[name] = result
-    c.hits += hits
-    c.misses += misses + len(discards)
+    add(c.hits, hits)
+    add(c.misses, misses + len(discards))
     if tagged:
         yield from _settle_tagged(core, tagged, found)
     if discards:
         for k, why in discards:
             if why is not None:
-                t.counters.corrupt += 1
+                next(t.counters.corrupt)
                 log.warning("cache_service: discarding %r: %s", k, why)
         with contextlib.suppress(Unavailable):
             yield from t.unlink_keys([k for k, _ in discards])
@@ -179,7 +180,7 @@ def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
             if result is not MISSING and type(result) is not Discard:
                 found[name] = result
                 continue
-        c.misses += 1
+        next(c.misses)
         with contextlib.suppress(Unavailable):
             yield (run_script, DROP_IF_SAME, [item.key], [item.raw])
 
@@ -204,7 +205,7 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
         items.append((k, pack(codec, value, k, limit, stamp), value))
     if not items:
         return
-    core._counters.sets += len(items)
+    add(core._counters.sets, len(items))
     t = core._target
     keys = [k for k, _, _ in items]
     tag_keys = core._tag_keys(tag_names)
@@ -222,7 +223,7 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
             yield (run_script, SET_MANY, group, [px, *(payloads[k] for k in group)])
 
     def local() -> None:
-        t.counters.memory_writes += 1
+        next(t.counters.memory_writes)
         memory = t.memory
         if tag_keys:
             tokens = memory_tokens(memory, tag_keys, seconds)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from . import registry
 from .breaker import Gate
 from .codec import STAMPER, Codec, CorruptPayload, JsonCodec, pack, stamp_of, unpack
 from .config import Location, TargetOptions, resolve_location, ttl_seconds
@@ -28,7 +29,7 @@ from .loading import (
 )
 from .memory import NO_VALUE
 from .scripts import DROP_IF_SAME, run_script
-from .stats import ServiceCounters
+from .stats import ServiceCounters, add
 from .tags import (
     MAX_INVALIDATE,
     TOKENS,
@@ -149,6 +150,9 @@ class ServiceCore:
         self._counters = ServiceCounters()
         # Freshness of stale-while-revalidate values is shared across processes: wall time.
         self._wall: Callable[[], float] = clock or time.time
+        # a ready-made instance (api_cache...): exporters show it once it counted something
+        self._ready_made = _defer_location_error
+        registry.add(self)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(prefix={self.prefix!r}, "
@@ -206,7 +210,7 @@ class ServiceCore:
         """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
         payload must be removed (corrupt, foreign, or a late write of ours). No I/O."""
         if raw is None:
-            c.misses += 1
+            next(c.misses)
             return default
         try:
             value = unpack(self._codec, raw, k)
@@ -214,7 +218,7 @@ class ServiceCore:
             if is_tagged(raw):  # the plain codec refuses it: untagged reads pay nothing
                 return open_tagged(k, raw) or Discard("malformed tag section")
             if not exc.remove:
-                c.misses += 1
+                next(c.misses)
                 return default
             return Discard(str(exc))
         t = self._target
@@ -222,18 +226,18 @@ class ServiceCore:
             return Discard(None)
         if type(value) is list:
             return self._opened(value, raw, default, stale, c)
-        c.hits += 1
+        next(c.hits)
         return value
 
     def _from_memory(self, k: str, default: Any, stale: bool, c: ServiceCounters) -> Any:
         """The memory store's value for ``k`` (a fresh copy), or ``default``. No I/O."""
         t = self._target
-        t.counters.memory_reads += 1
+        next(t.counters.memory_reads)
         found = t.memory.lookup(k)
         if found is not None:
             raw, kept = found
             if kept is not NO_VALUE:
-                c.hits += 1
+                next(c.hits)
                 return kept
             try:
                 value = unpack(self._codec, raw, k)
@@ -245,14 +249,14 @@ class ServiceCore:
                         value = unpack(self._codec, tagged.plain, k)
                         if type(value) is list:
                             return self._opened(value, tagged.plain, default, stale, c)
-                        c.hits += 1
+                        next(c.hits)
                         return value
             else:
                 if type(value) is list:
                     return self._opened(value, raw, default, stale, c)
-                c.hits += 1
+                next(c.hits)
                 return value
-        c.misses += 1
+        next(c.misses)
         return default
 
     def _opened(self, value: list[Any], raw: bytes, default: Any, stale: bool,
@@ -260,18 +264,18 @@ class ServiceCore:
         """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours."""
         if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
             if self._wall() >= value[2]:
-                c.misses += 1
+                next(c.misses)
                 return Stale(value[3], value[2]) if stale else default
             value = value[3]
-        c.hits += 1
+        next(c.hits)
         return value
 
     def _discard(self, k: str, why: str | None, default: Any,
                  c: ServiceCounters | None = None) -> Op[Any]:
         """A payload we cannot serve: log it (unless a known late write), remove it, miss."""
-        (self._counters if c is None else c).misses += 1
+        next((self._counters if c is None else c).misses)
         if why is not None:
-            self._target.counters.corrupt += 1
+            next(self._target.counters.corrupt)
             log.warning("cache_service: discarding %r: %s", k, why)
         with contextlib.suppress(Unavailable):
             yield from self._target.unlink_keys([k])
@@ -292,7 +296,7 @@ class ServiceCore:
             value = [SWR_MARK, stamp, self._wall() + seconds, value]
             seconds += keep_stale
         payload = pack(self._codec, value, k, self._max_value_bytes, stamp)
-        self._counters.sets += 1
+        next(self._counters.sets)
         px = max(1, math.ceil(seconds * 1000))
         if tagged:
             yield from self._set_tagged(k, payload, seconds, px, tagged)
@@ -301,7 +305,7 @@ class ServiceCore:
         def local() -> None:
             kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
                 else NO_VALUE
-            self._target.counters.memory_writes += 1
+            next(self._target.counters.memory_writes)
             self._target.memory.set(k, payload, seconds, kept)
 
         yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k])
@@ -310,14 +314,14 @@ class ServiceCore:
         ks = [self._keys.full(k) for k in keys]
         if not ks:
             return 0
-        self._counters.deletes += len(ks)
+        add(self._counters.deletes, len(ks))
         removed: int = yield from self._write(
             lambda: self._target.unlink_keys(ks), lambda: self._target.memory_invalidate(ks),
             keys=ks)
         return removed
 
     def _invalidate(self, pattern: str) -> Op[int]:
-        self._counters.invalidations += 1
+        next(self._counters.invalidations)
         t = self._target
         return (yield from self._write(
             lambda: t.scan_unlink(pattern), lambda: t.memory_invalidate(pattern=pattern),
@@ -367,7 +371,7 @@ class ServiceCore:
         except Unavailable:
             return self._from_memory(k, default, stale, c)
         if not tagged.current(stored):
-            c.misses += 1
+            next(c.misses)
             with contextlib.suppress(Unavailable):
                 yield (run_script, DROP_IF_SAME, [k], [tagged.raw])
             return default
@@ -398,7 +402,7 @@ class ServiceCore:
             yield ("set", k, wrap(payload, tags, tokens), None, px)
 
         def local() -> None:
-            t.counters.memory_writes += 1
+            next(t.counters.memory_writes)
             t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
                          seconds)
 
@@ -410,7 +414,7 @@ class ServiceCore:
         keys = self._tag_keys(validate_tags(tags, MAX_INVALIDATE))
         if not keys:
             return
-        self._counters.invalidations += 1
+        next(self._counters.invalidations)
         t = self._target
         yield from self._write(lambda: t.unlink_keys(keys),
                                lambda: drop_memory_tokens(lambda: t.memory_invalidate(keys)),

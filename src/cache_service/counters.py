@@ -129,10 +129,10 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
             value = current + delta
             if not -MAX_COUNTER <= value <= MAX_COUNTER:
                 raise _too_large(k)
-            t.counters.memory_writes += 1
+            next(t.counters.memory_writes)
             memory.set(k, pack(core._codec, value, k, core._max_value_bytes, stamp), left, value)
             return value
 
-    core._counters.sets += 1
+    next(core._counters.sets)
     value: int = yield from core._write(remote, local, keys=[k])
     return value

@@ -124,7 +124,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
         with memory_lock:
             if held(core, k):
                 return False
-            t.counters.memory_writes += 1
+            next(t.counters.memory_writes)
             if tag_keys:
                 memory.set(k, wrap(payload, tag_names,
                                    memory_tokens(memory, tag_keys, seconds)), seconds)
@@ -134,7 +134,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
                 memory.set(k, payload, seconds, kept)
             return True
 
-    core._counters.sets += 1
+    next(core._counters.sets)
     added: bool = yield from core._write(remote, local, keys=[k])
     return added
 
@@ -167,7 +167,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
             tagged = open_tagged(k, raw) if is_tagged(raw) else None
             if tagged is not None:
                 memory_tokens(memory, core._tag_keys(tagged.tags), seconds)
-            t.counters.memory_writes += 1
+            next(t.counters.memory_writes)
             memory.set(k, raw, seconds, kept)
             return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from time import perf_counter
 from typing import Any
 
 from . import batch, counters, flows, keyops
@@ -33,6 +34,7 @@ class CacheService(ServiceCore):
         # this process last saw with the breaker closed.
         if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
             k = self._keys.full(key)
+            started = perf_counter()  # the slow paths below are timed by ``t.run``
             try:
                 raw = t.sync_client().get(k)
             except CONNECTIVITY_ERRORS as exc:
@@ -46,6 +48,7 @@ class CacheService(ServiceCore):
                 return t.run(self._discard(k, result.why, default, self._counters))
             if type(result) is Tagged:  # the one extra check an untagged hit pays
                 return t.run(self._tagged(result, default, False, self._counters))
+            t.get_latency.record(perf_counter() - started)
             return result
         return self._from_memory(self._keys.full(key), default, False, self._counters)
 

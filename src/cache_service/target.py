@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from .breaker import CLOSED, DRAINING, Breaker, Gate
@@ -46,7 +47,7 @@ from .redis_backend import (
     scan_primaries,
     slot_of,
 )
-from .stats import TargetCounters
+from .stats import Latency, TargetCounters, add
 
 __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
@@ -103,6 +104,10 @@ class Target:
         self.options = options
         self.clock = clock
         self.counters = TargetCounters()
+        # call latency per operation (see ``record_latency``); "get" is timed by the services
+        self.get_latency = Latency()
+        self.latency: dict[str, Latency] = {"get": self.get_latency}
+        self._latency_of: dict[str, Latency | None] = {}
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
         self.state_problem: str | None = None
@@ -155,6 +160,11 @@ class Target:
                 self.guard = self.journal.guard()
             self._page = self.host.page
 
+    @property
+    def attached(self) -> bool:
+        """Whether the target was used (its host state, breaker and stores exist)."""
+        return self._page is not _UNATTACHED
+
     def __repr__(self) -> str:
         state = "unattached" if self._page is _UNATTACHED else self.breaker.state
         return f"<Target {self.location.describe()} {state}>"
@@ -168,6 +178,7 @@ class Target:
     # redis-py is re-entered on each resume of an await.
     def run(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the sync client (``loader`` for LOAD effects)."""
+        started = perf_counter()
         try:
             request = op.send(None)
             while True:
@@ -198,9 +209,11 @@ class Target:
             return result
         finally:
             op.close()
+            self.record_latency(op, perf_counter() - started)
 
     async def arun(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the asyncio client of the running loop."""
+        started = perf_counter()
         try:
             request = op.send(None)
             while True:
@@ -231,6 +244,19 @@ class Target:
             return result
         finally:
             op.close()
+            self.record_latency(op, perf_counter() - started)
+
+    def record_latency(self, op: Op[Any], seconds: float) -> None:
+        """Time a call by its operation's name (``_set`` -> ``set``); internal runs (the
+        recovery probe) are not calls; a get's slow paths (discard, tagged) count as get."""
+        name: str = getattr(op, "__name__", "call")
+        latency = self._latency_of.get(name, _UNKNOWN)
+        if latency is _UNKNOWN:
+            public = _OPERATION_NAMES.get(name, name.lstrip("_"))
+            latency = None if public is None else self.latency.setdefault(public, Latency())
+            self._latency_of[name] = latency
+        if latency is not None:
+            latency.record(seconds)
 
     def sync_client(self) -> Any:
         """The blocking client (built on first use)."""
@@ -335,7 +361,7 @@ class Target:
             self.guard = _NO_GUARD
             return False
         if self.guard.blocks(key, stamp, now):
-            self.counters.stale_blocked += 1
+            next(self.counters.stale_blocked)
             return True
         return False
 
@@ -345,7 +371,7 @@ class Target:
         if kind == "wrongtype":
             return WrongType(str(exc))
         self.attach()
-        self.counters.errors += 1
+        next(self.counters.errors)
         if kind == "misconfigured":
             self._misconfigured(misconfiguration_message(exc, self.location))
         if self.breaker.failure():
@@ -463,8 +489,8 @@ class Target:
             self.memory.purge()
         self._observe(self._page[GEN])
         self.journal.expire_tombstones()
-        self.counters.replays += 1
-        self.counters.entries_dropped += dropped
+        next(self.counters.replays)
+        add(self.counters.entries_dropped, dropped)
         log.info(
             "Redis at %s is back%s; replayed %d invalidation(s), dropped %d fallback entr%s",
             self.location.describe(),
@@ -521,7 +547,7 @@ class Target:
 
     def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the fallback store; a count of live ones."""
-        self.counters.memory_writes += 1
+        next(self.counters.memory_writes)
         try:
             if pattern is not None:
                 return self.memory.delete_matching(glob_to_regex(pattern))
@@ -566,6 +592,12 @@ def _memory_gate(writing: bool = False) -> Gate:
 
 
 _NO_GUARD = Guard()
+_UNKNOWN: Any = object()
+# Generator names that are not the public call's name (None: not a call, e.g. the probe).
+_OPERATION_NAMES: dict[str, str | None] = {
+    "_recover": None, "unlink_owned": None, "scan_unlink": None, "unlink_keys": None,
+    "_discard": "get", "_tagged": "get", "_is_available": "is_redis_available",
+}
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.
 _UNATTACHED = memoryview(bytearray(64)).cast("q")

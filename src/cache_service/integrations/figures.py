@@ -1,0 +1,148 @@
+"""The figures the exporters publish, defined once (no third-party import here).
+
+``integrations.prometheus`` and ``integrations.otel`` both turn ``FIGURES`` into metrics, and
+both read them through ``read()``: one pass over the live services (``registry``) that reads
+counters and the targets' ``snapshot()`` (breaker, journal and fallback-store figures, kept in
+this process or in the host's state files) and never touches Redis.
+
+Each figure names the ``stats()`` key it comes from. Services with the same prefix on the same
+target are summed (they count into separate objects but are one cache to an operator).
+Adding a group of figures (e.g. the near cache, once its stats() keys exist) is one change:
+append a tuple of ``Figure`` rows to ``GROUPS``; both exporters pick it up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cache_service import registry
+from cache_service.errors import ConfigurationError
+from cache_service.stats import LATENCY_BOUNDS
+
+__all__ = ["BREAKER_STATES", "FIGURES", "GROUPS", "Figure", "Reading", "read", "read_cached"]
+
+Scope = Literal["service", "target"]
+Kind = Literal["counter", "gauge"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One exported figure: ``name`` without prefix or suffix (exporters add them)."""
+
+    name: str
+    kind: Kind
+    scope: Scope  # "service": labels target and prefix; "target": label target only
+    key: str  # the stats() key (target figures: the key in stats()["target"])
+    help: str
+    unit: str = ""  # Prometheus unit suffix ("bytes"); OTel gets its UCUM form
+
+
+SERVICE = (
+    Figure("hits", "counter", "service", "hits", "Reads that found a live value."),
+    Figure("misses", "counter", "service", "misses", "Reads that found no live value."),
+    Figure("sets", "counter", "service", "sets", "Values written (set, add, incr, set_many)."),
+    Figure("deletes", "counter", "service", "deletes", "Keys deleted by delete()."),
+    Figure("invalidations", "counter", "service", "invalidations",
+           "Pattern, clear_all and tag invalidations."),
+)
+BREAKER = (
+    Figure("breaker_opened", "counter", "target", "breaker_opened",
+           "Times the breaker opened (an outage began: calls went to the fallback store)."),
+    Figure("breaker_closed", "counter", "target", "breaker_closed",
+           "Times the breaker closed (Redis is back, the journal was replayed)."),
+    Figure("errors", "counter", "target", "errors", "Redis requests that failed."),
+)
+JOURNAL = (
+    Figure("journal_entries", "gauge", "target", "journal_size",
+           "Invalidations journaled during the outage, waiting to be replayed on Redis."),
+    Figure("journal_overflows", "counter", "target", "journal_overflows",
+           "Times the journal overflowed and fell back to a full-prefix invalidation."),
+    Figure("replays", "counter", "target", "replays",
+           "Recoveries: the journal replayed on Redis and the breaker closed."),
+    Figure("stale_blocked", "counter", "target", "stale_blocked",
+           "Late writes from before a recovery refused by the tombstone guard."),
+)
+FALLBACK = (
+    Figure("fallback_entries", "gauge", "target", "memory_entries",
+           "Entries in the fallback store."),
+    Figure("fallback", "gauge", "target", "memory_bytes",
+           "Payload bytes held by the fallback store.", "bytes"),
+    Figure("fallback_evictions", "counter", "target", "memory_evictions",
+           "Entries evicted from the fallback store to stay within its bounds."),
+    Figure("fallback_reads", "counter", "target", "memory_reads",
+           "Reads served by the fallback store."),
+    Figure("fallback_writes", "counter", "target", "memory_writes",
+           "Writes applied to the fallback store."),
+    Figure("fallback_dropped_entries", "counter", "target", "entries_dropped",
+           "Fallback entries dropped when Redis came back."),
+)
+PAYLOADS = (
+    Figure("corrupt_payloads", "counter", "target", "corrupt",
+           "Payloads that could not be served (corrupt, foreign) and were removed."),
+)
+GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS)
+FIGURES: tuple[Figure, ...] = tuple(f for group in GROUPS for f in group)
+BREAKER_STATES = ("closed", "open", "draining")
+_EMPTY = [0] * (len(LATENCY_BOUNDS) + 1)
+
+
+@dataclass
+class Reading:
+    """One pass over the live services."""
+
+    services: dict[tuple[str, str], dict[str, int]]  # (target, prefix) -> summed counters
+    targets: dict[str, dict[str, Any]]  # target location -> its snapshot()
+    # target -> operation -> (per-bucket counts over stats.LATENCY_BOUNDS and +Inf, sum)
+    latency: dict[str, dict[str, tuple[list[int], float]]] = field(default_factory=dict)
+
+
+def read() -> Reading:
+    """Read every live service's counters and its target's snapshot (no Redis I/O).
+
+    A service whose target was never used or cannot be (an invalid REDIS_URL) is left out,
+    and so is a ready-made instance (``api_cache``...) until it counts something.
+    """
+    services: dict[tuple[str, str], dict[str, int]] = {}
+    targets: dict[str, dict[str, Any]] = {}
+    latency: dict[str, dict[str, tuple[list[int], float]]] = {}
+    seen: dict[int, str] = {}
+    for svc in registry.live_services():
+        target = svc._target
+        try:
+            if not target.attached:
+                continue
+            where = seen.get(id(target))
+            if where is None:
+                snapshot = target.snapshot()
+                where = seen[id(target)] = snapshot["location"]
+                targets[where] = snapshot
+                latency[where] = {op: h.snapshot() for op, h in list(target.latency.items())
+                                  if h.counts != _EMPTY}
+        except ConfigurationError:  # a ready-made service with an invalid REDIS_URL
+            continue
+        mine = svc._counters.snapshot()
+        if svc._ready_made and not any(mine.values()):
+            continue  # a ready-made instance the application does not use
+        counts = services.setdefault((where, svc.prefix), dict.fromkeys(
+            (f.key for f in FIGURES if f.scope == "service"), 0))
+        for name, n in mine.items():
+            if name in counts:
+                counts[name] += n
+    return Reading(services, targets, latency)
+
+
+_cache: tuple[float, Reading] | None = None
+_cache_lock = threading.Lock()
+
+
+def read_cached(max_age: float = 0.05) -> Reading:
+    """``read()``, shared by the callbacks of one collection (OTel calls one per instrument)."""
+    global _cache
+    with _cache_lock:
+        now = time.monotonic()
+        if _cache is None or now - _cache[0] > max_age:
+            _cache = (now, read())
+        return _cache[1]
