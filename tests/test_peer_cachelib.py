@@ -1,0 +1,35 @@
+"""cachelib's own backend tests against CachelibCache: Redis up, refused, killed and restarted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("cachelib")
+
+from tests.peer import fetch  # noqa: E402
+from tests.peer.harness import MODES, refused_url, run_suite, summary  # noqa: E402
+from tests.peer.skips import CACHELIB  # noqa: E402
+from tests.servers import RedisServer  # noqa: E402
+
+
+@pytest.fixture
+def private_server() -> Iterator[RedisServer]:
+    with RedisServer(name="peer-cachelib") as server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", MODES)
+def test_cachelib_common_tests(mode: str, private_server: RedisServer) -> None:
+    suite = fetch.ensure("cachelib")
+    url = refused_url() if mode == "down" else private_server.url
+    report = run_suite("run_cachelib.py", [str(suite)], url, mode, private_server)
+    print(summary("cachelib", mode, report))
+    assert not report["failures"] and report["exit"] == 0, report["failures"]
+    assert {name for name, _ in report["skipped"]} <= set(CACHELIB[mode]), report["skipped"]
+    assert report["run"] >= 40
+    if mode == "restart":
+        assert len(report["chaos"]) >= 2, "the server was not killed during the run"
