@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("cachelib")
 
-from tests.peer import fetch  # noqa: E402
-from tests.peer.harness import MODES, refused_url, run_suite, summary  # noqa: E402
-from tests.peer.skips import CACHELIB  # noqa: E402
-from tests.servers import RedisServer  # noqa: E402
+from tests.peer import fetch
+from tests.peer.harness import MODES, refused_url, run_suite, summary
+from tests.peer.skips import CACHELIB
+from tests.servers import RedisServer
 
 
 @pytest.fixture
@@ -28,7 +28,8 @@ def test_cachelib_common_tests(mode: str, private_server: RedisServer) -> None:
     url = refused_url() if mode == "down" else private_server.url
     report = run_suite("run_cachelib.py", [str(suite)], url, mode, private_server)
     print(summary("cachelib", mode, report))
-    assert not report["failures"] and report["exit"] == 0, report["failures"]
+    assert not report["failures"], report["failures"]
+    assert report["exit"] == 0
     assert {name for name, _ in report["skipped"]} <= set(CACHELIB[mode]), report["skipped"]
     assert report["run"] >= 40
     if mode == "restart":

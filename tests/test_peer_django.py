@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("django")
 
-from tests.peer import fetch  # noqa: E402
-from tests.peer.harness import MODES, refused_url, run_suite, summary  # noqa: E402
-from tests.peer.skips import DJANGO  # noqa: E402
-from tests.servers import RedisServer  # noqa: E402
+from tests.peer import fetch
+from tests.peer.harness import MODES, refused_url, run_suite, summary
+from tests.peer.skips import DJANGO
+from tests.servers import RedisServer
 
 # Django's mixin skips these itself for backends without culling (as for its RedisCache).
 DJANGO_OWN_SKIPS = {"test_cull", "test_zero_cull", "test_cull_delete_when_store_empty"}
@@ -31,7 +31,8 @@ def test_django_base_cache_tests(mode: str, private_server: RedisServer) -> None
     url = refused_url() if mode == "down" else private_server.url
     report = run_suite("run_django.py", [str(suite)], url, mode, private_server)
     print(summary("django", mode, report))
-    assert not report["failures"] and not report["errors"], report["stderr"]
+    assert not report["failures"], report["stderr"]
+    assert not report["errors"], report["stderr"]
     allowed = set(DJANGO[mode]) | DJANGO_OWN_SKIPS
     assert {name for name, _ in report["skipped"]} <= allowed, report["skipped"]
     assert report["run"] >= 50

@@ -13,7 +13,6 @@ import pytest
 import test_redis_cache as peer_redis  # type: ignore[import-not-found]
 from clear import ClearTests  # type: ignore[import-not-found]
 from common import CommonTests  # type: ignore[import-not-found]
-from conftest import key_prefix  # type: ignore[import-not-found]  # noqa: F401 (a fixture)
 from delete_many_with_prefix import (  # type: ignore[import-not-found]
     DeleteManyWithPrefixTests,
 )
@@ -21,6 +20,7 @@ from has import HasTests  # type: ignore[import-not-found]
 from serializer import SerializerTests  # type: ignore[import-not-found]
 
 from cache_service.integrations.cachelib import CachelibCache
+from conftest import key_prefix  # type: ignore[import-not-found]  # noqa: F401 (a fixture)
 from tests.peer.skips import CACHELIB
 
 URL, MODE = os.environ["PEER_URL"], os.environ["PEER_MODE"]

@@ -52,7 +52,7 @@ def outage(server: RedisServer, *, first: float = 2.0, down: float = 1.5,
 
 
 def run_suite(script: str, args: Sequence[str], url: str, mode: str,
-              server: RedisServer | None, timeout: float = 240) -> dict[str, Any]:
+              server: RedisServer | None, *, timeout: float = 240) -> dict[str, Any]:
     """Run ``tests/peer/<script>`` with ``args + [url, mode]``; its JSON report (+ ``chaos``)."""
     cmd = [sys.executable, str(ROOT / "tests" / "peer" / script), *args, url, mode]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -68,7 +68,8 @@ def run_suite(script: str, args: Sequence[str], url: str, mode: str,
     else:
         log, proc = [], run()
     lines = proc.stdout.strip().splitlines()
-    assert proc.returncode == 0 and lines, f"suite crashed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    assert lines, f"suite crashed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"suite crashed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
     report: dict[str, Any] = json.loads(lines[-1])
     report["chaos"] = log
     report["stderr"] = proc.stderr[-6000:]
