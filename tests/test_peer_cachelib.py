@@ -26,7 +26,8 @@ def private_server() -> Iterator[RedisServer]:
 def test_cachelib_common_tests(mode: str, private_server: RedisServer) -> None:
     suite = fetch.ensure("cachelib")
     url = refused_url() if mode == "down" else private_server.url
-    report = run_suite("run_cachelib.py", [str(suite)], url, mode, private_server)
+    report = run_suite("run_pytest.py", ["cachelib_suite.py", str(suite)], url, mode,
+                       private_server)
     print(summary("cachelib", mode, report))
     assert not report["failures"], report["failures"]
     assert report["exit"] == 0

@@ -1,6 +1,6 @@
 """cachelib's common backend tests against CachelibCache, composed as its TestRedisCache is.
 
-Collected only by ``run_cachelib.py`` (the name does not match ``test_*``); the URL and mode
+Collected only by ``run_pytest.py`` (the name does not match ``test_*``); the URL and mode
 come from ``$PEER_URL`` / ``$PEER_MODE``.
 """
 

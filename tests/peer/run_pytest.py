@@ -1,6 +1,8 @@
-"""Run cachelib's own backend tests against CachelibCache in this process; JSON on stdout.
+"""Run a pytest-based peer suite module (``cachelib_suite.py``, ``dogpile_suite.py``) in this
+process; JSON on stdout.
 
-``python tests/peer/run_cachelib.py SUITE_DIR URL MODE``
+``python tests/peer/run_pytest.py MODULE SUITE_DIR URL MODE`` (SUITE_DIR: the fetched sdist
+files, or ``-`` when the suite ships in the package, as dogpile's does)
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 import pytest
 
-suite_dir, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+module, suite_dir, url, mode = sys.argv[1:5]
 here = Path(__file__).resolve().parent
-sys.path[:0] = [str(Path(suite_dir) / "tests"), str(here.parents[1])]
+sys.path[:0] = [str(Path(suite_dir) / "tests"), str(here.parents[1])] if suite_dir != "-" else [
+    str(here.parents[1])]
 # cachelib's conftest starts servers through pytest-xprocess; none is needed here
 sys.modules["xprocess"] = types.SimpleNamespace(ProcessStarter=object)  # type: ignore[assignment]
 os.environ.update(PEER_URL=url, PEER_MODE=mode)
@@ -45,7 +48,7 @@ def run(targets: list[str], report: Report) -> int:
 
 
 report = Report()
-code = run([str(here / "cachelib_suite.py")], report)
+code = run([str(here / module)], report)
 rerun: list[str] = []
 if mode == "restart" and report.failures:
     # a test that straddled a kill or restart of the server is run once more (see README)
