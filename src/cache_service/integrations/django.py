@@ -62,7 +62,10 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         options = dict(params.get("OPTIONS") or {})
         signing_key = options.pop("SIGNING_KEY", options.pop("signing_key", None))
         prefix = options.pop("PREFIX", options.pop("prefix", None))
-        secret = getattr(settings, "SECRET_KEY", None)
+        try:
+            secret = settings.SECRET_KEY
+        except (ImproperlyConfigured, AttributeError):  # "must not be empty"
+            secret = None
         if signing_key is None and secret:
             signing_key = derive_key(secret, "django-cache")
         if prefix is None:
