@@ -30,8 +30,7 @@ URL, MODE = os.environ["PEER_URL"], os.environ["PEER_MODE"]
 def cache_factory(request: Any, key_prefix: str | None) -> None:  # noqa: F811
     def _factory(self: Any, *args: Any, **kwargs: Any) -> CachelibCache:
         kwargs.setdefault("key_prefix", key_prefix)
-        cache = CachelibCache(URL, *args, signing_key="peer-suite-signing-key",
-                              fallback="process", **kwargs)
+        cache = CachelibCache(URL, *args, signing_key="peer-suite-signing-key", **kwargs)
         cache.clear()  # as the Redis tests FLUSHDB before each test
         return cache
 

@@ -16,8 +16,7 @@ from tests.peer.skips import DOGPILE
 
 URL, MODE = os.environ["PEER_URL"], os.environ["PEER_MODE"]
 CONFIG: dict[str, Any] = {"arguments": {
-    "url": URL, "signing_key": "peer-suite-signing-key", "fallback": "process",
-    "lock_timeout": 5}}
+    "url": URL, "signing_key": "peer-suite-signing-key", "lock_timeout": 5}}
 
 
 class TestCacheServiceBackend(_GenericBackendTestSuite):

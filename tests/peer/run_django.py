@@ -18,7 +18,7 @@ import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 BACKEND = "cache_service.integrations.django.DjangoCache"
-PARAMS = {"BACKEND": BACKEND, "LOCATION": url, "OPTIONS": {"fallback": "process"}}
+PARAMS = {"BACKEND": BACKEND, "LOCATION": url}  # default options: fallback="host"
 settings.configure(
     DEBUG=False,
     SECRET_KEY="peer-suite-secret-key-not-for-production",

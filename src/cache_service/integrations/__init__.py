@@ -1,4 +1,9 @@
 """Optional framework integrations; each is imported explicitly and needs its extra.
 
 - ``cache_service.integrations.fastapi`` (``pip install cache_service[fastapi]``)
+- ``cache_service.integrations.django``: ``DjangoCache``, a Django cache backend (``[django]``)
+- ``cache_service.integrations.cachelib``: ``CachelibCache``, a cachelib cache and a
+  Flask-Caching ``CACHE_TYPE`` (``[flask]``)
+- ``cache_service.integrations.dogpile``: the dogpile.cache backend ``"cache_service"``
+  (``[dogpile]``, registered through the ``dogpile.cache`` entry point group)
 """
