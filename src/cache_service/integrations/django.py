@@ -25,9 +25,10 @@ every service (see the README, "When Redis fails").
 
 from __future__ import annotations
 
+import operator
 import pickle
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, NoReturn
 
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
@@ -116,164 +117,201 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
     def _keys(self, keys: Iterable[Any], version: int | None) -> dict[str, Any]:
         return {self._key(k, version): k for k in keys}
 
-    @staticmethod
-    def _unpicklable(value: Any, exc: SerializationError) -> None:
-        """Raise pickle's own error for a value pickle refuses, as Django's backends do."""
-        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        raise exc
+    # Every method but get is a plan: which service method to call with what, and how its
+    # result becomes Django's. ``_run`` / ``_arun`` execute a plan on the CacheService / the
+    # AsyncCacheService, so each rule below is written once for both families.
+    def _add(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
+        k, ttl = self._key(key, version), self._ttl(timeout)
+        if ttl is None:  # stored and expired at once: True if nothing was there
+            return _Plan("exists", (k,), operator.not_)
+        return _Plan("add", (k, value, ttl), values=(value,))
 
-    @staticmethod
-    def _missing(key: Any) -> ValueError:
-        return ValueError(f"Key '{key}' not found.")
-
-    # -- blocking API -------------------------------------------------------------------------
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-            version: int | None = None) -> bool:
+    def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:
-            return not self._service.exists(k)
-        try:
-            return self._service.add(k, value, ttl)
-        except SerializationError as exc:
-            self._unpicklable(value, exc)
-            raise
+            return _Plan("delete", (k,), _nothing)
+        return _Plan("set", (k, value, ttl), values=(value,))
 
-    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
-        return self._service.get(self._key(key, version), default)
-
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-            version: int | None = None) -> None:
+    def _touch(self, key: Any, timeout: Any, version: int | None) -> _Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:
-            self._service.delete(k)
-            return
-        try:
-            self._service.set(k, value, ttl)
-        except SerializationError as exc:
-            self._unpicklable(value, exc)
+            return _Plan("delete", (k,), _positive)
+        return _Plan("touch", (k, ttl))
 
-    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
-        k, ttl = self._key(key, version), self._ttl(timeout)
-        if ttl is None:
-            return self._service.delete(k) > 0
-        return self._service.touch(k, ttl)
+    def _delete(self, key: Any, version: int | None) -> _Plan:
+        return _Plan("delete", (self._key(key, version),), _positive)
 
-    def delete(self, key: Any, version: int | None = None) -> bool:
-        return self._service.delete(self._key(key, version)) > 0
-
-    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+    def _get_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
         made = self._keys(keys, version)
-        return {made[k]: v for k, v in self._service.get_many(list(made)).items()}
+        return _Plan("get_many", (list(made),),
+                     lambda found: {made[k]: v for k, v in found.items()})
 
-    def has_key(self, key: Any, version: int | None = None) -> bool:
-        return self._service.exists(self._key(key, version))
+    def _has_key(self, key: Any, version: int | None) -> _Plan:
+        return _Plan("exists", (self._key(key, version),))
 
-    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+    def _incr(self, key: Any, delta: int, version: int | None) -> tuple[_Plan, _Plan]:
+        """Django's incr: ``ValueError`` on a missing key (ours would start it at 0)."""
         k = self._key(key, version)
-        if not self._service.exists(k):
-            raise self._missing(key)
-        return self._service.incr(k, delta)
 
-    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
-                 version: int | None = None) -> list[Any]:
+        def present(found: bool) -> None:
+            if not found:
+                raise ValueError(f"Key '{key}' not found.")
+
+        return _Plan("exists", (k,), present), _Plan("incr", (k, delta))
+
+    def _set_many(self, data: Mapping[Any, Any], timeout: Any, version: int | None) -> _Plan:
         made = {self._key(k, version): v for k, v in data.items()}
         ttl = self._ttl(timeout)
         if not made:
-            return []
+            return _NOTHING_FAILED
         if ttl is None:
-            self._service.delete(*made)
-            return []
+            return _Plan("delete", tuple(made), _no_failures)
+        return _Plan("set_many", (made, ttl), _no_failures, tuple(made.values()))
+
+    def _delete_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
+        made = tuple(self._keys(keys, version))
+        return _Plan("delete", made, _nothing) if made else _NOTHING
+
+    def _run(self, plan: _Plan) -> Any:
+        if not plan.method:
+            return plan.finish(None)
         try:
-            self._service.set_many(made, ttl)
+            result = getattr(self._service, plan.method)(*plan.args)
         except SerializationError as exc:
-            for value in made.values():
-                self._unpicklable(value, exc)
-        return []
+            _unpicklable(plan.values, exc)
+        return plan.finish(result)
+
+    async def _arun(self, plan: _Plan) -> Any:
+        if not plan.method:
+            return plan.finish(None)
+        try:
+            result = await getattr(self._aservice, plan.method)(*plan.args)
+        except SerializationError as exc:
+            _unpicklable(plan.values, exc)
+        return plan.finish(result)
+
+    # -- blocking API -------------------------------------------------------------------------
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._service.get(self._key(key, version), default)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None) -> bool:
+        return bool(self._run(self._add(key, value, timeout, version)))
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None) -> None:
+        self._run(self._set(key, value, timeout, version))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return bool(self._run(self._touch(key, timeout, version)))
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return bool(self._run(self._delete(key, version)))
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return self._run(self._get_many(keys, version))  # type: ignore[no-any-return]
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return bool(self._run(self._has_key(key, version)))
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        check, incr = self._incr(key, delta, version)
+        self._run(check)
+        return int(self._run(incr))
+
+    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: int | None = None) -> list[Any]:
+        return self._run(self._set_many(data, timeout, version))  # type: ignore[no-any-return]
 
     def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        made = list(self._keys(keys, version))
-        if made:
-            self._service.delete(*made)
+        self._run(self._delete_many(keys, version))
 
     def clear(self) -> None:
         """Remove this cache's keys (its namespace), nothing else."""
-        self._service.clear_all()
+        self._run(_CLEAR)
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do per request: connections are pooled per process and target."""
 
-    # -- native async API ---------------------------------------------------------------------
-    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-                   version: int | None = None) -> bool:
-        k, ttl = self._key(key, version), self._ttl(timeout)
-        if ttl is None:
-            return not await self._aservice.exists(k)
-        try:
-            return await self._aservice.add(k, value, ttl)
-        except SerializationError as exc:
-            self._unpicklable(value, exc)
-            raise
-
+    # -- native async API: the same plans, awaited on the AsyncCacheService ---------------------
     async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
         return await self._aservice.get(self._key(key, version), default)
 
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: int | None = None) -> bool:
+        return bool(await self._arun(self._add(key, value, timeout, version)))
+
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
                    version: int | None = None) -> None:
-        k, ttl = self._key(key, version), self._ttl(timeout)
-        if ttl is None:
-            await self._aservice.delete(k)
-            return
-        try:
-            await self._aservice.set(k, value, ttl)
-        except SerializationError as exc:
-            self._unpicklable(value, exc)
+        await self._arun(self._set(key, value, timeout, version))
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
                      version: int | None = None) -> bool:
-        k, ttl = self._key(key, version), self._ttl(timeout)
-        if ttl is None:
-            return await self._aservice.delete(k) > 0
-        return await self._aservice.touch(k, ttl)
+        return bool(await self._arun(self._touch(key, timeout, version)))
 
     async def adelete(self, key: Any, version: int | None = None) -> bool:
-        return await self._aservice.delete(self._key(key, version)) > 0
+        return bool(await self._arun(self._delete(key, version)))
 
     async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
-        made = self._keys(keys, version)
-        return {made[k]: v for k, v in (await self._aservice.get_many(list(made))).items()}
+        return await self._arun(self._get_many(keys, version))  # type: ignore[no-any-return]
 
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
-        return await self._aservice.exists(self._key(key, version))
+        return bool(await self._arun(self._has_key(key, version)))
 
     async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        k = self._key(key, version)
-        if not await self._aservice.exists(k):
-            raise self._missing(key)
-        return await self._aservice.incr(k, delta)
+        check, incr = self._incr(key, delta, version)
+        await self._arun(check)
+        return int(await self._arun(incr))
 
     async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
                         version: int | None = None) -> list[Any]:
-        made = {self._key(k, version): v for k, v in data.items()}
-        ttl = self._ttl(timeout)
-        if not made:
-            return []
-        if ttl is None:
-            await self._aservice.delete(*made)
-            return []
-        try:
-            await self._aservice.set_many(made, ttl)
-        except SerializationError as exc:
-            for value in made.values():
-                self._unpicklable(value, exc)
-        return []
+        return await self._arun(  # type: ignore[no-any-return]
+            self._set_many(data, timeout, version))
 
     async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
-        made = list(self._keys(keys, version))
-        if made:
-            await self._aservice.delete(*made)
+        await self._arun(self._delete_many(keys, version))
 
     async def aclear(self) -> None:
-        await self._aservice.clear_all()
+        await self._arun(_CLEAR)
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing to do per request (see ``close``)."""
+
+
+def _same(result: Any) -> Any:
+    return result
+
+
+def _nothing(result: Any) -> None:
+    return None
+
+
+def _positive(result: Any) -> bool:
+    return bool(result > 0)
+
+
+def _no_failures(result: Any) -> list[Any]:
+    return []  # Django's set_many returns the keys that failed: a fallback write never does
+
+
+class _Plan(NamedTuple):
+    """One service call: the method's name ('' for none), its arguments, what Django gets
+    from its result, and the values it encodes (to report pickle's own error)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    finish: Callable[[Any], Any] = _same
+    values: tuple[Any, ...] = ()
+
+
+_NOTHING = _Plan("", finish=_nothing)
+_NOTHING_FAILED = _Plan("", finish=_no_failures)
+_CLEAR = _Plan("clear_all", finish=_nothing)
+
+
+def _unpicklable(values: tuple[Any, ...], exc: SerializationError) -> NoReturn:
+    """Raise pickle's own error for a value pickle refuses (as Django's backends do), else
+    ``exc``."""
+    for value in values:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    raise exc
