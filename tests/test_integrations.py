@@ -175,3 +175,25 @@ def test_dogpile_mutex_redis_then_process(fresh_redis_server: RedisServer) -> No
     other.release()
     region.set("v", 1)
     assert region.get("v") == 1
+
+
+def test_django_oversized_values_are_not_cached(redis_server: RedisServer,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    cache = django_cache(redis_server.url, KEY_PREFIX="big",
+                         OPTIONS={"max_value_bytes": 1024})
+    big = "x" * 2000
+    cache.set("k", "small")
+    cache.set("k", big)  # not stored, and the older value is gone rather than served
+    assert cache.get("k") is None
+    assert "not cached" in caplog.text
+    assert cache.add("k", big) is False
+    assert cache.set_many({"a": 1, "b": big}) == ["a", "b"]
+    assert cache.get_many(["a", "b"]) == {}
+
+    async def scenario() -> None:
+        await cache.aset("k", "small")
+        await cache.aset("k", big)
+        assert await cache.aget("k") is None
+        await cache._aservice.aclose()
+
+    asyncio.run(scenario())

@@ -25,6 +25,7 @@ every service (see the README, "When Redis fails").
 
 from __future__ import annotations
 
+import logging
 import operator
 import pickle
 from collections.abc import Callable, Iterable, Mapping
@@ -34,12 +35,13 @@ from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
 from django.core.exceptions import ImproperlyConfigured
 
-from cache_service.errors import ConfigurationError, SerializationError
+from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
 
 from ._common import FOREVER, build_services, derive_key, service_prefix
 
 __all__ = ["DjangoCache", "DjangoConfigurationError"]
 
+log = logging.getLogger("cache_service")
 _MADE_KEYS = 4096  # made keys remembered per cache (the dict is emptied when full)
 
 
@@ -124,13 +126,14 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:  # stored and expired at once: True if nothing was there
             return _Plan("exists", (k,), operator.not_)
-        return _Plan("add", (k, value, ttl), values=(value,))
+        return _Plan("add", (k, value, ttl), values=(value,), oversize=_Plan("", finish=_false))
 
     def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:
             return _Plan("delete", (k,), _nothing)
-        return _Plan("set", (k, value, ttl), values=(value,))
+        return _Plan("set", (k, value, ttl), values=(value,),
+                     oversize=_Plan("delete", (k,), _nothing))
 
     def _touch(self, key: Any, timeout: Any, version: int | None) -> _Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
@@ -166,7 +169,8 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
             return _NOTHING_FAILED
         if ttl is None:
             return _Plan("delete", tuple(made), _no_failures)
-        return _Plan("set_many", (made, ttl), _no_failures, tuple(made.values()))
+        return _Plan("set_many", (made, ttl), _no_failures, tuple(made.values()),
+                     oversize=_Plan("delete", tuple(made), lambda _: list(data)))
 
     def _delete_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
         made = tuple(self._keys(keys, version))
@@ -177,6 +181,8 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
             return plan.finish(None)
         try:
             result = getattr(self._service, plan.method)(*plan.args)
+        except ValueTooLargeError as exc:
+            return self._run(_oversized(plan, exc))
         except SerializationError as exc:
             _unpicklable(plan.values, exc)
         return plan.finish(result)
@@ -186,6 +192,8 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
             return plan.finish(None)
         try:
             result = await getattr(self._aservice, plan.method)(*plan.args)
+        except ValueTooLargeError as exc:
+            return await self._arun(_oversized(plan, exc))
         except SerializationError as exc:
             _unpicklable(plan.values, exc)
         return plan.finish(result)
@@ -286,6 +294,10 @@ def _nothing(result: Any) -> None:
     return None
 
 
+def _false(result: Any) -> bool:
+    return False
+
+
 def _positive(result: Any) -> bool:
     return bool(result > 0)
 
@@ -302,11 +314,21 @@ class _Plan(NamedTuple):
     args: tuple[Any, ...] = ()
     finish: Callable[[Any], Any] = _same
     values: tuple[Any, ...] = ()
+    oversize: _Plan | None = None  # what to do instead when a value is over max_value_bytes
 
 
 _NOTHING = _Plan("", finish=_nothing)
 _NOTHING_FAILED = _Plan("", finish=_no_failures)
 _CLEAR = _Plan("clear_all", finish=_nothing)
+
+
+def _oversized(plan: _Plan, exc: ValueTooLargeError) -> _Plan:
+    """A value over ``max_value_bytes`` is not cached (as memcached drops values over its
+    limit): the key is removed, so no older value is served in its place, and it is logged."""
+    if plan.oversize is None:
+        raise exc
+    log.warning("not cached: %s (raise OPTIONS['max_value_bytes'] to cache it)", exc)
+    return plan.oversize
 
 
 def _unpicklable(values: tuple[Any, ...], exc: SerializationError) -> NoReturn:
