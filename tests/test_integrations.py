@@ -197,3 +197,24 @@ def test_django_oversized_values_are_not_cached(redis_server: RedisServer,
         await cache._aservice.aclose()
 
     asyncio.run(scenario())
+
+
+def test_cachelib_and_dogpile_oversized_values(redis_server: RedisServer) -> None:
+    pytest.importorskip("dogpile.cache")
+    from dogpile.cache import make_region
+    from dogpile.cache.api import NO_VALUE
+
+    big = "x" * 2000
+    cache = CachelibCache(redis_server.url, key_prefix="big:", signing_key=KEY,
+                          max_value_bytes=1024)
+    assert cache.set("k", "small") is True
+    assert cache.set("k", big) is False
+    assert cache.get("k") is None
+    assert cache.add("k", big) is False
+    assert cache.set_many({"a": 1, "b": big}) == []
+    region = make_region().configure("cache_service", arguments={
+        "url": redis_server.url, "signing_key": KEY, "prefix": "dogpile-big",
+        "max_value_bytes": 1024})
+    assert region.get_or_create("k", lambda: big) == big  # computed, served, not cached
+    assert region.get("k") is NO_VALUE
+    assert not region.backend.service.exists("k")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import inspect
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +21,10 @@ from cache_service.errors import ConfigurationError
 from cache_service.keys import validate_prefix
 from cache_service.service import CacheService
 
-__all__ = ["FOREVER", "SERVICE_OPTIONS", "build_services", "derive_key", "service_prefix"]
+__all__ = ["FOREVER", "SERVICE_OPTIONS", "build_services", "derive_key", "not_cached",
+           "service_prefix"]
+
+log = logging.getLogger("cache_service")
 
 # What a framework's "no expiry" (None / 0) becomes: a TTL of 100 years. Every value of ours
 # has a TTL (the memory fallback is bounded by it too); this one outlives any deployment.
@@ -53,6 +57,15 @@ def service_prefix(base: str, namespace: str) -> str:
         return validate_prefix(candidate)
     except ConfigurationError:
         return f"{base}:h{hashlib.sha1(namespace.encode()).hexdigest()[:16]}"
+
+
+def not_cached(service: CacheService, exc: Exception, *keys: str) -> bool:
+    """A value over ``max_value_bytes`` is not cached (memcached-style): remove ``keys`` so no
+    older value is served in its place, log it; False (for a backend's "stored?" result)."""
+    if keys:
+        service.delete(*keys)
+    log.warning("not cached: %s (raise the max_value_bytes option to cache it)", exc)
+    return False
 
 
 def build_services(

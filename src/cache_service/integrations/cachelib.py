@@ -15,11 +15,12 @@ With Flask-Caching::
 
 cachelib semantics: ``timeout=None`` is the default timeout, ``0`` never expires (a negative
 one expires at once), ``set``/``add`` return a bool, ``inc`` on a missing key starts at 0,
-``clear()`` removes only this prefix's keys (never FLUSHDB). Values are pickled and signed
-(``PickleCodec``): the key is ``signing_key=``, else ``$CACHE_SERVICE_SIGNING_KEY``; under
-Flask-Caching ``CACHE_SIGNING_KEY``, else one derived from the app's ``SECRET_KEY``. cachelib's
-``serializer`` attribute is not used (the codec is). Redis failing never raises: calls go to
-the memory fallback.
+``clear()`` removes only this prefix's keys (never FLUSHDB); a value over
+``max_value_bytes`` is not cached (``set`` returns False, the key is removed, it is logged).
+Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, else
+``$CACHE_SERVICE_SIGNING_KEY``; under Flask-Caching ``CACHE_SIGNING_KEY``, else one derived
+from the app's ``SECRET_KEY``. cachelib's ``serializer`` attribute is not used (the codec
+is). Redis failing never raises: calls go to the memory fallback.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from typing import Any
 
 from cachelib import BaseCache
 
+from cache_service.errors import ValueTooLargeError
 from cache_service.keys import escape_glob
 
-from ._common import FOREVER, build_services, derive_key
+from ._common import FOREVER, build_services, derive_key, not_cached
 
 __all__ = ["CachelibCache"]
 
@@ -128,15 +130,21 @@ class CachelibCache(BaseCache):
         ttl = self._ttl(timeout)
         if ttl is None:
             self._service.delete(self._k(key))
-        else:
+            return True
+        try:
             self._service.set(self._k(key), value, ttl)
+        except ValueTooLargeError as exc:
+            return not_cached(self._service, exc, self._k(key))
         return True
 
     def add(self, key: Any, value: Any, timeout: int | timedelta | None = None) -> bool:
         ttl = self._ttl(timeout)
         if ttl is None:
             return not self._service.exists(self._k(key))
-        return self._service.add(self._k(key), value, ttl)
+        try:
+            return self._service.add(self._k(key), value, ttl)
+        except ValueTooLargeError as exc:
+            return not_cached(self._service, exc)
 
     def set_many(self, mapping: Mapping[Any, Any],
                  timeout: int | timedelta | None = None) -> list[Any]:
@@ -146,7 +154,11 @@ class CachelibCache(BaseCache):
             if ttl is None:
                 self._service.delete(*made)
             else:
-                self._service.set_many(made, ttl)
+                try:
+                    self._service.set_many(made, ttl)
+                except ValueTooLargeError as exc:  # nothing of the batch was written
+                    not_cached(self._service, exc, *made)
+                    return []
         return list(mapping)
 
     def delete(self, key: Any) -> bool:

@@ -17,7 +17,9 @@ does not know are ignored with a warning (dogpile passes a region's whole argume
 
 ``get_multi``/``set_multi``/``delete_multi`` are one MGET / pipeline / DEL. ``get_mutex`` is a
 Redis lock (SET NX PX + compare-and-delete, under ``cs::lock:``) held together with a
-per-process lock; while Redis is out it is the process lock alone.
+per-process lock; while Redis is out it is the process lock alone. A value over
+``max_value_bytes`` is not cached (the key is removed and a warning logged): the region
+recomputes it next time instead of failing.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from typing import Any
 from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
 from cache_service.breaker import Gate
-from cache_service.errors import ConfigurationError
+from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.loading import UNLOCK, lock_key, new_token
 from cache_service.service import CacheService
 from cache_service.target import Op, Unavailable, WrongType
 
-from ._common import FOREVER, SERVICE_OPTIONS, build_services
+from ._common import FOREVER, SERVICE_OPTIONS, build_services, not_cached
 
 __all__ = ["CacheServiceBackend", "CacheServiceMutex"]
 
@@ -175,11 +177,17 @@ class CacheServiceBackend(CacheBackend):
         return [found.get(k, NO_VALUE) for k in names]
 
     def set(self, key: str, value: Any) -> None:
-        self._service.set(key, value, self._ttl)
+        try:
+            self._service.set(key, value, self._ttl)
+        except ValueTooLargeError as exc:
+            not_cached(self._service, exc, key)
 
     def set_multi(self, mapping: Mapping[str, Any]) -> None:
         if mapping:
-            self._service.set_many(mapping, self._ttl)
+            try:
+                self._service.set_many(mapping, self._ttl)
+            except ValueTooLargeError as exc:  # nothing of the batch was written
+                not_cached(self._service, exc, *mapping)
 
     def delete(self, key: str) -> None:
         self._service.delete(key)
