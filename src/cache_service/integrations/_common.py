@@ -16,6 +16,7 @@ from typing import Any
 
 from cache_service.aio import AsyncCacheService
 from cache_service.codec import PickleCodec
+from cache_service.config import parse_url
 from cache_service.core import ServiceCore
 from cache_service.errors import ConfigurationError
 from cache_service.keys import validate_prefix
@@ -69,12 +70,14 @@ def not_cached(service: CacheService, exc: Exception, *keys: str) -> bool:
 
 
 def build_services(
-    setting: str, url: object, prefix: str, options: Mapping[str, Any], *,
+    settings: tuple[str, str], url: object, prefix: str, options: Mapping[str, Any], *,
     signing_key: bytes | str | None, key_help: str,
     error: Callable[[str], Exception] = ConfigurationError,
 ) -> tuple[CacheService, AsyncCacheService]:
     """The sync and async services for ``url`` with ``options`` (service option names, any
-    case); a bad value raises ``error`` naming ``setting``."""
+    case); a bad value raises ``error`` naming the setting: ``settings`` are the framework's
+    names for the URL and for the options."""
+    url_setting, setting = settings
     kwargs: dict[str, Any] = {}
     for raw_name, value in options.items():
         name = str(raw_name).lower()
@@ -83,8 +86,12 @@ def build_services(
                         f"{', '.join(sorted(SERVICE_OPTIONS))}")
         kwargs[name] = value
     if not isinstance(url, str) or not url:
-        raise error(f"{setting}: the location must be one URL string (redis://, rediss://, "
+        raise error(f"{url_setting}: the location must be one URL string (redis://, rediss://, "
                     f"unix://, redis+sentinel://, redis+cluster:// or memory://), got {url!r}")
+    try:
+        parse_url(url)
+    except ConfigurationError as exc:
+        raise error(f"{url_setting}: {exc}") from None
     codec = kwargs.pop("codec", None)
     if codec is None:
         if signing_key is None:

@@ -86,9 +86,10 @@ class CachelibCache(BaseCache):
                 derive_key(secret, "cachelib") if secret else None)
         super().__init__(default_timeout, ignore_delete_many_errors=ignore_delete_many_errors)
         self.key_prefix = key_prefix or ""
-        setting = "CACHE_REDIS_URL" if config is not None else "CachelibCache(url=...)"
+        settings = ("CACHE_REDIS_URL", "CACHE_OPTIONS") if config is not None else (
+            "CachelibCache(url=...)", "CachelibCache options")
         self._service, _ = build_services(
-            setting, url, prefix, options,
+            settings, url, prefix, options,
             signing_key=signing_key or os.environ.get("CACHE_SERVICE_SIGNING_KEY"),
             key_help=_KEY_HELP)
 

@@ -77,7 +77,7 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
             prefix = service_prefix("django", self.key_prefix)
         self._made: dict[tuple[Any, int | None], str] = {}
         self._service, self._aservice = build_services(
-            "CACHES OPTIONS" if options else "CACHES LOCATION", _location(server),
+            ("CACHES LOCATION", "CACHES OPTIONS"), _location(server),
             prefix, options, signing_key=signing_key,
             key_help="set SECRET_KEY or OPTIONS['SIGNING_KEY'] (16+ bytes)",
             error=DjangoConfigurationError)

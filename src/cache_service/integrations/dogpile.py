@@ -151,7 +151,7 @@ class CacheServiceBackend(CacheBackend):
         prefix = args.pop("prefix", "dogpile")
         key = args.pop("signing_key", None) or os.environ.get("CACHE_SERVICE_SIGNING_KEY")
         self._service, _ = build_services(
-            "dogpile arguments['url']" if not args else "dogpile arguments", url, prefix, args,
+            ("dogpile arguments['url']", "dogpile arguments"), url, prefix, args,
             signing_key=key,
             key_help="pass arguments['signing_key'] (16+ bytes) or set $CACHE_SERVICE_SIGNING_KEY")
 
