@@ -220,3 +220,26 @@ def test_cachelib_and_dogpile_oversized_values(redis_server: RedisServer) -> Non
     assert region.get_or_create("k", lambda: big) == big  # computed, served, not cached
     assert region.get("k") is NO_VALUE
     assert not region.backend.service.exists("k")
+
+
+make_cache = CachelibCache.factory  # Flask-Caching's factory protocol, at a path of one's own
+
+
+def test_flask_caching_factory_protocol(redis_server: RedisServer) -> None:
+    pytest.importorskip("flask_caching")
+    from flask import Flask
+    from flask_caching import Cache
+
+    app = Flask("factory")
+    app.config.update(SECRET_KEY="factory-secret-key-0123456789",
+                      CACHE_TYPE="tests.test_integrations.make_cache",
+                      CACHE_REDIS_URL=redis_server.url, CACHE_KEY_PREFIX="factory:",
+                      CACHE_DEFAULT_TIMEOUT=30)
+    cache = Cache(app)
+    with app.app_context():
+        cache.set("k", {"v": (1, 2)})
+        assert cache.get("k") == {"v": (1, 2)}
+    backend = app.extensions["cache"][cache]
+    assert isinstance(backend, CachelibCache)
+    assert backend.default_timeout == 30
+    assert redis_server.client().keys("cs:cachelib::factory:k")

@@ -96,7 +96,9 @@ class CachelibCache(BaseCache):
     @classmethod
     def factory(cls, app: Any, config: Mapping[str, Any], args: list[Any],
                 kwargs: dict[str, Any]) -> CachelibCache:
-        """Flask-Caching's factory protocol (for subclasses on a path without "cachelib")."""
+        """Flask-Caching's factory protocol, for a ``CACHE_TYPE`` path of one's own without
+        "cachelib" in it (``make_cache = CachelibCache.factory`` in ``myapp/caching.py``,
+        ``CACHE_TYPE="myapp.caching.make_cache"``)."""
         secret = app.config.get("SECRET_KEY")
         kwargs.setdefault("key_prefix", config.get("CACHE_KEY_PREFIX"))
         kwargs.setdefault("signing_key", config.get("CACHE_SIGNING_KEY") or (
