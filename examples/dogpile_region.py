@@ -1,6 +1,7 @@
-"""A dogpile.cache region on the ``cache_service`` backend.
+"""A dogpile.cache region on the ``cache_service`` backend. Run it with::
 
-``CACHE_URL=redis://127.0.0.1:6379/0 CACHE_SERVICE_SIGNING_KEY=... python examples/dogpile_region.py``
+    CACHE_URL=redis://127.0.0.1:6379/0 CACHE_SERVICE_SIGNING_KEY=... \
+        python examples/dogpile_region.py
 """
 
 from __future__ import annotations
