@@ -52,7 +52,10 @@ def _flask_config() -> Mapping[str, Any] | None:
     ``cls(default_timeout=..., **CACHE_OPTIONS)`` instead of through ``factory`` (its rule for
     ``cachelib.*`` types), so the URL and prefix settings are read from that call's frame.
     """
-    frame: FrameType | None = sys._getframe(2)
+    try:
+        frame: FrameType | None = sys._getframe(2)
+    except ValueError:  # called from the outermost frame
+        return None
     for _ in range(4):
         if frame is None:
             return None
