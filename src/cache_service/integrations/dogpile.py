@@ -28,6 +28,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -45,7 +46,8 @@ __all__ = ["CacheServiceBackend", "CacheServiceMutex"]
 
 _OWN = frozenset({"url", "signing_key", "prefix", "redis_expiration_time",
                   "distributed_lock", "lock_timeout", "lock_sleep"})
-_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+# One process lock per lock name while some mutex for it exists (weak: names come and go).
+_PROCESS_LOCKS: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
 _PROCESS_LOCKS_GUARD = threading.Lock()
 
 
