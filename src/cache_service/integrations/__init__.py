@@ -3,6 +3,11 @@
 - ``cache_service.integrations.fastapi`` (``pip install cache_service[fastapi]``)
 - ``cache_service.integrations.prometheus`` (``pip install cache_service[prometheus]``)
 - ``cache_service.integrations.otel`` (``pip install cache_service[otel]``)
+- ``cache_service.integrations.django``: ``DjangoCache``, a Django cache backend (``[django]``)
+- ``cache_service.integrations.cachelib``: ``CachelibCache``, a cachelib cache and a
+  Flask-Caching ``CACHE_TYPE`` (``[flask]``)
+- ``cache_service.integrations.dogpile``: the dogpile.cache backend ``"cache_service"``
+  (``[dogpile]``, registered through the ``dogpile.cache`` entry point group)
 
 ``figures`` (no extra) defines what both metric exporters publish.
 """

@@ -1,0 +1,110 @@
+"""What the framework backends share: options -> services, signing keys, "forever" (pure).
+
+Each framework hands us a URL and a bag of options under its own setting names; this module
+turns them into one ``CacheService`` and its ``AsyncCacheService`` twin on the same target, and
+re-raises every configuration error with the name of the framework setting at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cache_service.aio import AsyncCacheService
+from cache_service.codec import PickleCodec
+from cache_service.config import parse_url
+from cache_service.core import ServiceCore
+from cache_service.errors import ConfigurationError
+from cache_service.keys import validate_prefix
+from cache_service.service import CacheService
+
+__all__ = ["FOREVER", "SERVICE_OPTIONS", "build_services", "derive_key", "not_cached",
+           "service_prefix"]
+
+log = logging.getLogger("cache_service")
+
+# What a framework's "no expiry" (None / 0) becomes: a TTL of 100 years. Every value of ours
+# has a TTL (the memory fallback is bounded by it too); this one outlives any deployment.
+FOREVER = 100 * 365 * 86400.0
+
+# Constructor options of the services a backend may pass through (url and prefix are not:
+# the framework's own settings give them).
+SERVICE_OPTIONS = frozenset(
+    name for name, p in inspect.signature(ServiceCore.__init__).parameters.items()
+    if p.kind is p.KEYWORD_ONLY and not name.startswith("_")
+    and name not in ("url", "clock")
+)
+
+
+def derive_key(secret: str | bytes, purpose: str) -> bytes:
+    """A signing key for ``purpose`` derived from an application secret (HMAC-SHA256), so the
+    secret itself never signs cache payloads."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return hmac.new(secret, b"cache_service:" + purpose.encode(), hashlib.sha256).digest()
+
+
+def service_prefix(base: str, namespace: str) -> str:
+    """``base`` plus a framework's key prefix when it has one, as a valid service prefix (a
+    prefix with other characters is hashed), so ``clear()`` reaches only that namespace."""
+    if not namespace:
+        return base
+    candidate = f"{base}:{namespace}"
+    try:
+        return validate_prefix(candidate)
+    except ConfigurationError:
+        return f"{base}:h{hashlib.sha1(namespace.encode()).hexdigest()[:16]}"
+
+
+def not_cached(service: CacheService, exc: Exception, *keys: str) -> bool:
+    """A value over ``max_value_bytes`` is not cached (memcached-style): remove ``keys`` so no
+    older value is served in its place, log it; False (for a backend's "stored?" result)."""
+    if keys:
+        service.delete(*keys)
+    log.warning("not cached: %s (raise the max_value_bytes option to cache it)", exc)
+    return False
+
+
+def build_services(
+    settings: tuple[str, str], url: object, prefix: str, options: Mapping[str, Any], *,
+    signing_key: bytes | str | None, key_help: str,
+    error: Callable[[str], Exception] = ConfigurationError,
+) -> tuple[CacheService, AsyncCacheService]:
+    """The sync and async services for ``url`` with ``options`` (service option names, any
+    case); a bad value raises ``error`` naming the setting: ``settings`` are the framework's
+    names for the URL and for the options."""
+    url_setting, setting = settings
+    kwargs: dict[str, Any] = {}
+    for raw_name, value in options.items():
+        name = str(raw_name).lower()
+        if name not in SERVICE_OPTIONS:
+            raise error(f"{setting}: unknown option {raw_name!r}; the options are "
+                        f"{', '.join(sorted(SERVICE_OPTIONS))}")
+        kwargs[name] = value
+    if not isinstance(url, str) or not url:
+        raise error(f"{url_setting}: the location must be one URL string (redis://, rediss://, "
+                    f"unix://, redis+sentinel://, redis+cluster:// or memory://), got {url!r}")
+    try:
+        parse_url(url)
+    except ConfigurationError as exc:
+        raise error(f"{url_setting}: {exc}") from None
+    codec = kwargs.pop("codec", None)
+    if codec is None:
+        if signing_key is None:
+            raise error(f"{setting}: values are pickled, so a signing key is needed: {key_help}")
+        try:
+            codec = PickleCodec(signing_key=signing_key)
+        except ConfigurationError as exc:
+            raise error(f"{setting}: {exc} ({key_help})") from None
+    elif not isinstance(codec, PickleCodec):
+        raise error(f"{setting}: codec must be a PickleCodec (this framework caches arbitrary "
+                    f"Python objects), got {codec!r}")
+    try:
+        sync = CacheService(prefix, url=url, codec=codec, **kwargs)
+        return sync, AsyncCacheService(prefix, url=url, codec=codec, **kwargs)
+    except (ConfigurationError, TypeError) as exc:
+        raise error(f"{setting}: {exc}") from None

@@ -1,0 +1,339 @@
+"""Django cache backend on CacheService / AsyncCacheService (extra ``django``).
+
+::
+
+    CACHES = {
+        "default": {
+            "BACKEND": "cache_service.integrations.django.DjangoCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",      # any URL we accept, memory:// too
+            "TIMEOUT": 300,                               # None: forever, 0: don't cache
+            "KEY_PREFIX": "shop",
+            "OPTIONS": {"socket_timeout": 0.25, "max_memory_entries": 20_000},
+        }
+    }
+
+Values are pickled and signed with HMAC-SHA256 (``PickleCodec``; values JSON round-trips
+exactly are stored as JSON). The key is ``OPTIONS["SIGNING_KEY"]`` or, by default, derived from
+``SECRET_KEY``; every process sharing the cache needs the same one. ``OPTIONS`` take the
+service's constructor options (any case) plus ``SIGNING_KEY`` and ``PREFIX`` (the service
+namespace; default ``django`` plus ``KEY_PREFIX``). ``clear()`` removes the keys of that
+namespace only (never FLUSHDB). The ``a*`` methods are native, on ``AsyncCacheService``.
+
+Redis failing never reaches a view: calls go to the bounded memory fallback at once, as for
+every service (see the README, "When Redis fails").
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, NoReturn
+
+from django.conf import settings
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
+from django.core.exceptions import ImproperlyConfigured
+
+from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
+
+from ._common import FOREVER, build_services, derive_key, service_prefix
+
+__all__ = ["DjangoCache", "DjangoConfigurationError"]
+
+log = logging.getLogger("cache_service")
+_MADE_KEYS = 4096  # made keys remembered per cache (the dict is emptied when full)
+
+
+class DjangoConfigurationError(ConfigurationError, ImproperlyConfigured):  # type: ignore[misc]
+    """A bad ``CACHES`` entry: both our ConfigurationError and Django's ImproperlyConfigured."""
+
+
+def _location(server: object) -> object:
+    if isinstance(server, (list, tuple)):
+        if len(server) != 1:
+            raise DjangoConfigurationError(
+                f"CACHES LOCATION: one Redis URL is expected, got {len(server)} "
+                f"(Sentinel and Cluster take their nodes in one URL)")
+        return server[0]
+    return server
+
+
+class DjangoCache(BaseCache):  # type: ignore[misc]
+    """``django.core.cache.backends.base.BaseCache`` over a CacheService."""
+
+    def __init__(self, server: object, params: Mapping[str, Any]) -> None:
+        super().__init__(params)
+        options = dict(params.get("OPTIONS") or {})
+        signing_key = options.pop("SIGNING_KEY", options.pop("signing_key", None))
+        prefix = options.pop("PREFIX", options.pop("prefix", None))
+        try:
+            secret = settings.SECRET_KEY
+        except (ImproperlyConfigured, AttributeError):  # "must not be empty"
+            secret = None
+        if signing_key is None and secret:
+            signing_key = derive_key(secret, "django-cache")
+        if prefix is None:
+            prefix = service_prefix("django", self.key_prefix)
+        self._made: dict[tuple[Any, int | None], str] = {}
+        self._service, self._aservice = build_services(
+            ("CACHES LOCATION", "CACHES OPTIONS"), _location(server),
+            prefix, options, signing_key=signing_key,
+            key_help="set SECRET_KEY or OPTIONS['SIGNING_KEY'] (16+ bytes)",
+            error=DjangoConfigurationError)
+
+    @property
+    def service(self) -> Any:
+        """The CacheService under this cache (stats(), is_redis_available(), ...)."""
+        return self._service
+
+    # -- Django's semantics, written once for both method families ----------------------------
+    def _ttl(self, timeout: Any) -> float | None:
+        """Seconds to keep a value, or None: do not keep it (Django's 0 and negatives)."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        if timeout is None:
+            return FOREVER
+        return float(timeout) if timeout > 0 else None
+
+    def _key(self, key: Any, version: int | None) -> str:
+        """``make_and_validate_key``, remembered for keys Django has no warning for (a
+        CacheKeyWarning must come on every use); making and checking costs ~3 µs a call."""
+        try:
+            return self._made[key, version]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable key object: Django formats it with str()
+            return self._make(key, version)
+        made = self._make(key, version)
+        if next(memcache_key_warnings(made), None) is None:
+            if len(self._made) >= _MADE_KEYS:
+                self._made.clear()
+            self._made[key, version] = made
+        return made
+
+    def _make(self, key: Any, version: int | None) -> str:
+        made: str = self.make_and_validate_key(key, version=version)
+        return made
+
+    def _keys(self, keys: Iterable[Any], version: int | None) -> dict[str, Any]:
+        return {self._key(k, version): k for k in keys}
+
+    # Every method but get is a plan: which service method to call with what, and how its
+    # result becomes Django's. ``_run`` / ``_arun`` execute a plan on the CacheService / the
+    # AsyncCacheService, so each rule below is written once for both families.
+    def _add(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
+        k, ttl = self._key(key, version), self._ttl(timeout)
+        if ttl is None:  # stored and expired at once: True if nothing was there
+            return _Plan("exists", (k,), operator.not_)
+        return _Plan("add", (k, value, ttl), values=(value,), oversize=_Plan("", finish=_false))
+
+    def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
+        k, ttl = self._key(key, version), self._ttl(timeout)
+        if ttl is None:
+            return _Plan("delete", (k,), _nothing)
+        return _Plan("set", (k, value, ttl), values=(value,),
+                     oversize=_Plan("delete", (k,), _nothing))
+
+    def _touch(self, key: Any, timeout: Any, version: int | None) -> _Plan:
+        k, ttl = self._key(key, version), self._ttl(timeout)
+        if ttl is None:
+            return _Plan("delete", (k,), _positive)
+        return _Plan("touch", (k, ttl))
+
+    def _delete(self, key: Any, version: int | None) -> _Plan:
+        return _Plan("delete", (self._key(key, version),), _positive)
+
+    def _get_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
+        made = self._keys(keys, version)
+        return _Plan("get_many", (list(made),),
+                     lambda found: {made[k]: v for k, v in found.items()})
+
+    def _has_key(self, key: Any, version: int | None) -> _Plan:
+        return _Plan("exists", (self._key(key, version),))
+
+    def _incr(self, key: Any, delta: int, version: int | None) -> tuple[_Plan, _Plan]:
+        """Django's incr: ``ValueError`` on a missing key (ours would start it at 0)."""
+        k = self._key(key, version)
+
+        def present(found: bool) -> None:
+            if not found:
+                raise ValueError(f"Key '{key}' not found.")
+
+        return _Plan("exists", (k,), present), _Plan("incr", (k, delta))
+
+    def _set_many(self, data: Mapping[Any, Any], timeout: Any, version: int | None) -> _Plan:
+        made = {self._key(k, version): v for k, v in data.items()}
+        ttl = self._ttl(timeout)
+        if not made:
+            return _NOTHING_FAILED
+        if ttl is None:
+            return _Plan("delete", tuple(made), _no_failures)
+        return _Plan("set_many", (made, ttl), _no_failures, tuple(made.values()),
+                     oversize=_Plan("delete", tuple(made), lambda _: list(data)))
+
+    def _delete_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
+        made = tuple(self._keys(keys, version))
+        return _Plan("delete", made, _nothing) if made else _NOTHING
+
+    def _run(self, plan: _Plan) -> Any:
+        if not plan.method:
+            return plan.finish(None)
+        try:
+            result = getattr(self._service, plan.method)(*plan.args)
+        except ValueTooLargeError as exc:
+            return self._run(_oversized(plan, exc))
+        except SerializationError as exc:
+            _unpicklable(plan.values, exc)
+        return plan.finish(result)
+
+    async def _arun(self, plan: _Plan) -> Any:
+        if not plan.method:
+            return plan.finish(None)
+        try:
+            result = await getattr(self._aservice, plan.method)(*plan.args)
+        except ValueTooLargeError as exc:
+            return await self._arun(_oversized(plan, exc))
+        except SerializationError as exc:
+            _unpicklable(plan.values, exc)
+        return plan.finish(result)
+
+    # -- blocking API -------------------------------------------------------------------------
+    def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return self._service.get(self._key(key, version), default)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None) -> bool:
+        return bool(self._run(self._add(key, value, timeout, version)))
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+            version: int | None = None) -> None:
+        self._run(self._set(key, value, timeout, version))
+
+    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        return bool(self._run(self._touch(key, timeout, version)))
+
+    def delete(self, key: Any, version: int | None = None) -> bool:
+        return bool(self._run(self._delete(key, version)))
+
+    def get_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return self._run(self._get_many(keys, version))  # type: ignore[no-any-return]
+
+    def has_key(self, key: Any, version: int | None = None) -> bool:
+        return bool(self._run(self._has_key(key, version)))
+
+    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        check, incr = self._incr(key, delta, version)
+        self._run(check)
+        return int(self._run(incr))
+
+    def set_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                 version: int | None = None) -> list[Any]:
+        return self._run(self._set_many(data, timeout, version))  # type: ignore[no-any-return]
+
+    def delete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        self._run(self._delete_many(keys, version))
+
+    def clear(self) -> None:
+        """Remove this cache's keys (its namespace), nothing else."""
+        self._run(_CLEAR)
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to do per request: connections are pooled per process and target."""
+
+    # -- native async API: the same plans, awaited on the AsyncCacheService ---------------------
+    async def aget(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        return await self._aservice.get(self._key(key, version), default)
+
+    async def aadd(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: int | None = None) -> bool:
+        return bool(await self._arun(self._add(key, value, timeout, version)))
+
+    async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
+                   version: int | None = None) -> None:
+        await self._arun(self._set(key, value, timeout, version))
+
+    async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
+                     version: int | None = None) -> bool:
+        return bool(await self._arun(self._touch(key, timeout, version)))
+
+    async def adelete(self, key: Any, version: int | None = None) -> bool:
+        return bool(await self._arun(self._delete(key, version)))
+
+    async def aget_many(self, keys: Iterable[Any], version: int | None = None) -> dict[Any, Any]:
+        return await self._arun(self._get_many(keys, version))  # type: ignore[no-any-return]
+
+    async def ahas_key(self, key: Any, version: int | None = None) -> bool:
+        return bool(await self._arun(self._has_key(key, version)))
+
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
+        check, incr = self._incr(key, delta, version)
+        await self._arun(check)
+        return int(await self._arun(incr))
+
+    async def aset_many(self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                        version: int | None = None) -> list[Any]:
+        return await self._arun(  # type: ignore[no-any-return]
+            self._set_many(data, timeout, version))
+
+    async def adelete_many(self, keys: Iterable[Any], version: int | None = None) -> None:
+        await self._arun(self._delete_many(keys, version))
+
+    async def aclear(self) -> None:
+        await self._arun(_CLEAR)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """Nothing to do per request (see ``close``)."""
+
+
+def _same(result: Any) -> Any:
+    return result
+
+
+def _nothing(result: Any) -> None:
+    return None
+
+
+def _false(result: Any) -> bool:
+    return False
+
+
+def _positive(result: Any) -> bool:
+    return bool(result > 0)
+
+
+def _no_failures(result: Any) -> list[Any]:
+    return []  # Django's set_many returns the keys that failed: a fallback write never does
+
+
+class _Plan(NamedTuple):
+    """One service call: the method's name ('' for none), its arguments, what Django gets
+    from its result, and the values it encodes (to report pickle's own error)."""
+
+    method: str
+    args: tuple[Any, ...] = ()
+    finish: Callable[[Any], Any] = _same
+    values: tuple[Any, ...] = ()
+    oversize: _Plan | None = None  # what to do instead when a value is over max_value_bytes
+
+
+_NOTHING = _Plan("", finish=_nothing)
+_NOTHING_FAILED = _Plan("", finish=_no_failures)
+_CLEAR = _Plan("clear_all", finish=_nothing)
+
+
+def _oversized(plan: _Plan, exc: ValueTooLargeError) -> _Plan:
+    """A value over ``max_value_bytes`` is not cached (as memcached drops values over its
+    limit): the key is removed, so no older value is served in its place, and it is logged."""
+    if plan.oversize is None:
+        raise exc
+    log.warning("not cached: %s (raise OPTIONS['max_value_bytes'] to cache it)", exc)
+    return plan.oversize
+
+
+def _unpicklable(values: tuple[Any, ...], exc: SerializationError) -> NoReturn:
+    """Raise pickle's own error for a value pickle refuses (as Django's backends do), else
+    ``exc``."""
+    for value in values:
+        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    raise exc
