@@ -7,6 +7,7 @@ fixtures below it.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,11 @@ from tests.servers import (  # noqa: E402
 # ``from servers import X`` must yield the very same module as ``from tests.servers import X``.
 sys.modules.setdefault("servers", _servers)
 
+
+# The suite starts hundreds of servers, each with its own host state (a lock descriptor and
+# SQLite connections) kept for the process' life: allow the descriptors that takes.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(_soft, min(_hard, 65536)), _hard))
 
 # Host-shared state (journal, fallback store, breaker page) of every service the tests and their
 # subprocesses build goes to one temporary directory, removed when the session ends.

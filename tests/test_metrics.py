@@ -133,7 +133,7 @@ def test_registry_holds_services_weakly() -> None:
 def test_unused_services_are_not_exported(reg: CollectorRegistry) -> None:
     CacheService(unique("unused"), url="redis://127.0.0.1:1/0")  # never used: never attached
     text = "\n".join(str(m) for m in reg.collect())
-    assert "127.0.0.1:1" not in text
+    assert "redis://127.0.0.1:1/0" not in text
 
 
 def _otel_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str, Any], Any]]]:
@@ -333,13 +333,13 @@ def test_latency_histogram(reg: CollectorRegistry, chaos_proxy: ChaosProxy) -> N
 
     try:
         svc.set("a", 1)
-        for _ in range(10):
+        for _ in range(32):  # Redis hits of CacheService.get: 1 in 16 timed, counted 16 times
             svc.get("a")
         svc.delete("a")
-        assert (count("get"), count("set"), count("delete")) == (10, 1, 1)
+        assert (count("get"), count("set"), count("delete")) == (32, 1, 1)
         total = value(reg, f"{name}_sum", target=svc.location, operation="get")
         assert total is not None
-        assert 0 < total < 10
+        assert 0 < total < 32
         buckets = [s for m in reg.collect() if m.name == name for s in m.samples
                    if s.name.endswith("_bucket") and s.labels["operation"] == "get"
                    and s.labels["target"] == svc.location]
@@ -347,12 +347,12 @@ def test_latency_histogram(reg: CollectorRegistry, chaos_proxy: ChaosProxy) -> N
         assert buckets[0].labels["le"] == "1e-06"
         assert buckets[-2].labels["le"] == "1.0"
         assert [b.value for b in buckets] == sorted(b.value for b in buckets)
-        assert buckets[-1].value == 10
+        assert buckets[-1].value == 32
         chaos_proxy.cut()
         for _ in range(3):
             svc.get("a")
         # the first get met the cut and fell back (timed); reads from memory are not timed
-        assert count("get") == 11
+        assert count("get") == 33
     finally:
         svc.close()
 

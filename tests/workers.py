@@ -44,8 +44,9 @@ class Worker:
     def receive(self, op: str = "call", timeout: float = 20.0) -> Any:
         """The result of the op sent last."""
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
+        poller = select.poll()  # not select(): the suite may hold more than 1024 descriptors
+        poller.register(self.proc.stdout, select.POLLIN)
+        if not poller.poll(timeout * 1000):
             raise WorkerError(f"worker did not answer {op} within {timeout}s")
         line = self.proc.stdout.readline()
         if not line:

@@ -124,8 +124,8 @@ class HostState:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         base = directory / self.name
         self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        self._recovery_fd: int | None = os.open(f"{base}.recovery", os.O_RDWR | os.O_CREAT,
-                                                0o600)
+        self._recovery_path: str | None = f"{base}.recovery"
+        self._recovery_fd: int | None = None  # open only while this process recovers
         page_fd = os.open(f"{base}.page", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fresh = os.fstat(page_fd).st_size < _PAGE_BYTES
@@ -141,6 +141,7 @@ class HostState:
 
     def _open_anonymous(self) -> None:
         self._lock_fd = -1
+        self._recovery_path = None
         self._recovery_fd = None
         # Private: a forked child's writes stay its own (its state is process-local too).
         self._mmap = mmap.mmap(-1, _PAGE_BYTES, flags=mmap.MAP_PRIVATE)
@@ -172,7 +173,7 @@ class HostState:
         return db
 
     def _close_files(self) -> None:
-        for name in ("_lock_fd", "_recovery_fd"):
+        for name in ("_lock_fd",):
             fd = getattr(self, name, None)
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):
@@ -187,8 +188,12 @@ class HostState:
         self._local = threading.local()
         if self.directory is not None:
             base = self.directory / self.name
+            with contextlib.suppress(OSError):  # the parent's: closing our copy frees nothing
+                os.close(self._lock_fd)
+                if self._recovery_fd is not None:
+                    os.close(self._recovery_fd)
             self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            self._recovery_fd = os.open(f"{base}.recovery", os.O_RDWR | os.O_CREAT, 0o600)
+            self._recovery_fd = None
         else:  # process-local state: a private copy of the page, a database of its own
             self.db_path = f"file:cs-{id(self)}-{self._pid}?mode=memory&cache=shared"
             self._keepalive = self._connect()
@@ -257,18 +262,22 @@ class HostState:
 
     def try_recovery(self) -> bool:
         """Become the host's recoverer, if no other process is (never blocks)."""
-        if self._recovery_fd is None:
+        if self._recovery_path is None:
             return True
+        fd = os.open(self._recovery_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(self._recovery_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            os.close(fd)
             return False
+        self._recovery_fd = fd
         return True
 
     def end_recovery(self) -> None:
-        """Let another process recover next time."""
-        if self._recovery_fd is not None:
-            fcntl.flock(self._recovery_fd, fcntl.LOCK_UN)
+        """Let another process recover next time (closing the descriptor frees the flock)."""
+        fd, self._recovery_fd = self._recovery_fd, None
+        if fd is not None:
+            os.close(fd)
 
     # -- meta counters --------------------------------------------------------------------------
     def meta(self, name: str) -> int:

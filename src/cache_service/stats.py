@@ -89,11 +89,13 @@ class Latency:
         self.counts = [0] * (len(LATENCY_BOUNDS) + 1)  # the last one: above 1 s
         self.total = 0.0
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float, weight: int = 1) -> None:
+        """Count a call of ``seconds`` (``weight`` calls: one timed call standing for a
+        sample of that many)."""
         i = bisect_left(LATENCY_BOUNDS, seconds)  # bucket i holds seconds <= bound i
         with self._lock:
-            self.counts[i] += 1
-            self.total += seconds
+            self.counts[i] += weight
+            self.total += seconds * weight
 
     def snapshot(self) -> tuple[list[int], float]:
         """Per-bucket counts (not cumulative) and the sum of seconds."""
