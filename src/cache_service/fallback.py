@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .host import GEN, WRITES, HostState
+from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState
 from .memory import NO_VALUE
 
 __all__ = ["SharedStore"]
@@ -53,17 +53,17 @@ class SharedStore:
         self._rows_lock = threading.Lock()
 
     def __len__(self) -> int:
-        return self.host.meta("fallback_entries")
+        return max(0, self._page[FB_ENTRIES])
 
     @property
     def nbytes(self) -> int:
         """Approximate bytes held (keys, payloads and per-row overhead)."""
-        return self.host.meta("fallback_bytes")
+        return max(0, self._page[FB_BYTES])
 
     @property
     def evictions(self) -> int:
         """Rows removed to stay within the bounds."""
-        return self.host.meta("fallback_evictions")
+        return self._page[FB_EVICTIONS]
 
     def lookup(self, key: str) -> tuple[bytes, Any] | None:
         """``(payload, NO_VALUE)`` of a live row of this outage, or None (also when the
@@ -119,44 +119,53 @@ class SharedStore:
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
         """Store ``payload`` for ``ttl`` seconds, evicting the oldest rows past the bounds."""
         size = len(key) + len(payload) + _ENTRY_OVERHEAD
+        page = self._page
         with self.host.transaction() as db:
-            self._forget(db, "key = ?", (key,))
             if size > self.max_bytes:
+                self._forget(db, "key = ?", (key,))
                 return
+            old = db.execute("SELECT length(key) + length(payload) FROM fallback WHERE key = ?",
+                             (key,)).fetchone()
             now = self.clock()
-            db.execute("INSERT INTO fallback(key, payload, expires, gen) VALUES (?, ?, ?, ?)",
-                       (key, payload, now + ttl, self._page[GEN]))
-            self.host.bump(db, "fallback_entries", 1)
-            self.host.bump(db, "fallback_bytes", size)
+            db.execute("INSERT OR REPLACE INTO fallback(key, payload, expires, gen) "
+                       "VALUES (?, ?, ?, ?)", (key, payload, now + ttl, page[GEN]))
+            if old is None:
+                page[FB_ENTRIES] += 1
+                page[FB_BYTES] += size
+            else:
+                page[FB_BYTES] += size - old[0] - _ENTRY_OVERHEAD
             if now >= self._next_sweep:
                 self._next_sweep = now + self.sweep_interval
-                self._forget(db, "expires <= ? OR gen != ?", (now, self._page[GEN]))
-            self._evict(db)
+                self._forget(db, "expires <= ? OR gen != ?", (now, page[GEN]))
+                self._recount(db)
+            if page[FB_ENTRIES] > self.max_entries or page[FB_BYTES] > self.max_bytes:
+                self._evict(db)
+
+    def _recount(self, db: sqlite3.Connection) -> None:
+        """Set the page's totals from the table (they drift only if a process died mid-write)."""
+        count, size = db.execute("SELECT count(*), coalesce(sum(length(key) + length(payload)), "
+                                 "0) FROM fallback").fetchone()
+        self._page[FB_ENTRIES] = count
+        self._page[FB_BYTES] = size + count * _ENTRY_OVERHEAD
 
     def _evict(self, db: sqlite3.Connection) -> None:
-        entries = self.host.meta_in(db, "fallback_entries")
-        nbytes = self.host.meta_in(db, "fallback_bytes")
-        evicted = freed = 0
-        while entries > self.max_entries or nbytes > self.max_bytes:
+        page = self._page
+        while page[FB_ENTRIES] > self.max_entries or page[FB_BYTES] > self.max_bytes:
             oldest = db.execute("SELECT rowid, length(key) + length(payload) FROM fallback "
                                 "ORDER BY rowid LIMIT 64").fetchall()
             if not oldest:
-                break
+                self._recount(db)
+                return
             for rowid, size in oldest:
-                if entries <= self.max_entries and nbytes <= self.max_bytes:
-                    break
+                if page[FB_ENTRIES] <= self.max_entries and page[FB_BYTES] <= self.max_bytes:
+                    return
                 db.execute("DELETE FROM fallback WHERE rowid = ?", (rowid,))
-                entries -= 1
-                nbytes -= size + _ENTRY_OVERHEAD
-                freed += size + _ENTRY_OVERHEAD
-                evicted += 1
-        if evicted:
-            self.host.bump(db, "fallback_entries", -evicted)
-            self.host.bump(db, "fallback_bytes", -freed)
-            self.host.bump(db, "fallback_evictions", evicted)
+                page[FB_ENTRIES] -= 1
+                page[FB_BYTES] -= size + _ENTRY_OVERHEAD
+                page[FB_EVICTIONS] += 1
 
     def _forget(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
-        """Delete rows matching ``where``; keeps the counters; returns how many were live."""
+        """Delete rows matching ``where``; keeps the totals; returns how many were live."""
         now = self.clock()
         live, count, size = db.execute(
             "SELECT coalesce(sum(expires > ? AND gen = ?), 0), count(*), "
@@ -164,8 +173,8 @@ class SharedStore:
             (now, self._page[GEN], *args)).fetchone()
         if count:
             db.execute(f"DELETE FROM fallback WHERE {where}", args)
-            self.host.bump(db, "fallback_entries", -count)
-            self.host.bump(db, "fallback_bytes", -(size + count * _ENTRY_OVERHEAD))
+            self._page[FB_ENTRIES] -= count
+            self._page[FB_BYTES] -= size + count * _ENTRY_OVERHEAD
         return int(live)
 
     def delete(self, keys: Iterable[str]) -> int:

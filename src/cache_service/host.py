@@ -4,7 +4,7 @@ Workers of one app (``uvicorn --workers``, gunicorn) must agree on whether Redis
 on what was invalidated while it was not, and (with the shared fallback) on the values served
 meanwhile. Per location, in a local directory (see ``resolve_dir``)::
 
-    <name>.page      a small mmap: breaker state and generation, read lock-free by every call
+    <name>.page      a small mmap: breaker state, generation, counters; read lock-free per call
     <name>.lock      flock: serialises state changes and journal / fallback writes
     <name>.recovery  flock: held by the one process that probes Redis and replays the journal
     <name>.db        SQLite in WAL mode: the outage journal, tombstones, the shared fallback
@@ -35,17 +35,19 @@ from pathlib import Path
 from .config import Location
 from .keys import glob_to_regex
 
-__all__ = ["CLOSED_COUNT", "GEN", "OPENED", "STATE", "WRITES", "HostState", "host_state",
-           "resolve_dir"]
+__all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "OPENED", "STATE",
+           "WRITES", "HostState", "host_state", "resolve_dir"]
 
 log = logging.getLogger("cache_service")
 
 # Slots of the state page (signed 64-bit integers). STATE is written before GEN on every
 # transition, and readers read GEN first, so a reader never takes a new GEN for an old STATE.
 # WRITES counts committed write transactions: processes keep rows they read until it moves.
-GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES = range(7)
+# FB_*: the shared fallback's totals, kept here (under the lock) instead of in SQL rows.
+(GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES, FB_ENTRIES, FB_BYTES,
+ FB_EVICTIONS) = range(10)
 PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
-_PAGE_BYTES = 64
+_PAGE_BYTES = 128
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal(

@@ -73,6 +73,7 @@ class Journal:
         self.max_entries = max_entries
         self.guard_seconds = guard_seconds
         self.batch = batch
+        self._unchecked = 0  # rows this process recorded since it last checked the bound
 
     def __len__(self) -> int:
         with self.host.read() as db:
@@ -89,7 +90,7 @@ class Journal:
         db.executemany("INSERT INTO journal VALUES (0, ?, ?, ?) ON CONFLICT DO UPDATE "
                        "SET stamp = max(stamp, excluded.stamp)",
                        [(k, writer, seq) for k in keys])
-        self._bound(db)
+        self._bound(db, len(keys))
 
     def record_pattern(self, db: sqlite3.Connection, pattern: str, stamp: int) -> None:
         """Remember a pattern invalidation; it absorbs the key rows it matches (keeping their
@@ -102,9 +103,16 @@ class Journal:
         db.execute("INSERT INTO journal VALUES (1, ?, ?, ?) ON CONFLICT DO UPDATE "
                    "SET stamp = max(stamp, excluded.stamp)",
                    (pattern, stamp >> WRITER_SHIFT, stamp & SEQ_MASK))
-        self._bound(db)
+        self._bound(db, 64)  # patterns are rare and absorb rows: count now
 
-    def _bound(self, db: sqlite3.Connection) -> None:
+    def _bound(self, db: sqlite3.Connection, added: int = 1) -> None:
+        """Fold past ``max_entries`` rows. Counting costs a scan, so a process counts after
+        every ``max_entries // 16`` rows it added, at most 64 (the bound may be passed by that
+        much per process)."""
+        self._unchecked += added
+        if self._unchecked < min(64, self.max_entries // 16):
+            return
+        self._unchecked = 0
         if db.execute("SELECT count(*) FROM journal").fetchone()[0] <= self.max_entries:
             return
         rows = db.execute("SELECT kind, name, writer, stamp FROM journal").fetchall()
@@ -122,7 +130,7 @@ class Journal:
         with self.host.transaction() as db:
             db.executemany("INSERT INTO journal VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
                            "SET stamp = max(stamp, excluded.stamp)", rows)
-            self._bound(db)
+            self._bound(db, 64)
 
     def plan(self) -> list[Work]:
         """The replay steps for what is pending now (a snapshot, with the rows it covers)."""
