@@ -12,9 +12,9 @@ invalidation by one worker is seen by the others at once. Same interface as the 
 - expiry uses the wall clock (``time.time``), the clock every process of the host shares.
 
 Reads cost a SQLite read transaction (~10 µs here, mostly WAL locking), so each process keeps
-the rows it read until the host's write counter (``host.WRITES``, on the state page) moves:
-a read that starts after a write returned always sees it, and between writes a read is a
-dict lookup.
+the rows it read until the row's key slot on the state page moves (a write of that key, or of
+one sharing its slot) or the page's write counter does (a write of many keys): a read that
+starts after a write returned always sees it, and otherwise a read is a dict lookup.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState
+from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState, key_slot
 from .memory import NO_VALUE
 
 __all__ = ["SharedStore"]
@@ -48,7 +48,8 @@ class SharedStore:
         self.sweep_interval = sweep_interval
         self._next_sweep = 0.0
         self._page = host.page
-        self._rows: dict[str, tuple[bytes, float, int]] = {}  # read while WRITES == _version
+        # rows read while WRITES == _version, each with its key slot's value then
+        self._rows: dict[str, tuple[tuple[bytes, float, int], int]] = {}
         self._version = -1
         self._rows_lock = threading.Lock()
 
@@ -70,8 +71,12 @@ class SharedStore:
         database cannot be read: a miss is always safe)."""
         page = self._page
         version = page[WRITES]
-        row = self._rows.get(key) if version == self._version else None
-        if row is None:
+        slot = key_slot(key)
+        mark = page[slot]
+        kept = self._rows.get(key) if version == self._version else None
+        if kept is not None and kept[1] == mark:
+            row = kept[0]
+        else:
             try:
                 with self.host.read() as db:
                     row = db.execute("SELECT payload, expires, gen FROM fallback WHERE key = ?",
@@ -80,23 +85,26 @@ class SharedStore:
                 return None
             if row is None:
                 return None
-            self._keep(key, row, version)
+            self._keep(key, row, version, slot, mark)
         if row[2] != page[GEN] or row[1] <= self.clock():
             return None
         return row[0], NO_VALUE
 
-    def _keep(self, key: str, row: tuple[bytes, float, int], version: int) -> None:
-        """Remember ``row``, read while the write counter was ``version``, if it still is."""
+    def _keep(self, key: str, row: tuple[bytes, float, int], version: int, slot: int,
+              mark: int) -> None:
+        """Remember ``row``, read while the write counter was ``version`` and its key slot
+        ``mark``, if both still are (else it may be older than a write that returned)."""
+        page = self._page
         with self._rows_lock:
             if self._version != version:
-                if self._page[WRITES] != version:
-                    return  # written meanwhile: the row may be older than that write
+                if page[WRITES] != version:
+                    return
                 self._rows.clear()
                 self._version = version
             if len(self._rows) >= self.max_entries:
                 self._rows.clear()
-            if self._page[WRITES] == version:
-                self._rows[key] = row
+            if page[WRITES] == version and page[slot] == mark:
+                self._rows[key] = (row, mark)
 
     def remaining(self, key: str) -> float:
         """Seconds a live row of this outage has left (0.0 if there is none)."""
@@ -121,6 +129,7 @@ class SharedStore:
         size = len(key) + len(payload) + _ENTRY_OVERHEAD
         page = self._page
         with self.host.transaction() as db:
+            self.host.touch(key)
             if size > self.max_bytes:
                 self._forget(db, "key = ?", (key,))
                 return
@@ -136,7 +145,7 @@ class SharedStore:
                 page[FB_BYTES] += size - old[0] - _ENTRY_OVERHEAD
             if now >= self._next_sweep:
                 self._next_sweep = now + self.sweep_interval
-                self._forget(db, "expires <= ? OR gen != ?", (now, page[GEN]))
+                self._forget(db, "expires <= ? OR gen != ?", (now, page[GEN]), touch=False)
                 self._recount(db)
             if page[FB_ENTRIES] > self.max_entries or page[FB_BYTES] > self.max_bytes:
                 self._evict(db)
@@ -151,27 +160,32 @@ class SharedStore:
     def _evict(self, db: sqlite3.Connection) -> None:
         page = self._page
         while page[FB_ENTRIES] > self.max_entries or page[FB_BYTES] > self.max_bytes:
-            oldest = db.execute("SELECT rowid, length(key) + length(payload) FROM fallback "
-                                "ORDER BY rowid LIMIT 64").fetchall()
+            oldest = db.execute("SELECT rowid, key, length(key) + length(payload) FROM "
+                                "fallback ORDER BY rowid LIMIT 64").fetchall()
             if not oldest:
                 self._recount(db)
                 return
-            for rowid, size in oldest:
+            for rowid, evicted, size in oldest:
                 if page[FB_ENTRIES] <= self.max_entries and page[FB_BYTES] <= self.max_bytes:
                     return
                 db.execute("DELETE FROM fallback WHERE rowid = ?", (rowid,))
+                self.host.touch(evicted)
                 page[FB_ENTRIES] -= 1
                 page[FB_BYTES] -= size + _ENTRY_OVERHEAD
                 page[FB_EVICTIONS] += 1
 
-    def _forget(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
-        """Delete rows matching ``where``; keeps the totals; returns how many were live."""
+    def _forget(self, db: sqlite3.Connection, where: str, args: tuple[Any, ...],
+                touch: bool = True) -> int:
+        """Delete rows matching ``where``; keeps the totals; returns how many were live.
+        ``touch=False``: only rows no reader may serve anyway (expired, another outage)."""
         now = self.clock()
         live, count, size = db.execute(
             "SELECT coalesce(sum(expires > ? AND gen = ?), 0), count(*), "
             f"coalesce(sum(length(key) + length(payload)), 0) FROM fallback WHERE {where}",
             (now, self._page[GEN], *args)).fetchone()
         if count:
+            if touch:
+                self.host.touch(args[0] if where == "key = ?" else None)
             db.execute(f"DELETE FROM fallback WHERE {where}", args)
             self._page[FB_ENTRIES] -= count
             self._page[FB_BYTES] -= size + count * _ENTRY_OVERHEAD

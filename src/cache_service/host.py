@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,18 +37,21 @@ from .config import Location
 from .keys import glob_to_regex
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "OPENED", "STATE",
-           "WRITES", "HostState", "host_state", "resolve_dir"]
+           "WRITES", "HostState", "host_state", "key_slot", "resolve_dir"]
 
 log = logging.getLogger("cache_service")
 
 # Slots of the state page (signed 64-bit integers). STATE is written before GEN on every
 # transition, and readers read GEN first, so a reader never takes a new GEN for an old STATE.
-# WRITES counts committed write transactions: processes keep rows they read until it moves.
-# FB_*: the shared fallback's totals, kept here (under the lock) instead of in SQL rows.
+# The fallback's rows a process read stay valid while WRITES (moved by writes of many keys)
+# and the row's key slot (KEY_BASE + crc32(key) % KEY_SLOTS, moved by writes of that key) stay
+# as they were; both move after the write's commit. FB_*: the shared fallback's totals, kept
+# here (under the lock) instead of in SQL rows.
 (GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES, FB_ENTRIES, FB_BYTES,
  FB_EVICTIONS) = range(10)
+KEY_BASE, KEY_SLOTS = 16, 4096
 PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
-_PAGE_BYTES = 128
+_PAGE_BYTES = (KEY_BASE + KEY_SLOTS) * 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal(
@@ -81,6 +85,12 @@ def location_name(location: Location) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
+def key_slot(key: str) -> int:
+    """The page slot whose value moves when ``key``'s fallback row changes (same in every
+    process: crc32, not the per-process salted ``hash``)."""
+    return KEY_BASE + zlib.crc32(key.encode("utf-8", "surrogatepass")) % KEY_SLOTS
+
+
 def _redis_match(pattern: str, name: str) -> bool:
     return glob_to_regex(pattern).fullmatch(name) is not None
 
@@ -109,6 +119,7 @@ class HostState:
         self._depth = 0
         self._local = threading.local()
         self._pid = os.getpid()
+        self.touched: list[int] | None = []  # key slots the open transaction changes
         self.directory: Path | None = None
         if directory is not None:
             try:
@@ -254,13 +265,27 @@ class HostState:
                 yield db
                 return
             db.execute("BEGIN IMMEDIATE")
+            self.touched = []
             try:
                 yield db
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            self.page[WRITES] += 1  # after the commit: a reader that sees it sees the rows
+            page, touched = self.page, self.touched  # after the commit: a reader that sees
+            if touched is None:                      # a slot move sees the rows
+                page[WRITES] += 1
+            else:
+                for slot in touched:
+                    page[slot] += 1
+            self.touched = []
+
+    def touch(self, key: str | None) -> None:
+        """In a transaction: the fallback row of ``key`` changes (None: rows of many keys)."""
+        if key is None:
+            self.touched = None
+        elif self.touched is not None:
+            self.touched.append(key_slot(key))
 
     def try_recovery(self) -> bool:
         """Become the host's recoverer, if no other process is (never blocks)."""
