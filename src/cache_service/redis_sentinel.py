@@ -74,6 +74,15 @@ class _KnownNodes:
             return (self._force_master_ip or state["ip"], int(state["port"]))  # type: ignore[attr-defined]
         return None
 
+    def _primary_found(self, service_name: str, address: Address | None,
+                       errors: dict[int, BaseException]) -> Address:
+        """Remember the primary the sentinels named, or raise what redis-py raises."""
+        if address is None:
+            raise _sentinel_failure(service_name, self.sentinels,  # type: ignore[attr-defined]
+                                    errors, self.discovery_timeout)
+        self.known_primaries[service_name] = address
+        return address
+
     def _replicas_in(self, replicas: Any) -> list[Address] | None:
         alive = self.filter_slaves(replicas)  # type: ignore[attr-defined]
         return [(str(h), int(p)) for h, p in alive] or None
@@ -99,13 +108,8 @@ class _RememberingSentinel(_KnownNodes, Sentinel):
         known = self.known_primaries.get(service_name)
         if known is not None:
             return known
-        address, errors = self._first_answer(
-            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))
-        if address is None:
-            raise _sentinel_failure(service_name, self.sentinels, errors,
-                                    self.discovery_timeout)
-        self.known_primaries[service_name] = address
-        return address
+        return self._primary_found(service_name, *self._first_answer(
+            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name)))
 
     def discover_slaves(self, service_name: str) -> list[Address]:
         """The remembered live replicas, or the first non-empty answer ([] if none)."""
@@ -171,13 +175,8 @@ class _AsyncRememberingSentinel(_KnownNodes, AsyncSentinel):
         known = self.known_primaries.get(service_name)
         if known is not None:
             return known
-        address, errors = await self._first_answer(
-            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))
-        if address is None:
-            raise _sentinel_failure(service_name, self.sentinels, errors,
-                                    self.discovery_timeout)
-        self.known_primaries[service_name] = address
-        return address
+        return self._primary_found(service_name, *(await self._first_answer(
+            lambda s: s.sentinel_masters(), partial(self._primary_in, service_name))))
 
     async def discover_slaves(self, service_name: str) -> list[Address]:
         """The remembered live replicas, or the first non-empty answer ([] if none)."""
