@@ -22,7 +22,7 @@ from typing import ClassVar
 
 from .host import CLOSED_COUNT, GEN, OPENED, STARTED_NS, STATE, HostState
 
-__all__ = ["CLOSED", "DRAINING", "OPEN", "Breaker", "Gate"]
+__all__ = ["ST_CLOSED", "ST_DRAINING", "ST_OPEN", "Breaker", "Gate"]
 
 
 class Gate:
@@ -42,15 +42,14 @@ class Gate:
 
 
 Gate.REDIS, Gate.MEMORY = Gate("redis"), Gate("memory")
-CLOSED, OPEN, DRAINING = 0, 1, 2  # the page's STATE values
-_CLOSED, _OPEN, _DRAINING = CLOSED, OPEN, DRAINING
+ST_CLOSED, ST_OPEN, ST_DRAINING = 0, 1, 2  # the page's STATE values (names: Breaker.CLOSED...)
 
 
 class Breaker:
     """The breaker state of one location, on its host page; every method is thread-safe."""
 
     CLOSED, OPEN, DRAINING = "closed", "open", "draining"
-    _NAMES: ClassVar[dict[int, str]] = {_CLOSED: CLOSED, _OPEN: OPEN, _DRAINING: DRAINING}
+    _NAMES: ClassVar[dict[int, str]] = {ST_CLOSED: CLOSED, ST_OPEN: OPEN, ST_DRAINING: DRAINING}
 
     def __init__(self, host: HostState, min_backoff: float, max_backoff: float) -> None:
         self.host = host
@@ -66,7 +65,7 @@ class Breaker:
     @property
     def is_open(self) -> bool:
         """Whether reads are on the fallback (open or draining)."""
-        return self.page[STATE] != _CLOSED
+        return self.page[STATE] != ST_CLOSED
 
     @property
     def opened(self) -> int:
@@ -79,53 +78,41 @@ class Breaker:
         return self.page[CLOSED_COUNT]
 
     @property
-    def generation(self) -> int:
-        """Changes when an outage starts and when it ends."""
-        return self.page[GEN]
-
-    @property
     def outage_started(self) -> float | None:
         """Wall time the current outage began, if one is going on."""
         return self.page[STARTED_NS] / 1e9 if self.is_open else None
 
-    def gate(self, writing: bool = False) -> Gate:
-        """Redis or the fallback, for a read (or, with ``writing``, a write)."""
-        state = self.page[STATE]
-        if state == _CLOSED or (writing and state == _DRAINING):
-            return Gate.REDIS
-        return Gate.MEMORY
-
     def failure(self) -> bool:
         """Record a failed Redis call; True when it ended a period of Redis use."""
         page = self.page
-        if page[STATE] == _OPEN:
+        if page[STATE] == ST_OPEN:
             return False
         with self.host.lock():
             state = page[STATE]
-            if state == _OPEN:
+            if state == ST_OPEN:
                 return False
-            page[STATE] = _OPEN
-            if state == _CLOSED:
+            page[STATE] = ST_OPEN
+            if state == ST_CLOSED:
                 page[STARTED_NS] = time.time_ns()
                 page[OPENED] += 1
                 page[GEN] += 1
-            return state == _CLOSED
+            return state == ST_CLOSED
 
     def draining(self) -> bool:
         """The recoverer reached Redis: replay begins and writes may use Redis again."""
         with self.host.lock():
-            if self.page[STATE] != _OPEN:
+            if self.page[STATE] != ST_OPEN:
                 return False
-            self.page[STATE] = _DRAINING
+            self.page[STATE] = ST_DRAINING
             return True
 
     def close_if(self, ready: Callable[[], bool]) -> bool:
         """Close (Redis in use again) if draining and ``ready()`` holds, atomically for the
         host: ``ready`` runs under the lock that journal writes take."""
         with self.host.lock():
-            if self.page[STATE] != _DRAINING or not ready():
+            if self.page[STATE] != ST_DRAINING or not ready():
                 return False
-            self.page[STATE] = _CLOSED
+            self.page[STATE] = ST_CLOSED
             self.page[GEN] += 1
             self.page[CLOSED_COUNT] += 1
             return True
@@ -133,4 +120,4 @@ class Breaker:
     def hold_open(self) -> None:
         """Open for good (``memory://`` targets never use Redis)."""
         with self.host.lock():
-            self.page[STATE] = _OPEN
+            self.page[STATE] = ST_OPEN

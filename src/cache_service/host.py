@@ -316,11 +316,6 @@ class HostState:
             return 0
         return int(row[0]) if row else 0
 
-    def meta_in(self, db: sqlite3.Connection, name: str) -> int:
-        """A shared counter's value, read inside a transaction."""
-        row = db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
-        return int(row[0]) if row else 0
-
     def bump(self, db: sqlite3.Connection, name: str, delta: int) -> None:
         """Add ``delta`` to a shared counter (inside a transaction)."""
         db.execute("INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) "

@@ -24,7 +24,7 @@ from functools import partial
 from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
-from .breaker import CLOSED, DRAINING, Breaker, Gate
+from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import MAGIC
 from .config import Location, TargetOptions
 from .fallback import SharedStore
@@ -330,12 +330,12 @@ class Target:
         if gen != self._seen_gen:
             self._observe(gen)
         state = page[STATE]
-        if state == CLOSED:
+        if state == ST_CLOSED:
             self._closed_gen = gen
             return Gate.REDIS
         if not self.recovery.running:
             self.recovery.ensure_running()
-        return Gate.REDIS if writing and state == DRAINING else Gate.MEMORY
+        return Gate.REDIS if writing and state == ST_DRAINING else Gate.MEMORY
 
     def _observe(self, gen: int) -> None:
         """This process sees an outage begin or end (perhaps noticed by another process):
