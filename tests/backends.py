@@ -82,6 +82,21 @@ class BlockingAsync:
         return blocking
 
 
+def _near(builder: Builder) -> Builder:
+    """The same backend with ``near_cache=True`` on every service it builds."""
+
+    def build(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+        url, construct = builder(request)
+
+        def near(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("near_cache", True)
+            return construct(*args, **kwargs)
+
+        return url, near
+
+    return build
+
+
 def _async(builder: Builder, loop: str = "asyncio") -> Builder:
     """The same backend, driven through AsyncCacheService on a loop of its own per test
     (``loop``: asyncio's default loop or uvloop's, which ``uvicorn[standard]`` runs)."""
@@ -117,8 +132,11 @@ BACKENDS: dict[str, Builder] = {
     "uvloop-memory": _async(_memory, "uvloop"),
     "uvloop-redis": _async(_redis, "uvloop"),
     "uvloop-cluster": _async(_cluster, "uvloop"),
+    "near-redis": _near(_redis),
+    "near-cluster": _near(_cluster),
+    "uvloop-near-redis": _near(_async(_redis, "uvloop")),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
-                "uvloop-cluster"}
+                "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis"}

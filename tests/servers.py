@@ -1405,6 +1405,7 @@ class _Link:
     )
     events: dict[str, int] = field(default_factory=lambda: {"client": 0, "upstream": 0})
     callbacks: dict[str, Callable[[int], None]] = field(default_factory=dict)
+    spared: bool = False  # latency does not apply (see ``ChaosProxy.latency``)
 
 
 _Command = tuple[Callable[[], None], threading.Event, list[BaseException]]
@@ -1535,14 +1536,18 @@ class ChaosProxy(_Managed):
 
         self._call(apply)
 
-    def latency(self, seconds: float, *, upstream: bool = False) -> None:
-        """Delay server->client data by ``seconds`` (client->server too if ``upstream``)."""
+    def latency(self, seconds: float, *, upstream: bool = False, existing: bool = True) -> None:
+        """Delay server->client data by ``seconds`` (client->server too if ``upstream``);
+        ``existing=False`` spares the connections open now from any latency until ``heal``."""
         if seconds < 0:
             raise ValueError("latency must be >= 0")
 
         def apply() -> None:
             self._latency = seconds
             self._latency_upstream = upstream
+            if not existing:
+                for link in self._links:
+                    link.spared = True
 
         self._call(apply)
 
@@ -1557,6 +1562,8 @@ class ChaosProxy(_Managed):
             self._latency = 0.0
             self._latency_upstream = False
             self._mode = "normal"
+            for link in self._links:
+                link.spared = False
 
         self._call(apply)
 
@@ -1763,12 +1770,13 @@ class ChaosProxy(_Managed):
         if link.hung:
             return  # swallowed
         now = time.monotonic()
+        latency = 0.0 if link.spared else self._latency
         if side == "client":
-            delay = self._latency if self._latency_upstream else 0.0
+            delay = latency if self._latency_upstream else 0.0
             link.to_upstream.append((now + delay, data))
             link.queued_up += len(data)
         else:
-            link.to_client.append((now + self._latency, data))
+            link.to_client.append((now + latency, data))
             link.queued_down += len(data)
 
     def _flush(self, link: _Link, side: _Side, now: float) -> bool:

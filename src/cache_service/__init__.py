@@ -16,6 +16,7 @@ from .errors import (
     ValueTooLargeError,
 )
 from .instances import api_cache, session_cache, user_cache
+from .near import NearCache
 from .service import CacheService
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "JsonCodec",
+    "NearCache",
     "NotAnIntegerError",
     "PickleCodec",
     "SerializationError",

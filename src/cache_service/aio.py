@@ -26,6 +26,7 @@ from typing import Any
 from . import batch, counters, flows, keyops
 from .core import TTL, ServiceCore
 from .loading import load_policy
+from .near import MISS
 
 __all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]
 
@@ -39,6 +40,11 @@ class AsyncCacheService(ServiceCore):
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
+        if self._near is not None:
+            found = self._near_hit(key)
+            if found is not MISS:
+                return found
+            return await self._target.arun(self._get(key, default, looked=True))
         return await self._target.arun(self._get(key, default))
 
     async def set(self, key: str, value: Any, ttl: TTL = None, *,

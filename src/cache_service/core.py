@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from . import registry
@@ -28,7 +29,8 @@ from .loading import (
     jittered,
 )
 from .memory import NO_VALUE
-from .scripts import DROP_IF_SAME, run_script
+from .near import MISS, NearCache, NearStore, near_config
+from .scripts import DROP_IF_SAME, GET_WITH_PTTL, run_script
 from .stats import ServiceCounters, add
 from .tags import (
     MAX_INVALIDATE,
@@ -113,6 +115,7 @@ class ServiceCore:
         fallback: str = "host",
         state_dir: str | os.PathLike[str] | bool | None = None,
         codec: Codec | None = None,
+        near_cache: bool | NearCache = False,
         clock: Callable[[], float] | None = None,
         _defer_location_error: bool = False,
     ) -> None:
@@ -148,6 +151,11 @@ class ServiceCore:
         self._target: Target = deferred if deferred is not None else get_target(
             self._location, options, clock or time.monotonic)
         self._counters = ServiceCounters()
+        near = near_config(near_cache)
+        # the near cache: hits with no I/O (a memory:// service has nothing to be near to)
+        self._near: NearStore | None = None
+        if near is not None and self._location.kind != "memory" and deferred is None:
+            self._near = self._target.enable_near(near, self._keys.head)
         # Freshness of stale-while-revalidate values is shared across processes: wall time.
         self._wall: Callable[[], float] = clock or time.time
         # a ready-made instance (api_cache...): exporters show it once it counted something
@@ -183,32 +191,69 @@ class ServiceCore:
 
     # -- operations -------------------------------------------------------------------------
     def _get(self, key: str, default: Any, counters: ServiceCounters | None = None,
-             stale: bool = False) -> Op[Any]:
+             stale: bool = False, looked: bool = False) -> Op[Any]:
         """The value at ``key`` or ``default``; with ``stale``, a value kept past its
-        freshness for stale-while-revalidate comes back as a ``Stale``."""
+        freshness for stale-while-revalidate comes back as a ``Stale``. ``looked``: the near
+        cache was already asked."""
         c = self._counters if counters is None else counters
         k = self._keys.full(key)
         t = self._target
         if t.gate() is Gate.REDIS:
+            near = self._near
+            token = None
+            if near is not None and not stale:  # stale reads are SWR envelopes: never near
+                if not looked:
+                    found = near.lookup(k)
+                    if found is not MISS:
+                        next(c.hits)
+                        return found
+                next(near.misses)
+                token = near.begin(k)
+                if token is None:
+                    t.tracker.ensure_running()  # type: ignore[union-attr]
             try:
-                raw = yield ("get", k)
+                if token is None:
+                    raw = yield ("get", k)
+                else:
+                    raw, ttl_ms = yield (run_script, GET_WITH_PTTL, [k], [])
             except Unavailable:
                 pass
             except WrongType:
                 return (yield from self._discard(k, "holds a non-string Redis value", default, c))
             else:
-                result = self._from_redis(k, raw, default, stale, c)
+                keep = None if token is None else partial(
+                    near.store, k, token, ttl_ms=ttl_ms, decode=self._decoder(k))  # type: ignore[union-attr]
+                result = self._from_redis(k, raw, default, stale, c, keep=keep)
                 if type(result) is Discard:
                     return (yield from self._discard(k, result.why, default, c))
                 if type(result) is Tagged:
                     return (yield from self._tagged(result, default, stale, c))
                 return result
+            finally:
+                if token is not None:
+                    near.abandon(k, token)  # type: ignore[union-attr]
         return self._from_memory(k, default, stale, c)
 
+    def _near_hit(self, key: str) -> Any:
+        """``key``'s near-cache value (a fresh copy) while Redis is in use, else MISS."""
+        t = self._target
+        if t._page[0] == t._closed_gen:
+            value = self._near.lookup(self._keys.full(key))  # type: ignore[union-attr]
+            if value is not MISS:
+                next(self._counters.hits)
+            return value
+        return MISS
+
+    def _decoder(self, k: str) -> Callable[[bytes], Any]:
+        codec = self._codec
+        return lambda raw: unpack(codec, raw, k)
+
     def _from_redis(self, k: str, raw: bytes | None, default: Any, stale: bool,
-                    c: ServiceCounters) -> Any:
+                    c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
+                    ) -> Any:
         """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
-        payload must be removed (corrupt, foreign, or a late write of ours). No I/O."""
+        payload must be removed (corrupt, foreign, or a late write of ours). No I/O.
+        ``keep(value, raw)`` is told a plain value served (the near cache's fill)."""
         if raw is None:
             next(c.misses)
             return default
@@ -225,7 +270,9 @@ class ServiceCore:
         if t.guard.until and t.guard_blocks(k, stamp_of(raw)):
             return Discard(None)
         if type(value) is list:
-            return self._opened(value, raw, default, stale, c)
+            return self._opened(value, raw, default, stale, c, keep=keep)
+        if keep is not None:
+            keep(value, raw)
         next(c.hits)
         return value
 
@@ -260,13 +307,17 @@ class ServiceCore:
         return default
 
     def _opened(self, value: list[Any], raw: bytes, default: Any, stale: bool,
-                c: ServiceCounters) -> Any:
-        """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours."""
+                c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
+                ) -> Any:
+        """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours
+        (never kept near: its freshness is not Redis' TTL)."""
         if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
             if self._wall() >= value[2]:
                 next(c.misses)
                 return Stale(value[3], value[2]) if stale else default
             value = value[3]
+        elif keep is not None:
+            keep(value, raw)
         next(c.hits)
         return value
 
@@ -346,9 +397,11 @@ class ServiceCore:
                 else:
                     if t.breaker.is_open:  # draining: readers are still on memory
                         t.memory_invalidate(keys, pattern)
+                    t.near_written(keys, pattern)
                     return result
             applied = t.offline(keys, pattern, STAMPER.next(), local)
             if applied is not None:
+                t.near_written(keys, pattern)
                 return applied[0]
 
     def _is_available(self) -> Op[bool]:

@@ -7,7 +7,9 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -57,6 +59,8 @@ __all__ = [
     "scan_node",
     "scan_primaries",
     "slot_of",
+    "tracking_names",
+    "tracking_nodes",
 ]
 
 # What a redis-py call may raise that must become "Redis unavailable", never a caller's
@@ -218,3 +222,35 @@ _ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterN
                           _AsyncRememberingSentinel, AsyncRetry,
                           (_AsyncSentinelConnection, _AsyncSentinelSSLConnection))
 
+
+
+# -- near-cache tracking links ------------------------------------------------------------------
+
+def _fresh_resp3(pool: Any) -> Any:
+    """A new connection with ``pool``'s settings, outside the pool, speaking RESP3 (the
+    tracker reads invalidation pushes on it)."""
+    return pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
+
+
+def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
+    """The primaries a near cache must hear from (named as ``tracking_names`` names them),
+    each with a factory of a fresh, unconnected RESP3 connection to it. A sync client only;
+    no I/O."""
+    if isinstance(client, RedisCluster):
+        return {node.name: partial(_fresh_resp3,
+                                   client.get_redis_connection(node).connection_pool)
+                for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+    pool = (client.primary if isinstance(client, SentinelClient) else client).connection_pool
+    return {name: partial(_fresh_resp3, pool) for name in tracking_names(client)}
+
+
+def tracking_names(client: Any) -> frozenset[str]:
+    """Who the data clients now send to: the cluster's primaries, the primary Sentinel
+    last named, or the one server. No I/O."""
+    if isinstance(client, RedisCluster):
+        return frozenset(node.name for node in client.get_primaries())  # type: ignore[no-untyped-call]
+    if isinstance(client, SentinelClient):
+        sentinel = client.sentinel
+        known = getattr(sentinel, "known_primaries", {}).get(client.service_name)
+        return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
+    return frozenset({"server"})

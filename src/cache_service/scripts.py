@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["DROP_IF_SAME", "run_script"]
+__all__ = ["DROP_IF_SAME", "GET_WITH_PTTL", "run_script"]
 
 # Unlink KEYS[1] only if it still holds ARGV[1] (a dead value we read; not a newer one).
 DROP_IF_SAME = """
@@ -26,6 +26,12 @@ if v == ARGV[1] then
   return redis.call('UNLINK', KEYS[1])
 end
 return 0
+"""
+
+# A near-cache fill: the value and how long it lives, in one read (a non-string value
+# raises WRONGTYPE, as GET does).
+GET_WITH_PTTL = """
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
 """
 
 _shas: dict[str, str] = {}

@@ -10,6 +10,7 @@ from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
 from .loading import load_policy
+from .near import MISS
 from .redis_backend import CONNECTIVITY_ERRORS, classify_error, drop_idle
 from .tags import Tagged
 
@@ -30,6 +31,9 @@ class CacheService(ServiceCore):
         # the ``_get`` operation: suspending a generator around a blocking GET costs ~5% of
         # the call. Anything else (an error, a payload to remove) goes to ``_get``.
         t = self._target
+        if self._near is not None:
+            found = self._near_hit(key)
+            return found if found is not MISS else t.run(self._get(key, default, looked=True))
         # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
         # this process last saw with the breaker closed.
         if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:

@@ -32,6 +32,7 @@ from .host import GEN, STATE, HostState, host_state, resolve_dir
 from .journal import Guard, Journal
 from .keys import glob_to_regex
 from .memory import MemoryStore
+from .near import NearCache, NearStore
 from .recovery import Recovery
 from .redis_backend import (
     CONNECTIVITY_ERRORS,
@@ -49,6 +50,7 @@ from .redis_backend import (
     slot_of,
 )
 from .stats import Latency, TargetCounters, add
+from .tracking import Tracker
 
 __all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
 
@@ -112,6 +114,8 @@ class Target:
         self._latency_of: dict[str, Latency | None] = {}
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
+        self.near: NearStore | None = None  # made by the first service asking for one
+        self.tracker: Tracker | None = None
         self.state_problem: str | None = None
         self._next_diagnosis = 0.0
         self.guard = _NO_GUARD
@@ -170,6 +174,30 @@ class Target:
     def __repr__(self) -> str:
         state = "unattached" if self._page is _UNATTACHED else self.breaker.state
         return f"<Target {self.location.describe()} {state}>"
+
+    def enable_near(self, config: NearCache, head: str) -> NearStore:
+        """The near cache of this target (made with ``config`` by the first service that asks;
+        later ones share it), now also tracking keys under ``head``."""
+        with self._attach_lock:
+            if self.near is None:
+                self.near = NearStore(config)
+                self.tracker = Tracker(self, self.near)
+            elif config != self.near.config:
+                log.debug("target %s keeps the near-cache bounds of the first service that "
+                          "asked", self.location.describe())
+            assert self.tracker is not None
+            self.tracker.add_prefix(head)
+            return self.near
+
+    def near_written(self, keys: list[str] | None, pattern: str | None) -> None:
+        """This process wrote ``keys`` (or ``pattern``): its near copies go now, not when the
+        invalidation comes back from Redis."""
+        near = self.near
+        if near is not None:
+            if pattern is not None:
+                near.invalidate_matching(glob_to_regex(pattern))
+            else:
+                near.invalidate(keys or [])
 
     # -- drivers: the only sync/async twins -------------------------------------------------
     # An op yields Redis requests (tuples) and, for loading flows, effects (``loading.Effect``:
@@ -309,6 +337,8 @@ class Target:
 
     def close(self) -> None:
         """Close the sync client's connections."""
+        if self.tracker is not None:
+            self.tracker.stop()
         with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
@@ -342,6 +372,8 @@ class Target:
         its own copies are from another period; after a recovery, tombstones apply."""
         self._seen_gen = gen
         self.memory.new_epoch()
+        if self.tracker is not None:
+            self.tracker.relink()
         if not self.breaker.is_open:
             self.guard = self.journal.guard()
 
@@ -576,6 +608,7 @@ class Target:
             "memory_entries": len(self.memory),
             "memory_bytes": self.memory.nbytes,
             "memory_evictions": self.memory.evictions,
+            **(self.near.snapshot() if self.near is not None else {}),
             **self.counters.snapshot(),
         }
 

@@ -1,0 +1,279 @@
+"""The near cache's listener: Redis tells it which keys changed (``CLIENT TRACKING``).
+
+One daemon thread per target serves the sync and the asyncio services alike (no event loop
+is ever blocked by it). It holds one dedicated RESP3 connection per primary (one on
+standalone and Sentinel, one per primary on Cluster) with ``CLIENT TRACKING ON BCAST PREFIX
+<each near-cached prefix>``: every write, delete, expiry, eviction or flush of a key under
+those prefixes, by any client, is pushed to it as ``invalidate`` and drops the key here.
+
+Chosen over the alternatives, and why:
+
+- BCAST on our prefixes, not the default mode: the default mode needs tracking on every
+  pooled connection, redirected, and the server remembers each key each connection read
+  (bounded by ``tracking-table-max-keys``, whose evictions flush clients); BCAST costs the
+  server nothing per key and covers every key of the prefix whoever wrote it.
+- RESP3 pushes on the listener's own connection, not a RESP2 redirect to a pub/sub
+  connection: tracking then belongs to the connection that receives it, so when that
+  connection dies nothing is left half-subscribed, and heartbeats are plain commands.
+
+Heartbeat: every ``HEARTBEAT`` seconds each link is asked ``ROLE``. Its answer proves that
+every invalidation Redis produced before it was delivered, so the entries are trusted until
+``WINDOW`` (0.5 s) after the oldest link's last answered heartbeat was sent. A link that
+stays silent ``SILENT`` seconds, answers as a replica (a failover), or disconnects, and a
+change of the primaries (Sentinel's choice, Cluster's slot owners) empty the near cache;
+the tracker links again with the breaker's backoff, and fills resume once it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .near import WINDOW, NearStore
+from .redis_backend import tracking_names, tracking_nodes
+
+if TYPE_CHECKING:
+    from .target import Target
+
+__all__ = ["HEARTBEAT", "SILENT", "Tracker"]
+
+log = logging.getLogger("cache_service")
+
+HEARTBEAT = 0.1  # seconds between two ROLEs on a link
+SILENT = 0.3  # a heartbeat unanswered this long: the link is hung
+
+
+class _Lost(Exception):
+    """Coherence is lost on a link; relink."""
+
+
+class _Push:
+    """A RESP3 push (told apart from replies by its type)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: list[Any]) -> None:
+        self.message = message
+
+
+class _Link:
+    """One tracking connection to one primary."""
+
+    def __init__(self, name: str, connection: Any) -> None:
+        self.name = name
+        self.connection = connection
+        self.sent: deque[float] = deque()  # send times of unanswered heartbeats
+        self.confirmed = 0.0  # send time of the last answered heartbeat
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a dead socket: nothing to close
+            self.connection.disconnect()
+
+
+class Tracker:
+    """Keeps ``store`` coherent with ``target``'s Redis for the prefixes it was given."""
+
+    def __init__(self, target: Target, store: NearStore) -> None:
+        self.target = target
+        self.store = store
+        self.links_made = 0  # how many times every link was (re)made: tests wait on it
+        self._heads: set[str] = set()
+        self._version = 0  # bumped when a prefix is added: relink with it
+        self._linked: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._running = False
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        store.covers = self.covers
+        _all.add(self)
+
+    # -- control (any thread) -------------------------------------------------------------------
+    def add_prefix(self, head: str) -> None:
+        """Also track keys starting with ``head`` (takes effect at the next link)."""
+        with self._lock:
+            if head in self._heads:
+                return
+            self._heads.add(head)
+            self._version += 1
+        self._wake.set()
+
+    def ensure_running(self) -> None:
+        """Start the thread unless it runs (called by fills: the first use starts it)."""
+        if self._running:
+            return
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+            self._stop.clear()
+        name = f"cache_service-tracking-{self.target.location.describe()}"
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def stop(self) -> None:
+        """End the thread (it empties the near cache on its way out)."""
+        self._stop.set()
+        self._wake.set()
+
+    def relink(self) -> None:
+        """Coherence may be lost (an outage began or ended): empty and link again."""
+        self.store.lose()
+        with self._lock:
+            self._version += 1
+        self._wake.set()
+
+    def covers(self) -> bool:
+        """Whether the links reach every primary the data clients now use (a fill read
+        from a primary we do not hear from must not be kept)."""
+        client = self.target._client
+        return client is not None and tracking_names(client) == self._linked
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's thread and sockets are not ours."""
+        self._lock = threading.Lock()
+        self._running = False
+        self._linked = frozenset()
+
+    # -- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        target = self.target
+        backoff = target.options.breaker_min_backoff
+        try:
+            while not self._stop.is_set():
+                links: list[_Link] = []
+                try:
+                    links, version = self._link()
+                    backoff = target.options.breaker_min_backoff
+                    self._serve(links, version)
+                except _Lost as why:
+                    log.debug("cache_service: near cache of %s lost coherence: %s",
+                              target.location.describe(), why)
+                except Exception as exc:  # Redis unreachable, refusing, failing over
+                    log.debug("cache_service: near-cache tracking of %s failed: %r",
+                              target.location.describe(), exc)
+                    self._wake.wait(backoff)
+                    self._wake.clear()
+                    backoff = min(backoff * 2, target.options.breaker_max_backoff)
+                finally:
+                    self.store.lose()
+                    self._linked = frozenset()
+                    for link in links:
+                        link.close()
+        finally:
+            with self._lock:
+                self._running = False
+
+    def _link(self) -> tuple[list[_Link], int]:
+        """Connect to every primary and turn tracking on; the store stays empty and
+        untrusted until the first heartbeat of every link is answered."""
+        with self._lock:
+            version = self._version
+            heads = _disjoint(self._heads)
+        if not heads:
+            raise _Lost("no prefix to track yet")
+        client = self.target.sync_client()
+        links: list[_Link] = []
+        try:
+            for name, connect in tracking_nodes(client).items():
+                connection = connect()
+                links.append(_Link(name, connection))
+                connection.connect()
+                connection._parser.set_invalidation_push_handler(_Push)
+                args: list[str] = ["CLIENT", "TRACKING", "ON", "BCAST"]
+                for head in heads:
+                    args += ["PREFIX", head]
+                connection.send_command(*args)
+                if self._reply(connection) != b"OK":
+                    raise _Lost("CLIENT TRACKING refused")
+            if not links:
+                raise _Lost("no primary known yet")
+            self._linked = tracking_names(client)  # as the connects left them
+        except BaseException:
+            for link in links:
+                link.close()
+            raise
+        self.links_made += 1
+        return links, version
+
+    def _serve(self, links: list[_Link], version: int) -> None:
+        """Apply pushes and heartbeat until a link is lost or a relink is asked for."""
+        checks_role = self.target.location.kind != "standalone"
+        selector = selectors.DefaultSelector()
+        try:
+            for link in links:
+                selector.register(link.connection._sock, selectors.EVENT_READ, link)
+            next_beat = 0.0
+            while True:
+                now = time.monotonic()
+                if self._stop.is_set() or self._version != version:
+                    return
+                if now >= next_beat:
+                    if not self.covers():
+                        raise _Lost("the primaries changed")
+                    for link in links:
+                        if link.sent and now - link.sent[0] > SILENT:
+                            raise _Lost(f"{link.name} did not answer for {SILENT}s")
+                        link.connection.send_command("ROLE")
+                        link.sent.append(now)
+                    next_beat = now + HEARTBEAT
+                selector.select(max(0.0, min(next_beat - time.monotonic(), HEARTBEAT)))
+                if self._wake.is_set():
+                    self._wake.clear()
+                for link in links:
+                    while link.connection.can_read(0):
+                        self._handle(link, self._reply(link.connection), checks_role)
+                self.store.trust(min(link.confirmed for link in links) + WINDOW)
+        finally:
+            selector.close()
+
+    @staticmethod
+    def _reply(connection: Any) -> Any:
+        return connection.read_response(push_request=True)
+
+    def _handle(self, link: _Link, reply: Any, checks_role: bool) -> None:
+        store = self.store
+        if type(reply) is _Push:
+            message = reply.message
+            if len(message) < 2 or message[0] != b"invalidate":
+                return
+            keys = message[1]
+            next(store.invalidations)
+            if keys is None:  # FLUSHDB / FLUSHALL
+                store.flush()
+            else:
+                store.invalidate([k.decode("utf-8", "replace") for k in keys])
+            return
+        if not link.sent:
+            raise _Lost(f"unexpected reply from {link.name}: {reply!r:.80}")
+        if checks_role and isinstance(reply, list) and reply and reply[0] != b"master":
+            raise _Lost(f"{link.name} is no longer a primary")
+        link.confirmed = link.sent.popleft()
+
+
+def _disjoint(heads: set[str]) -> list[str]:
+    """The prefixes to track: Redis refuses overlapping ones, and a shorter one already
+    covers every key of a longer one it starts."""
+    kept: list[str] = []
+    for head in sorted(heads):
+        if not any(head.startswith(k) for k in kept):
+            kept.append(head)
+    return kept
+
+
+_all: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_all):
+        tracker.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
