@@ -18,6 +18,7 @@ from cache_service.near import MISS, NearStore
 from cache_service.redis_backend import drop_idle
 
 from .helpers import eventually, unique
+from .near_chaos import chaos_run
 from .servers import ChaosProxy, RedisServer
 from .workers import Worker
 
@@ -401,3 +402,12 @@ def test_a_forked_child_starts_empty_and_stays_correct(svc: CacheService,
     assert os.read(read, 100).decode() == "True childs"
     os.close(read)
     eventually(lambda: svc.get("k") == "childs", timeout=2)  # the parent heard it too
+
+
+@pytest.mark.slow
+def test_chaos_run_serves_no_version_older_than_an_acknowledged_one(
+        fresh_redis_server: RedisServer) -> None:
+    figures = chaos_run(fresh_redis_server)
+    assert figures.stale_reads == 0, figures.stale
+    assert figures.near_hits > 1000, figures.summary()
+    assert figures.versions > 100, figures.summary()

@@ -47,7 +47,7 @@ def check_other_process_writes_reach(svc: CacheService, url: str, keys: list[str
         writer.exit()
 
 
-def after_failover(svc: CacheService, url: str, run: FailoverRun, links: int,
+def after_failover(svc: CacheService, url: str, run: FailoverRun, links: int, *,
                    record: Any, label: str) -> None:
     figures = run.finish()
     figures.check(label, record)
@@ -72,7 +72,7 @@ def test_sentinel_tracks_the_primary_and_follows_a_failover(
     run.invalidate_victims_during_outage()
     deployment.wait_for_failover(old, timeout=45)
     run.wait_back_on_redis()
-    after_failover(svc, url, run, links, record_property, "sentinel-near")
+    after_failover(svc, url, run, links, record=record_property, label="sentinel-near")
     svc.close()
 
 
@@ -96,5 +96,5 @@ def test_cluster_links_every_primary_and_follows_a_failover(
     assert len(near_of(svc)) == 0
     cluster.wait_for_promotion(timeout=45)
     run.wait_back_on_redis()
-    after_failover(svc, url, run, links, record_property, "cluster-near")
+    after_failover(svc, url, run, links, record=record_property, label="cluster-near")
     svc.close()

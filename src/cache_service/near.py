@@ -114,18 +114,21 @@ class NearStore:
         self._lock = threading.Lock()
         # set by the tracker: whether it hears from every primary the data clients use
         self.covers: Callable[[], bool] = _always
+        self.help: Callable[[], None] = _nothing
+        self.drain_due = float("inf")  # when a hit should read the tracker's links itself
         _stores.add(self)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def lookup(self, key: str) -> Any:
-        """The entry's value (a fresh copy) while it and the cache are trusted, else MISS."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return MISS
+        """The entry's value (a fresh copy) while it and the cache are trusted, else MISS.
+        When the tracker's links went unread a while, first read them (``help``)."""
         now = monotonic()
-        if now >= entry[_DEADLINE] or now >= self.valid_until:
+        if now >= self.drain_due:
+            self.help()
+        entry = self.entries.get(key)
+        if entry is None or now >= entry[_DEADLINE] or now >= self.valid_until:
             return MISS
         entry[_FLAG] = True
         next(self.hits)
@@ -247,6 +250,10 @@ class NearStore:
 
 def _always() -> bool:
     return True
+
+
+def _nothing() -> None:
+    return None
 
 
 _stores: weakref.WeakSet[NearStore] = weakref.WeakSet()

@@ -22,6 +22,12 @@ every invalidation Redis produced before it was delivered, so the entries are tr
 stays silent ``SILENT`` seconds, answers as a replica (a failover), or disconnects, and a
 change of the primaries (Sentinel's choice, Cluster's slot owners) empty the near cache;
 the tracker links again with the breaker's backoff, and fills resume once it has.
+
+Under the GIL a thread busy serving near hits (no I/O, so it never releases the GIL) would
+make the listener wait ~5 ms (the switch interval) for every step it takes. So the hits
+help: once ``DRAIN_LAG`` has passed since the links were last read, the next hit reads
+whatever is waiting on them (non-blocking sockets, never blocking a thread or a loop) before
+it looks. Invalidations are then applied within about a millisecond whatever the load.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ import contextlib
 import logging
 import os
 import selectors
+import socket
 import threading
 import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+import hiredis
 
 from .near import WINDOW, NearStore
 from .redis_backend import tracking_names, tracking_nodes
@@ -42,35 +51,66 @@ from .redis_backend import tracking_names, tracking_nodes
 if TYPE_CHECKING:
     from .target import Target
 
-__all__ = ["HEARTBEAT", "SILENT", "Tracker"]
+__all__ = ["DRAIN_LAG", "HEARTBEAT", "SILENT", "Tracker"]
 
 log = logging.getLogger("cache_service")
 
 HEARTBEAT = 0.1  # seconds between two ROLEs on a link
 SILENT = 0.3  # a heartbeat unanswered this long: the link is hung
+DRAIN_LAG = 0.001  # a hit reads the links itself when they were not read for this long
+_NOT_DUE = float("inf")
+_WOULD_BLOCK: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
+with contextlib.suppress(ImportError):
+    import ssl
+    _WOULD_BLOCK += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class _Lost(Exception):
     """Coherence is lost on a link; relink."""
 
 
-class _Push:
-    """A RESP3 push (told apart from replies by its type)."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: list[Any]) -> None:
-        self.message = message
-
-
 class _Link:
-    """One tracking connection to one primary."""
+    """One tracking connection to one primary: redis-py connects it (TLS, AUTH, HELLO 3,
+    SELECT), then the tracker speaks RESP3 on the non-blocking socket itself."""
 
     def __init__(self, name: str, connection: Any) -> None:
         self.name = name
         self.connection = connection
         self.sent: deque[float] = deque()  # send times of unanswered heartbeats
         self.confirmed = 0.0  # send time of the last answered heartbeat
+        self.reader = hiredis.Reader()
+        self.sock: socket.socket | None = None
+
+    def open(self) -> None:
+        self.connection.connect()
+        self.sock = self.connection._sock
+        self.sock.setblocking(False)
+
+    def send(self, *args: str) -> None:
+        data = b"".join(self.connection.pack_command(*args))
+        assert self.sock is not None
+        try:
+            sent = self.sock.send(data)
+        except _WOULD_BLOCK:
+            sent = 0
+        if sent != len(data):  # a few bytes into an empty buffer: only a dead link refuses
+            raise _Lost(f"{self.name} does not take a heartbeat")
+
+    def replies(self) -> list[Any]:
+        """Every complete reply and push waiting on the socket (never blocks)."""
+        assert self.sock is not None
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except _WOULD_BLOCK:
+                break
+            if not data:
+                raise _Lost(f"{self.name} closed the connection")
+            self.reader.feed(data)
+        out = []
+        while (reply := self.reader.gets()) is not False:
+            out.append(reply)
+        return out
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # a dead socket: nothing to close
@@ -85,13 +125,17 @@ class Tracker:
         self.store = store
         self.links_made = 0  # how many times every link was (re)made: tests wait on it
         self._heads: set[str] = set()
-        self._version = 0  # bumped when a prefix is added: relink with it
+        self._version = 0  # bumped when a prefix is added or coherence is doubted: relink
         self._linked: frozenset[str] = frozenset()
+        self._links: list[_Link] = []
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one reader of the links at a time
         self._running = False
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._broken: BaseException | None = None  # what a helping hit ran into
         store.covers = self.covers
+        store.help = self.help
         _all.add(self)
 
     # -- control (any thread) -------------------------------------------------------------------
@@ -134,11 +178,27 @@ class Tracker:
         client = self.target._client
         return client is not None and tracking_names(client) == self._linked
 
+    def help(self) -> None:
+        """A hit found the links unread for ``DRAIN_LAG``: read them now, unless another
+        thread is doing so."""
+        if not self._reading.acquire(blocking=False):
+            return
+        try:
+            self._drain()
+        except Exception as exc:  # the thread relinks; until then nothing is trusted
+            self.store.lose()
+            self._broken = exc
+            self._wake.set()
+        finally:
+            self._reading.release()
+
     def after_fork(self) -> None:
         """In a forked child: the parent's thread and sockets are not ours."""
         self._lock = threading.Lock()
+        self._reading = threading.Lock()
         self._running = False
         self._linked = frozenset()
+        self._links = []
 
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -146,11 +206,10 @@ class Tracker:
         backoff = target.options.breaker_min_backoff
         try:
             while not self._stop.is_set():
-                links: list[_Link] = []
                 try:
-                    links, version = self._link()
+                    version = self._link()
                     backoff = target.options.breaker_min_backoff
-                    self._serve(links, version)
+                    self._serve(version)
                 except _Lost as why:
                     log.debug("cache_service: near cache of %s lost coherence: %s",
                               target.location.describe(), why)
@@ -161,15 +220,22 @@ class Tracker:
                     self._wake.clear()
                     backoff = min(backoff * 2, target.options.breaker_max_backoff)
                 finally:
-                    self.store.lose()
-                    self._linked = frozenset()
-                    for link in links:
-                        link.close()
+                    self._unlink()
         finally:
             with self._lock:
                 self._running = False
 
-    def _link(self) -> tuple[list[_Link], int]:
+    def _unlink(self) -> None:
+        self.store.drain_due = _NOT_DUE
+        self.store.lose()
+        with self._reading:
+            links, self._links = self._links, []
+        self._linked = frozenset()
+        self._broken = None
+        for link in links:
+            link.close()
+
+    def _link(self) -> int:
         """Connect to every primary and turn tracking on; the store stays empty and
         untrusted until the first heartbeat of every link is answered."""
         with self._lock:
@@ -178,19 +244,22 @@ class Tracker:
         if not heads:
             raise _Lost("no prefix to track yet")
         client = self.target.sync_client()
+        timeout = self.target.options.socket_timeout
         links: list[_Link] = []
         try:
             for name, connect in tracking_nodes(client).items():
-                connection = connect()
-                links.append(_Link(name, connection))
-                connection.connect()
-                connection._parser.set_invalidation_push_handler(_Push)
-                args: list[str] = ["CLIENT", "TRACKING", "ON", "BCAST"]
+                link = _Link(name, connect())
+                links.append(link)
+                link.open()
+                args = ["CLIENT", "TRACKING", "ON", "BCAST"]
                 for head in heads:
                     args += ["PREFIX", head]
-                connection.send_command(*args)
-                if self._reply(connection) != b"OK":
-                    raise _Lost("CLIENT TRACKING refused")
+                link.send(*args)
+                reply, *pushes = _first_replies(link, timeout)
+                if reply != b"OK":
+                    raise _Lost(f"CLIENT TRACKING refused: {reply!r:.80}")
+                for push in pushes:
+                    self._handle(link, push)
             if not links:
                 raise _Lost("no primary known yet")
             self._linked = tracking_names(client)  # as the connects left them
@@ -198,62 +267,85 @@ class Tracker:
             for link in links:
                 link.close()
             raise
+        with self._reading:
+            self._links = links
         self.links_made += 1
-        return links, version
+        return version
 
-    def _serve(self, links: list[_Link], version: int) -> None:
+    def _serve(self, version: int) -> None:
         """Apply pushes and heartbeat until a link is lost or a relink is asked for."""
-        checks_role = self.target.location.kind != "standalone"
+        links = self._links
+        store = self.store
         selector = selectors.DefaultSelector()
         try:
             for link in links:
-                selector.register(link.connection._sock, selectors.EVENT_READ, link)
+                selector.register(link.sock, selectors.EVENT_READ)  # type: ignore[arg-type]
             next_beat = 0.0
             while True:
                 now = time.monotonic()
                 if self._stop.is_set() or self._version != version:
                     return
+                if self._broken is not None:
+                    raise _Lost(f"a read failed: {self._broken!r}")
                 if now >= next_beat:
                     if not self.covers():
                         raise _Lost("the primaries changed")
                     for link in links:
                         if link.sent and now - link.sent[0] > SILENT:
                             raise _Lost(f"{link.name} did not answer for {SILENT}s")
-                        link.connection.send_command("ROLE")
                         link.sent.append(now)
+                        link.send("ROLE")
                     next_beat = now + HEARTBEAT
                 selector.select(max(0.0, min(next_beat - time.monotonic(), HEARTBEAT)))
-                if self._wake.is_set():
-                    self._wake.clear()
-                for link in links:
-                    while link.connection.can_read(0):
-                        self._handle(link, self._reply(link.connection), checks_role)
-                self.store.trust(min(link.confirmed for link in links) + WINDOW)
+                self._wake.clear()
+                with self._reading:
+                    self._drain()
+                store.trust(min(link.confirmed for link in links) + WINDOW)
         finally:
             selector.close()
 
-    @staticmethod
-    def _reply(connection: Any) -> Any:
-        return connection.read_response(push_request=True)
-
-    def _handle(self, link: _Link, reply: Any, checks_role: bool) -> None:
+    def _drain(self) -> None:
+        """Read and apply everything waiting on the links (with ``_reading`` held)."""
         store = self.store
-        if type(reply) is _Push:
-            message = reply.message
-            if len(message) < 2 or message[0] != b"invalidate":
-                return
-            keys = message[1]
+        for link in self._links:
+            for reply in link.replies():
+                self._handle(link, reply)
+        store.drain_due = time.monotonic() + DRAIN_LAG
+
+    def _handle(self, link: _Link, reply: Any) -> None:
+        store = self.store
+        if type(reply) is not bytes and reply and reply[0] == b"invalidate":  # a push
+            keys = reply[1]
             next(store.invalidations)
             if keys is None:  # FLUSHDB / FLUSHALL
                 store.flush()
             else:
                 store.invalidate([k.decode("utf-8", "replace") for k in keys])
             return
-        if not link.sent:
+        if not link.sent or isinstance(reply, hiredis.ReplyError):
             raise _Lost(f"unexpected reply from {link.name}: {reply!r:.80}")
-        if checks_role and isinstance(reply, list) and reply and reply[0] != b"master":
+        if self.target.location.kind != "standalone" and reply and reply[0] != b"master":
             raise _Lost(f"{link.name} is no longer a primary")
         link.confirmed = link.sent.popleft()
+
+
+def _first_replies(link: _Link, timeout: float) -> list[Any]:
+    """The reply to the command just sent on a new link (nothing else arrives before it),
+    and any pushes read with it."""
+    deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    try:
+        selector.register(link.sock, selectors.EVENT_READ)  # type: ignore[arg-type]
+        while True:
+            replies = link.replies()
+            if replies:
+                return replies
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Lost(f"{link.name} did not answer within {timeout}s")
+            selector.select(left)
+    finally:
+        selector.close()
 
 
 def _disjoint(heads: set[str]) -> list[str]:
@@ -276,4 +368,3 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
