@@ -59,6 +59,7 @@ HEARTBEAT = 0.1  # seconds between two ROLEs on a link
 SILENT = 0.3  # a heartbeat unanswered this long: the link is hung
 DRAIN_LAG = 0.001  # a hit reads the links itself when they were not read for this long
 _NOT_DUE = float("inf")
+_CHUNK = 16384
 _WOULD_BLOCK: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
 with contextlib.suppress(ImportError):
     import ssl
@@ -101,12 +102,14 @@ class _Link:
         assert self.sock is not None
         while True:
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(_CHUNK)
             except _WOULD_BLOCK:
                 break
             if not data:
                 raise _Lost(f"{self.name} closed the connection")
             self.reader.feed(data)
+            if len(data) < _CHUNK:  # that was all (each syscall costs a GIL round trip)
+                break
         out = []
         while (reply := self.reader.gets()) is not False:
             out.append(reply)
@@ -181,7 +184,8 @@ class Tracker:
     def help(self) -> None:
         """A hit found the links unread for ``DRAIN_LAG``: read them now, unless another
         thread is doing so."""
-        if not self._reading.acquire(blocking=False):
+        if not self._reading.acquire(blocking=False):  # being read: look again later
+            self.store.drain_due = time.monotonic() + DRAIN_LAG
             return
         try:
             self._drain()
