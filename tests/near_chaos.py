@@ -27,6 +27,7 @@ class ChaosFigures:
     near_hits: int = 0
     faults: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    times: list[tuple[str, float]] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.reads} reads ({self.near_hits} near hits) of {self.versions} versions "
@@ -49,7 +50,7 @@ def stale_reads(runs: list[list[Any]], acks: list[tuple[int, float]]) -> tuple[i
         if value is None or value >= expected:  # a miss is never stale
             continue
         count += reads
-        if len(examples) < 5:
+        if len(examples) < 20:
             examples.append(f"read {value} at {last:.3f} after {expected} was acknowledged")
     return count, examples
 
@@ -71,9 +72,11 @@ def chaos_run(server: RedisServer, seconds: float = 7.0) -> ChaosFigures:
             for name, fault, heal in (
                     ("cut", proxy.cut, proxy.heal), ("hang", proxy.hang, proxy.heal),
                     ("kill", server.kill, lambda: server.restart(keep_data=False))):
+                figures.times.append((f"{name} at", time.monotonic()))
                 fault()
                 time.sleep(step)
                 heal()
+                figures.times.append((f"{name} healed at", time.monotonic()))
                 figures.faults.append(name)
                 time.sleep(step)
             runs = reader.receive("hammer_runs", timeout=60)

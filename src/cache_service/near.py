@@ -114,7 +114,7 @@ class NearStore:
         self._lock = threading.Lock()
         # set by the tracker: whether it hears from every primary the data clients use
         self.covers: Callable[[], bool] = _always
-        self.help: Callable[[], None] = _nothing
+        self.help: Callable[[], bool] = _always
         self.drain_due = float("inf")  # when a hit should read the tracker's links itself
         _stores.add(self)
 
@@ -125,8 +125,8 @@ class NearStore:
         """The entry's value (a fresh copy) while it and the cache are trusted, else MISS.
         When the tracker's links went unread a while, first read them (``help``)."""
         now = monotonic()
-        if now >= self.drain_due:
-            self.help()
+        if now >= self.drain_due and not self.help():
+            return MISS
         entry = self.entries.get(key)
         if entry is None or now >= entry[_DEADLINE] or now >= self.valid_until:
             return MISS
@@ -250,10 +250,6 @@ class NearStore:
 
 def _always() -> bool:
     return True
-
-
-def _nothing() -> None:
-    return None
 
 
 _stores: weakref.WeakSet[NearStore] = weakref.WeakSet()

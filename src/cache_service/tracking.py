@@ -26,8 +26,13 @@ the tracker links again with the breaker's backoff, and fills resume once it has
 Under the GIL a thread busy serving near hits (no I/O, so it never releases the GIL) would
 make the listener wait ~5 ms (the switch interval) for every step it takes. So the hits
 help: once ``DRAIN_LAG`` has passed since the links were last read, the next hit reads
-whatever is waiting on them (non-blocking sockets, never blocking a thread or a loop) before
-it looks. Invalidations are then applied within about a millisecond whatever the load.
+whatever is waiting on them before it looks (``sockread``: non-blocking, and without
+releasing the GIL, so no thread ever waits for the GIL while it holds the links), and the
+thread leaves the reading to the hits while they come. Invalidations are
+then applied within about a millisecond whatever the load. A hit that finds another thread
+reading the links for over ``GRACE`` past due goes to Redis instead of serving a copy that
+may be stale. TLS links are read by the thread alone (their reads go through OpenSSL and
+release the GIL): there an invalidation can wait a few switch intervals under such load.
 """
 
 from __future__ import annotations
@@ -41,23 +46,26 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
 
 from .near import WINDOW, NearStore
 from .redis_backend import tracking_names, tracking_nodes
+from .sockread import reader_for
 
 if TYPE_CHECKING:
     from .target import Target
 
-__all__ = ["DRAIN_LAG", "HEARTBEAT", "SILENT", "Tracker"]
+__all__ = ["DRAIN_LAG", "GRACE", "HEARTBEAT", "SILENT", "Tracker"]
 
 log = logging.getLogger("cache_service")
 
 HEARTBEAT = 0.1  # seconds between two ROLEs on a link
 SILENT = 0.3  # a heartbeat unanswered this long: the link is hung
 DRAIN_LAG = 0.001  # a hit reads the links itself when they were not read for this long
+GRACE = 0.002  # links being read by another thread this long past due: hits go to Redis
 _NOT_DUE = float("inf")
 _CHUNK = 16384
 _WOULD_BLOCK: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
@@ -81,11 +89,13 @@ class _Link:
         self.confirmed = 0.0  # send time of the last answered heartbeat
         self.reader = hiredis.Reader()
         self.sock: socket.socket | None = None
+        self.read: Callable[[], bytes | None] | None = None
 
     def open(self) -> None:
         self.connection.connect()
         self.sock = self.connection._sock
         self.sock.setblocking(False)
+        self.read = reader_for(self.sock)
 
     def send(self, *args: str) -> None:
         data = b"".join(self.connection.pack_command(*args))
@@ -100,15 +110,21 @@ class _Link:
     def replies(self) -> list[Any]:
         """Every complete reply and push waiting on the socket (never blocks)."""
         assert self.sock is not None
+        read, sock = self.read, self.sock
         while True:
-            try:
-                data = self.sock.recv(_CHUNK)
-            except _WOULD_BLOCK:
-                break
+            if read is not None:  # keeps the GIL: no lock is held across a GIL wait
+                data = read()
+                if data is None:
+                    break
+            else:
+                try:
+                    data = sock.recv(_CHUNK)
+                except _WOULD_BLOCK:
+                    break
             if not data:
                 raise _Lost(f"{self.name} closed the connection")
             self.reader.feed(data)
-            if len(data) < _CHUNK:  # that was all (each syscall costs a GIL round trip)
+            if len(data) < _CHUNK:  # that was all
                 break
         out = []
         while (reply := self.reader.gets()) is not False:
@@ -137,6 +153,7 @@ class Tracker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._broken: BaseException | None = None  # what a helping hit ran into
+        self._helped = False  # whether hits read the links (each read keeps the GIL)
         store.covers = self.covers
         store.help = self.help
         _all.add(self)
@@ -181,20 +198,24 @@ class Tracker:
         client = self.target._client
         return client is not None and tracking_names(client) == self._linked
 
-    def help(self) -> None:
-        """A hit found the links unread for ``DRAIN_LAG``: read them now, unless another
-        thread is doing so."""
-        if not self._reading.acquire(blocking=False):  # being read: look again later
-            self.store.drain_due = time.monotonic() + DRAIN_LAG
-            return
+    def help(self) -> bool:
+        """A hit found the links unread for ``DRAIN_LAG``: read them now. False (do not
+        serve from the near cache) when another thread has been reading them for over
+        ``GRACE``: it waits for the GIL with pushes in hand; a Redis read lets it run."""
+        if not self._helped:  # TLS links: their reads release the GIL; the thread reads
+            return True
+        if not self._reading.acquire(blocking=False):
+            return time.monotonic() < self.store.drain_due + GRACE
         try:
             self._drain()
         except Exception as exc:  # the thread relinks; until then nothing is trusted
             self.store.lose()
             self._broken = exc
             self._wake.set()
+            return False
         finally:
             self._reading.release()
+        return True
 
     def after_fork(self) -> None:
         """In a forked child: the parent's thread and sockets are not ours."""
@@ -273,6 +294,8 @@ class Tracker:
             raise
         with self._reading:
             self._links = links
+            self._helped = all(link.read is not None for link in links)
+            self.store.drain_due = 0.0  # read at once, by whichever thread comes first
         self.links_made += 1
         return version
 
@@ -300,20 +323,29 @@ class Tracker:
                         link.sent.append(now)
                         link.send("ROLE")
                     next_beat = now + HEARTBEAT
-                selector.select(max(0.0, min(next_beat - time.monotonic(), HEARTBEAT)))
+                ready = selector.select(max(0.0, min(next_beat - time.monotonic(),
+                                                     HEARTBEAT)))
                 self._wake.clear()
+                if not ready:
+                    continue
+                lag = store.drain_due - time.monotonic()
+                if lag > 0 and self._helped:  # hits read the links lately, and will again
+                    time.sleep(lag)
+                    continue
                 with self._reading:
                     self._drain()
-                store.trust(min(link.confirmed for link in links) + WINDOW)
         finally:
             selector.close()
 
     def _drain(self) -> None:
         """Read and apply everything waiting on the links (with ``_reading`` held)."""
         store = self.store
-        for link in self._links:
+        links = self._links
+        for link in links:
             for reply in link.replies():
                 self._handle(link, reply)
+        if links:
+            store.trust(min(link.confirmed for link in links) + WINDOW)
         store.drain_due = time.monotonic() + DRAIN_LAG
 
     def _handle(self, link: _Link, reply: Any) -> None:
