@@ -367,3 +367,67 @@ def test_ready_made_instances_are_exported_once_used(reg: CollectorRegistry,
     ready.get("absent")
     assert value(reg, "cache_service_misses_total", **where) == 1
     assert value(reg, "cache_service_hits_total", **where) == 0
+
+
+def test_near_cache_figures(reg: CollectorRegistry, chaos_proxy: ChaosProxy) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    otel.instrument(provider)
+    svc = CacheService(unique("nearm"), url=chaos_proxy.url, near_cache=True, **FAST)
+    plain = CacheService(unique("plain"), url=chaos_proxy.url.replace("/0", "/1"), **FAST)
+    at = {"target": svc.location}
+    try:
+        svc.set("a", {"v": 1})
+        plain.set("a", 1)
+
+        def near_hit() -> bool:
+            svc.get("a")
+            return bool(value(reg, "cache_service_near_hits_total", **at))
+
+        eventually(near_hit, timeout=10)
+        assert value(reg, "cache_service_near_entries", **at) == 1
+        assert (value(reg, "cache_service_near_bytes", **at) or 0) > 0
+        assert value(reg, "cache_service_near_coherent", **at) == 1
+        assert (value(reg, "cache_service_near_misses_total", **at) or 0) >= 1
+        # a target without a near cache exports none of these
+        assert value(reg, "cache_service_near_entries", target=plain.location) is None
+        time.sleep(0.06)
+        points = _otel_points(reader)
+        assert _point(points, "cache_service.near.hits", **{otel.TARGET: svc.location}) >= 1
+        chaos_proxy.cut()
+        assert svc.get("a") is None  # the breaker opens; the near cache is emptied
+        eventually(lambda: value(reg, "cache_service_near_coherent", **at) == 0, timeout=5)
+        assert value(reg, "cache_service_near_entries", **at) == 0
+        assert (value(reg, "cache_service_near_flushes_total", **at) or 0) >= 1
+    finally:
+        chaos_proxy.heal()
+        svc.close()
+        plain.close()
+        provider.shutdown()
+
+
+def test_stats_view_shows_the_near_cache(reg: CollectorRegistry,
+                                         redis_server: RedisServer) -> None:
+    from prometheus_client import generate_latest
+    from rich.console import Console
+
+    from cache_service.cli.watch import render
+
+    svc = CacheService(unique("nearv"), url=redis_server.url, near_cache=True)
+    svc.set("a", 1)
+
+    def hit() -> bool:
+        svc.get("a")
+        return bool(svc.stats()["target"]["near_hits"])
+
+    eventually(hit, timeout=10)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(generate_latest(reg).decode())
+               for s in family.samples if s.name.startswith("cache_service_")}
+    console = Console(width=140, record=True)
+    console.print(render(samples, None, 0.0, "http://app/metrics", None))
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "coherent" in line)
+    assert "near cache" in text
+    assert row.split("│")[1].strip() == "coherent"
+    svc.close()

@@ -104,6 +104,9 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
                         _bytes(per_target["fallback_bytes"].get((target,), 0)),
                         f"{per_target['fallback_evictions_total'].get((target,), 0):.0f}")
     parts.append(targets)
+    near = _near_table(samples, one_target)
+    if near is not None:
+        parts.append(near)
     prefixes = Table(*(() if one_target else ("target",)), "prefix", *PER_PREFIX, "hit ratio",
                      "hits/s", "misses/s")
     counts = {name: _by(samples, f"cache_service_{name}_total", "target", "prefix")
@@ -126,6 +129,24 @@ def render(samples: Samples, previous: Samples | None, elapsed: float, url: str,
                          *(f"{row.get(n, 0):.0f}" for n in PER_PREFIX), ratio, *rates)
     parts.append(prefixes)
     return Group(*parts)
+
+
+def _near_table(samples: Samples, one_target: bool) -> Table | None:
+    """The near caches' figures, per target that has one (None: no target has)."""
+    coherent = _by(samples, "cache_service_near_coherent", "target")
+    if not coherent:
+        return None
+    names = ("near_entries", "near_bytes", "near_hits_total", "near_misses_total",
+             "near_invalidations_total", "near_flushes_total")
+    figures = {name: _by(samples, f"cache_service_{name}", "target") for name in names}
+    table = Table(*(() if one_target else ("target",)), "near cache", "entries", "size",
+                  "hits", "misses", "invalidations", "flushes", title_justify="left")
+    for (target,), trusted in sorted(coherent.items()):
+        cell = Text("coherent", style="green") if trusted else Text("bypassed", style="yellow")
+        values = [figures[n].get((target,), 0) for n in names]
+        table.add_row(*(() if one_target else (target,)), cell, f"{values[0]:.0f}",
+                      _bytes(values[1]), *(f"{v:.0f}" for v in values[2:]))
+    return table
 
 
 def _redis_line(conn: Connection | None) -> str | None:

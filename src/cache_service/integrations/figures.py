@@ -7,8 +7,9 @@ this process or in the host's state files) and never touches Redis.
 
 Each figure names the ``stats()`` key it comes from. Services with the same prefix on the same
 target are summed (they count into separate objects but are one cache to an operator).
-Adding a group of figures (e.g. the near cache, once its stats() keys exist) is one change:
-append a tuple of ``Figure`` rows to ``GROUPS``; both exporters pick it up.
+Adding a group of figures is one change: append a tuple of ``Figure`` rows to ``GROUPS``;
+both exporters pick it up. A target figure whose key a target's snapshot lacks (the near
+cache's, on a target without one) is not exported for that target.
 """
 
 from __future__ import annotations
@@ -83,7 +84,24 @@ PAYLOADS = (
     Figure("corrupt_payloads", "counter", "target", "corrupt",
            "Payloads that could not be served (corrupt, foreign) and were removed."),
 )
-GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS)
+NEAR = (  # only targets with a near cache (``near_cache=...``) have these
+    Figure("near_hits", "counter", "target", "near_hits",
+           "Reads served by the near cache (process memory, no I/O)."),
+    Figure("near_misses", "counter", "target", "near_misses",
+           "Reads of near-cached services that the near cache could not serve."),
+    Figure("near_invalidations", "counter", "target", "near_invalidations",
+           "Invalidation messages Redis pushed to the near cache's tracker."),
+    Figure("near_flushes", "counter", "target", "near_flushes",
+           "Times the near cache was emptied (coherence lost, FLUSHDB, an outage, a fork)."),
+    Figure("near_evictions", "counter", "target", "near_evictions",
+           "Entries evicted from the near cache to stay within its bounds."),
+    Figure("near_entries", "gauge", "target", "near_entries", "Entries in the near cache."),
+    Figure("near", "gauge", "target", "near_bytes",
+           "Approximate bytes held by the near cache.", "bytes"),
+    Figure("near_coherent", "gauge", "target", "near_coherent",
+           "1 while the near cache is trusted (its tracker hears from every primary)."),
+)
+GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS, NEAR)
 FIGURES: tuple[Figure, ...] = tuple(f for group in GROUPS for f in group)
 BREAKER_STATES = ("closed", "open", "draining")
 _EMPTY = [0] * (len(LATENCY_BOUNDS) + 1)

@@ -30,7 +30,7 @@ from .figures import BREAKER_STATES, FIGURES, Figure, read_cached
 __all__ = ["instrument", "otel_name"]
 
 TARGET, PREFIX = "cache_service.target", "cache_service.prefix"
-_GROUPS = ("breaker", "fallback", "journal")
+_GROUPS = ("breaker", "fallback", "journal", "near")
 _TRANSITIONS = {"breaker_opened": "open", "breaker_closed": "closed"}
 _instrumented: weakref.WeakKeyDictionary[MeterProvider, Meter] = weakref.WeakKeyDictionary()
 _global: list[Meter] = []
@@ -50,6 +50,8 @@ def otel_name(figure: Figure) -> str:
 def _unit(figure: Figure) -> str:
     if figure.unit == "bytes":
         return "By"
+    if figure.name.endswith("_coherent"):  # 0 or 1
+        return "1"
     word = figure.name.rsplit("_", 1)[-1]
     singular = {"entries": "entry", "misses": "miss", "hits": "hit"}.get(word, word.rstrip("s"))
     return "{" + singular + "}"
@@ -61,8 +63,8 @@ def _observe(figure: Figure) -> Callable[[CallbackOptions], Iterable[Observation
         if figure.scope == "service":
             return [Observation(counts[figure.key], {TARGET: target, PREFIX: prefix})
                     for (target, prefix), counts in reading.services.items()]
-        return [Observation(snap[figure.key], {TARGET: target})
-                for target, snap in reading.targets.items()]
+        return [Observation(int(snap[figure.key]), {TARGET: target})
+                for target, snap in reading.targets.items() if figure.key in snap]
     return callback
 
 

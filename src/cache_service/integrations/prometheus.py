@@ -121,7 +121,8 @@ class CacheServiceCollector(Collector):
         family = (CounterMetricFamily if figure.kind == "counter" else GaugeMetricFamily)(
             name, figure.help, labels=["target"])
         for target, snap in sorted(reading.targets.items()):
-            family.add_metric([target], snap[figure.key])
+            if figure.key in snap:
+                family.add_metric([target], int(snap[figure.key]))
         return family
 
 
