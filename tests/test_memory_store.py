@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from cache_service import CacheService
 from cache_service.keys import glob_to_regex
@@ -293,3 +294,93 @@ def test_lock_free_readers_under_writers_evictions_and_epochs() -> None:
     assert broken == []
     assert store.nbytes == sum(len(k) + len(e[2]) + 96 for k, e in store._data.items())
     assert len(store) <= 50
+
+
+# -- decoded containers kept beside their payload: never aliased ---------------------------------
+def _kept_of(svc: CacheService, key: str) -> object:
+    found = svc._target.memory.lookup(svc.full_key(key))
+    assert found is not None
+    return found[1]
+
+
+def test_small_containers_are_kept_decoded_and_never_aliased() -> None:
+    svc = CacheService(unique(), url=f"memory://{unique()}")
+    given = {"id": 1, "name": "a", "tags": ["x", {"deep": [1, None]}], "b": b"\x00", "f": 1.5}
+    svc.set("d", given)
+    assert type(_kept_of(svc, "d")).__name__ == "_Kept"  # the path under test is taken
+    given["tags"][1]["deep"].append("mutated after set")  # type: ignore[index]
+    given["id"] = 2
+    first = svc.get("d")
+    assert first == {"id": 1, "name": "a", "tags": ["x", {"deep": [1, None]}], "b": b"\x00",
+                     "f": 1.5}
+    second = svc.get("d")
+    assert first is not second
+    for a, b in ((first, second), (first["tags"], second["tags"]),
+                 (first["tags"][1], second["tags"][1]),
+                 (first["tags"][1]["deep"], second["tags"][1]["deep"])):
+        assert a == b
+        assert a is not b
+    first["tags"][1]["deep"].append("mutated after get")
+    first["tags"].append("more")
+    first["new"] = 1
+    assert svc.get("d") == second
+
+
+def test_kept_lists_set_many_and_add_never_alias() -> None:
+    svc = CacheService(unique(), url=f"memory://{unique()}")
+    items = [1, "a", [2, 3]]
+    svc.set("l", items)
+    many = {"m1": {"a": [1]}, "m2": [{"b": 2}]}
+    svc.set_many(many)
+    added = {"c": [3]}
+    assert svc.add("a1", added) is True
+    items[2].append(4)  # type: ignore[attr-defined]
+    many["m1"]["a"].append(2)
+    many["m2"][0]["b"] = 0  # type: ignore[index]
+    added["c"].append(4)
+    got = svc.get_many(["l", "m1", "m2", "a1"])
+    assert got == {"l": [1, "a", [2, 3]], "m1": {"a": [1]}, "m2": [{"b": 2}], "a1": {"c": [3]}}
+    for key in got:
+        assert type(_kept_of(svc, key)).__name__ == "_Kept"
+    svc.get("l")[2].append("x")
+    svc.get("m1")["a"].append("x")
+    svc.get("m2")[0]["b"] = "x"
+    svc.get_many(["a1"])["a1"]["c"].append("x")
+    assert svc.get_many(["l", "m1", "m2", "a1"]) == got
+
+
+def test_only_values_of_immutable_leaves_up_to_the_size_bound_are_kept() -> None:
+    svc = CacheService(unique(), url=f"memory://{unique()}")
+    kept = {"flat": {"a": 1}, "int keys": {1: "a", 2: b"b"}, "empty": [], "nan": [float("nan")]}
+    not_kept = {"tuple": {"a": (1, 2)}, "set": [{1}], "tuple key": {(1, 2): "a"},
+                "datetime": [timedelta(1)], "big": {"s": "x" * 1024}, "top tuple": (1,)}
+    for key, value in {**kept, **not_kept}.items():
+        svc.set(key, value)
+    for key in kept:
+        assert type(_kept_of(svc, key)).__name__ == "_Kept", key
+    for key in not_kept:
+        assert _kept_of(svc, key) is NO_VALUE, key
+    for key, value in {**kept, **not_kept}.items():
+        got = svc.get(key)
+        assert type(got) is type(value), key
+        assert got == value or key == "nan", key
+    nan = svc.get("nan")
+    assert type(nan[0]) is float
+    assert nan[0] != nan[0]
+
+
+def test_a_kept_stale_while_revalidate_envelope_is_unwrapped() -> None:
+    clock = FakeClock()  # the store's clock and the services' wall clock
+    svc = CacheService(unique(), url=f"memory://{unique()}", clock=clock)
+    assert svc.get_or_set("k", lambda: [1, 2], ttl=10, stale_while_revalidate=30) == [1, 2]
+    assert type(_kept_of(svc, "k")).__name__ == "_Kept"
+    assert svc.get("k") == [1, 2]
+    first = svc.get("k")
+    first.append(3)
+    assert svc.get("k") == [1, 2]
+    clock.advance(20)  # past its freshness, within its stale window: a plain get misses
+    assert svc.get("k") is None
+    found = svc._target.run(svc._get("k", None, stale=True))  # what get_or_set's waiters see
+    assert (type(found).__name__, found.value) == ("Stale", [1, 2])
+    assert svc.get_or_set("k", lambda: [9], ttl=10, stale_while_revalidate=30) == [9]
+    assert svc.get("k") == [9]
