@@ -14,11 +14,20 @@ port 6379), so the ratios are what matters, not the absolute microseconds.
   itself, so both a str value (nothing to copy) and a dict value are reported, plus
   TTLCache holding orjson bytes decoded on every get (the same copy semantics as ours).
 
+* Thread scaling (hot paths): aggregate ``get`` throughput of 4 and 16 threads against one
+  thread, on the memory store, on a ``cachetools.TTLCache`` behind a ``threading.Lock`` and
+  on a plain ``dict`` (the baselines), all in this one pinned process: under the GIL the best
+  is 1.0x (threads take turns); a lock held across a GIL switch makes them convoy.
+
 Variants of one comparison run interleaved (A/B/A/B..., rotating which goes first) so
 machine drift hits all of them alike; a ratio is the median of the per-round ratios.
-Targets: Redis get hit <= 1.05x raw; memory get hit <= 1.0x TTLCache.get.
+Targets: Redis get hit <= 1.05x raw; memory get hit <= 1.0x TTLCache.get. Hot paths: memory
+get of a small dict <= 1.10x TTLCache.get, set <= 1.15x raw SET PX + orjson.dumps, get
+throughput with 4 and 16 threads >= 0.9x one thread's.
 
-Run: ``.venv/bin/python -m benchmarks.bench_core [--quick]``; writes benchmarks/results/core.txt.
+Run: ``.venv/bin/python -m benchmarks.bench_core [--quick] [--only SECTION,...]``; writes
+benchmarks/results/core.txt (not with ``--only``: a partial run prints only). Sections:
+redis, api, invalidation, memory, threads.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +197,21 @@ def verdicts(comparisons: list[Comparison]) -> str:
         r = ratio(ours, cmp.variants[0])
         lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
                      f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
+    hot = [(cmp, limit) for cmp in comparisons for prefix, limit in HOT_TARGETS.items()
+           if cmp.title.startswith(prefix)]
+    if hot:
+        lines.append("hot paths:")
+    for cmp, limit in hot:
+        ours = next(v for v in cmp.variants if v.name.startswith("CacheService"))
+        r = ratio(ours, cmp.variants[0])
+        lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
+                     f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
     return "\n".join(lines)
+
+
+# The hot-paths targets: comparison title prefix -> the most our row may cost vs the first row.
+HOT_TARGETS = {"Memory get hit, small dict": 1.10, "Redis set, small dict": 1.15,
+               "Redis set, ~1 KB dict": 1.15}
 
 
 def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[], None]]:
@@ -392,6 +416,111 @@ def memory_comparisons() -> list[Comparison]:
     ]
 
 
+THREADS = (1, 4, 16)
+SCALING_TARGET = 0.9  # aggregate throughput with 4 or 16 threads vs one, at least
+
+
+def _throughput(fn: Callable[[str], object], keys: list[str], threads: int,
+                seconds: float) -> float:
+    """Calls per second of ``threads`` threads calling ``fn(key)`` in a loop, all together."""
+    counts = [0] * threads
+    stop = [False]
+    start = threading.Barrier(threads + 1)
+
+    def work(n: int) -> None:
+        mine = keys[n % len(keys):] + keys[:n % len(keys)]  # threads start on other keys
+        done = 0
+        start.wait()
+        while not stop[0]:
+            for k in mine:
+                fn(k)
+            done += len(mine)
+        counts[n] = done
+
+    pool = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(threads)]
+    for t in pool:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    stop[0] = True
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def thread_scaling(rounds: int, seconds: float,
+                   cpus: frozenset[int] | None) -> tuple[list[str], list[str]]:
+    """Aggregate get throughput with 1, 4 and 16 threads on ``cpus`` (the threads inherit
+    the calling thread's affinity; None: as it is): the memory store, TTLCache behind a lock,
+    a plain dict. Returns the table and the verdicts."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+    where = "unpinned" if cpus is None else (
+        f"{len(cpus)} CPU{'s' if len(cpus) > 1 else ''} ({','.join(map(str, sorted(cpus)))})")
+    svc = CacheService("bench-threads", url="memory://bench-threads", default_ttl=TTL)
+    cache: cachetools.TTLCache[str, object] = cachetools.TTLCache(maxsize=10_000, ttl=TTL)
+    lock = threading.Lock()
+    plain: dict[str, object] = {}
+    keys = [f"k{i}" for i in range(64)]
+    for i, k in enumerate(keys):
+        value = {**SMALL, "id": i}
+        svc.set(k, value)
+        cache[k] = plain[k] = value
+    assert svc.get(keys[7]) == cache.get(keys[7]) == plain[keys[7]]
+
+    def locked_get(k: str) -> object:
+        with lock:
+            return cache.get(k)
+
+    variants: list[tuple[str, Callable[[str], object]]] = [
+        ("CacheService.get, memory:// (small dict)", svc.get),
+        ("cachetools.TTLCache.get behind a Lock", locked_get),
+        ("dict.get (no lock)", plain.get),
+    ]
+    rates: dict[tuple[str, int], list[float]] = {(n, t): [] for n, _ in variants
+                                                  for t in THREADS}
+    gc.collect()
+    for r in range(rounds):
+        for name, fn in variants[r % 3:] + variants[:r % 3]:
+            for t in THREADS[r % 3:] + THREADS[:r % 3]:
+                rates[name, t].append(_throughput(fn, keys, t, seconds))
+    switch = sys.getswitchinterval() * 1000
+    lines = [f"Thread scaling: aggregate get throughput, {rounds} rounds x {seconds:g} s per "
+             f"cell, 64 keys, {where}, GIL switch interval {switch:g} ms",
+             f"  {'variant':<44} " + " ".join(f"{f'{t} thr k/s':>11}" for t in THREADS)
+             + " " + " ".join(f"{f'{t}/1':>7}" for t in THREADS[1:])]
+    verdict = []
+    for name, _ in variants:
+        base = rates[name, 1]
+        meds = [statistics.median(rates[name, t]) / 1000 for t in THREADS]
+        rel = [statistics.median(a / b for a, b in zip(rates[name, t], base, strict=True))
+               for t in THREADS[1:]]
+        lines.append(f"  {name:<44} " + " ".join(f"{m:11.0f}" for m in meds) + " "
+                     + " ".join(f"{x:6.3f}x" for x in rel))
+        if name.startswith("CacheService"):
+            for t, x in zip(THREADS[1:], rel, strict=True):
+                verdict.append(f"  {'PASS' if x >= SCALING_TARGET else 'FAIL'}  memory get "
+                               f"with {t} threads on {where}: {x:.3f}x one thread's "
+                               f"throughput (target >= {SCALING_TARGET:.2f}x)")
+    svc.close()
+    return lines, verdict
+
+
+def pinned_cpus() -> frozenset[int] | None:
+    """The CPUs this thread may use now (one, once pinned); None where that is unknown."""
+    return frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def pin_self() -> str:
+    """Pin this process to one CPU when no redis-server runs (memory and thread sections)."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "unpinned"
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    return f"client pinned to CPU {cpu}"
+
+
 def pin(server: RedisServer) -> str:
     """Pin this process and redis-server to one CPU (the first this process may use).
 
@@ -408,33 +537,73 @@ def pin(server: RedisServer) -> str:
     return f"client and redis-server pinned to CPU {cpu}"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every comparison, print the table and write results/core.txt."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    parser.add_argument("--no-write", action="store_true", help="do not write results/")
-    args = parser.parse_args(argv)
-    rounds, calls = (4, 500) if args.quick else (40, 750)
-    mem_rounds, batches, batch = (4, 5, 500) if args.quick else (30, 9, 2000)
-    started = time.monotonic()
+def redis_sections(only: set[str], rounds: int, calls: int,
+                   quick: bool) -> tuple[list[Comparison], list[str], str, str]:
+    """The sections needing a redis-server: (comparisons, invalidation lines, pinning,
+    server version)."""
+    remote: list[Comparison] = []
+    invalidation: list[str] = []
     with RedisServer(name="bench-core") as server:
         placement = pin(server)
         version = server.client().info("server")["redis_version"]
-        remote, close = redis_comparisons(server)
-        api, close_api = api_comparisons(server)
-        remote += api
+        closers = []
+        if "redis" in only:
+            cmps, close = redis_comparisons(server)
+            remote += cmps
+            closers.append(close)
+        if "api" in only:
+            cmps, close = api_comparisons(server)
+            remote += cmps
+            closers.append(close)
         try:
             for cmp in remote:
                 run_per_call(cmp, rounds, calls)
                 print(f"  measured: {cmp.title}", file=sys.stderr)
         finally:
-            close()
-            close_api()
-        invalidation = invalidation_costs(server, 3 if args.quick else 15)
-    local = memory_comparisons()
+            for close in closers:
+                close()
+        if "invalidation" in only:
+            invalidation = invalidation_costs(server, 3 if quick else 15)
+    return remote, invalidation, placement, str(version)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every comparison, print the table and write results/core.txt."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run ({','.join(SECTIONS)}); "
+                             "a partial run is printed, not written")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        parser.error(f"--only takes {','.join(SECTIONS)}")
+    rounds, calls = (4, 500) if args.quick else (40, 750)
+    mem_rounds, batches, batch = (4, 5, 500) if args.quick else (30, 9, 2000)
+    thread_rounds, thread_seconds = (2, 0.2) if args.quick else (7, 0.5)
+    started = time.monotonic()
+    all_cpus = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    placement = pin_self()
+    remote: list[Comparison] = []
+    invalidation: list[str] = []
+    version = "-"
+    if only & {"redis", "api", "invalidation"}:
+        remote, invalidation, placement, version = redis_sections(only, rounds, calls,
+                                                                  args.quick)
+    local = memory_comparisons() if "memory" in only else []
     for cmp in local:
         run_batched(cmp, mem_rounds, batches, batch)
         print(f"  measured: {cmp.title}", file=sys.stderr)
+    scaling: list[str] = []
+    scaling_verdicts: list[str] = []
+    if "threads" in only:
+        # pinned like the rest (the issue's setting), then on every CPU this process had
+        for cpus in dict.fromkeys([pinned_cpus(), all_cpus]):
+            lines, verdict = thread_scaling(thread_rounds, thread_seconds, cpus)
+            scaling += [*lines, ""]
+            scaling_verdicts += verdict
+            print(f"  measured: thread scaling on {cpus}", file=sys.stderr)
     header = [
         "cache_service core benchmark (benchmarks/bench_core.py)",
         f"python {platform.python_version()}, redis-py {redis.__version__}, redis-server "
@@ -444,15 +613,26 @@ def main(argv: list[str] | None = None) -> None:
         f"memory: {mem_rounds} rounds x {batches} batches of {batch} calls.",
         "ratio = median over rounds of (variant / first row), rounds measured side by side.",
         "Targets: Redis get hit <= 1.05x raw; memory get hit <= 1.0x TTLCache.get; get_many <= "
-        "1.10x, set_many <= 1.20x, add/incr <= 1.15x raw.",
+        "1.10x, set_many <= 1.20x, add/incr <= 1.15x raw. Hot paths: memory get of a small "
+        "dict <= 1.10x TTLCache.get; set <= 1.15x raw; get with 4/16 threads >= 0.9x one.",
+        f"sections: {','.join(s for s in SECTIONS if s in only)}; "
         f"wall time {time.monotonic() - started:.0f} s",
     ]
-    text = render([*remote, *local], header) + "\n" + "\n".join(invalidation) + "\n\n" + \
-        verdicts([*remote, *local])
+    text = render([*remote, *local], header)
+    if invalidation:
+        text += "\n" + "\n".join(invalidation) + "\n"
+    if scaling:
+        text += "\n" + "\n".join(scaling)
+    text += "\n" + verdicts([*remote, *local])
+    if scaling_verdicts:
+        text += "\nthread scaling:\n" + "\n".join(scaling_verdicts)
     print(text)
-    if not args.no_write:
+    if not args.no_write and only == set(SECTIONS):
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "core.txt").write_text(text + "\n")
+
+
+SECTIONS = ("redis", "api", "invalidation", "memory", "threads")
 
 
 if __name__ == "__main__":

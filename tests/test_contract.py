@@ -214,6 +214,31 @@ def test_no_aliasing_either_way(cache: CacheService) -> None:
     assert cache.get("k") == {"tags": ["a"], "n": 1}
 
 
+def test_no_aliasing_for_lists_nested_values_and_batches(cache: CacheService) -> None:
+    def fresh() -> dict[str, Any]:
+        return {"l": [1, [2]], "d": {"a": {"b": [3]}}, "k": {1: ["int key"]}}
+
+    given = fresh()
+    for key, value in given.items():
+        cache.set(key, value)
+    batch = fresh()
+    cache.set_many({f"m{key}": value for key, value in batch.items()})
+    added = fresh()
+    for key, value in added.items():
+        assert cache.add(f"a{key}", value) is True
+    for values in (given, batch, added):
+        values["l"][1].append("after set")
+        values["d"]["a"]["b"].append("after set")
+        values["k"][1].append("after set")
+    for key in fresh():
+        for stored in (key, f"m{key}", f"a{key}"):
+            got = cache.get(stored)
+            assert got == fresh()[key]
+            (got[1] if key == "l" else got["a"]["b"] if key == "d" else got[1]).append("after")
+            assert cache.get(stored) == fresh()[key]
+            assert cache.get_many([stored]) == {stored: fresh()[key]}
+
+
 @pytest.mark.parametrize("value", [object(), {1, object()}, {"f": lambda: 1}, type])
 def test_unserialisable_raises_before_writing(cache: CacheService, value: Any) -> None:
     cache.set("k", "old")

@@ -21,11 +21,10 @@ import orjson
 from .breaker import Gate
 from .codec import HEADER_SIZE, MAGIC, PLAIN_JSON, STAMPER, JsonCodec, PickleCodec, pack
 from .config import ttl_seconds
-from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, Discard, ServiceCore
+from .core import MISSING, TTL, Discard, ServiceCore, _kept
 from .errors import ConfigurationError
 from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
-from .memory import NO_VALUE
 from .scripts import DROP_IF_SAME, run_script
 from .stats import add
 from .tags import Tagged, memory_tokens, validate_tags, wrap
@@ -231,8 +230,6 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
                 memory.set(k, wrap(payload, tag_names, tokens), seconds)
             return
         for k, payload, value in items:
-            kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
-                else NO_VALUE
-            memory.set(k, payload, seconds, kept)
+            memory.set(k, payload, seconds, _kept(codec, value, payload, k))
 
     yield from core._write(remote, local, keys=keys)

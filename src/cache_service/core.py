@@ -65,6 +65,71 @@ _IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 _KEEP_DECODED = 1024
 
 
+class _Kept:
+    """A decoded dict or list the memory store keeps beside its payload (never handed out):
+    a ``get`` returns ``fresh()``, new containers all the way down around shared immutable
+    leaves. ``plan``: ``(key or index, sub-plan)`` for each nested container, in order."""
+
+    __slots__ = ("plan", "value")
+
+    def __init__(self, value: dict[Any, Any] | list[Any], plan: tuple[Any, ...]) -> None:
+        self.value = value
+        self.plan = plan
+
+    def fresh(self) -> Any:
+        return _fresh(self.value, self.plan)
+
+
+def _fresh(value: Any, plan: tuple[Any, ...]) -> Any:
+    value = value.copy()
+    for i, sub in plan:
+        value[i] = _fresh(value[i], sub)
+    return value
+
+
+def _copy_plan(value: dict[Any, Any] | list[Any]) -> tuple[Any, ...] | None:
+    """How to copy ``value`` (see ``_Kept``), or None unless every leaf is of ``_IMMUTABLE``
+    (dict keys too): only then are fresh containers a full copy."""
+    if type(value) is dict:
+        if not _IMMUTABLE.issuperset(map(type, value)):
+            return None
+        items: Any = value.items()
+    else:
+        items = enumerate(value)
+    plan = []
+    for i, v in items:
+        t = type(v)
+        if t in _IMMUTABLE:
+            continue
+        if t is not dict and t is not list:
+            return None
+        sub = _copy_plan(v)
+        if sub is None:
+            return None
+        plan.append((i, sub))
+    return tuple(plan)
+
+
+def _kept(codec: Codec, value: Any, payload: bytes, k: str) -> Any:
+    """What the memory store keeps decoded beside ``payload`` (a value up to
+    ``_KEEP_DECODED`` bytes of payload), so that a memory ``get`` needs no decode: an
+    immutable value as it is; a dict or list of them (nested as you like) decoded from the
+    payload — never the caller's object, which they may mutate after ``set`` — as a
+    ``_Kept`` that ``get`` copies; otherwise ``NO_VALUE``."""
+    t = type(value)
+    if len(payload) > _KEEP_DECODED:
+        return NO_VALUE
+    if t in _IMMUTABLE:
+        return value
+    if t is not dict and t is not list:
+        return NO_VALUE
+    decoded = unpack(codec, payload, k)
+    if type(decoded) is not dict and type(decoded) is not list:
+        return NO_VALUE
+    plan = _copy_plan(decoded)
+    return NO_VALUE if plan is None else _Kept(decoded, plan)
+
+
 class Discard:
     """A GET reply that must not be served and must be removed; ``why`` is logged (None: a
     known late write of ours, not worth a warning)."""
@@ -284,6 +349,10 @@ class ServiceCore:
         if found is not None:
             raw, kept = found
             if kept is not NO_VALUE:
+                if type(kept) is _Kept:  # a dict or list: the caller gets fresh containers
+                    kept = kept.fresh()
+                    if type(kept) is list:
+                        return self._opened(kept, raw, default, stale, c)
                 next(c.hits)
                 return kept
             try:
@@ -354,8 +423,7 @@ class ServiceCore:
             return
 
         def local() -> None:
-            kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
-                else NO_VALUE
+            kept = _kept(self._codec, value, payload, k)
             next(self._target.counters.memory_writes)
             self._target.memory.set(k, payload, seconds, kept)
 

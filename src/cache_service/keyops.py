@@ -15,8 +15,7 @@ from typing import Any
 from .breaker import Gate
 from .codec import MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
-from .core import _IMMUTABLE, _KEEP_DECODED, MISSING, TTL, UNCOUNTED, Discard, ServiceCore
-from .memory import NO_VALUE
+from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
 from .scripts import run_script
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
 from .target import Op, Unavailable, WrongType
@@ -129,9 +128,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
                 memory.set(k, wrap(payload, tag_names,
                                    memory_tokens(memory, tag_keys, seconds)), seconds)
             else:
-                kept = value if type(value) in _IMMUTABLE and len(payload) <= _KEEP_DECODED \
-                    else NO_VALUE
-                memory.set(k, payload, seconds, kept)
+                memory.set(k, payload, seconds, _kept(core._codec, value, payload, k))
             return True
 
     next(core._counters.sets)
