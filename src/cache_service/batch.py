@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .breaker import Gate
-from .codec import HEADER_SIZE, MAGIC, PLAIN_JSON, STAMPER, JsonCodec, PickleCodec, pack
+from .codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, Discard, ServiceCore, _kept
 from .errors import ConfigurationError
@@ -34,8 +34,8 @@ __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
 log = logging.getLogger("cache_service")
 MAX_BATCH = 10_000  # keys per get_many / set_many call
-_PLAIN = MAGIC + bytes([PLAIN_JSON])
-_FAST_CODECS = (JsonCodec, PickleCodec)  # both decode codec id 1 as plain orjson
+_PLAIN = PLAIN_HEADER
+_FAST_CODECS = PLAIN_CODECS  # both decode codec id 1 as plain orjson
 
 # KEYS: the keys of one slot; ARGV[1]: PX; ARGV[1 + i]: the payload for KEYS[i].
 SET_MANY = """

@@ -255,6 +255,12 @@ class PickleCodec(JsonCodec):
 _PREFIXES = {cid: MAGIC + bytes([cid]) for cid in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE)}
 
 
+# A plain JSON payload of ours starts with this; both codecs decode it with orjson.loads of
+# what follows the header (the hot paths do so inline).
+PLAIN_HEADER = _PREFIXES[PLAIN_JSON]
+PLAIN_CODECS = (JsonCodec, PickleCodec)
+
+
 def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> bytes:
     """Encode ``value`` for ``key`` with a header; raises before anything is written."""
     codec_id, body = codec.encode(value, key)

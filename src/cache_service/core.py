@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 from . import registry
 from .breaker import Gate
-from .codec import STAMPER, Codec, CorruptPayload, JsonCodec, pack, stamp_of, unpack
+from .codec import (
+    PLAIN_CODECS,
+    STAMPER,
+    Codec,
+    CorruptPayload,
+    JsonCodec,
+    pack,
+    stamp_of,
+    unpack,
+)
 from .config import Location, TargetOptions, resolve_location, ttl_seconds
 from .errors import ConfigurationError
 from .keys import KeySpace
@@ -185,6 +194,7 @@ class ServiceCore:
         _defer_location_error: bool = False,
     ) -> None:
         self._keys = KeySpace(prefix)
+        self._head = self._keys.head  # for the get fast path
         self._default_ttl = ttl_seconds(default_ttl, "default_ttl")
         if isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int) \
                 or max_value_bytes <= 0:
@@ -192,6 +202,7 @@ class ServiceCore:
                                      f"{max_value_bytes!r}")
         self._max_value_bytes = max_value_bytes
         self._codec: Codec = codec if codec is not None else JsonCodec()
+        self._plain = type(self._codec) in PLAIN_CODECS  # plain JSON payloads: orjson.loads
         deferred: Target | None = None
         try:
             self._location: Location = resolve_location(
@@ -406,8 +417,19 @@ class ServiceCore:
         """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
         ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
         ``tags``: see ``tags.py``."""
-        k = self._keys.full(key)
         tagged = validate_tags(tags) if tags else ()
+        k, payload, seconds, value = self._encoded(key, value, ttl, keep_stale, jitter)
+        px = max(1, math.ceil(seconds * 1000))
+        if tagged:
+            yield from self._set_tagged(k, payload, seconds, px, tagged)
+            return
+        yield from self._store(k, payload, seconds, value)
+
+    def _encoded(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
+                 jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
+        """Validate and encode a set (raises before anything is written) and count it:
+        ``(redis key, payload, seconds, the value as stored)``."""
+        k = self._keys.full(key)
         seconds = self._default_ttl if ttl is None else ttl_seconds(ttl)
         if jitter:
             seconds = jittered(seconds, jitter)
@@ -417,10 +439,11 @@ class ServiceCore:
             seconds += keep_stale
         payload = pack(self._codec, value, k, self._max_value_bytes, stamp)
         next(self._counters.sets)
+        return k, payload, seconds, value
+
+    def _store(self, k: str, payload: bytes, seconds: float, value: Any) -> Op[None]:
+        """Write an encoded, untagged value: on Redis, or on the fallback while it is out."""
         px = max(1, math.ceil(seconds * 1000))
-        if tagged:
-            yield from self._set_tagged(k, payload, seconds, px, tagged)
-            return
 
         def local() -> None:
             kept = _kept(self._codec, value, payload, k)

@@ -110,7 +110,8 @@ class Target:
         # call latency per operation (see ``record_latency``); "get" is timed by the services
         self.get_latency = Latency()
         self.get_ticks = itertools.count()  # CacheService.get's Redis hits: 1 in 16 is timed
-        self.latency: dict[str, Latency] = {"get": self.get_latency}
+        self.set_latency = Latency()  # CacheService.set's fast path times every call
+        self.latency: dict[str, Latency] = {"get": self.get_latency, "set": self.set_latency}
         self._latency_of: dict[str, Latency | None] = {}
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
@@ -632,6 +633,7 @@ _UNKNOWN: Any = object()
 _OPERATION_NAMES: dict[str, str | None] = {
     "_recover": None, "unlink_owned": None, "scan_unlink": None, "unlink_keys": None,
     "_discard": "get", "_tagged": "get", "_is_available": "is_redis_available",
+    "_store": "set",
 }
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.

@@ -169,14 +169,15 @@ class Tracker:
         self._wake.set()
 
     def ensure_running(self) -> None:
-        """Start the thread unless it runs (called by fills: the first use starts it)."""
-        if self._running:
+        """Start the thread unless it runs (called by fills: the first use starts it); a
+        ``stop`` it has not acted on yet is called off."""
+        if self._running and not self._stop.is_set():
             return
         with self._lock:
-            if self._running:
+            self._stop.clear()
+            if self._running:  # it goes on, or sees the cleared stop on its way out
                 return
             self._running = True
-            self._stop.clear()
         name = f"cache_service-tracking-{self.target.location.describe()}"
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
@@ -249,6 +250,9 @@ class Tracker:
         finally:
             with self._lock:
                 self._running = False
+                again = not self._stop.is_set()  # a stop called off as it ended
+            if again:
+                self.ensure_running()
 
     def _unlink(self) -> None:
         self.store.drain_due = _NOT_DUE
