@@ -17,10 +17,14 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+from orjson import JSONDecodeError, loads
+
 from . import registry
 from .breaker import Gate
 from .codec import (
+    HEADER_SIZE,
     PLAIN_CODECS,
+    PLAIN_HEADER,
     STAMPER,
     Codec,
     CorruptPayload,
@@ -309,6 +313,23 @@ class ServiceCore:
                 if token is not None:
                     near.abandon(k, token)  # type: ignore[union-attr]
         return self._from_memory(k, default, stale, c)
+
+    def _reply(self, k: str, raw: bytes | None, default: Any) -> Any:
+        """What a GET reply means to the get fast paths: the value or ``default`` (counted),
+        or a ``Discard``/``Tagged`` for the caller's driver to finish. A plain JSON hit is
+        decoded here with no frame per step (each costs ~1% of a loopback hit)."""
+        if self._plain and raw is not None and raw[:3] == PLAIN_HEADER \
+                and not self._target.guard.until:
+            try:
+                value = loads(raw[HEADER_SIZE:])
+            except JSONDecodeError:  # the general rules below say what it is
+                pass
+            else:
+                if type(value) is list:  # perhaps a stale-while-revalidate envelope
+                    return self._opened(value, raw, default, False, self._counters)
+                next(self._counters.hits)
+                return value
+        return self._from_redis(k, raw, default, False, self._counters)
 
     def _near_hit(self, key: str) -> Any:
         """``key``'s near-cache value (a fresh copy) while Redis is in use, else MISS."""

@@ -7,11 +7,8 @@ from math import ceil
 from time import perf_counter
 from typing import Any
 
-from orjson import JSONDecodeError, loads
-
 from . import batch, counters, flows, keyops
 from .breaker import Gate
-from .codec import HEADER_SIZE, PLAIN_HEADER
 from .core import TTL, Discard, ServiceCore
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
@@ -32,10 +29,10 @@ class CacheService(ServiceCore):
 
     def get(self, key: str, default: Any = None) -> Any:
         """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
-        # Fast path for the common cases; everything else goes to the ``_get`` operation
-        # (suspending a generator around a blocking GET costs ~5% of the call). A plain JSON
-        # hit is decoded here, inline: each Python frame between the caller and redis-py
-        # costs ~1% of a loopback hit (counted with callgrind).
+        # Fast path for the common cases (``AsyncCacheService.get`` has its twin, sharing
+        # ``_reply``); everything else goes to the ``_get`` operation: suspending a generator
+        # around a blocking GET costs ~5% of the call, and each Python frame between the
+        # caller and redis-py ~1% (counted with callgrind).
         t = self._target
         if self._near is not None:
             found = self._near_hit(key)
@@ -60,21 +57,7 @@ class CacheService(ServiceCore):
                 else:
                     t.failed(exc)  # opens the breaker (or marks a foreign value)
                 return t.run(self._get(key, default))
-            if self._plain and raw is not None and raw[:3] == PLAIN_HEADER \
-                    and not t.guard.until:
-                try:
-                    value = loads(raw[HEADER_SIZE:])
-                except JSONDecodeError:  # the general rules below say what it is
-                    pass
-                else:
-                    if type(value) is list:  # perhaps a stale-while-revalidate envelope
-                        value = self._opened(value, raw, default, False, self._counters)
-                    else:
-                        next(self._counters.hits)
-                    if timed:
-                        t.get_latency.record(perf_counter() - started, 16)
-                    return value
-            result = self._from_redis(k, raw, default, False, self._counters)
+            result = self._reply(k, raw, default)
             if type(result) is Discard:
                 return t.run(self._discard(k, result.why, default, self._counters))
             if type(result) is Tagged:  # the one extra check an untagged hit pays
