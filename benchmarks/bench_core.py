@@ -21,9 +21,9 @@ port 6379), so the ratios are what matters, not the absolute microseconds.
 
 Variants of one comparison run interleaved (A/B/A/B..., rotating which goes first) so
 machine drift hits all of them alike; a ratio is the median of the per-round ratios.
-Targets: Redis get hit <= 1.05x raw; memory get hit <= 1.0x TTLCache.get. Hot paths: memory
-get of a small dict <= 1.10x TTLCache.get, set <= 1.15x raw SET PX + orjson.dumps, get
-throughput with 4 and 16 threads >= 0.9x one thread's.
+Targets: Redis get hit <= 1.04x raw (issue 11; was 1.05x); memory get hit <= 1.0x
+TTLCache.get. Hot paths: memory get of a small dict <= 1.10x TTLCache.get, set <= 1.15x raw
+SET PX + orjson.dumps, get throughput with 4 and 16 threads >= 0.9x one thread's.
 
 Run: ``.venv/bin/python -m benchmarks.bench_core [--quick] [--only SECTION,...]``; writes
 benchmarks/results/core.txt (not with ``--only``: a partial run prints only). Sections:
@@ -192,7 +192,7 @@ def verdicts(comparisons: list[Comparison]) -> str:
             continue
         if "get hit" not in cmp.title or cmp.title.startswith("tagged"):
             continue
-        limit = 1.05 if cmp.title.startswith("Redis") else 1.0
+        limit = 1.04 if cmp.title.startswith("Redis") else 1.0
         ours = next(v for v in cmp.variants if v.name.startswith("CacheService"))
         r = ratio(ours, cmp.variants[0])
         lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
@@ -612,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Redis: {rounds} interleaved rounds x {calls} calls per variant, every call timed; "
         f"memory: {mem_rounds} rounds x {batches} batches of {batch} calls.",
         "ratio = median over rounds of (variant / first row), rounds measured side by side.",
-        "Targets: Redis get hit <= 1.05x raw; memory get hit <= 1.0x TTLCache.get; get_many <= "
+        "Targets: Redis get hit <= 1.04x raw; memory get hit <= 1.0x TTLCache.get; get_many <= "
         "1.10x, set_many <= 1.20x, add/incr <= 1.15x raw. Hot paths: memory get of a small "
         "dict <= 1.10x TTLCache.get; set <= 1.15x raw; get with 4/16 threads >= 0.9x one.",
         f"sections: {','.join(s for s in SECTIONS if s in only)}; "
