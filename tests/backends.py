@@ -135,8 +135,10 @@ BACKENDS: dict[str, Builder] = {
     "near-redis": _near(_redis),
     "near-cluster": _near(_cluster),
     "uvloop-near-redis": _near(_async(_redis, "uvloop")),
+    "async-near-cluster": _near(_async(_cluster)),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
-                "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis"}
+                "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
+                "async-near-cluster"}

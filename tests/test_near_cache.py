@@ -411,3 +411,16 @@ def test_chaos_run_serves_no_version_older_than_an_acknowledged_one(
     assert figures.stale_reads == 0, figures.stale
     assert figures.near_hits > 1000, figures.summary()
     assert figures.versions > 100, figures.summary()
+
+
+def test_over_tls_the_tracker_reads_alone_and_stays_coherent(tls_server: RedisServer) -> None:
+    url = f"{tls_server.url}?ssl_ca_certs={tls_server.tls.ca_cert}"  # type: ignore[union-attr]
+    svc = CacheService(unique("near-tls"), url=url, near_cache=True)
+    coherent(svc)
+    assert svc._target.tracker._helped is False  # type: ignore[union-attr]
+    svc.set("k", "v1")
+    filled(svc, "k", "v1")
+    with tls_server.client() as raw:
+        raw.delete(svc.full_key("k"))
+    eventually(lambda: svc.get("k") is None, timeout=2)
+    svc.close()
