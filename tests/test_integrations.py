@@ -243,3 +243,24 @@ def test_flask_caching_factory_protocol(redis_server: RedisServer) -> None:
     assert isinstance(backend, CachelibCache)
     assert backend.default_timeout == 30
     assert redis_server.client().keys("cs:cachelib::factory:k")
+
+
+def test_framework_backends_take_the_near_cache(fresh_redis_server: RedisServer) -> None:
+    """``near_cache`` passes through OPTIONS like any service option; hits then do no I/O and
+    another client's delete still reaches them."""
+    from .helpers import eventually
+    django = django_cache(fresh_redis_server.url, OPTIONS={"near_cache": True})
+    flask = CachelibCache(fresh_redis_server.url, signing_key=KEY, near_cache=True)
+    for cache in (django, flask):
+        cache.set("page", {"html": "<p>hi</p>"})
+
+    def near_hits() -> int:
+        return int(django._service.stats()["target"]["near_hits"])
+
+    eventually(lambda: django.get("page") == {"html": "<p>hi</p>"} and near_hits() > 0
+               and flask.get("page") == {"html": "<p>hi</p>"} and near_hits() > 1,
+               timeout=10)
+    with fresh_redis_server.client() as raw:
+        for key in raw.scan_iter(match="*page*"):
+            raw.delete(key)
+    eventually(lambda: django.get("page") is None and flask.get("page") is None, timeout=2)
