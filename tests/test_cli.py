@@ -129,3 +129,24 @@ def test_demo_bad_url_is_one_line_exit_2(url: str, no_redis_url: None) -> None:
         assert result.exit_code == 2, result.output
         assert result.stdout == ""
         one_error_line(result.stderr)
+
+
+@pytest.mark.parametrize("reachable", [True, False])
+def test_demo_runs_through(reachable: bool, redis_server: RedisServer) -> None:
+    from rich.console import Console
+
+    from cache_service.demo import run_demo
+
+    console = Console(record=True, width=200)
+    url = redis_server.url if reachable else "redis://127.0.0.1:1/0"
+    assert run_demo(url, latency=0.001, console=console) == 0
+    text = console.export_text()
+    assert "5. Near cache" in text
+    if reachable:
+        assert "Store: Redis at" in text
+        assert "from process memory:" in text
+        assert "another client deleted it" in text
+        assert text.rstrip().endswith("touches only its own prefix)")
+    else:
+        assert "in-memory: Redis unreachable" in text
+        assert "skipped: the near cache needs Redis" in text

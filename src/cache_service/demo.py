@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -146,6 +147,36 @@ class Demo:
                        f"{'y' if dropped == 1 else 'ies'}; next call {third:.2f} ms "
                        "(database again)\n")
 
+    def near_cache(self) -> None:
+        """Hot keys from process memory, and another client's delete reaching them."""
+        self.out.rule("5. Near cache: hot keys from process memory")
+        flags = self.service("flags", default_ttl=60, near_cache=True)
+        if not flags.is_redis_available():
+            self.out.print("skipped: the near cache needs Redis (its invalidation pushes keep "
+                           "it coherent); without Redis every read is a memory-store read\n")
+            return
+        flags.set("checkout-v2", {"on": True, "percent": 25})
+        deadline = time.monotonic() + 3
+        near = flags._target.near
+        assert near is not None
+        while flags.full_key("checkout-v2") not in near.entries and time.monotonic() < deadline:
+            flags.get("checkout-v2")  # the first reads go to Redis until the tracker is in
+            time.sleep(0.01)
+        self.users.get("user:123")
+        _, redis_ms = _timed(lambda: self.users.get("user:123"))  # a warm round trip
+        value, ms = _timed(lambda: [flags.get("checkout-v2") for _ in range(1000)])
+        self.out.print(f"get('checkout-v2') from process memory: {ms:.3f} µs per call "
+                       f"(a Redis round trip just took {redis_ms * 1000:.0f} µs) -> {value[0]}")
+        other = redis.Redis.from_url(self.url)  # another client: any process, any language
+        started = time.perf_counter()
+        other.delete(flags.full_key("checkout-v2"))
+        while flags.get("checkout-v2") is not None and time.perf_counter() - started < 2:
+            pass
+        seen = (time.perf_counter() - started) * 1000
+        other.close()
+        self.out.print(f"another client deleted it: this process saw the miss {seen:.2f} ms "
+                       f"later -> {flags.get('checkout-v2', 'gone')}\n")
+
     def summary(self) -> None:
         """Figures, then remove every key this run wrote."""
         self.out.rule("Summary")
@@ -166,5 +197,6 @@ def run_demo(redis_url: str, latency: float = 0.05, console: Console | None = No
     demo.invalidation()
     demo.isolation()
     demo.decorator()
+    demo.near_cache()
     demo.summary()
     return 0
