@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import socket
-import ssl
 from collections.abc import Callable
 
 __all__ = ["reader_for"]
@@ -29,13 +28,17 @@ except (AttributeError, OSError):  # no libc symbols (or no MSG_DONTWAIT) here
     _DONTWAIT = None
 
 _AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK}
+try:
+    from ssl import SSLSocket as _TLS
+except ImportError:  # a Python built without ssl has no TLS sockets to refuse
+    _TLS = ()  # type: ignore[assignment,misc]
 
 
 def reader_for(sock: socket.socket) -> Callable[[], bytes | None] | None:
     """A function returning the bytes waiting on ``sock`` (b"" when the peer closed it,
     None when nothing is waiting), never releasing the GIL; None if ``sock`` is TLS or the
     platform cannot."""
-    if _DONTWAIT is None or isinstance(sock, ssl.SSLSocket):
+    if _DONTWAIT is None or isinstance(sock, _TLS):
         return None
     fd = sock.fileno()
     buffer = ctypes.create_string_buffer(_CHUNK)
