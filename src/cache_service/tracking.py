@@ -229,22 +229,27 @@ class Tracker:
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         target = self.target
-        backoff = target.options.breaker_min_backoff
+        floor, ceiling = target.options.breaker_min_backoff, target.options.breaker_max_backoff
+        backoff = floor
         try:
             while not self._stop.is_set():
+                linked = None
                 try:
                     version = self._link()
-                    backoff = target.options.breaker_min_backoff
-                    self._serve(version)
-                except _Lost as why:
-                    log.debug("cache_service: near cache of %s lost coherence: %s",
-                              target.location.describe(), why)
-                except Exception as exc:  # Redis unreachable, refusing, failing over
-                    log.debug("cache_service: near-cache tracking of %s failed: %r",
-                              target.location.describe(), exc)
-                    self._wake.wait(backoff)
+                    linked = time.monotonic()
+                    self._serve(version)  # returns when asked to relink or to stop
+                    continue
+                except Exception as exc:  # unreachable, refusing, failing over, a lost link
+                    log.debug("cache_service: near-cache tracking of %s: %s",
+                              target.location.describe(),
+                              exc if isinstance(exc, _Lost) else repr(exc))
+                    if linked is not None and time.monotonic() - linked > 2 * ceiling:
+                        backoff = floor  # it served a good while: a new trouble
+                    # Every loss waits: a node that keeps answering as a replica, or refusing
+                    # tracking, must not be reconnected to in a tight loop.
                     self._wake.clear()
-                    backoff = min(backoff * 2, target.options.breaker_max_backoff)
+                    self._wake.wait(backoff)
+                    backoff = min(backoff * 2, ceiling)
                 finally:
                     self._unlink()
         finally:
