@@ -307,7 +307,7 @@ def test_small_containers_are_kept_decoded_and_never_aliased() -> None:
     svc = CacheService(unique(), url=f"memory://{unique()}")
     given = {"id": 1, "name": "a", "tags": ["x", {"deep": [1, None]}], "b": b"\x00", "f": 1.5}
     svc.set("d", given)
-    assert type(_kept_of(svc, "d")).__name__ == "_Kept"  # the path under test is taken
+    assert type(_kept_of(svc, "d")).__name__ == "Kept"  # the path under test is taken
     given["tags"][1]["deep"].append("mutated after set")  # type: ignore[index]
     given["id"] = 2
     first = svc.get("d")
@@ -341,7 +341,7 @@ def test_kept_lists_set_many_and_add_never_alias() -> None:
     got = svc.get_many(["l", "m1", "m2", "a1"])
     assert got == {"l": [1, "a", [2, 3]], "m1": {"a": [1]}, "m2": [{"b": 2}], "a1": {"c": [3]}}
     for key in got:
-        assert type(_kept_of(svc, key)).__name__ == "_Kept"
+        assert type(_kept_of(svc, key)).__name__ == "Kept"
     svc.get("l")[2].append("x")
     svc.get("m1")["a"].append("x")
     svc.get("m2")[0]["b"] = "x"
@@ -357,7 +357,7 @@ def test_only_values_of_immutable_leaves_up_to_the_size_bound_are_kept() -> None
     for key, value in {**kept, **not_kept}.items():
         svc.set(key, value)
     for key in kept:
-        assert type(_kept_of(svc, key)).__name__ == "_Kept", key
+        assert type(_kept_of(svc, key)).__name__ == "Kept", key
     for key in not_kept:
         assert _kept_of(svc, key) is NO_VALUE, key
     for key, value in {**kept, **not_kept}.items():
@@ -373,7 +373,7 @@ def test_a_kept_stale_while_revalidate_envelope_is_unwrapped() -> None:
     clock = FakeClock()  # the store's clock and the services' wall clock
     svc = CacheService(unique(), url=f"memory://{unique()}", clock=clock)
     assert svc.get_or_set("k", lambda: [1, 2], ttl=10, stale_while_revalidate=30) == [1, 2]
-    assert type(_kept_of(svc, "k")).__name__ == "_Kept"
+    assert type(_kept_of(svc, "k")).__name__ == "Kept"
     assert svc.get("k") == [1, 2]
     first = svc.get("k")
     first.append(3)

@@ -424,3 +424,22 @@ def test_over_tls_the_tracker_reads_alone_and_stays_coherent(tls_server: RedisSe
         raw.delete(svc.full_key("k"))
     eventually(lambda: svc.get("k") is None, timeout=2)
     svc.close()
+
+
+@pytest.mark.parametrize("value", [{"a": 1, "b": "x"}, {"a": [1, 2], "b": "x"}, [1, [2]]])
+def test_the_value_a_fill_returns_is_not_the_one_kept(svc: CacheService, value: Any) -> None:
+    svc.set("k", value)
+    near = near_of(svc)
+    k = svc.full_key("k")
+    while True:  # the read that fills the entry hands its value to its caller: mutate it
+        before = k in near.entries
+        got = svc.get("k")
+        if isinstance(got, dict):
+            got["b"] = "changed"
+        got[1 if isinstance(got, list) else "a"] = "mutated"
+        if not before and k in near.entries:
+            break
+    assert svc.get("k") == value
+    hit = svc.get("k")
+    hit[1 if isinstance(hit, list) else "a"] = "again"
+    assert svc.get("k") == value

@@ -34,6 +34,9 @@ from .codec import (
     unpack,
 )
 from .config import Location, TargetOptions, resolve_location, ttl_seconds
+from .copies import IMMUTABLE as _IMMUTABLE
+from .copies import Kept as _Kept
+from .copies import copy_plan as _copy_plan
 from .errors import ConfigurationError
 from .keys import KeySpace
 from .loading import (
@@ -73,54 +76,8 @@ DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 UNCOUNTED = _UNCOUNTED = ServiceCounters()  # internal re-reads count nowhere
 
 
-# Values the memory store may hand out as they are (immutable), up to this payload size.
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
+# Values the memory store keeps decoded beside their payload, up to this payload size.
 _KEEP_DECODED = 1024
-
-
-class _Kept:
-    """A decoded dict or list the memory store keeps beside its payload (never handed out):
-    a ``get`` returns ``fresh()``, new containers all the way down around shared immutable
-    leaves. ``plan``: ``(key or index, sub-plan)`` for each nested container, in order."""
-
-    __slots__ = ("plan", "value")
-
-    def __init__(self, value: dict[Any, Any] | list[Any], plan: tuple[Any, ...]) -> None:
-        self.value = value
-        self.plan = plan
-
-    def fresh(self) -> Any:
-        return _fresh(self.value, self.plan)
-
-
-def _fresh(value: Any, plan: tuple[Any, ...]) -> Any:
-    value = value.copy()
-    for i, sub in plan:
-        value[i] = _fresh(value[i], sub)
-    return value
-
-
-def _copy_plan(value: dict[Any, Any] | list[Any]) -> tuple[Any, ...] | None:
-    """How to copy ``value`` (see ``_Kept``), or None unless every leaf is of ``_IMMUTABLE``
-    (dict keys too): only then are fresh containers a full copy."""
-    if type(value) is dict:
-        if not _IMMUTABLE.issuperset(map(type, value)):
-            return None
-        items: Any = value.items()
-    else:
-        items = enumerate(value)
-    plan = []
-    for i, v in items:
-        t = type(v)
-        if t in _IMMUTABLE:
-            continue
-        if t is not dict and t is not list:
-            return None
-        sub = _copy_plan(v)
-        if sub is None:
-            return None
-        plan.append((i, sub))
-    return tuple(plan)
 
 
 def _kept(codec: Codec, value: Any, payload: bytes, k: str) -> Any:

@@ -34,6 +34,7 @@ from re import Pattern
 from time import monotonic
 from typing import Any
 
+from .copies import IMMUTABLE, Kept, copy_plan
 from .errors import ConfigurationError
 from .stats import value as counted
 
@@ -42,8 +43,7 @@ __all__ = ["MISS", "WINDOW", "NearCache", "NearStore", "near_config"]
 MISS: Any = type("NearMiss", (), {"__repr__": lambda self: "MISS"})()
 WINDOW = 0.5  # seconds a heartbeat's answer keeps the entries trusted
 _ENTRY_OVERHEAD = 120  # rough bytes per entry beyond key and payload
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
-_FLAT = 64  # a dict or list of at most this many immutables is copied shallowly
+_COPIED = 16384  # larger dicts and lists are decoded on each hit (their plan costs a walk)
 # entry fields: [deadline (monotonic), object, copier (None: hand out as is), size, flagged]
 _DEADLINE, _OBJECT, _COPIER, _SIZE, _FLAG = range(5)
 
@@ -84,16 +84,19 @@ def near_config(value: object) -> NearCache | None:
 
 def _copier(value: Any, payload: bytes, decode: Callable[[bytes], Any]
             ) -> tuple[Any, Callable[[Any], Any] | None]:
-    """How a hit hands out a fresh copy: immutables as they are, a flat dict or list of
-    immutables by a shallow copy (which is then a full one), anything else decoded anew."""
+    """How a hit hands out a fresh copy: immutables as they are; a dict or list of them
+    (nested as you like, up to ``_COPIED`` bytes of payload) as new containers around the
+    shared leaves (``copies.Kept``, holding its own copy: the filling read returns ``value``
+    itself to its caller); anything else decoded anew."""
     kind = type(value)
-    if kind in _IMMUTABLE:
+    if kind in IMMUTABLE:
         return value, None
-    if kind is dict and len(value) <= _FLAT and all(
-            type(v) in _IMMUTABLE for v in value.values()):
-        return value, dict.copy
-    if kind is list and len(value) <= _FLAT and all(type(v) in _IMMUTABLE for v in value):
-        return value, list.copy
+    if (kind is dict or kind is list) and len(payload) <= _COPIED:
+        plan = copy_plan(value)
+        if plan is not None:
+            kept = Kept(value, plan)
+            kept.value = kept.fresh()
+            return kept, Kept.fresh
     return payload, decode
 
 
