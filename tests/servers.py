@@ -1454,6 +1454,7 @@ class ChaosProxy(_Managed):
         self._mode: ProxyMode = "normal"
         self._latency = 0.0
         self._latency_upstream = False
+        self._spare_new = False
         self._links: set[_Link] = set()
         self._sel = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
@@ -1536,15 +1537,18 @@ class ChaosProxy(_Managed):
 
         self._call(apply)
 
-    def latency(self, seconds: float, *, upstream: bool = False, existing: bool = True) -> None:
+    def latency(self, seconds: float, *, upstream: bool = False, existing: bool = True,
+                new: bool = True) -> None:
         """Delay server->client data by ``seconds`` (client->server too if ``upstream``);
-        ``existing=False`` spares the connections open now from any latency until ``heal``."""
+        ``existing=False`` spares the connections open now from any latency until ``heal``,
+        ``new=False`` the connections accepted from now on."""
         if seconds < 0:
             raise ValueError("latency must be >= 0")
 
         def apply() -> None:
             self._latency = seconds
             self._latency_upstream = upstream
+            self._spare_new = not new
             if not existing:
                 for link in self._links:
                     link.spared = True
@@ -1562,6 +1566,7 @@ class ChaosProxy(_Managed):
             self._latency = 0.0
             self._latency_upstream = False
             self._mode = "normal"
+            self._spare_new = False
             for link in self._links:
                 link.spared = False
 
@@ -1715,7 +1720,7 @@ class ChaosProxy(_Managed):
             if len(self._links) >= self.max_connections:
                 _rst_close(conn)
                 continue
-            link = _Link(client=conn)
+            link = _Link(client=conn, spared=self._spare_new)
             if self._mode == "hang":
                 link.hung = True
             else:

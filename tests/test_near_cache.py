@@ -443,3 +443,30 @@ def test_the_value_a_fill_returns_is_not_the_one_kept(svc: CacheService, value: 
     hit = svc.get("k")
     hit[1 if isinstance(hit, list) else "a"] = "again"
     assert svc.get("k") == value
+
+
+def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
+        fresh_redis_server: RedisServer) -> None:
+    """Redis' push to the reader is held back 2 s by a proxy; the write moves the key's slot
+    on the host page, so the reader's very next get goes to Redis instead of its copy."""
+    with ChaosProxy(*fresh_redis_server.address) as proxy:
+        slow = {"socket_timeout": 5.0, "connect_timeout": 5.0}
+        prefix = unique("near-host")
+        with Worker(proxy.url, prefix, near_cache=True, **slow) as reader:
+            reader.call("set", "k", "v1")
+
+            def held() -> bool:
+                hits = reader.call("stats")["target"]["near_hits"]
+                return bool(reader.call("get", "k") == "v1"
+                            and reader.call("stats")["target"]["near_hits"] > hits)
+
+            eventually(held, timeout=10)
+            writer = CacheService(prefix, url=proxy.url, **slow)
+            proxy.latency(2.0, new=False)  # the reader's links; the writer's new one is spared
+            writer.set("k", "v2")
+            started = time.monotonic()
+            assert reader.call("get", "k") == "v2"  # not its copy: through Redis (and the delay)
+            assert time.monotonic() - started > 1.5
+            proxy.heal()
+            writer.close()
+            reader.exit()

@@ -466,11 +466,11 @@ class ServiceCore:
                 else:
                     if t.breaker.is_open:  # draining: readers are still on memory
                         t.memory_invalidate(keys, pattern)
-                    t.near_written(keys, pattern)
+                    t.written(keys, pattern)
                     return result
             applied = t.offline(keys, pattern, STAMPER.next(), local)
             if applied is not None:
-                t.near_written(keys, pattern)
+                t.written(keys, pattern)
                 return applied[0]
 
     def _is_available(self) -> Op[bool]:

@@ -36,6 +36,7 @@ from typing import Any
 
 from .copies import IMMUTABLE, Kept, copy_plan
 from .errors import ConfigurationError
+from .host import NEAR_WRITES, PAGE_BYTES, key_slot
 from .stats import value as counted
 
 __all__ = ["MISS", "WINDOW", "NearCache", "NearStore", "near_config"]
@@ -44,8 +45,9 @@ MISS: Any = type("NearMiss", (), {"__repr__": lambda self: "MISS"})()
 WINDOW = 0.5  # seconds a heartbeat's answer keeps the entries trusted
 _ENTRY_OVERHEAD = 120  # rough bytes per entry beyond key and payload
 _COPIED = 16384  # larger dicts and lists are decoded on each hit (their plan costs a walk)
-# entry fields: [deadline (monotonic), object, copier (None: hand out as is), size, flagged]
-_DEADLINE, _OBJECT, _COPIER, _SIZE, _FLAG = range(5)
+# entry fields: [deadline (monotonic), object, copier (None: hand out as is), size, flagged,
+# page slot of its key, that slot's value and NEAR_WRITES' when its fill began]
+_DEADLINE, _OBJECT, _COPIER, _SIZE, _FLAG, _SLOT, _SEEN, _GEN = range(8)
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,15 @@ class NearStore:
         self.invalidations = itertools.count()  # keys (or flushes) Redis told us about
         self.flushes = itertools.count()
         self.evictions = itertools.count()
-        self._pending: dict[str, object] = {}
+        self._pending: dict[str, tuple[int, int, int]] = {}
         self._lock = threading.Lock()
         # set by the tracker: whether it hears from every primary the data clients use
         self.covers: Callable[[], bool] = _always
         self.help: Callable[[], bool] = _always
         self.drain_due = float("inf")  # when a hit should read the tracker's links itself
+        # The host page (set by the target when it attaches): writes by any process of the
+        # host move a key's slot there at once (``host.mark_written``).
+        self.page: memoryview = memoryview(bytearray(PAGE_BYTES)).cast("q")
         _stores.add(self)
 
     def __len__(self) -> int:
@@ -133,16 +138,21 @@ class NearStore:
         entry = self.entries.get(key)
         if entry is None or now >= entry[_DEADLINE] or now >= self.valid_until:
             return MISS
+        page = self.page
+        if page[entry[_SLOT]] != entry[_SEEN] or page[NEAR_WRITES] != entry[_GEN]:
+            return MISS  # written since by a process of this host: its push is on its way
         entry[_FLAG] = True
         next(self.hits)
         copier = entry[_COPIER]
         return entry[_OBJECT] if copier is None else copier(entry[_OBJECT])
 
-    def begin(self, key: str) -> object | None:
+    def begin(self, key: str) -> tuple[int, int, int] | None:
         """A token for filling ``key`` from a read about to be sent (None: do not fill)."""
         if monotonic() >= self.valid_until:
             return None
-        token = object()
+        slot = key_slot(key)
+        page = self.page
+        token = (slot, page[slot], page[NEAR_WRITES])  # a new tuple: its identity is the token
         pending = self._pending
         if len(pending) >= self.config.max_entries:  # fills abandoned by errors: bounded
             with self._lock:
@@ -150,8 +160,8 @@ class NearStore:
         pending[key] = token
         return token
 
-    def store(self, key: str, token: object, value: Any, payload: bytes, *, ttl_ms: int,
-              decode: Callable[[bytes], Any]) -> None:
+    def store(self, key: str, token: tuple[int, int, int], value: Any, payload: bytes, *,
+              ttl_ms: int, decode: Callable[[bytes], Any]) -> None:
         """Keep the reply read with ``token`` for at most ``ttl_ms`` (the key's PTTL), unless
         an invalidation or a flush came in since ``begin``."""
         if ttl_ms <= 0:  # expired meanwhile, or no TTL (not a key we wrote)
@@ -176,11 +186,11 @@ class NearStore:
             old = self.entries.pop(key, None)
             if old is not None:
                 self.nbytes -= old[_SIZE]
-            self.entries[key] = [now + seconds, obj, copier, size, False]
+            self.entries[key] = [now + seconds, obj, copier, size, False, *token]
             self.nbytes += size
             self._evict()
 
-    def abandon(self, key: str, token: object) -> None:
+    def abandon(self, key: str, token: tuple[int, int, int]) -> None:
         """A fill that will not store (its read failed)."""
         if self._pending.get(key) is token:
             with self._lock:

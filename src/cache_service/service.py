@@ -88,8 +88,7 @@ class CacheService(ServiceCore):
                 t.failed(exc)
             t.run(self._store(k, payload, seconds, value))  # Redis again, or the fallback
             return
-        if t.near is not None:
-            t.near_written([k], None)
+        t.written([k], None)
         t.set_latency.record(perf_counter() - started)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:

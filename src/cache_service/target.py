@@ -28,7 +28,7 @@ from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import MAGIC
 from .config import Location, TargetOptions
 from .fallback import SharedStore
-from .host import GEN, STATE, HostState, host_state, resolve_dir
+from .host import GEN, PAGE_BYTES, STATE, HostState, host_state, mark_written, resolve_dir
 from .journal import Guard, Journal
 from .keys import glob_to_regex
 from .memory import MemoryStore
@@ -166,6 +166,8 @@ class Target:
             if not self.breaker.is_open:
                 self.guard = self.journal.guard()
             self._page = self.host.page
+            if self.near is not None:
+                self.near.page = self._page
 
     @property
     def attached(self) -> bool:
@@ -182,6 +184,8 @@ class Target:
         with self._attach_lock:
             if self.near is None:
                 self.near = NearStore(config)
+                if self._page is not _UNATTACHED:
+                    self.near.page = self._page
                 self.tracker = Tracker(self, self.near)
             elif config != self.near.config:
                 log.debug("target %s keeps the near-cache bounds of the first service that "
@@ -190,9 +194,11 @@ class Target:
             self.tracker.add_prefix(head)
             return self.near
 
-    def near_written(self, keys: list[str] | None, pattern: str | None) -> None:
-        """This process wrote ``keys`` (or ``pattern``): its near copies go now, not when the
-        invalidation comes back from Redis."""
+    def written(self, keys: list[str] | None, pattern: str | None) -> None:
+        """This process wrote ``keys`` (or ``pattern``): near-cache copies go now, not when
+        the invalidation comes back from Redis: this process's at once, every other
+        process's of the host by the key's slot on the page."""
+        mark_written(self._page, None if pattern is not None else keys or [])
         near = self.near
         if near is not None:
             if pattern is not None:
@@ -473,6 +479,9 @@ class Target:
             self._closed_gen = -1
             self._seen_gen = self.host.page[GEN]
             self._page = self.host.page
+            if self.near is not None:
+                self.near.page = self._page
+                self.near.lose()
         self.recovery.ensure_running()
 
     def probe(self) -> bool:
@@ -637,7 +646,7 @@ _OPERATION_NAMES: dict[str, str | None] = {
 }
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.
-_UNATTACHED = memoryview(bytearray(64)).cast("q")
+_UNATTACHED = memoryview(bytearray(PAGE_BYTES)).cast("q")
 _UNATTACHED[0] = -2
 
 
