@@ -36,7 +36,8 @@ from pathlib import Path
 from .config import Location
 from .keys import glob_to_regex
 
-__all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_WRITES",
+__all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "KEY_BASE",
+           "KEY_SLOTS", "NEAR_WRITES",
            "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state", "key_slot",
            "mark_written", "resolve_dir"]
 

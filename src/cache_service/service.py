@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterable, Mapping
 from math import ceil
 from time import perf_counter
 from typing import Any
+from zlib import crc32
 
 from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
+from .host import KEY_BASE, KEY_SLOTS
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
@@ -88,7 +90,11 @@ class CacheService(ServiceCore):
                 t.failed(exc)
             t.run(self._store(k, payload, seconds, value))  # Redis again, or the fallback
             return
-        t.written([k], None)
+        # ``t.written([k], None)`` inlined: the key's slot on the host page moves, and this
+        # process's near copy goes
+        t._page[KEY_BASE + crc32(k.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
+        if t.near is not None:
+            t.near.invalidate((k,))
         t.set_latency.record(perf_counter() - started)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
