@@ -37,7 +37,7 @@ from .config import Location
 from .keys import glob_to_regex
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "KEY_BASE",
-           "KEY_SLOTS", "NEAR_WRITES",
+           "KEY_SLOTS", "NEAR_USED", "NEAR_WRITES",
            "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state", "key_slot",
            "mark_written", "resolve_dir"]
 
@@ -50,11 +50,12 @@ log = logging.getLogger("cache_service")
 # as they were; both move after the write's commit. FB_*: the shared fallback's totals, kept
 # here (under the lock) instead of in SQL rows.
 (GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES, FB_ENTRIES, FB_BYTES,
- FB_EVICTIONS, NEAR_WRITES) = range(11)
-# Writes to Redis (any service of the host) also move the written key's slot, or NEAR_WRITES
-# for a pattern: a near-cache entry filled before is then not served, in any process of the
-# host, without waiting for Redis' invalidation push (``mark_written``; no lock: a lost
-# increment only leaves that one write to the push).
+ FB_EVICTIONS, NEAR_WRITES, NEAR_USED) = range(12)
+# Once a process of the host has a near cache (NEAR_USED, set before its first fill and never
+# cleared), writes to Redis by any service of the host also move the written key's slot, or
+# NEAR_WRITES for a pattern: a near-cache entry filled before is then not served, in any
+# process of the host, without waiting for Redis' invalidation push (``mark_written``; no
+# lock: a lost increment only leaves that one write to the push).
 KEY_BASE, KEY_SLOTS = 16, 4096
 PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
 PAGE_BYTES = _PAGE_BYTES = (KEY_BASE + KEY_SLOTS) * 8
@@ -99,13 +100,16 @@ def key_slot(key: str) -> int:
 
 def mark_written(page: memoryview, keys: list[str] | None) -> None:
     """This process wrote ``keys`` on Redis (None: keys matching a pattern): move their page
-    slots so that every process's near-cache copies of them stop being served."""
+    slots so that every process's near-cache copies of them stop being served (nothing to do
+    on a host where no process has a near cache)."""
+    if not page[NEAR_USED]:
+        return
     if keys is None:
         page[NEAR_WRITES] += 1
         return
+    crc = zlib.crc32
     for key in keys:
-        slot = KEY_BASE + zlib.crc32(key.encode("utf-8", "surrogatepass")) % KEY_SLOTS
-        page[slot] += 1
+        page[KEY_BASE + crc(key.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
 
 
 def _redis_match(pattern: str, name: str) -> bool:

@@ -11,7 +11,7 @@ from zlib import crc32
 from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
-from .host import KEY_BASE, KEY_SLOTS
+from .host import KEY_BASE, KEY_SLOTS, NEAR_USED
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
@@ -92,7 +92,9 @@ class CacheService(ServiceCore):
             return
         # ``t.written([k], None)`` inlined: the key's slot on the host page moves, and this
         # process's near copy goes
-        t._page[KEY_BASE + crc32(k.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
+        page = t._page
+        if page[NEAR_USED]:
+            page[KEY_BASE + crc32(k.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
         if t.near is not None:
             t.near.invalidate((k,))
         t.set_latency.record(perf_counter() - started)

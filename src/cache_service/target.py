@@ -28,7 +28,16 @@ from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import MAGIC
 from .config import Location, TargetOptions
 from .fallback import SharedStore
-from .host import GEN, PAGE_BYTES, STATE, HostState, host_state, mark_written, resolve_dir
+from .host import (
+    GEN,
+    NEAR_USED,
+    PAGE_BYTES,
+    STATE,
+    HostState,
+    host_state,
+    mark_written,
+    resolve_dir,
+)
 from .journal import Guard, Journal
 from .keys import glob_to_regex
 from .memory import MemoryStore
@@ -167,6 +176,7 @@ class Target:
                 self.guard = self.journal.guard()
             self._page = self.host.page
             if self.near is not None:
+                self._page[NEAR_USED] = 1
                 self.near.page = self._page
 
     @property
@@ -185,6 +195,7 @@ class Target:
             if self.near is None:
                 self.near = NearStore(config)
                 if self._page is not _UNATTACHED:
+                    self._page[NEAR_USED] = 1
                     self.near.page = self._page
                 self.tracker = Tracker(self, self.near)
             elif config != self.near.config:
@@ -480,6 +491,7 @@ class Target:
             self._seen_gen = self.host.page[GEN]
             self._page = self.host.page
             if self.near is not None:
+                self._page[NEAR_USED] = 1
                 self.near.page = self._page
                 self.near.lose()
         self.recovery.ensure_running()
