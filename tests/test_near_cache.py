@@ -470,3 +470,25 @@ def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
             proxy.heal()
             writer.close()
             reader.exit()
+
+
+def test_a_redis_that_refuses_tracking_is_named_once_and_bypassed(
+        fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    with fresh_redis_server.client() as raw:
+        raw.execute_command("ACL", "SETUSER", "untracked", "on", ">untracked-pw", "~*", "&*",
+                            "+@all", "-client|tracking")
+    host, port = fresh_redis_server.address
+    svc = CacheService(unique("near-acl"), url=f"redis://untracked:untracked-pw@{host}:{port}/0",
+                       near_cache=True, breaker_min_backoff=0.05, breaker_max_backoff=0.1)
+    svc.set("k", "v")
+    with caplog.at_level("WARNING", logger="cache_service"):
+        eventually(lambda: svc.get("k") == "v" and svc.stats()["target"]["near_refused"],
+                   timeout=5)
+        time.sleep(0.3)  # several refused links: still one warning
+    assert "NOPERM" in svc.stats()["target"]["near_refused"]
+    warnings = [r for r in caplog.records if "near cache" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "untracked-pw" not in warnings[0].getMessage()
+    assert svc.stats()["target"]["near_hits"] == 0
+    assert svc.get("k") == "v"  # from Redis, every time
+    svc.close()

@@ -631,6 +631,7 @@ class Target:
             "memory_bytes": self.memory.nbytes,
             "memory_evictions": self.memory.evictions,
             **(self.near.snapshot() if self.near is not None else {}),
+            **({"near_refused": self.tracker.refused} if self.tracker is not None else {}),
             **self.counters.snapshot(),
         }
 

@@ -50,6 +50,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import hiredis
+from redis.exceptions import ResponseError
 
 from .near import WINDOW, NearStore
 from .redis_backend import tracking_names, tracking_nodes
@@ -143,6 +144,7 @@ class Tracker:
         self.target = target
         self.store = store
         self.links_made = 0  # how many times every link was (re)made: tests wait on it
+        self.refused: str | None = None  # why Redis will not track for us, if it will not
         self._heads: set[str] = set()
         self._version = 0  # bumped when a prefix is added or coherence is doubted: relink
         self._linked: frozenset[str] = frozenset()
@@ -243,6 +245,8 @@ class Tracker:
                     log.debug("cache_service: near-cache tracking of %s: %s",
                               target.location.describe(),
                               exc if isinstance(exc, _Lost) else repr(exc))
+                    if isinstance(exc, ResponseError):  # an answer, not an outage: no RESP3
+                        self._refused(f"Redis answered {exc}")
                     if linked is not None and time.monotonic() - linked > 2 * ceiling:
                         backoff = floor  # it served a good while: a new trouble
                     # Every loss waits: a node that keeps answering as a replica, or refusing
@@ -258,6 +262,15 @@ class Tracker:
                 again = not self._stop.is_set()  # a stop called off as it ended
             if again:
                 self.ensure_running()
+
+    def _refused(self, why: str) -> None:
+        """Say once (per distinct reason) that this Redis will not track for us: the near
+        cache is bypassed (reads go to Redis) until it does; ``stats()`` shows it too."""
+        if why != self.refused:
+            self.refused = why
+            log.warning("cache_service: the near cache of %s is bypassed: %s (it needs Redis "
+                        ">= 6 and permission for HELLO 3 and CLIENT TRACKING)",
+                        self.target.location.describe(), why)
 
     def _unlink(self) -> None:
         self.store.drain_due = _NOT_DUE
@@ -291,7 +304,8 @@ class Tracker:
                 link.send(*args)
                 reply, *pushes = _first_replies(link, timeout)
                 if reply != b"OK":
-                    raise _Lost(f"CLIENT TRACKING refused: {reply!r:.80}")
+                    self._refused(f"CLIENT TRACKING was refused: {reply}")
+                    raise _Lost("CLIENT TRACKING refused")
                 for push in pushes:
                     self._handle(link, push)
             if not links:
@@ -301,6 +315,7 @@ class Tracker:
             for link in links:
                 link.close()
             raise
+        self.refused = None
         with self._reading:
             self._links = links
             self._helped = all(link.read is not None for link in links)
