@@ -36,10 +36,9 @@ from pathlib import Path
 from .config import Location
 from .keys import glob_to_regex
 
-__all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "KEY_BASE",
-           "KEY_SLOTS", "NEAR_USED", "NEAR_WRITES",
-           "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state", "key_slot",
-           "mark_written", "resolve_dir"]
+__all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
+           "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state",
+           "key_slot", "mark_written", "resolve_dir"]
 
 log = logging.getLogger("cache_service")
 
@@ -58,7 +57,7 @@ log = logging.getLogger("cache_service")
 # lock: a lost increment only leaves that one write to the push).
 KEY_BASE, KEY_SLOTS = 16, 4096
 PAGE_MAGIC = 0x63735F7061676531  # "cs_page1"
-PAGE_BYTES = _PAGE_BYTES = (KEY_BASE + KEY_SLOTS) * 8
+PAGE_BYTES = (KEY_BASE + KEY_SLOTS) * 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal(
@@ -107,9 +106,8 @@ def mark_written(page: memoryview, keys: list[str] | None) -> None:
     if keys is None:
         page[NEAR_WRITES] += 1
         return
-    crc = zlib.crc32
     for key in keys:
-        page[KEY_BASE + crc(key.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
+        page[key_slot(key)] += 1
 
 
 def _redis_match(pattern: str, name: str) -> bool:
@@ -162,10 +160,10 @@ class HostState:
         self._recovery_fd: int | None = None  # open only while this process recovers
         page_fd = os.open(f"{base}.page", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fresh = os.fstat(page_fd).st_size < _PAGE_BYTES
+            fresh = os.fstat(page_fd).st_size < PAGE_BYTES
             if fresh:
-                os.ftruncate(page_fd, _PAGE_BYTES)
-            self._mmap = mmap.mmap(page_fd, _PAGE_BYTES)
+                os.ftruncate(page_fd, PAGE_BYTES)
+            self._mmap = mmap.mmap(page_fd, PAGE_BYTES)
         finally:
             os.close(page_fd)
         self.page = memoryview(self._mmap).cast("q")
@@ -178,7 +176,7 @@ class HostState:
         self._recovery_path = None
         self._recovery_fd = None
         # Private: a forked child's writes stay its own (its state is process-local too).
-        self._mmap = mmap.mmap(-1, _PAGE_BYTES, flags=mmap.MAP_PRIVATE)
+        self._mmap = mmap.mmap(-1, PAGE_BYTES, flags=mmap.MAP_PRIVATE)
         self.page = memoryview(self._mmap).cast("q")
         self.db_path = f"file:cs-{id(self)}-{os.getpid()}?mode=memory&cache=shared"
         self._keepalive = self._connect()  # a shared in-memory db lives while one is open

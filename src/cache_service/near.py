@@ -218,20 +218,23 @@ class NearStore:
         """Coherence is lost (or not yet there): empty, and refuse fills until ``trust``."""
         with self._lock:
             self.valid_until = 0.0
-            self._pending.clear()
-            had = bool(self.entries)
-            self.entries.clear()
-            self.nbytes = 0
+            had = self._clear()
         if had:
             next(self.flushes)
 
     def flush(self) -> None:
-        """Redis flushed the database (or coherence was regained): drop everything."""
+        """Redis flushed the database: drop everything (coherence holds)."""
         with self._lock:
-            self._pending.clear()
-            self.entries.clear()
-            self.nbytes = 0
+            self._clear()
         next(self.flushes)
+
+    def _clear(self) -> bool:
+        """Drop every entry and fill (under the lock); whether there were entries."""
+        had = bool(self.entries)
+        self._pending.clear()
+        self.entries.clear()
+        self.nbytes = 0
+        return had
 
     def trust(self, until: float) -> None:
         """The tracker vouches for the entries up to ``until`` (monotonic)."""

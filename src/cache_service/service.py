@@ -6,12 +6,11 @@ from collections.abc import Callable, Iterable, Mapping
 from math import ceil
 from time import perf_counter
 from typing import Any
-from zlib import crc32
 
 from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
-from .host import KEY_BASE, KEY_SLOTS, NEAR_USED
+from .host import NEAR_USED, key_slot
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
@@ -90,11 +89,11 @@ class CacheService(ServiceCore):
                 t.failed(exc)
             t.run(self._store(k, payload, seconds, value))  # Redis again, or the fallback
             return
-        # ``t.written([k], None)`` inlined: the key's slot on the host page moves, and this
-        # process's near copy goes
+        # ``t.written([k], None)`` inlined: the key's slot on the host page moves (once the
+        # host has a near cache), and this process's near copy goes
         page = t._page
         if page[NEAR_USED]:
-            page[KEY_BASE + crc32(k.encode("utf-8", "surrogatepass")) % KEY_SLOTS] += 1
+            page[key_slot(k)] += 1
         if t.near is not None:
             t.near.invalidate((k,))
         t.set_latency.record(perf_counter() - started)

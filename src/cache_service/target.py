@@ -175,9 +175,7 @@ class Target:
             if not self.breaker.is_open:
                 self.guard = self.journal.guard()
             self._page = self.host.page
-            if self.near is not None:
-                self._page[NEAR_USED] = 1
-                self.near.page = self._page
+            self._lend_page()
 
     @property
     def attached(self) -> bool:
@@ -194,9 +192,7 @@ class Target:
         with self._attach_lock:
             if self.near is None:
                 self.near = NearStore(config)
-                if self._page is not _UNATTACHED:
-                    self._page[NEAR_USED] = 1
-                    self.near.page = self._page
+                self._lend_page()
                 self.tracker = Tracker(self, self.near)
             elif config != self.near.config:
                 log.debug("target %s keeps the near-cache bounds of the first service that "
@@ -204,6 +200,13 @@ class Target:
             assert self.tracker is not None
             self.tracker.add_prefix(head)
             return self.near
+
+    def _lend_page(self) -> None:
+        """Give the near cache the host page it checks, and mark the host as having one
+        (writers then move key slots): once the page exists and the near cache does."""
+        if self.near is not None and self._page is not _UNATTACHED:
+            self._page[NEAR_USED] = 1
+            self.near.page = self._page
 
     def written(self, keys: list[str] | None, pattern: str | None) -> None:
         """This process wrote ``keys`` (or ``pattern``): near-cache copies go now, not when
@@ -490,9 +493,8 @@ class Target:
             self._closed_gen = -1
             self._seen_gen = self.host.page[GEN]
             self._page = self.host.page
+            self._lend_page()
             if self.near is not None:
-                self._page[NEAR_USED] = 1
-                self.near.page = self._page
                 self.near.lose()
         self.recovery.ensure_running()
 
