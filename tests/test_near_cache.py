@@ -445,14 +445,15 @@ def test_the_value_a_fill_returns_is_not_the_one_kept(svc: CacheService, value: 
     assert svc.get("k") == value
 
 
+@pytest.mark.parametrize("mode", ["sync", "asyncio", "uvloop"])
 def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
-        fresh_redis_server: RedisServer) -> None:
+        fresh_redis_server: RedisServer, mode: str) -> None:
     """Redis' push to the reader is held back 2 s by a proxy; the write moves the key's slot
     on the host page, so the reader's very next get goes to Redis instead of its copy."""
     with ChaosProxy(*fresh_redis_server.address) as proxy:
         slow = {"socket_timeout": 5.0, "connect_timeout": 5.0}
         prefix = unique("near-host")
-        with Worker(proxy.url, prefix, near_cache=True, **slow) as reader:
+        with Worker(proxy.url, prefix, mode, near_cache=True, **slow) as reader:
             reader.call("set", "k", "v1")
 
             def held() -> bool:
