@@ -1,9 +1,11 @@
-# Sourced by scripts/demo and scripts/test: a virtualenv in .venv with this package installed.
-# Usage: bootstrap EXTRAS   (e.g. "" or "test")
+# Sourced by scripts/demo and scripts/test: a virtualenv with this package installed at the exact
+# versions of uv.lock (or, with CACHE_SERVICE_NEWEST=1, the newest releases of everything).
+# Usage: bootstrap EXTRA   (e.g. "" or "test")
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+NEWEST="${CACHE_SERVICE_NEWEST:-0}"
+if [ "$NEWEST" = "1" ]; then VENV="$ROOT/.venv-newest"; else VENV="$ROOT/.venv"; fi
 
 as_root_apt() {  # apt-get install the given Debian packages when we are root
     if [ "$(id -u)" != "0" ]; then
@@ -16,22 +18,45 @@ as_root_apt() {  # apt-get install the given Debian packages when we are root
     apt-get install -y -qq "$@" >/dev/null
 }
 
-bootstrap() {
-    local extras="$1" python="${PYTHON:-python3}" stamp target="$ROOT"
-    command -v "$python" >/dev/null || as_root_apt python3
-    if [ ! -x "$VENV/bin/python" ]; then
-        echo "==> creating virtualenv in .venv"
-        "$python" -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; as_root_apt python3-venv; "$python" -m venv "$VENV"; }
+quiet() {  # run a command, showing its output only when it fails
+    local log; log="$(mktemp)"
+    if ! "$@" >"$log" 2>&1; then
+        grep -v "is ignored" "$log" >&2; rm -f "$log"
+        echo "error: $* failed" >&2; exit 1
     fi
-    [ -n "$extras" ] && target="$ROOT[$extras]"
-    stamp="$VENV/.installed-$(sha1sum < "$ROOT/pyproject.toml" | cut -c1-12)-${extras:-base}"
-    if [ ! -f "$stamp" ]; then
-        echo "==> installing cache_service${extras:+ with [$extras]} into .venv"
-        if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip &&
-               "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$target"; } \
-               >"$VENV/pip.log" 2>&1; then
-            grep -v "is ignored" "$VENV/pip.log" >&2; echo "error: pip install failed" >&2; exit 1
-        fi
-        touch "$stamp"
+    rm -f "$log"
+}
+
+ensure_uv() {  # uv itself, pinned by hash in scripts/uv-requirements.txt, in .tools/
+    local python="$1" reqs="$ROOT/scripts/uv-requirements.txt" home
+    home="$ROOT/.tools/uv-$(sha1sum < "$reqs" | cut -c1-12)"
+    if [ ! -x "$home/bin/uv" ]; then
+        echo "==> installing uv (scripts/uv-requirements.txt) into .tools/"
+        rm -rf "$home"
+        "$python" -m venv "$home" 2>/dev/null || { rm -rf "$home"; as_root_apt python3-venv; "$python" -m venv "$home"; }
+        quiet "$home/bin/python" -m pip install --disable-pip-version-check --no-deps \
+            --require-hashes -r "$reqs"
+    fi
+    UV="$home/bin/uv"
+}
+
+bootstrap() {
+    local extra="$1" python="${PYTHON:-python3}"
+    command -v "$python" >/dev/null || as_root_apt python3
+    ensure_uv "$python"
+    export UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$VENV"
+    if [ "$NEWEST" = "1" ]; then
+        echo "==> installing the newest releases of every dependency into .venv-newest"
+        quiet "$UV" venv --allow-existing --python "$python" "$VENV"
+        quiet "$UV" pip install --python "$VENV/bin/python" --upgrade --refresh \
+            -e "$ROOT${extra:+[$extra]}"
+        "$UV" pip list --python "$VENV/bin/python" 2>/dev/null \
+            | grep -iE "^(redis|hiredis|orjson|django|flask|cachelib|dogpile|fastapi|mypy|ruff|pytest) " || true
+    elif [ -n "$extra" ]; then
+        # exact: the venv holds the locked versions of the extra, nothing else
+        quiet "$UV" sync --locked --python "$python" --extra "$extra"
+    else
+        # the demo keeps whatever else the venv holds (the test extra), at locked versions
+        quiet "$UV" sync --locked --inexact --python "$python"
     fi
 }

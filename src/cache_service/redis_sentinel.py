@@ -100,7 +100,7 @@ class _RememberingSentinel(_KnownNodes, Sentinel):
 
     def __init__(self, sentinels: list[Address], *, discovery_timeout: float,
                  **kwargs: Any) -> None:
-        Sentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
+        Sentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         self._remember_nothing(discovery_timeout)
 
     def discover_master(self, service_name: str) -> Address:
@@ -167,7 +167,7 @@ class _AsyncRememberingSentinel(_KnownNodes, AsyncSentinel):
 
     def __init__(self, sentinels: list[Address], *, discovery_timeout: float,
                  **kwargs: Any) -> None:
-        AsyncSentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call]
+        AsyncSentinel.__init__(self, sentinels, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         self._remember_nothing(discovery_timeout)
 
     async def discover_master(self, service_name: str) -> Address:
