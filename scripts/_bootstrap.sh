@@ -1,6 +1,6 @@
 # Sourced by scripts/demo and scripts/test: a virtualenv with this package installed at the exact
 # versions of uv.lock (or, with CACHE_SERVICE_NEWEST=1, the newest releases of everything).
-# Usage: bootstrap EXTRA   (e.g. "" or "test")
+# Usage: bootstrap EXTRAS   (e.g. "", "test" or "test bench")
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,7 +41,8 @@ ensure_uv() {  # uv itself, pinned by hash in scripts/uv-requirements.txt, in .t
 }
 
 bootstrap() {
-    local extra="$1" python="${PYTHON:-python3}"
+    local extras="$1" python="${PYTHON:-python3}" flags=() extra
+    for extra in $extras; do flags+=(--extra "$extra"); done
     command -v "$python" >/dev/null || as_root_apt python3
     ensure_uv "$python"
     export UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="$VENV"
@@ -49,12 +50,12 @@ bootstrap() {
         echo "==> installing the newest releases of every dependency into .venv-newest"
         quiet "$UV" venv --allow-existing --python "$python" "$VENV"
         quiet "$UV" pip install --python "$VENV/bin/python" --upgrade --refresh \
-            -e "$ROOT${extra:+[$extra]}"
+            -e "$ROOT${extras:+[${extras// /,}]}"
         "$UV" pip list --python "$VENV/bin/python" 2>/dev/null \
             | grep -iE "^(redis|hiredis|orjson|django|flask|cachelib|dogpile|fastapi|mypy|ruff|pytest) " || true
-    elif [ -n "$extra" ]; then
-        # exact: the venv holds the locked versions of the extra, nothing else
-        quiet "$UV" sync --locked --python "$python" --extra "$extra"
+    elif [ -n "$extras" ]; then
+        # exact: the venv holds the locked versions of these extras, nothing else
+        quiet "$UV" sync --locked --python "$python" "${flags[@]}"
     else
         # the demo keeps whatever else the venv holds (the test extra), at locked versions
         quiet "$UV" sync --locked --inexact --python "$python"
