@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,24 @@ OPTIONS: dict[str, Any] = {"socket_timeout": 0.25, "connect_timeout": 0.25,
                            "breaker_min_backoff": 0.2, "breaker_max_backoff": 1.0}
 
 
-def worker(wid: int, workers: int, url: str, state_dir: str, published: Any, stop: Any,
-           results: Any) -> None:
+@dataclass(frozen=True)
+class Shared:
+    """What the parent hands every worker process."""
+
+    workers: int
+    url: str
+    state_dir: str
+    published: Any  # multiprocessing Array: the last acknowledged version of each key
+    stop: Any  # multiprocessing Event
+    results: Any  # multiprocessing Queue
+
+
+def worker(wid: int, shared: Shared) -> None:
     """Paced get/set/delete until ``stop``; counts calls, exceptions and stale reads."""
     from cache_service import CacheService
+
+    workers, url, state_dir = shared.workers, shared.url, shared.state_dir
+    published, stop, results = shared.published, shared.stop, shared.results
 
     cache = CacheService("soak", url=url, state_dir=state_dir, default_ttl=600, **OPTIONS)
     rng = random.Random(wid)
@@ -143,7 +158,7 @@ def fill(path: Path) -> Path:
     return filler
 
 
-def apply_fault(fault: str, server: RedisServer, proxy: ChaosProxy, state: Path,
+def apply_fault(fault: str, server: RedisServer, proxy: ChaosProxy, state: Path, *,
                 seconds: float, mounted: bool) -> str:
     """Make ``fault`` for ``seconds`` and heal it; what was done."""
     if fault == "cut":
@@ -194,9 +209,8 @@ def main() -> None:
             state_tmpfs("8m") as (state, mounted):
         published = ctx.Array("q", KEYS, lock=False)
         stop, results = ctx.Event(), ctx.Queue()
-        procs = [ctx.Process(target=worker, args=(w, args.workers, proxy.url, str(state),
-                                                  published, stop, results))
-                 for w in range(args.workers)]
+        shared = Shared(args.workers, proxy.url, str(state), published, stop, results)
+        procs = [ctx.Process(target=worker, args=(w, shared)) for w in range(args.workers)]
         for proc in procs:
             proc.start()
         say(f"soak: {args.workers} workers, {minutes:g} min, a fault every minute "
@@ -210,7 +224,8 @@ def main() -> None:
                             dir_bytes(state)))
             if now >= next_fault:
                 fault = FAULTS[faults_done % len(FAULTS)]
-                done = apply_fault(fault, server, proxy, state, args.fault_seconds, mounted)
+                done = apply_fault(fault, server, proxy, state, seconds=args.fault_seconds,
+                                   mounted=mounted)
                 say(f"  {now - started:7.1f}s  {done}")
                 faults_done += 1
                 next_fault += 60.0
