@@ -134,5 +134,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
             return value
 
     next(core._counters.sets)
-    value: int = yield from core._write(remote, local, keys=[k])
+    # refused by Redis (OOM, NOPERM...): the counter is dropped, as an eviction would, and
+    # the call counts from zero
+    value: int = yield from core._write(remote, local, keys=[k], refused=delta, overwrites=True)
     return value
