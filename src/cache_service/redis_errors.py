@@ -31,6 +31,7 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -138,13 +139,15 @@ def _is_wrong_type(exc: BaseException) -> bool:
 _CODE_OF: tuple[tuple[type[BaseException], str], ...] = (
     (OutOfMemoryError, "OOM"), (NoPermissionError, "NOPERM"), (ReadOnlyError, "READONLY"),
     (NoScriptError, "NOSCRIPT"), (ExecAbortError, "EXECABORT"), (BusyLoadingError, "LOADING"),
-    (ModuleError, "ERR"))
+    (TryAgainError, "TRYAGAIN"), (ModuleError, "ERR"))
 _CODE = re.compile(r"[A-Z][A-Z0-9_]+")
 _PIPELINE = " of pipeline caused error: "
 # Replies that say the topology moved under us: ask again where the data is (an outage).
 _MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "MASTERDOWN")
 # Replies that say the node is not (or no longer) a writable primary.
 _NOT_PRIMARY = ("READONLY", "NOREPLICAS")
+# An ACL denial met inside a script comes as ERR with this text (Redis 7).
+_SCRIPT_DENIED = "user executing the script can't run this command"
 
 
 def reply_text(exc: BaseException) -> str:
@@ -160,6 +163,8 @@ def reply_code(exc: BaseException) -> str | None:
     is not one."""
     if not isinstance(exc, (ResponseError, BusyLoadingError)):
         return None
+    if _SCRIPT_DENIED in str(exc):
+        return "NOPERM"
     code = getattr(exc, "status_code", None)
     if isinstance(code, str) and _CODE.fullmatch(code):
         return code
@@ -186,7 +191,8 @@ def _reply_kind(exc: BaseException, topology: str) -> str | None:
     return "denied" if code == "NOPERM" else "reply"
 
 
-OUTAGES = frozenset({"outage", "misconfigured"})
+# The kinds that are connectivity: the breaker counts them (a broken connection, once retried).
+OUTAGES = frozenset({"outage", "misconfigured", "broken"})
 
 
 def classify_error(exc: BaseException, topology: str = "standalone") -> str:
@@ -221,10 +227,11 @@ def refusal_message(exc: BaseException, location: Location) -> str:
     """One line for a ``"denied"`` reply: what Redis refuses and which setting to fix; never
     a key or a secret."""
     where = f"Redis at {location.describe()}"
-    text = reply_text(exc).replace("\n", " ")[:160]
+    # one message per problem: without the script and line a denial inside a script names
+    text = reply_text(exc).replace("\n", " ").split(" script: ", 1)[0][:160]
     if reply_code(exc) == "READONLY":
-        message = (f"{where} is a read-only replica (READONLY {text}): point the location at "
-                   "the primary; writes are refused until then")
+        message = (f"{where} is a read-only replica (READONLY): point the location at the "
+                   "primary; writes are refused until then")
     else:
         user = location.username or "default"
         message = (f"{where} refuses a command to user {user!r} (NOPERM {text}): allow it in "
