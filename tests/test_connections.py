@@ -149,20 +149,24 @@ def test_missing_client_certificate(tls_files: TLSFiles) -> None:
         client.close()
 
 
-def test_refused_hung_readonly_and_noreplicas_are_outages(open_server: RedisServer) -> None:
+def test_refused_hung_readonly_and_noreplicas(open_server: RedisServer) -> None:
+    """Refused and hung are outages; READONLY and NOREPLICAS are the primary moving on
+    Sentinel and Cluster (outages), a reply to that request on a standalone location."""
     refused = sync_failure(parse_url(f"redis://127.0.0.1:{free_port()}/0"), "PING")
     assert classify_error(refused) == "outage"
     with RedisServer(name="conn-replica") as replica:
         with replica.client() as raw:
             raw.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
         readonly = sync_failure(parse_url(replica.url), "SET", "k", "v")
-        assert classify_error(readonly) == "outage", repr(readonly)
+        assert classify_error(readonly) == "denied", repr(readonly)
+        assert classify_error(readonly, "sentinel") == "outage", repr(readonly)
         with replica.client() as raw:
             raw.execute_command("REPLICAOF", "NO", "ONE")
             raw.config_set("min-replicas-to-write", 1)
         noreplicas = sync_failure(parse_url(replica.url), "SET", "k", "v")
         assert str(noreplicas).startswith("NOREPLICAS")
-        assert classify_error(noreplicas) == "outage"
+        assert classify_error(noreplicas) == "reply"
+        assert classify_error(noreplicas, "cluster") == "outage"
         replica.freeze()
         hung = sync_failure(parse_url(replica.url), "PING")
         replica.thaw()

@@ -30,7 +30,7 @@ from .core import TTL, Discard, ServiceCore
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
-from .redis_backend import CONNECTIVITY_ERRORS, classify_error, drop_idle
+from .redis_backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
 from .tags import Tagged
 
 __all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]
@@ -64,9 +64,10 @@ class AsyncCacheService(ServiceCore):
             try:
                 raw = await client.get(k)
             except CONNECTIVITY_ERRORS as exc:
-                if classify_error(exc) == "broken":  # ``_get``'s request is the one retry
+                kind = classify_error(exc, t.location.kind)
+                if kind == "broken":  # ``_get``'s request is the one retry
                     await drop_idle(client)
-                else:
+                elif kind in OUTAGES:  # an error reply: ``_get`` meets it and accounts it
                     t.failed(exc)
                 return await t.arun(self._get(key, default))
             result = self._reply(k, raw, default)

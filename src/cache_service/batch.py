@@ -232,4 +232,4 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
         for k, payload, value in items:
             memory.set(k, payload, seconds, _kept(codec, value, payload, k))
 
-    yield from core._write(remote, local, keys=keys)
+    yield from core._write(remote, local, keys=keys, refused=None, overwrites=True)

@@ -63,7 +63,7 @@ from .tags import (
     wrap,
 )
 from .tags import new_token as new_tag_token
-from .target import Op, Target, Unavailable, WrongType, get_target
+from .target import Op, ReplyError, Target, Unavailable, WrongType, get_target
 from .unconfigured import unconfigured
 
 __all__ = ["MISSING", "TTL", "UNCOUNTED", "Discard", "ServiceCore"]
@@ -253,6 +253,9 @@ class ServiceCore:
                     raw = yield ("get", k)
                 else:
                     raw, ttl_ms = yield (run_script, GET_WITH_PTTL, [k], [])
+            except ReplyError:  # refused (BUSY, LOADING, NOPERM...): a miss, Redis stays
+                next(c.misses)
+                return default
             except Unavailable:
                 pass
             except WrongType:
@@ -428,7 +431,8 @@ class ServiceCore:
             next(self._target.counters.memory_writes)
             self._target.memory.set(k, payload, seconds, kept)
 
-        yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k])
+        yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k],
+                               refused=None, overwrites=True)
 
     def _delete(self, keys: tuple[str, ...]) -> Op[int]:
         ks = [self._keys.full(k) for k in keys]
@@ -437,7 +441,7 @@ class ServiceCore:
         add(self._counters.deletes, len(ks))
         removed: int = yield from self._write(
             lambda: self._target.unlink_keys(ks), lambda: self._target.memory_invalidate(ks),
-            keys=ks)
+            keys=ks, refused=0, removes=True)
         return removed
 
     def _invalidate(self, pattern: str) -> Op[int]:
@@ -445,7 +449,7 @@ class ServiceCore:
         t = self._target
         return (yield from self._write(
             lambda: t.scan_unlink(pattern), lambda: t.memory_invalidate(pattern=pattern),
-            pattern=pattern))
+            pattern=pattern, refused=0, removes=True))
 
     def _invalidate_pattern(self, glob: str) -> Op[int]:
         return self._invalidate(self._keys.pattern(glob))
@@ -454,16 +458,31 @@ class ServiceCore:
         return self._invalidate(self._keys.all_pattern)
 
     def _write(self, remote: Callable[[], Op[R]], local: Callable[[], R],
-               keys: list[str] | None = None, pattern: str | None = None) -> Op[R]:
-        """Apply a write on Redis, or on memory with a journal entry while Redis is out."""
+               keys: list[str] | None = None, pattern: str | None = None, *,
+               refused: R, overwrites: bool = False, removes: bool = False) -> Op[R]:
+        """Apply a write on Redis, or on memory with a journal entry while Redis is out.
+
+        When Redis refuses it with an error reply (OOM, NOPERM, BUSY...) the call returns
+        ``refused``, nothing is journaled and the breaker stays; a write that ``overwrites``
+        ``keys`` drops their old values (UNLINK works under OOM), so none is served. Only
+        when that cannot be done for a state that ends by itself (BUSY, LOADING), for an
+        overwrite or a removal (``removes``), is the write journaled as in an outage."""
         t = self._target
         while True:
             if t.gate(writing=True) is Gate.REDIS:
+                reached = True
                 try:
                     result = yield from remote()
+                except ReplyError as error:
+                    result = refused
+                    if overwrites:  # False: Redis went away meanwhile, journal it
+                        reached = yield from self._drop_refused(keys or [])
+                    elif removes and error.kind == "reply":
+                        t.refused_twice(error)
+                        reached = False
                 except Unavailable:
-                    pass
-                else:
+                    reached = False
+                if reached:
                     if t.breaker.is_open:  # draining: readers are still on memory
                         t.memory_invalidate(keys, pattern)
                     t.written(keys, pattern)
@@ -473,12 +492,29 @@ class ServiceCore:
                 t.written(keys, pattern)
                 return applied[0]
 
+    def _drop_refused(self, keys: list[str]) -> Op[bool]:
+        """UNLINK the keys of a write Redis refused; False when the write must be journaled
+        instead: Redis became unreachable, or refused the UNLINK too for a state that ends
+        by itself (BUSY, LOADING). A refusal only a setting fixes (NOPERM) is named in
+        ``stats()``; an unencodable key has no old value."""
+        try:
+            yield from self._target.unlink_keys(keys)
+        except ReplyError as again:
+            if again.kind == "reply":
+                self._target.refused_twice(again)
+                return False
+        except Unavailable:
+            return False
+        return True
+
     def _is_available(self) -> Op[bool]:
         t = self._target
         if t.gate() is not Gate.REDIS:
             return False
         try:
             yield t.ping_request
+        except ReplyError:  # reachable, though it refuses PING (NOPERM, LOADING...)
+            return True
         except Unavailable:
             return False
         return True
@@ -528,7 +564,7 @@ class ServiceCore:
             t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
                          seconds)
 
-        yield from self._write(remote, local, keys=[k])
+        yield from self._write(remote, local, keys=[k], refused=None, overwrites=True)
 
     def _invalidate_tags(self, tags: tuple[object, ...]) -> Op[None]:
         """Every value written with one of ``tags`` is a miss from now on: their tag keys
@@ -540,4 +576,4 @@ class ServiceCore:
         t = self._target
         yield from self._write(lambda: t.unlink_keys(keys),
                                lambda: drop_memory_tokens(lambda: t.memory_invalidate(keys)),
-                               keys=keys)
+                               keys=keys, refused=None, removes=True)

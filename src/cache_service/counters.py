@@ -32,11 +32,15 @@ __all__ = ["MAX_COUNTER", "decr", "incr"]
 MAX_COUNTER = 2**53 - 1
 
 # KEYS[1]: the counter; ARGV: delta, PX for a new key, the 11-byte header to write, bound.
-# Returns the new value as text; 2 if the key holds a non-string; {payload} if it holds a
+# Returns the new value as text; 2 if the key holds a non-string (another error of GET, such
+# as an ACL denial, is the script's error reply); {payload} if it holds a
 # string that is not a plain int payload (the caller decides: a dead value counts as absent);
 # 3 if the result would leave ±bound.
 COUNTER = """
 local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'table' and cur['err'] and string.sub(cur['err'], 1, 9) ~= 'WRONGTYPE' then
+  return cur
+end
 local n = 0
 if cur then
   if type(cur) ~= 'string' then
@@ -134,5 +138,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
             return value
 
     next(core._counters.sets)
-    value: int = yield from core._write(remote, local, keys=[k])
+    # refused by Redis (OOM, NOPERM...): the counter is dropped, as an eviction would, and
+    # the call counts from zero
+    value: int = yield from core._write(remote, local, keys=[k], refused=delta, overwrites=True)
     return value

@@ -132,7 +132,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
             return True
 
     next(core._counters.sets)
-    added: bool = yield from core._write(remote, local, keys=[k])
+    added: bool = yield from core._write(remote, local, keys=[k], refused=False)
     return added
 
 
@@ -168,7 +168,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
             memory.set(k, raw, seconds, kept)
             return True
 
-    touched: bool = yield from core._write(remote, local, keys=[k])
+    touched: bool = yield from core._write(remote, local, keys=[k], refused=False)
     return touched
 
 

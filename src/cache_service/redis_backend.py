@@ -31,7 +31,16 @@ from .redis_cluster import (
     scan_primaries,
     slot_of,
 )
-from .redis_errors import classify_error, describe_error, diagnose, misconfiguration_message
+from .redis_errors import (
+    OUTAGES,
+    classify_error,
+    describe_error,
+    diagnose,
+    misconfiguration_message,
+    refusal_message,
+    reply_code,
+    reply_text,
+)
 from .redis_sentinel import (
     SentinelClient,
     _AsyncRememberingSentinel,
@@ -46,6 +55,7 @@ T = TypeVar("T")
 
 __all__ = [
     "CONNECTIVITY_ERRORS",
+    "OUTAGES",
     "SentinelClient",
     "build_async_client",
     "build_sync_client",
@@ -56,6 +66,9 @@ __all__ = [
     "misconfiguration_message",
     "ping_primaries",
     "refresh_topology",
+    "refusal_message",
+    "reply_code",
+    "reply_text",
     "scan_node",
     "scan_primaries",
     "slot_of",
@@ -63,12 +76,13 @@ __all__ = [
     "tracking_nodes",
 ]
 
-# What a redis-py call may raise that must become "Redis unavailable", never a caller's
-# exception: RedisError and OSError (unreachable, slow, failing over, refusing us), and anything
-# else short of a cancellation. uvloop raises RuntimeError ("unable to perform operation on
-# <TCPTransport closed=True>") for a reset connection, and redis-py's asyncio cluster can raise
-# AttributeError ('NoneType' object has no attribute 'writelines') when a slot-table refresh
-# closes a node's connections under a command in flight (seen in failover tests).
+# What the drivers catch from a redis-py call: anything short of a cancellation, so that none
+# reaches a caller. ``classify_error`` then tells connectivity (an outage: the breaker opens)
+# from an error reply to that one request. uvloop raises RuntimeError ("unable to perform
+# operation on <TCPTransport closed=True>") for a reset connection, and redis-py's asyncio
+# cluster can raise AttributeError ('NoneType' object has no attribute 'writelines') when a
+# slot-table refresh closes a node's connections under a command in flight (seen in failover
+# tests): both are connectivity, as is anything unknown.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (Exception,)
 
 

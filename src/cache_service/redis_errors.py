@@ -1,8 +1,12 @@
-"""What a failed Redis request means: outage, broken connection, misconfiguration, foreign data.
+"""What a failed Redis request means: an outage, or an error reply to that one request.
 
-``classify_error`` decides (pure); ``misconfiguration_message`` says which setting to fix; the
-background prober's ``diagnose`` tells a TLS mismatch from an outage by trying the other
-protocol. Messages never contain a secret.
+``classify_error`` decides (pure): only connectivity (a connect refused or timed out, a reply
+timed out, a connection reset or closed, a topology that moved) and settings that keep every
+request out (credentials, TLS) are outages; an error *reply* (OOM, NOPERM, BUSY, LOADING, ...)
+and a request the client could not encode concern that request only.
+``misconfiguration_message`` and ``refusal_message`` say which setting to fix; the background
+prober's ``diagnose`` tells a TLS mismatch from an outage by trying the other protocol.
+Messages never contain a secret, nor a key (a pipeline's error quotes its command: cut off).
 """
 
 from __future__ import annotations
@@ -14,16 +18,28 @@ import ssl
 from collections.abc import Iterator
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthenticationWrongNumberOfArgsError,
+    BusyLoadingError,
+    ClusterError,
+    DataError,
+    ExecAbortError,
+    ModuleError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Location, TargetOptions
 
-__all__ = ["classify_error", "describe_error", "diagnose", "misconfiguration_message"]
+__all__ = ["OUTAGES", "classify_error", "describe_error", "diagnose", "misconfiguration_message",
+           "refusal_message", "reply_code", "reply_text"]
 
 _CLIENT_REPR = re.compile(r"<redis\.[\w.]*Redis\(.*?host=([^,)]+),port=(\d+).*?\)>\)>\)>")
 
@@ -116,23 +132,111 @@ def _is_broken(exc: BaseException) -> bool:
 
 def _is_wrong_type(exc: BaseException) -> bool:
     """A foreign value of another Redis type sits at one of our keys."""
-    return isinstance(exc, ResponseError) and str(exc).startswith("WRONGTYPE")
+    return isinstance(exc, ResponseError) and reply_text(exc).startswith("WRONGTYPE")
 
 
-def classify_error(exc: BaseException) -> str:
-    """What a failed Redis request means: ``"wrongtype"`` (foreign data at our key),
-    ``"misconfigured"`` (credentials or TLS settings: retrying will not help),
-    ``"broken"`` (a pooled connection was closed or reset: one retry on a fresh one may
-    succeed) or ``"outage"`` (timeouts, refused connects, failovers: open the breaker)."""
+# The codes redis-py strips from the message of the exception class it raises for them.
+_CODE_OF: tuple[tuple[type[BaseException], str], ...] = (
+    (OutOfMemoryError, "OOM"), (NoPermissionError, "NOPERM"), (ReadOnlyError, "READONLY"),
+    (NoScriptError, "NOSCRIPT"), (ExecAbortError, "EXECABORT"), (BusyLoadingError, "LOADING"),
+    (TryAgainError, "TRYAGAIN"), (ModuleError, "ERR"))
+_CODE = re.compile(r"[A-Z][A-Z0-9_]+")
+_PIPELINE = " of pipeline caused error: "
+# Replies that say the topology moved under us: ask again where the data is (an outage).
+_MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "MASTERDOWN")
+# Replies that say the node is not (or no longer) a writable primary.
+_NOT_PRIMARY = ("READONLY", "NOREPLICAS")
+# An ACL denial met inside a script comes as ERR with this text (Redis 7).
+_SCRIPT_DENIED = "user executing the script can't run this command"
+
+
+def reply_text(exc: BaseException) -> str:
+    """The server's error message, without the command a pipeline's error quotes (its key)."""
+    text = str(exc)
+    if text.startswith("Command # ") and _PIPELINE in text:
+        text = text.rpartition(_PIPELINE)[2]
+    return text
+
+
+def reply_code(exc: BaseException) -> str | None:
+    """The code of an error reply (``OOM``, ``NOPERM``, ``BUSY``, ``ERR``...), None if ``exc``
+    is not one."""
+    if not isinstance(exc, (ResponseError, BusyLoadingError)):
+        return None
+    if _SCRIPT_DENIED in str(exc):
+        return "NOPERM"
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and _CODE.fullmatch(code):
+        return code
+    for cls, name in _CODE_OF:
+        if isinstance(exc, cls):
+            return name
+    first = reply_text(exc).split(" ", 1)[0]
+    return first if _CODE.fullmatch(first) else "ERR"
+
+
+def _reply_kind(exc: BaseException, topology: str) -> str | None:
+    """``"denied"``, ``"reply"`` or ``"outage"`` for an error reply; None for anything else."""
+    code = reply_code(exc)
+    if code is None:
+        return None
+    if isinstance(exc, (ClusterError, AskError)) or code in _MOVED:
+        return "outage"
+    if code in _NOT_PRIMARY:
+        # Sentinel and Cluster: the primary moved (a failover); ask again where it is. A
+        # standalone location that is a replica is a setting to fix, not an outage.
+        if topology in ("sentinel", "cluster"):
+            return "outage"
+        return "denied" if code == "READONLY" else "reply"
+    return "denied" if code == "NOPERM" else "reply"
+
+
+# The kinds that are connectivity: the breaker counts them (a broken connection, once retried).
+OUTAGES = frozenset({"outage", "misconfigured", "broken"})
+
+
+def classify_error(exc: BaseException, topology: str = "standalone") -> str:
+    """What a failed Redis request means to a location of kind ``topology``.
+
+    Outages (open the breaker): ``"outage"`` (refused or timed-out connects and replies,
+    a topology that moved) and ``"misconfigured"`` (credentials or TLS settings: every
+    request is refused). ``"broken"``: a pooled connection was closed or reset (one retry on
+    a fresh one may succeed). For this request only, the breaker never moves:
+    ``"wrongtype"`` (foreign data at our key), ``"denied"`` (an error reply naming a setting
+    to fix: NOPERM, READONLY from a standalone replica), ``"reply"`` (any other error reply:
+    OOM, BUSY, LOADING, out of range, NOSCRIPT...) and ``"input"`` (the client could not
+    encode the request; nothing was sent). Anything unknown is an outage: the breaker and
+    its journal never leave a stale value behind."""
     if _is_wrong_type(exc):
         return "wrongtype"
     if _auth_code(exc) is not None or _ssl_reason(exc) is not None:
         return "misconfigured"
     if any(marker in str(err) for err in _chain(exc) for marker in _DIAGNOSED):
         return "misconfigured"
+    kind = _reply_kind(exc, topology)
+    if kind is not None:
+        return kind
+    if isinstance(exc, (DataError, UnicodeError)):
+        return "input"
     if _is_broken(exc):
         return "broken"
     return "outage"
+
+
+def refusal_message(exc: BaseException, location: Location) -> str:
+    """One line for a ``"denied"`` reply: what Redis refuses and which setting to fix; never
+    a key or a secret."""
+    where = f"Redis at {location.describe()}"
+    # one message per problem: without the script and line a denial inside a script names
+    text = reply_text(exc).replace("\n", " ").split(" script: ", 1)[0][:160]
+    if reply_code(exc) == "READONLY":
+        message = (f"{where} is a read-only replica (READONLY): point the location at the "
+                   "primary; writes are refused until then")
+    else:
+        user = location.username or "default"
+        message = (f"{where} refuses a command to user {user!r} (NOPERM {text}): allow it in "
+                   "that user's ACL; those calls miss or are dropped until then")
+    return _scrub(message, location)
 
 
 _TLS_SCHEME = {"standalone": "rediss://", "cluster": "rediss+cluster://",

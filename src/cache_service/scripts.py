@@ -6,7 +6,7 @@ the sync and the asyncio clients alike, on standalone, Sentinel and Cluster (whe
 keys must share one slot). Calling ``evalsha`` directly costs ~15 % less per call than
 redis-py's ``Script`` wrapper.
 
-Scripts must never raise: any error reply counts as Redis being unreachable. They use
+An error reply of a script fails that request only (see ``redis_errors``); scripts use
 ``redis.pcall`` where a key may hold a foreign value and report such cases in their result.
 """
 

@@ -14,7 +14,7 @@ from .host import NEAR_USED, key_slot
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
-from .redis_backend import CONNECTIVITY_ERRORS, classify_error, drop_idle
+from .redis_backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
 from .tags import Tagged
 
 __all__ = ["CacheService"]
@@ -53,10 +53,11 @@ class CacheService(ServiceCore):
             try:
                 raw = client.get(k)
             except CONNECTIVITY_ERRORS as exc:
-                if classify_error(exc) == "broken":  # ``_get``'s request is the one retry
+                kind = classify_error(exc, t.location.kind)
+                if kind == "broken":  # ``_get``'s request is the one retry
                     drop_idle(client)
-                else:
-                    t.failed(exc)  # opens the breaker (or marks a foreign value)
+                elif kind in OUTAGES:  # an error reply: ``_get`` meets it and accounts it
+                    t.failed(exc)  # opens the breaker
                 return t.run(self._get(key, default))
             result = self._reply(k, raw, default)
             if type(result) is Discard:
@@ -83,9 +84,10 @@ class CacheService(ServiceCore):
         try:
             client.set(k, payload, px=max(1, ceil(seconds * 1000)))
         except CONNECTIVITY_ERRORS as exc:
-            if classify_error(exc) == "broken":  # ``_store``'s request is the one retry
+            kind = classify_error(exc, t.location.kind)
+            if kind == "broken":  # ``_store``'s request is the one retry
                 drop_idle(client)
-            else:
+            elif kind in OUTAGES:  # an error reply: ``_store`` meets it and accounts it
                 t.failed(exc)
             t.run(self._store(k, payload, seconds, value))  # Redis again, or the fallback
             return

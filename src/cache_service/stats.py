@@ -58,7 +58,7 @@ class TargetCounters:
     """What happened on one Redis location, whichever service caused it."""
 
     __slots__ = ("corrupt", "entries_dropped", "errors", "memory_reads", "memory_writes",
-                 "replays", "stale_blocked")
+                 "replays", "reply_errors", "stale_blocked")
 
     def __init__(self) -> None:
         self.errors = itertools.count()
@@ -68,6 +68,7 @@ class TargetCounters:
         self.entries_dropped = itertools.count()
         self.corrupt = itertools.count()
         self.stale_blocked = itertools.count()
+        self.reply_errors = itertools.count()  # error replies: the breaker did not move
 
     def snapshot(self) -> dict[str, int]:
         """A copy as a dict."""

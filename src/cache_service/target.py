@@ -45,6 +45,7 @@ from .near import NearCache, NearStore
 from .recovery import Recovery
 from .redis_backend import (
     CONNECTIVITY_ERRORS,
+    OUTAGES,
     build_async_client,
     build_sync_client,
     classify_error,
@@ -54,6 +55,9 @@ from .redis_backend import (
     misconfiguration_message,
     ping_primaries,
     refresh_topology,
+    refusal_message,
+    reply_code,
+    reply_text,
     scan_node,
     scan_primaries,
     slot_of,
@@ -61,7 +65,7 @@ from .redis_backend import (
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
-__all__ = ["Op", "Target", "Unavailable", "WrongType", "get_target"]
+__all__ = ["Op", "ReplyError", "Target", "Unavailable", "WrongType", "get_target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
@@ -101,6 +105,19 @@ class WrongType(Exception):
     """The key holds a non-string Redis value: foreign data, a miss."""
 
 
+class ReplyError(Unavailable):
+    """Redis answered this one request with an error (OOM, NOPERM, BUSY, LOADING...), or the
+    client could not encode it: Redis is reachable and the breaker does not move. A read is
+    a miss; a write is refused (see ``ServiceCore._write``). A step that knows only
+    ``Unavailable`` falls back to the memory store, which holds nothing while Redis is in use.
+    ``kind``: ``"reply"``, ``"denied"`` (a setting to fix) or ``"input"`` (nothing was sent).
+    """
+
+    def __init__(self, summary: str, kind: str) -> None:
+        super().__init__(summary)
+        self.kind = kind
+
+
 def _invoke(client: Any, request: Request) -> Any:
     """Call what ``request`` names: a client method, or a function given the client."""
     name = request[0]
@@ -124,6 +141,9 @@ class Target:
         self._latency_of: dict[str, Latency | None] = {}
         self.recovery = Recovery(self)
         self.misconfiguration: str | None = None
+        self.last_reply_error: str | None = None  # code and message: never a key
+        self._reply_logged: dict[str, float] = {}  # code -> when last logged (monotonic)
+        self._denials: set[str] = set()  # refusals named in the log (each once)
         self.near: NearStore | None = None  # made by the first service asking for one
         self.tracker: Tracker | None = None
         self.state_problem: str | None = None
@@ -421,26 +441,64 @@ class Target:
         return False
 
     def failed(self, exc: BaseException) -> BaseException:
-        """Account a failed request; returns what to throw into the operation."""
-        kind = classify_error(exc)
+        """Account a failed request; returns what to throw into the operation: ``WrongType``
+        or ``ReplyError`` for this request only, ``Unavailable`` after an outage (the breaker
+        counts it)."""
+        kind = classify_error(exc, self.location.kind)
         if kind == "wrongtype":
             return WrongType(str(exc))
+        if kind not in OUTAGES:
+            return self._refused(kind, exc)
+        if kind == "misconfigured":
+            self.attach()
+            self._misconfigured(misconfiguration_message(exc, self.location))
+        self._outage("unreachable", describe_error(exc), quiet=kind == "misconfigured")
+        return Unavailable(str(exc))
+
+    def refused_twice(self, error: ReplyError) -> None:
+        """Redis refused a write and then the UNLINK of the value it replaces (BUSY, LOADING:
+        a state that ends by itself, after which that value would be served): the one case
+        where an error reply opens the breaker, so the write is journaled and replayed."""
+        self._outage("refuses every request", str(error), quiet=False)
+
+    def _outage(self, what: str, why: str, quiet: bool) -> None:
+        """Count a failure on the breaker; say so (unless ``quiet``) when an outage begins."""
         self.attach()
         next(self.counters.errors)
-        if kind == "misconfigured":
-            self._misconfigured(misconfiguration_message(exc, self.location))
         if self.breaker.failure():
             self._observe(self._page[GEN])
-            if kind != "misconfigured":
+            if not quiet:
                 log.warning(
-                    "Redis at %s unreachable (%s); serving from the %s fallback store, "
-                    "retrying in the background", self.location.describe(), describe_error(exc),
+                    "Redis at %s %s (%s); serving from the %s fallback store, retrying in the "
+                    "background", self.location.describe(), what, why,
                     "host-shared" if isinstance(self.memory, SharedStore) else "in-memory")
         else:
-            log.debug("Redis at %s still unreachable: %s", self.location.describe(),
-                      describe_error(exc))
+            log.debug("Redis at %s still %s: %s", self.location.describe(), what, why)
         self.recovery.ensure_running()
-        return Unavailable(str(exc))
+
+    def _refused(self, kind: str, exc: BaseException) -> ReplyError:
+        """Account an error reply (or an unencodable request): counted, its code and message
+        in ``stats()``; a setting to fix (NOPERM, a replica) logged once per distinct
+        problem, any other code at most once a minute."""
+        next(self.counters.reply_errors)
+        code = reply_code(exc) or type(exc).__name__
+        text = reply_text(exc) if kind != "input" else describe_error(exc, 160)
+        summary = f"{code}: {text}".replace("\n", " ")[:200]
+        self.last_reply_error = summary
+        if kind == "denied":
+            message = refusal_message(exc, self.location)
+            self.misconfiguration = message
+            if message not in self._denials and len(self._denials) < 64:
+                self._denials.add(message)
+                log.error("cache_service: %s", message)
+        else:
+            now = time.monotonic()
+            if now - self._reply_logged.get(code, -_REPLY_LOG_EVERY) >= _REPLY_LOG_EVERY:
+                self._reply_logged[code] = now
+                log.warning("cache_service: Redis at %s refused a request (%s); it misses or "
+                            "is dropped, Redis stays in use", self.location.describe(),
+                            summary)
+        return ReplyError(summary, kind)
 
     def _misconfigured(self, message: str) -> None:
         """Say once (per distinct problem) that Redis refuses us for a reason only a setting
@@ -624,6 +682,7 @@ class Target:
             "state_dir": self.host.describe(),
             "state_problem": self.state_problem,
             "misconfiguration": self.misconfiguration,
+            "last_reply_error": self.last_reply_error,
             "breaker_state": self.breaker.state,
             "breaker_opened": self.breaker.opened,
             "breaker_closed": self.breaker.closed,
@@ -652,6 +711,7 @@ def _memory_gate(writing: bool = False) -> Gate:
 
 
 _NO_GUARD = Guard()
+_REPLY_LOG_EVERY = 60.0  # seconds between warnings about one error-reply code
 _UNKNOWN: Any = object()
 # Generator names that are not the public call's name (None: not a call, e.g. the probe).
 _OPERATION_NAMES: dict[str, str | None] = {

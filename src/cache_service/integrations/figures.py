@@ -55,6 +55,8 @@ BREAKER = (
     Figure("breaker_closed", "counter", "target", "breaker_closed",
            "Times the breaker closed (Redis is back, the journal was replayed)."),
     Figure("errors", "counter", "target", "errors", "Redis requests that failed."),
+    Figure("reply_errors", "counter", "target", "reply_errors",
+           "Error replies (OOM, NOPERM, BUSY...): that request missed or was refused."),
 )
 JOURNAL = (
     Figure("journal_entries", "gauge", "target", "journal_size",
