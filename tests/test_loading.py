@@ -402,7 +402,7 @@ def clocked(request: pytest.FixtureRequest) -> tuple[Any, FakeClock]:
     clock = FakeClock()
     url = f"memory://{unique()}" if request.param == "memory" else \
         request.getfixturevalue("redis_server").url
-    return CacheService(unique(), url=url, clock=clock), clock
+    return CacheService(unique(), url=url, clock=clock, wall_clock=clock), clock
 
 
 def test_plain_get_sees_a_swr_value_only_while_fresh(clocked: tuple[Any, FakeClock]) -> None:
@@ -606,7 +606,7 @@ def test_lock_wait_is_bounded(redis_server: RedisServer) -> None:
 def test_stale_value_served_while_another_process_holds_the_lock(
         redis_server: RedisServer) -> None:
     clock = FakeClock()
-    cache = CacheService(unique(), url=redis_server.url, clock=clock)
+    cache = CacheService(unique(), url=redis_server.url, wall_clock=clock)
     opts: dict[str, Any] = {"ttl": 10, "stale_while_revalidate": 30, "lock": True}
     cache.get_or_set("k", lambda: "old", **opts)
     clock.advance(15)

@@ -84,7 +84,7 @@ def tiny_mount(tmp_path: Path) -> Iterator[Any]:
     point.mkdir()
 
     def mount(size: str = "256k", ro: bool = False) -> Path:
-        options = f"size={size}" + (",ro" if ro else "")
+        options = f"size={size},mode=0700" + (",ro" if ro else "")
         subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
                        check=True, capture_output=True)
         return point

@@ -152,6 +152,7 @@ class ServiceCore:
         codec: Codec | None = None,
         near_cache: bool | NearCache = False,
         clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] | None = None,
         _defer_location_error: bool = False,
     ) -> None:
         self._keys = KeySpace(prefix)
@@ -193,8 +194,9 @@ class ServiceCore:
         self._near: NearStore | None = None
         if near is not None and self._location.kind != "memory" and deferred is None:
             self._near = self._target.enable_near(near, self._keys.head)
-        # Freshness of stale-while-revalidate values is shared across processes: wall time.
-        self._wall: Callable[[], float] = clock or time.time
+        # Freshness of stale-while-revalidate values is read by every host: wall time, never
+        # ``clock`` (the memory store's, monotonic and per host).
+        self._wall: Callable[[], float] = wall_clock or time.time
         # a ready-made instance (api_cache...): exporters show it once it counted something
         self._ready_made = _defer_location_error
         registry.add(self)

@@ -9,7 +9,8 @@ invalidation by one worker is seen by the others at once. Same interface as the 
   whatever restarted in between (the recoverer also deletes them);
 - bounded by entries and payload bytes; past a bound the oldest-written rows go first (reads
   never write, so there is no LRU order to keep);
-- expiry uses the wall clock (``time.time``), the clock every process of the host shares.
+- expiry uses the host's clock (``host.host_clock``: the same in every process of the host,
+  never stepped back or forward like the wall clock).
 
 Reads cost a SQLite read transaction (~10 µs here, mostly WAL locking), so each process keeps
 the rows it read until the row's key slot on the state page moves (a write of that key, or of
@@ -22,11 +23,10 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState, key_slot
+from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState, host_clock, key_slot
 from .memory import NO_VALUE
 
 __all__ = ["SharedStore"]
@@ -40,7 +40,7 @@ class SharedStore:
     shared = True
 
     def __init__(self, host: HostState, max_entries: int, max_bytes: int,
-                 clock: Callable[[], float] = time.time, sweep_interval: float = 1.0) -> None:
+                 clock: Callable[[], float] = host_clock, sweep_interval: float = 1.0) -> None:
         self.host = host
         self.max_entries = max_entries
         self.max_bytes = max_bytes

@@ -9,9 +9,13 @@ meanwhile. Per location, in a local directory (see ``resolve_dir``)::
     <name>.recovery  flock: held by the one process that probes Redis and replays the journal
     <name>.db        SQLite in WAL mode: the outage journal, tombstones, the shared fallback
 
-``<name>`` hashes the location without its secrets. Without a usable directory (read-only,
-full, ``fallback_dir=False``) the same code runs on an anonymous page and an in-memory
-database: process-local state, as a single process needs anyway.
+``<name>`` hashes everything that makes the location a different Redis, never a secret. The
+directory and its files are checked and opened as ``statedir`` says. Without a usable directory
+(not ours, read-only, full, ``state_dir=False``) the same code runs on an anonymous page and an
+in-memory database: process-local state, as a single process needs anyway.
+
+Expiry shared by the host's processes (fallback rows, tombstones) uses ``host_clock``: the same
+in every process, immune to wall-clock steps. A page written under another boot is started anew.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from pathlib import Path
 
 from .config import Location
 from .keys import glob_to_regex
+from .statedir import UnsafeState, check_dir, open_private, sweep, sweep_due
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
-           "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state",
-           "key_slot", "mark_written", "resolve_dir"]
+           "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_clock",
+           "host_state", "key_slot", "mark_written", "resolve_dir"]
 
 log = logging.getLogger("cache_service")
 
@@ -49,7 +54,7 @@ log = logging.getLogger("cache_service")
 # as they were; both move after the write's commit. FB_*: the shared fallback's totals, kept
 # here (under the lock) instead of in SQL rows.
 (GEN, STATE, OPENED, CLOSED_COUNT, STARTED_NS, MAGIC_SLOT, WRITES, FB_ENTRIES, FB_BYTES,
- FB_EVICTIONS, NEAR_WRITES, NEAR_USED) = range(12)
+ FB_EVICTIONS, NEAR_WRITES, NEAR_USED, BOOT) = range(13)
 # Once a process of the host has a near cache (NEAR_USED, set before its first fill and never
 # cleared), writes to Redis by any service of the host also move the written key's slot, or
 # NEAR_WRITES for a pattern: a near-cache entry filled before is then not served, in any
@@ -85,10 +90,32 @@ def resolve_dir(option: str | os.PathLike[str] | bool | None) -> Path | None:
 
 
 def location_name(location: Location) -> str:
-    """A file name for ``location``: a hash of where it is, never of its secrets."""
-    ident = repr((location.kind, location.hosts, location.db, location.username,
-                  location.service_name, location.ssl))
+    """A file name for ``location``: a hash of everything that makes it a different Redis
+    (socket path, seeds, Sentinel service, db, user, TLS), never of its secrets."""
+    ident = repr(("v2", location.kind, tuple(sorted(location.hosts)), location.unix_socket,
+                  location.db, location.username, location.service_name, location.ssl))
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
+
+
+# CLOCK_BOOTTIME: one clock for every process of a Linux host that wall-clock steps do not
+# move and that, unlike CLOCK_MONOTONIC, goes on during a suspend (a row's TTL is real time).
+_HOST_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def host_clock() -> float:
+    """Seconds on the host's clock, for expiry shared by its processes (see module doc)."""
+    return time.clock_gettime(_HOST_CLOCK)
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> int:
+    """This boot of the host, as a number (0 where the system does not say): the host clock
+    restarts at boot, so times kept in files from another boot mean nothing."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return int.from_bytes(hashlib.sha256(f.read()).digest()[:7], "big") or 1
+    except OSError:
+        return 0
 
 
 def key_slot(key: str) -> int:
@@ -140,36 +167,58 @@ class HostState:
         self._pid = os.getpid()
         self.touched: list[int] | None = []  # key slots the open transaction changes
         self.directory: Path | None = None
+        self._page_fd = -1
         if directory is not None:
             try:
                 self._open_files(directory)
             except (OSError, sqlite3.Error) as exc:
-                self.problem = f"{directory}: {exc}"
+                self.problem = str(exc) if isinstance(exc, UnsafeState) \
+                    else f"{directory}: {exc}"
                 log.warning("cache_service: cannot use %s for state shared by this host's "
-                            "processes (%s); using per-process state", directory, exc)
+                            "processes (%s); using per-process state", directory, self.problem)
                 self._close_files()
         if self.directory is None:
             self._open_anonymous()
+        elif sweep_due(self.directory):
+            try:
+                sweep(self.directory, self.name)
+            except OSError as exc:
+                log.debug("cache_service: no sweep of %s: %s", self.directory, exc)
 
     # -- opening ------------------------------------------------------------------------------
     def _open_files(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_dir(directory)
         base = directory / self.name
-        self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._page_fd = self._open_page(f"{base}.page")
+        self._lock_fd = open_private(f"{base}.lock")
         self._recovery_path: str | None = f"{base}.recovery"
         self._recovery_fd: int | None = None  # open only while this process recovers
-        page_fd = os.open(f"{base}.page", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fresh = os.fstat(page_fd).st_size < PAGE_BYTES
-            if fresh:
-                os.ftruncate(page_fd, PAGE_BYTES)
-            self._mmap = mmap.mmap(page_fd, PAGE_BYTES)
-        finally:
-            os.close(page_fd)
+        for suffix in (".db", ".db-wal", ".db-shm"):  # 0600 and no symlink: SQLite gives its
+            os.close(open_private(f"{base}{suffix}"))  # -wal/-shm the .db file's mode
+        # Every block allocated now: a write to a hole of a mapped file on a full disk is a
+        # SIGBUS, not an error.
+        os.posix_fallocate(self._page_fd, 0, PAGE_BYTES)
+        os.utime(self._page_fd)  # used now: see statedir.sweep
+        self._mmap = mmap.mmap(self._page_fd, PAGE_BYTES)
         self.page = memoryview(self._mmap).cast("q")
         self.db_path: str = f"{base}.db"
         self.directory = directory
         self._init_page()
+
+    @staticmethod
+    def _open_page(path: str) -> int:
+        """The page, open and share-locked for as long as this process uses the location (so
+        no sweep removes it); retried if a sweep removed it between the open and the lock."""
+        for _ in range(10):
+            fd = open_private(path)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                if os.fstat(fd).st_nlink == 1 and os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        raise UnsafeState(f"{path} keeps being removed")
 
     def _open_anonymous(self) -> None:
         self._lock_fd = -1
@@ -183,13 +232,20 @@ class HostState:
         self._init_page()
 
     def _init_page(self) -> None:
+        page = self.page
         with self.lock():
-            if self.page[MAGIC_SLOT] != PAGE_MAGIC:
-                # A new page: start generations where no old fallback row can match them.
-                self.page[STATE] = 0
-                self.page[GEN] = time.time_ns() // 1000 * 2
-                self.page[MAGIC_SLOT] = PAGE_MAGIC
-                self.writer().execute("DELETE FROM fallback")
+            db = self.writer()  # a damaged database file fails here, before any use
+            if page[MAGIC_SLOT] != PAGE_MAGIC or page[BOOT] != boot_id() \
+                    or page[STATE] not in (0, 1, 2):
+                # A new or foreign page: start generations where no old fallback row can
+                # match them; rows and tombstones timed on another boot's clock go.
+                page[STATE] = 0
+                page[GEN] = time.time_ns() // 1000 * 2
+                page[BOOT] = boot_id()
+                page[MAGIC_SLOT] = PAGE_MAGIC
+                db.execute("DELETE FROM fallback")
+                db.execute("DELETE FROM tombstones")
+                page[FB_ENTRIES] = page[FB_BYTES] = 0
 
     def _connect(self) -> sqlite3.Connection:
         uri = self.directory is None
@@ -205,11 +261,12 @@ class HostState:
         return db
 
     def _close_files(self) -> None:
-        for name in ("_lock_fd",):
+        for name in ("_lock_fd", "_page_fd"):
             fd = getattr(self, name, None)
             if isinstance(fd, int) and fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+            setattr(self, name, -1)
         self.directory = None
 
     def after_fork(self) -> None:
@@ -224,7 +281,7 @@ class HostState:
                 os.close(self._lock_fd)
                 if self._recovery_fd is not None:
                     os.close(self._recovery_fd)
-            self._lock_fd = os.open(f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock_fd = open_private(f"{base}.lock")
             self._recovery_fd = None
         else:  # process-local state: a private copy of the page, a database of its own
             self.db_path = f"file:cs-{id(self)}-{self._pid}?mode=memory&cache=shared"
@@ -310,7 +367,7 @@ class HostState:
         """Become the host's recoverer, if no other process is (never blocks)."""
         if self._recovery_path is None:
             return True
-        fd = os.open(self._recovery_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self._recovery_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

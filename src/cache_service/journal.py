@@ -10,7 +10,8 @@ Rows are kept per (kind, name, writer): deduplicated per key and process, a patt
 the keys it matches. Bounded: past ``max_entries`` rows the journal folds into whole-prefix
 clears, and past that into one clear of every key this library owns.
 
-After replay, what was replayed stays for ``guard_seconds`` as tombstones (``Guard``): a write
+After replay, what was replayed stays for ``guard_seconds`` (on ``host.host_clock``, shared
+by the host's processes) as tombstones (``Guard``): a write
 that timed out before the outage and reaches Redis late carries an older stamp of the same
 writer than the tombstone, so a read treats it as a miss instead of serving it.
 """
@@ -19,14 +20,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .host import HostState
+from .host import HostState, host_clock
 from .keys import NAMESPACE, escape_glob, glob_to_regex
 
-__all__ = ["ALL_OURS", "Guard", "Journal", "Work", "fold"]
+__all__ = ["ALL_OURS", "Guard", "Journal", "Work", "clear_all", "fold"]
 
 ALL_OURS = NAMESPACE + "*"
 KEY, PATTERN = 0, 1
@@ -42,6 +42,11 @@ class Work:
     keys: tuple[str, ...] = ()
     pattern: str | None = None
     rows: tuple[Row, ...] = field(default=(), compare=False)
+
+
+def clear_all(stamp: int) -> Row:
+    """The row that stands for a journal that cannot be read: every key of ours, to unlink."""
+    return (PATTERN, ALL_OURS, stamp >> WRITER_SHIFT, stamp & SEQ_MASK)
 
 
 def head_of(full_key_or_pattern: str) -> str:
@@ -121,8 +126,10 @@ class Journal:
         self.host.bump(db, "journal_overflows", 1)
 
     def rows(self) -> list[Row]:
-        """Every pending row (to carry them over to another database)."""
-        with self.host.read() as db:
+        """Every pending row (to carry them over to another database): read by the writer
+        connection, which still reads a database whose directory was removed."""
+        with self.host.lock():
+            db = self.host.writer()
             return list(db.execute("SELECT kind, name, writer, stamp FROM journal"))
 
     def adopt(self, rows: list[Row]) -> None:
@@ -148,7 +155,7 @@ class Journal:
 
     def done(self, work: Work) -> None:
         """Redis confirmed ``work``: drop its rows unless re-recorded since; keep tombstones."""
-        until = time.time() + self.guard_seconds
+        until = host_clock() + self.guard_seconds
         with self.host.transaction() as db:
             db.executemany("DELETE FROM journal WHERE kind=? AND name=? AND writer=? AND stamp=?",
                            work.rows)
@@ -159,7 +166,7 @@ class Journal:
 
     def guard(self) -> Guard:
         """The tombstones still in force, for this process's reads."""
-        now = time.time()
+        now = host_clock()
         try:
             with self.host.read() as db:
                 rows = db.execute("SELECT kind, name, writer, stamp, until FROM tombstones "
@@ -171,7 +178,7 @@ class Journal:
     def expire_tombstones(self) -> None:
         """Forget tombstones past their time (the recoverer does it)."""
         with self.host.transaction() as db:
-            db.execute("DELETE FROM tombstones WHERE until <= ?", (time.time(),))
+            db.execute("DELETE FROM tombstones WHERE until <= ?", (host_clock(),))
 
 
 class Guard:

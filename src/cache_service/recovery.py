@@ -1,7 +1,10 @@
 """Background recovery: one daemon thread per target probes Redis while the breaker is open.
 
 Callers never probe, so an outage, a hang or a misconfiguration costs them nothing: they are
-on the fallback until the breaker closes. Of a host's processes, the one holding the
+on the fallback until the breaker closes. A round that fails in any way (the state directory
+removed, no file descriptor left, a damaged database) is logged and retried with the backoff;
+if the host files failed, the target goes on with per-process state (``Target.degrade``).
+Of a host's processes, the one holding the
 location's recovery flock probes (with the breaker's backoff) and replays the shared journal;
 the others only poll, to take over if it exits. The thread ends when the breaker closes and
 is started again by the next outage; a forked child starts its own.
@@ -9,8 +12,10 @@ is started again by the next outage; a forked child starts its own.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["Recovery"]
 
 log = logging.getLogger("cache_service")
+LOG_EVERY = 60.0  # seconds between two warnings about failing rounds
 
 
 class Recovery:
@@ -32,6 +38,7 @@ class Recovery:
         self._lock = threading.Lock()
         self.running = False  # read without the lock by every call during an outage
         self.wake = threading.Event()
+        self._next_log = 0.0
         _all.add(self)
 
     def after_fork(self) -> None:
@@ -54,32 +61,61 @@ class Recovery:
         next_try = time.monotonic() + backoff
         while True:
             breaker = target.breaker  # re-read: a failing disk can swap the host state
-            host = breaker.host
             with self._lock:
                 if not breaker.is_open:
                     self.running = False
                     return
-            if not host.try_recovery():  # another process of this host recovers
-                self.wake.wait(min(breaker.min_backoff, 0.25))
-                continue
+            try:  # a round never ends the thread: anything it raises is retried later
+                if not breaker.host.try_recovery():  # another process of this host recovers
+                    self.wake.wait(min(breaker.min_backoff, 0.25))
+                    continue
+                try:
+                    while target.breaker is breaker and breaker.is_open:
+                        delay = next_try - time.monotonic()
+                        if delay > 0:
+                            self.wake.wait(delay)
+                            self.wake.clear()
+                            continue
+                        if target.probe():
+                            backoff = breaker.min_backoff
+                        else:
+                            backoff = min(backoff * 2, breaker.max_backoff)
+                        next_try = time.monotonic() + backoff
+                finally:
+                    breaker.host.end_recovery()
+            except Exception as exc:
+                backoff = min(backoff * 2, breaker.max_backoff)
+                next_try = time.monotonic() + backoff
+                self._trouble(exc, backoff)
+                self.wake.wait(backoff)
+                self.wake.clear()
+
+    def _trouble(self, exc: Exception, backoff: float) -> None:
+        """A round failed: say so (at most once a minute) and, if the host files failed
+        (removed, damaged, full), go on with per-process state."""
+        target = self.target
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + LOG_EVERY
+            log.warning("cache_service: recovery of %s failed (%s: %s); retrying in %.1f s",
+                        target.location.describe(), type(exc).__name__, exc, backoff,
+                        exc_info=not isinstance(exc, (OSError, sqlite3.Error)))
+        if isinstance(exc, (OSError, sqlite3.Error)) and not _out_of_descriptors():
             try:
-                while target.breaker is breaker and breaker.is_open:
-                    delay = next_try - time.monotonic()
-                    if delay > 0:
-                        self.wake.wait(delay)
-                        self.wake.clear()
-                        continue
-                    if target.probe():
-                        backoff = breaker.min_backoff
-                    else:
-                        backoff = min(backoff * 2, breaker.max_backoff)
-                    next_try = time.monotonic() + backoff
-            except Exception:  # never let the thread die silently: log and try again later
-                log.exception("cache_service: recovery of %s failed",
-                              target.location.describe())
-                next_try = time.monotonic() + breaker.max_backoff
-            finally:
-                host.end_recovery()
+                target.degrade(exc)
+            except Exception:  # the next round tries again
+                log.debug("cache_service: degrading %s failed", target.location.describe(),
+                          exc_info=True)
+
+
+def _out_of_descriptors() -> bool:
+    """Whether this process cannot open a file now (EMFILE/ENFILE: a passing shortage, not a
+    reason to leave the host's state)."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+    return False
 
 
 _all: weakref.WeakSet[Recovery] = weakref.WeakSet()

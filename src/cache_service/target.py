@@ -25,7 +25,7 @@ from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
-from .codec import MAGIC
+from .codec import MAGIC, STAMPER
 from .config import Location, TargetOptions
 from .fallback import SharedStore
 from .host import (
@@ -34,11 +34,12 @@ from .host import (
     PAGE_BYTES,
     STATE,
     HostState,
+    host_clock,
     host_state,
     mark_written,
     resolve_dir,
 )
-from .journal import Guard, Journal
+from .journal import Guard, Journal, clear_all
 from .keys import glob_to_regex
 from .memory import MemoryStore
 from .near import NearCache, NearStore
@@ -431,7 +432,7 @@ class Target:
 
     def guard_blocks(self, key: str, stamp: int) -> bool:
         """Whether a tombstone marks the payload stamped ``stamp`` at ``key`` as a late write."""
-        now = time.time()
+        now = host_clock()
         if now >= self.guard.until:
             self.guard = _NO_GUARD
             return False
@@ -542,7 +543,10 @@ class Target:
                       "(%s); this process goes on with per-process state (journal and fallback "
                       "store in memory)", self.host.describe(), exc)
             self.state_problem = f"{self.host.describe()}: {exc}"
-            pending = self.journal.rows()  # reads still work on a full disk
+            try:
+                pending = self.journal.rows()  # reads still work on a full disk
+            except sqlite3.Error:  # lost: unlink every key of ours once Redis is back
+                pending = [clear_all(STAMPER.next())] if was_open else []
             self.host = HostState(self.location, None)
             self._build_state()
             if was_open:

@@ -36,7 +36,7 @@ FOREVER = 100 * 365 * 86400.0
 SERVICE_OPTIONS = frozenset(
     name for name, p in inspect.signature(ServiceCore.__init__).parameters.items()
     if p.kind is p.KEYWORD_ONLY and not name.startswith("_")
-    and name not in ("url", "clock")
+    and name not in ("url", "clock", "wall_clock")
 )
 
 
