@@ -188,7 +188,7 @@ REQUESTS = st.lists(st.tuples(st.sampled_from(ROUTES), st.sampled_from(sorted(US
 
 
 @pytest.mark.parametrize("up", [True, False], ids=["redis-up", "redis-down"])
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=REQUESTS)
 def test_no_user_ever_gets_another_users_response(
