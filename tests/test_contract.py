@@ -609,7 +609,7 @@ def test_another_codecs_value_is_neither_read_nor_replaced(make: Factory) -> Non
     """A value a PickleCodec service wrote is a miss for a JSON service sharing the prefix,
     but a live value all the same: add refuses, incr raises, nothing replaces it."""
     prefix = unique()
-    pickling = make(prefix, codec=PickleCodec(signing_key=b"k" * 16))
+    pickling = make(prefix, codec=PickleCodec(signing_key=b"contract-key-0123"))
     plain = make(prefix)
     pickling.set("d", type)  # a class: pickled, JSON cannot hold it
     assert plain.get("d", "MISS") == "MISS"

@@ -17,7 +17,7 @@ django = pytest.importorskip("django")
 from django.conf import settings  # noqa: E402
 
 if not settings.configured:
-    settings.configure(SECRET_KEY="integration-tests-secret-key", USE_TZ=True, CACHES={})
+    settings.configure(SECRET_KEY="integration-tests-secret-key-0123456789", USE_TZ=True, CACHES={})
 
 from django.core.cache.backends.base import BaseCache  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
@@ -41,7 +41,7 @@ def django_cache(location: Any, **params: Any) -> DjangoCache:
     ("redis://localhost:1/0", {"socket_timout": 1},
      "CACHES OPTIONS: unknown option 'socket_timout'"),
     ("redis://localhost:1/0", {"socket_timeout": -1}, "CACHES OPTIONS: socket_timeout"),
-    ("redis://localhost:1/0", {"SIGNING_KEY": "short"}, "signing_key"),
+    ("redis://localhost:1/0", {"SIGNING_KEY": "short"}, r"OPTIONS\[.SIGNING_KEY.\]: a signing key"),
     ("redis://localhost:1/0", {"codec": object()}, "codec must be a PickleCodec"),
 ])
 def test_django_bad_settings(location: Any, options: dict[str, Any], needle: str) -> None:
@@ -52,7 +52,7 @@ def test_django_bad_settings(location: Any, options: dict[str, Any], needle: str
 
 def test_django_needs_a_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "SECRET_KEY", "")
-    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY or OPTIONS"):
+    with pytest.raises(ImproperlyConfigured, match="signing key is needed"):
         django_cache("memory://")
     assert django_cache("memory://", OPTIONS={"SIGNING_KEY": KEY}).get("x") is None
 
@@ -231,7 +231,7 @@ def test_flask_caching_factory_protocol(redis_server: RedisServer) -> None:
     from flask_caching import Cache
 
     app = Flask("factory")
-    app.config.update(SECRET_KEY="factory-secret-key-0123456789",
+    app.config.update(SECRET_KEY="factory-secret-key-0123456789abcdef",
                       CACHE_TYPE="tests.test_integrations.make_cache",
                       CACHE_REDIS_URL=redis_server.url, CACHE_KEY_PREFIX="factory:",
                       CACHE_DEFAULT_TIMEOUT=30)

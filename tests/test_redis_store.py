@@ -91,7 +91,7 @@ def test_invalidation_uses_scan_never_keys_or_flush(redis_server: Any, raw: redi
 def test_signed_pickle_round_trips_and_rejects_tampering(redis_server: Any,
                                                          raw: redis.Redis) -> None:
     prefix = unique()
-    codec = PickleCodec(b"s" * 32)
+    codec = PickleCodec(b"store-signing-key-0123456789abcdef")
     svc = CacheService(prefix, url=redis_server.url, codec=codec)
 
     class Point:
@@ -112,7 +112,8 @@ def test_signed_pickle_round_trips_and_rejects_tampering(redis_server: Any,
     assert plain.get("json") == {"a": 1}
     svc.set("p2", {1, 2})
     assert svc.get("p2") == {1, 2}
-    other_key = CacheService(prefix, url=redis_server.url, codec=PickleCodec(b"t" * 32))
+    other_key = CacheService(prefix, url=redis_server.url,
+                             codec=PickleCodec(b"another-signing-key-0123456789"))
     svc.set("p3", complex(3, 4))
     assert other_key.get("p3") is None
 

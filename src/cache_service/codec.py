@@ -29,7 +29,7 @@ import orjson
 
 from .errors import ConfigurationError, SerializationError, ValueTooLargeError
 
-__all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper"]
+__all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "check_signing_key"]
 
 MAGIC = b"\xc5\x01"
 HEADER_SIZE = 11
@@ -201,6 +201,33 @@ class JsonCodec:
                              remove=codec_id not in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE))
 
 
+# A signing key must not be guessable: anyone who can compute it and write to Redis runs code
+# in every process that unpickles. The rule is short so it can be stated in an error message.
+MIN_KEY_BYTES = 16
+MIN_KEY_DISTINCT = 5  # as Django's check of SECRET_KEY: 32 zero bytes or "abab..." is no key
+
+
+def check_signing_key(key: object, setting: str = "signing_key") -> bytes:
+    """``key`` as bytes if it is strong enough to sign pickles (16+ bytes, 5+ different byte
+    values), else a ConfigurationError naming ``setting`` (never the key itself)."""
+    if isinstance(key, bytearray):
+        key = bytes(key)
+    if isinstance(key, str):
+        try:
+            key = key.encode()
+        except UnicodeEncodeError:
+            key = None
+    if not isinstance(key, bytes) or len(key) < MIN_KEY_BYTES or \
+            len(set(key)) < MIN_KEY_DISTINCT:
+        raise ConfigurationError(
+            f"{setting}: a signing key must be bytes or text of at least {MIN_KEY_BYTES} bytes "
+            f"with at least {MIN_KEY_DISTINCT} different byte values (e.g. "
+            "secrets.token_hex(32)); a missing or guessable key would let anyone who can write "
+            "to Redis run code in this process"
+        )
+    return key
+
+
 class PickleCodec(JsonCodec):
     """JSON where it round-trips exactly, else pickle signed with HMAC-SHA256 (key + payload).
 
@@ -209,15 +236,7 @@ class PickleCodec(JsonCodec):
     """
 
     def __init__(self, signing_key: bytes | str) -> None:
-        if isinstance(signing_key, str):
-            signing_key = signing_key.encode()
-        if not isinstance(signing_key, bytes) or len(signing_key) < 16:
-            raise ConfigurationError(
-                "PickleCodec needs signing_key= (bytes or str of at least 16 bytes, e.g. "
-                "secrets.token_bytes(32)); unsigned pickle would let anyone who can write to "
-                "Redis run code in this process"
-            )
-        self._key = signing_key
+        self._key = check_signing_key(signing_key)
 
     def __repr__(self) -> str:
         return "PickleCodec(signing_key=***)"

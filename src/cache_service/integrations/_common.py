@@ -12,18 +12,19 @@ import hmac
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cache_service.aio import AsyncCacheService
-from cache_service.codec import PickleCodec
+from cache_service.codec import MIN_KEY_DISTINCT, PickleCodec, check_signing_key
 from cache_service.config import parse_url
 from cache_service.core import ServiceCore
 from cache_service.errors import ConfigurationError
 from cache_service.keys import validate_prefix
 from cache_service.service import CacheService
 
-__all__ = ["FOREVER", "SERVICE_OPTIONS", "build_services", "derive_key", "not_cached",
-           "service_prefix"]
+__all__ = ["ENV_KEY", "FOREVER", "MIN_SECRET_CHARS", "SERVICE_OPTIONS", "SigningKeys",
+           "build_services", "derive_key", "not_cached", "service_prefix"]
 
 log = logging.getLogger("cache_service")
 
@@ -40,12 +41,51 @@ SERVICE_OPTIONS = frozenset(
 )
 
 
-def derive_key(secret: str | bytes, purpose: str) -> bytes:
+# An application secret a signing key may be derived from: at least this long (characters of
+# text, bytes of bytes) and MIN_KEY_DISTINCT different ones. "dev", "secret", a tutorial's
+# value: anyone could derive the key and then forge a pickle that runs code in the app.
+MIN_SECRET_CHARS = 32
+ENV_KEY = "CACHE_SERVICE_SIGNING_KEY"  # the environment variable cachelib and dogpile read
+
+
+def derive_key(secret: object, purpose: str, setting: str = "SECRET_KEY") -> bytes:
     """A signing key for ``purpose`` derived from an application secret (HMAC-SHA256), so the
-    secret itself never signs cache payloads."""
+    secret itself never signs cache payloads; a short or repetitive secret raises
+    ConfigurationError naming ``setting``."""
+    if not isinstance(secret, (str, bytes)) or len(secret) < MIN_SECRET_CHARS or \
+            len(set(secret)) < MIN_KEY_DISTINCT:
+        raise ConfigurationError(
+            f"{setting}: a signing key is derived from it only if it has at least "
+            f"{MIN_SECRET_CHARS} characters, {MIN_KEY_DISTINCT} of them different (e.g. "
+            "secrets.token_hex(32)); set a strong one or give the cache its own signing key")
     if isinstance(secret, str):
-        secret = secret.encode()
+        secret = secret.encode("utf-8", "surrogatepass")
     return hmac.new(secret, b"cache_service:" + purpose.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """Where a backend's signing key comes from: the first explicit setting that is set (not
+    None), else one derived from an application secret. The one chosen is checked: a weak
+    one is refused, naming its setting, never skipped for the next."""
+
+    explicit: tuple[tuple[str, object], ...]
+    """``(setting name, value)`` in order of precedence."""
+    secret: tuple[str, object] | None = None
+    """``(setting name, value)`` of the application secret, if the framework has one."""
+    purpose: str = ""
+    help: str = ""
+    """How to set a key, for the error messages."""
+
+    def resolve(self) -> bytes | None:
+        """The signing key (None: no setting is set); a weak one raises ConfigurationError
+        naming its setting."""
+        for setting, value in self.explicit:
+            if value is not None:
+                return check_signing_key(value, setting)
+        if self.secret is not None and self.secret[1] is not None:
+            return derive_key(self.secret[1], self.purpose, self.secret[0])
+        return None
 
 
 def service_prefix(base: str, namespace: str) -> str:
@@ -71,7 +111,7 @@ def not_cached(service: CacheService, exc: Exception, *keys: str) -> bool:
 
 def build_services(
     settings: tuple[str, str], url: object, prefix: str, options: Mapping[str, Any], *,
-    signing_key: bytes | str | None, key_help: str,
+    keys: SigningKeys,
     error: Callable[[str], Exception] = ConfigurationError,
 ) -> tuple[CacheService, AsyncCacheService]:
     """The sync and async services for ``url`` with ``options`` (service option names, any
@@ -94,12 +134,14 @@ def build_services(
         raise error(f"{url_setting}: {exc}") from None
     codec = kwargs.pop("codec", None)
     if codec is None:
-        if signing_key is None:
-            raise error(f"{setting}: values are pickled, so a signing key is needed: {key_help}")
         try:
-            codec = PickleCodec(signing_key=signing_key)
+            key = keys.resolve()
         except ConfigurationError as exc:
-            raise error(f"{setting}: {exc} ({key_help})") from None
+            raise error(f"{exc} ({keys.help})") from None
+        if key is None:
+            raise error(f"{setting}: values are pickled, so a signing key is needed: "
+                        f"{keys.help}")
+        codec = PickleCodec(signing_key=key)
     elif not isinstance(codec, PickleCodec):
         raise error(f"{setting}: codec must be a PickleCodec (this framework caches arbitrary "
                     f"Python objects), got {codec!r}")

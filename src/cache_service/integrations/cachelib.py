@@ -17,10 +17,12 @@ cachelib semantics: ``timeout=None`` is the default timeout, ``0`` never expires
 one expires at once), ``set``/``add`` return a bool, ``inc`` on a missing key starts at 0,
 ``clear()`` removes only this prefix's keys (never FLUSHDB); a value over
 ``max_value_bytes`` is not cached (``set`` returns False, the key is removed, it is logged).
-Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, else
-``$CACHE_SERVICE_SIGNING_KEY``; under Flask-Caching ``CACHE_SIGNING_KEY``, else one derived
-from the app's ``SECRET_KEY``. cachelib's ``serializer`` attribute is not used (the codec
-is). Redis failing never raises: calls go to the memory fallback.
+Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, else (under
+Flask-Caching) ``CACHE_SIGNING_KEY``, else ``$CACHE_SERVICE_SIGNING_KEY`` (16+ bytes each),
+else (under Flask-Caching) one derived from the app's ``SECRET_KEY`` (32+ characters); the
+first that is set is used, and a weak one is a startup error naming it. cachelib's
+``serializer`` attribute is not used (the codec is). Redis failing never raises: calls go to
+the memory fallback.
 """
 
 from __future__ import annotations
@@ -34,15 +36,26 @@ from typing import Any
 
 from cachelib import BaseCache
 
-from cache_service.errors import ValueTooLargeError
+from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.keys import escape_glob
 
-from ._common import FOREVER, build_services, derive_key, not_cached
+from ._common import ENV_KEY, FOREVER, SigningKeys, build_services, not_cached
 
 __all__ = ["CachelibCache"]
 
 _KEY_HELP = ("pass signing_key= (16+ bytes) or set $CACHE_SERVICE_SIGNING_KEY; under "
-             "Flask-Caching set CACHE_SIGNING_KEY or SECRET_KEY")
+             "Flask-Caching set CACHE_SIGNING_KEY (16+ bytes) or SECRET_KEY (32+ characters)")
+
+
+def _keys(signing_key: object, config: Mapping[str, Any] | None) -> SigningKeys:
+    """Explicit keys first (argument, Flask's CACHE_SIGNING_KEY, the environment), then one
+    derived from Flask's SECRET_KEY."""
+    explicit: tuple[tuple[str, object], ...] = (("signing_key", signing_key),)
+    if config is not None:
+        explicit += (("CACHE_SIGNING_KEY", config.get("CACHE_SIGNING_KEY")),)
+    explicit += ((f"${ENV_KEY}", os.environ.get(ENV_KEY)),)
+    secret = ("SECRET_KEY", config.get("SECRET_KEY")) if config is not None else None
+    return SigningKeys(explicit, secret, "cachelib", _KEY_HELP)
 
 
 def _flask_config() -> Mapping[str, Any] | None:
@@ -84,17 +97,13 @@ class CachelibCache(BaseCache):
         if config is not None:
             url = config.get("CACHE_REDIS_URL")
             key_prefix = key_prefix or config.get("CACHE_KEY_PREFIX")
-            secret = config.get("SECRET_KEY")  # Flask-Caching passes a copy of app.config
-            signing_key = signing_key or config.get("CACHE_SIGNING_KEY") or (
-                derive_key(secret, "cachelib") if secret else None)
         super().__init__(default_timeout, ignore_delete_many_errors=ignore_delete_many_errors)
         self.key_prefix = key_prefix or ""
         settings = ("CACHE_REDIS_URL", "CACHE_OPTIONS") if config is not None else (
             "CachelibCache(url=...)", "CachelibCache options")
-        self._service, _ = build_services(
-            settings, url, prefix, options,
-            signing_key=signing_key or os.environ.get("CACHE_SERVICE_SIGNING_KEY"),
-            key_help=_KEY_HELP)
+        # Flask-Caching passes a copy of app.config, SECRET_KEY included
+        self._service, _ = build_services(settings, url, prefix, options,
+                                          keys=_keys(signing_key, config))
 
     @classmethod
     def factory(cls, app: Any, config: Mapping[str, Any], args: list[Any],
@@ -102,10 +111,13 @@ class CachelibCache(BaseCache):
         """Flask-Caching's factory protocol, for a ``CACHE_TYPE`` path of one's own without
         "cachelib" in it (``make_cache = CachelibCache.factory`` in ``myapp/caching.py``,
         ``CACHE_TYPE="myapp.caching.make_cache"``)."""
-        secret = app.config.get("SECRET_KEY")
         kwargs.setdefault("key_prefix", config.get("CACHE_KEY_PREFIX"))
-        kwargs.setdefault("signing_key", config.get("CACHE_SIGNING_KEY") or (
-            derive_key(secret, "cachelib") if secret else None))
+        keys = _keys(kwargs.pop("signing_key", None),
+                     {**config, "SECRET_KEY": app.config.get("SECRET_KEY")})
+        try:
+            kwargs["signing_key"] = keys.resolve()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc} ({_KEY_HELP})") from None
         return cls(config.get("CACHE_REDIS_URL"), *args, **kwargs)
 
     @property

@@ -13,8 +13,9 @@
     }
 
 Values are pickled and signed with HMAC-SHA256 (``PickleCodec``; values JSON round-trips
-exactly are stored as JSON). The key is ``OPTIONS["SIGNING_KEY"]`` or, by default, derived from
-``SECRET_KEY``; every process sharing the cache needs the same one. ``OPTIONS`` take the
+exactly are stored as JSON). The key is ``OPTIONS["SIGNING_KEY"]`` (16+ bytes) or, by default,
+derived from ``SECRET_KEY`` (32+ characters; a shorter one is a startup error); every process
+sharing the cache needs the same one. ``OPTIONS`` take the
 service's constructor options (any case) plus ``SIGNING_KEY`` and ``PREFIX`` (the service
 namespace; default ``django`` plus ``KEY_PREFIX``). ``clear()`` removes the keys of that
 namespace only (never FLUSHDB). The ``a*`` methods are native, on ``AsyncCacheService``.
@@ -37,7 +38,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
 
-from ._common import FOREVER, build_services, derive_key, service_prefix
+from ._common import FOREVER, SigningKeys, build_services, service_prefix
 
 __all__ = ["DjangoCache", "DjangoConfigurationError"]
 
@@ -71,15 +72,15 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
             secret = settings.SECRET_KEY
         except (ImproperlyConfigured, AttributeError):  # "must not be empty"
             secret = None
-        if signing_key is None and secret:
-            signing_key = derive_key(secret, "django-cache")
         if prefix is None:
             prefix = service_prefix("django", self.key_prefix)
         self._made: dict[tuple[Any, int | None], str] = {}
         self._service, self._aservice = build_services(
             ("CACHES LOCATION", "CACHES OPTIONS"), _location(server),
-            prefix, options, signing_key=signing_key,
-            key_help="set SECRET_KEY or OPTIONS['SIGNING_KEY'] (16+ bytes)",
+            prefix, options, keys=SigningKeys(
+                (("CACHES OPTIONS['SIGNING_KEY']", signing_key),), ("SECRET_KEY", secret),
+                "django-cache", "set OPTIONS['SIGNING_KEY'] (16+ bytes) or SECRET_KEY (32+ "
+                "characters)"),
             error=DjangoConfigurationError)
 
     @property

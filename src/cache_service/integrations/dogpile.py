@@ -7,7 +7,7 @@
         "cache_service", expiration_time=300,
         arguments={"url": "redis://127.0.0.1:6379/0", "signing_key": os.environ["KEY"]})
 
-``arguments``: ``url`` (any URL we accept, ``memory://`` too), ``signing_key`` (else
+``arguments``: ``url`` (any URL we accept, ``memory://`` too), ``signing_key`` (16+ bytes, else
 ``$CACHE_SERVICE_SIGNING_KEY``; values are dogpile ``CachedValue`` tuples, pickled and signed),
 ``prefix`` (service namespace, default ``dogpile``), ``redis_expiration_time`` (seconds a value
 lives in Redis; default: no expiry, dogpile's ``expiration_time`` decides freshness),
@@ -40,7 +40,7 @@ from cache_service.loading import UNLOCK, lock_key, new_token
 from cache_service.service import CacheService
 from cache_service.target import Op, Unavailable, WrongType
 
-from ._common import FOREVER, SERVICE_OPTIONS, build_services, not_cached
+from ._common import ENV_KEY, FOREVER, SERVICE_OPTIONS, SigningKeys, build_services, not_cached
 
 __all__ = ["CacheServiceBackend", "CacheServiceMutex"]
 
@@ -151,11 +151,12 @@ class CacheServiceBackend(CacheBackend):
         self._ttl = float(expiry) if expiry else FOREVER
         url = args.pop("url", None)
         prefix = args.pop("prefix", "dogpile")
-        key = args.pop("signing_key", None) or os.environ.get("CACHE_SERVICE_SIGNING_KEY")
+        keys = SigningKeys((("dogpile arguments['signing_key']", args.pop("signing_key", None)),
+                            ("$CACHE_SERVICE_SIGNING_KEY", os.environ.get(ENV_KEY))),
+                           help="pass arguments['signing_key'] (16+ bytes) or set "
+                                "$CACHE_SERVICE_SIGNING_KEY")
         self._service, _ = build_services(
-            ("dogpile arguments['url']", "dogpile arguments"), url, prefix, args,
-            signing_key=key,
-            key_help="pass arguments['signing_key'] (16+ bytes) or set $CACHE_SERVICE_SIGNING_KEY")
+            ("dogpile arguments['url']", "dogpile arguments"), url, prefix, args, keys=keys)
 
     @property
     def service(self) -> CacheService:

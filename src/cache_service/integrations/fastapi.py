@@ -12,8 +12,12 @@
     Cache = provide(api_cache)            # a dependency: Depends(Cache) -> the service
 
     @app.get("/products/{product_id}")
-    @cache_response(ttl=60)               # below the route decorator
+    @cache_response(ttl=60, public=True)  # below the route decorator; the same for everyone
     async def get_product(product_id: int) -> dict: ...
+
+    @app.get("/me")
+    @cache_response(ttl=60, vary=["authorization"])  # one entry per bearer token
+    async def me(user: User = Depends(current_user)) -> dict: ...
 
     @app.put("/products/{product_id}")
     async def update_product(product_id: int, cache: AsyncCacheService = Depends(Cache)):
@@ -22,10 +26,18 @@
 
 ``cache_response`` caches the JSON-able result of GET (and HEAD) requests under a key made of
 the method, the path and the sorted query string (or ``key(request)``), loading it through
-``get_or_set`` (one computation per key at a time). Responses carry ``ETag`` and
-``X-Cache: HIT|MISS``; ``If-None-Match`` with a matching ETag gets ``304 Not Modified``; a
-client's ``Cache-Control: no-cache`` recomputes (and re-caches) the response, ``no-store``
-bypasses the cache. Endpoints returning a ``Response`` object are passed through uncached.
+``get_or_set`` (one computation per key at a time). It never hands one user's response to
+another: a request carrying credentials (``Authorization``, ``Proxy-Authorization``, a
+``Cookie``) bypasses the cache unless the route says how its response varies with them
+(``vary=["authorization"]``, ``vary=["cookie:session"]``: the values join the key, hashed;
+or a ``key`` function) or is ``public=True``. A response that sets a cookie, or whose endpoint
+set ``Cache-Control: private/no-store/no-cache`` or ``Vary: *``, is not stored. Responses carry
+``ETag``, ``X-Cache: HIT|MISS|BYPASS``, ``Cache-Control`` (``public, max-age=<ttl>`` on public
+routes, else ``private, no-cache`` unless the endpoint set its own) and ``Vary`` (on routes
+that are not public: ``Authorization, Cookie`` plus the ``vary`` headers); ``If-None-Match``
+with a matching ETag gets ``304 Not Modified``; a client's ``Cache-Control: no-cache``
+recomputes (and re-caches) the response, ``no-store`` bypasses the cache. Endpoints returning
+a ``Response`` object are passed through uncached.
 
 FastAPI answers ``405`` to HEAD on an ``@app.get`` route. ``app.add_middleware(HeadMiddleware)``
 makes every GET route answer HEAD as HTTP means it: the GET runs (sharing its cache entry), and
@@ -38,7 +50,7 @@ import contextlib
 import functools
 import hashlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar, cast, get_type_hints
 from urllib.parse import urlencode
 
@@ -51,7 +63,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache_service import aio
 from cache_service.aio import AsyncCacheService
+from cache_service.config import ttl_seconds
 from cache_service.core import TTL
+
+from ._route_policy import RoutePolicy, directives, storable
 
 __all__ = ["HeadMiddleware", "cache_response", "close_on_shutdown", "default_key",
            "invalidate_path", "provide"]
@@ -164,10 +179,6 @@ def _etag(body: Any) -> str:
     return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
 
 
-def _directives(header: str | None) -> set[str]:
-    return {part.strip().split("=", 1)[0].lower() for part in (header or "").split(",")}
-
-
 def _matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
@@ -177,20 +188,30 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 
 def cache_response(
     ttl: TTL = None, *, cache: AsyncCacheService | None = None,
-    key: Callable[[Request], str] | None = None, lock: bool = False, jitter: float = 0.0,
+    key: Callable[[Request], str] | None = None, vary: Iterable[str] = (), public: bool = False,
+    max_age: float | None = None, lock: bool = False, jitter: float = 0.0,
     stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
 ) -> Callable[[F], F]:
     """Cache a route's JSON responses (place it below ``@app.get(...)``); see the module doc.
 
     ``cache`` defaults to ``cache_service.aio.api_cache``; ``key(request)`` replaces the
-    default key (method, path, sorted query). ``lock``, ``jitter`` and the stale options are
-    those of ``get_or_set``. The decorated endpoint gains ``await endpoint.invalidate()``
-    (every entry of this route) and ``await endpoint.invalidate("/some/path")`` (one path).
-    Entries carry three tags (route, path, route + path), so both invalidations cost one
-    ``UNLINK`` whatever else the database holds.
+    default key (method, path, sorted query) and takes responsibility for whatever the
+    response depends on. ``vary`` names the request headers (``"authorization"``) and cookies
+    (``"cookie:session"``) the response depends on: their values join the key, hashed, and a
+    request carrying credentials the route did not declare is not cached. ``public=True``
+    declares the response the same for everyone (credentials or not); browsers and proxies may
+    then keep it for ``max_age`` seconds (default: the TTL; ``invalidate`` cannot reach them,
+    so ``max_age=0`` makes them revalidate each time). ``lock``, ``jitter`` and
+    the stale options are those of ``get_or_set``. The decorated endpoint gains ``await
+    endpoint.invalidate()`` (every entry of this route) and ``await
+    endpoint.invalidate("/some/path")`` (one path). Entries carry three tags (route, path,
+    route + path), so both invalidations cost one ``UNLINK`` whatever else the database holds.
     """
     service = cache if cache is not None else _default_service()
     make_key = key if key is not None else default_key
+    if max_age is None:
+        max_age = service.default_ttl if ttl is None else ttl_seconds(ttl)
+    policy = RoutePolicy.build(vary, public=public, custom_key=key is not None, max_age=max_age)
 
     def decorate(endpoint: F) -> F:
         scope = f"{_SCOPE}{endpoint.__module__}.{endpoint.__qualname__}:"
@@ -200,12 +221,8 @@ def cache_response(
 
         @functools.wraps(endpoint)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            request: Request = kwargs[request_name]
-            response: Response = kwargs[response_name]
-            if request_name.startswith("_cache_"):
-                del kwargs[request_name]
-            if response_name.startswith("_cache_"):
-                del kwargs[response_name]
+            request: Request = _take(kwargs, request_name)
+            response: Response = _take(kwargs, response_name)
 
             async def call() -> Any:
                 if is_async:
@@ -214,39 +231,43 @@ def cache_response(
 
             if request.method not in CACHEABLE_METHODS:
                 return await call()
-            loaded = False
+            own: list[Any] = []  # what this request's own call of the endpoint produced
 
-            async def load() -> dict[str, Any]:
-                nonlocal loaded
-                loaded = True
+            async def load() -> dict[str, Any] | None:
+                """The entry to share, or None: not to be stored (nor shared by a waiter)."""
                 result = await call()
                 if isinstance(result, Response):
-                    raise _Passthrough(result)
+                    own.append(result)
+                    return None
                 body = jsonable_encoder(result)
-                return {"etag": _etag(body), "body": body}
+                entry = {"etag": _etag(body), "body": body}
+                own.append(entry)
+                return entry if storable(response.headers) else None
 
-            k = scope + make_key(request)
-            path = request.url.path
-            tags = (route_tag, _tag("path", path), _tag("route-path", scope + path))
-            directives = _directives(request.headers.get("cache-control"))
-            try:
-                if "no-store" in directives:
+            shared = policy.shares(request)
+            asked = directives(request.headers.get("cache-control"))
+            entry: dict[str, Any] | None = None
+            if not shared or "no-store" in asked:
+                await load()
+            else:
+                k = scope + make_key(request) + policy.key_suffix(request)
+                path = request.url.path
+                tags = (route_tag, _tag("path", path), _tag("route-path", scope + path))
+                if "no-cache" in asked:
                     entry = await load()
-                elif "no-cache" in directives:
-                    entry = await load()
-                    await service.set(k, entry, ttl, tags=tags)
+                    if entry is not None:
+                        await service.set(k, entry, ttl, tags=tags)
                 else:
                     entry = await service.get_or_set(
                         k, load, ttl, lock=lock, jitter=jitter,
                         stale_while_revalidate=stale_while_revalidate,
                         stale_if_error=stale_if_error, tags=tags)
-            except _Passthrough as passthrough:
-                return passthrough.response
-            headers = {"ETag": entry["etag"], "X-Cache": "MISS" if loaded else "HIT"}
-            if _matches(request.headers.get("if-none-match"), entry["etag"]):
-                return Response(status_code=304, headers=headers)
-            response.headers.update(headers)
-            return entry["body"]
+                    if entry is None and not own:  # a waiter on a load that was not shared
+                        await load()
+            if own and isinstance(own[0], Response):
+                return own[0]
+            status = "HIT" if not own else "MISS" if entry is not None else "BYPASS"
+            return _reply(request, response, policy, own[0] if own else entry, status)
 
         async def invalidate(path: str | None = None) -> None:
             await service.invalidate_tags(
@@ -258,6 +279,38 @@ def cache_response(
         return cast(F, wrapper)
 
     return decorate
+
+
+def _take(kwargs: dict[str, Any], name: str) -> Any:
+    """A parameter FastAPI filled for us; ours (``_cache_*``) are not passed to the endpoint."""
+    return kwargs.pop(name) if name.startswith("_cache_") else kwargs[name]
+
+
+def _reply(request: Request, response: Response, policy: RoutePolicy, served: Any,
+           status: str) -> Any:
+    """The body (or a 304) with ETag, X-Cache, Cache-Control (the endpoint's own, if it set
+    one on this request's computation) and Vary."""
+    headers = {"ETag": served["etag"], "X-Cache": status}
+    if status == "HIT" or "cache-control" not in response.headers:
+        headers["Cache-Control"] = policy.cache_control(status != "BYPASS")
+    if policy.vary:
+        headers["Vary"] = _merged_vary(response.headers.get("vary"), policy.vary)
+    if _matches(request.headers.get("if-none-match"), served["etag"]):
+        not_modified = Response(status_code=304, headers=headers)
+        not_modified.raw_headers.extend(
+            item for item in response.raw_headers if item[0] == b"set-cookie")
+        return not_modified
+    response.headers.update(headers)
+    return served["body"]
+
+
+def _merged_vary(own: str | None, ours: str) -> str:
+    """The endpoint's ``Vary`` plus ours, each header once."""
+    names: dict[str, str] = {}
+    for name in (*(own or "").split(","), *ours.split(",")):
+        if name.strip():
+            names.setdefault(name.strip().lower(), name.strip())
+    return ", ".join(names.values())
 
 
 def _with_request_and_response(endpoint: Callable[..., Any]) -> tuple[inspect.Signature, str, str]:
