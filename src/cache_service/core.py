@@ -46,6 +46,7 @@ from .loading import (
 )
 from .memory import NO_VALUE
 from .near import MISS, NearCache, NearStore, near_config
+from .notices import unservable
 from .scripts import DROP_IF_SAME, GET_WITH_PTTL, run_script
 from .stats import ServiceCounters, add
 from .tags import (
@@ -255,8 +256,10 @@ class ServiceCore:
                     raw, ttl_ms = yield (run_script, GET_WITH_PTTL, [k], [])
             except Unavailable:
                 pass
-            except WrongType:
-                return (yield from self._discard(k, "holds a non-string Redis value", default, c))
+            except WrongType:  # a foreign key of another Redis type: a miss, left alone
+                self._foreign(k, "a Redis value of another type")
+                next(c.misses)
+                return default
             else:
                 keep = None if token is None else partial(
                     near.store, k, token, ttl_ms=ttl_ms, decode=self._decoder(k))  # type: ignore[union-attr]
@@ -305,9 +308,10 @@ class ServiceCore:
     def _from_redis(self, k: str, raw: bytes | None, default: Any, stale: bool,
                     c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
                     ) -> Any:
-        """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
-        payload must be removed (corrupt, foreign, or a late write of ours). No I/O.
-        ``keep(value, raw)`` is told a plain value served (the near cache's fill)."""
+        """What a GET reply means: the value, ``default`` on a miss (a foreign string is one,
+        left alone), or a ``Discard`` when the payload must be removed (corrupt, or a late
+        write of ours). No I/O. ``keep(value, raw)`` is told a plain value served (the near
+        cache's fill)."""
         if raw is None:
             next(c.misses)
             return default
@@ -316,10 +320,12 @@ class ServiceCore:
         except CorruptPayload as exc:
             if is_tagged(raw):  # the plain codec refuses it: untagged reads pay nothing
                 return open_tagged(k, raw) or Discard("malformed tag section")
-            if not exc.remove:
-                next(c.misses)
-                return default
-            return Discard(str(exc))
+            if exc.remove:
+                return Discard(str(exc))
+            if exc.foreign:
+                self._foreign(k, str(exc))
+            next(c.misses)
+            return default
         t = self._target
         if t.guard.until and t.guard_blocks(k, stamp_of(raw)):
             return Discard(None)
@@ -370,6 +376,10 @@ class ServiceCore:
         """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours
         (never kept near: its freshness is not Redis' TTL)."""
         if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
+            if type(value[2]) is not float and type(value[2]) is not int:  # forged: a miss
+                next(self._target.counters.corrupt)
+                next(c.misses)
+                return default
             if self._wall() >= value[2]:
                 next(c.misses)
                 return Stale(value[3], value[2]) if stale else default
@@ -385,10 +395,15 @@ class ServiceCore:
         next((self._counters if c is None else c).misses)
         if why is not None:
             next(self._target.counters.corrupt)
-            log.warning("cache_service: discarding %r: %s", k, why)
+            unservable(self._location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from self._target.unlink_keys([k])
         return default
+
+    def _foreign(self, k: str, why: str) -> None:
+        """Count (as ``corrupt``) and say, rate-limited, that ``k`` holds a value not ours."""
+        next(self._target.counters.corrupt)
+        unservable(self._location.describe(), "foreign", k, why)
 
     def _set(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
              jitter: float = 0.0, *, tags: object = ()) -> Op[None]:
