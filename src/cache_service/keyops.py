@@ -181,7 +181,7 @@ def ttl(core: ServiceCore, key: str) -> Op[float | None]:
     if t.gate() is Gate.REDIS:
         try:
             reply = yield (run_script, TTL_OF, [k], [])
-            if reply[0] == -2 or reply[1][:2] != MAGIC \
+            if reply[0] == -2 or reply[1][:2] != MAGIC or len(reply[1]) < HEADER_SIZE \
                     or not (yield from alive(core, k, reply[1])):  # absent, foreign or dead
                 return None
         except Unavailable:
