@@ -137,7 +137,7 @@ class LoadPolicy:
             object.__setattr__(self, name, value)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256, typed=True)  # typed: False must not pass as a cached 0
 def load_policy(*, cache_none: bool = False, jitter: float = 0.0, lock: bool = False,
                 lock_ttl: float = 10.0, lock_wait: float = 5.0,
                 stale_while_revalidate: float = 0.0,
