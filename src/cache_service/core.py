@@ -23,6 +23,7 @@ from . import registry
 from .breaker import Gate
 from .codec import (
     HEADER_SIZE,
+    MAGIC,
     PLAIN_CODECS,
     PLAIN_HEADER,
     STAMPER,
@@ -47,7 +48,7 @@ from .loading import (
 from .memory import NO_VALUE
 from .near import MISS, NearCache, NearStore, near_config
 from .notices import unservable
-from .scripts import DROP_IF_SAME, GET_WITH_PTTL, run_script
+from .scripts import DROP_IF_SAME, GET_WITH_PTTL, SET_UNLESS_FOREIGN, run_script
 from .stats import ServiceCounters, add
 from .tags import (
     MAX_INVALIDATE,
@@ -406,17 +407,17 @@ class ServiceCore:
         unservable(self._location.describe(), "foreign", k, why)
 
     def _set(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-             jitter: float = 0.0, *, tags: object = ()) -> Op[None]:
+             jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
         """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
         ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
-        ``tags``: see ``tags.py``."""
+        ``tags``: see ``tags.py``; ``polite``: never over a foreign key (get_or_set's fill)."""
         tagged = validate_tags(tags) if tags else ()
         k, payload, seconds, value = self._encoded(key, value, ttl, keep_stale, jitter)
         px = max(1, math.ceil(seconds * 1000))
         if tagged:
-            yield from self._set_tagged(k, payload, seconds, px, tagged)
+            yield from self._set_tagged(k, payload, seconds, px, tagged, polite=polite)
             return
-        yield from self._store(k, payload, seconds, value)
+        yield from self._store(k, payload, seconds, value, polite=polite)
 
     def _encoded(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
                  jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
@@ -434,16 +435,20 @@ class ServiceCore:
         next(self._counters.sets)
         return k, payload, seconds, value
 
-    def _store(self, k: str, payload: bytes, seconds: float, value: Any) -> Op[None]:
-        """Write an encoded, untagged value: on Redis, or on the fallback while it is out."""
+    def _store(self, k: str, payload: bytes, seconds: float, value: Any, *,
+               polite: bool = False) -> Op[None]:
+        """Write an encoded, untagged value: on Redis, or on the fallback while it is out
+        (``polite``: on Redis only if no foreign key is there)."""
         px = max(1, math.ceil(seconds * 1000))
+        request = (run_script, SET_UNLESS_FOREIGN, [k], [payload, px, MAGIC]) if polite \
+            else ("set", k, payload, None, px)
 
         def local() -> None:
             kept = _kept(self._codec, value, payload, k)
             next(self._target.counters.memory_writes)
             self._target.memory.set(k, payload, seconds, kept)
 
-        yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k])
+        yield from self._write(lambda: _one(request), local, keys=[k])
 
     def _delete(self, keys: tuple[str, ...]) -> Op[int]:
         ks = [self._keys.full(k) for k in keys]
@@ -529,14 +534,16 @@ class ServiceCore:
         return tokens
 
     def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
-                    tags: tuple[str, ...]) -> Op[None]:
+                    tags: tuple[str, ...], *, polite: bool = False) -> Op[None]:
         """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
         tag_keys = self._tag_keys(tags)
         t = self._target
 
         def remote() -> Op[None]:
             tokens = yield from self._tag_tokens(tag_keys, px)
-            yield ("set", k, wrap(payload, tags, tokens), None, px)
+            stored = wrap(payload, tags, tokens)
+            yield ((run_script, SET_UNLESS_FOREIGN, [k], [stored, px, MAGIC]) if polite
+                   else ("set", k, stored, None, px))
 
         def local() -> None:
             next(t.counters.memory_writes)

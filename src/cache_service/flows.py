@@ -113,7 +113,7 @@ def _load(core: ServiceCore, key: str, ttl: TTL, policy: LoadPolicy, *,
             else:
                 if value is not None or policy.cache_none:
                     yield from core._set(key, value, ttl, policy.keep_stale,
-                                         policy.jitter, tags=tags)
+                                         policy.jitter, tags=tags, polite=True)
     except GeneratorExit:  # closed from outside: no I/O is possible; the lock expires
         raise
     except BaseException:  # loader error, cancellation: release the lock, then propagate

@@ -36,11 +36,12 @@ end
 return 0
 """
 
-# Returns 0 if KEYS[1] holds no payload of ours; 1 after giving an untagged one PX ARGV[1];
-# a tagged payload itself (the caller checks its tags first).
+# Returns 0 if KEYS[1] holds no payload of ours (a string of at least the 11-byte header);
+# 1 after giving an untagged one PX ARGV[1]; a tagged payload itself (the caller checks its
+# tags first).
 TOUCH = """
 local v = redis.pcall('GET', KEYS[1])
-if type(v) ~= 'string' or string.sub(v, 1, 2) ~= ARGV[2] then
+if type(v) ~= 'string' or #v < 11 or string.sub(v, 1, 2) ~= ARGV[2] then
   return 0
 end
 if string.byte(v, 3) < 128 then
