@@ -67,11 +67,11 @@ def validate_text(text: object, what: str, limit: int = MAX_KEY_LENGTH) -> str:
     encodes as UTF-8, else a ConfigurationError saying what is allowed."""
     if type(text) is not str:
         if not isinstance(text, str):
-            raise ConfigurationError(f"{what} must be a str, not {type(text).__name__}")
+            raise ConfigurationError(f"{what} must be str, not {type(text).__name__}")
         text = str(text)
     if not text or len(text) > limit or not encodable(text):
         raise ConfigurationError(
-            f"{what} must be a str of 1-{limit} characters that encodes as UTF-8 (any "
+            f"{what} must be str of 1-{limit} characters that encode as UTF-8 (any "
             f"character but a lone surrogate such as '\\ud800'), got "
             f"{_shown(text)}")
     return text
@@ -84,7 +84,7 @@ def _shown(text: str) -> str:
 
 def validate_key(key: object) -> str:
     """Return ``key`` if it is a usable cache key (see the module docstring)."""
-    return validate_text(key, "a cache key")
+    return validate_text(key, "cache keys")
 
 
 def redact(full_key: str) -> str:
@@ -166,4 +166,4 @@ class KeySpace:
 
     def pattern(self, glob: str) -> str:
         """The namespaced Redis glob for a caller's glob on their own keys."""
-        return self.head + validate_text(glob, "a pattern (a Redis glob such as 'user:*')")
+        return self.head + validate_text(glob, "patterns (Redis globs such as 'user:*')")

@@ -93,7 +93,7 @@ def validate_tags(tags: object, limit: int = MAX_TAGS) -> tuple[str, ...]:
         raise ConfigurationError(f"tags must be an iterable of str, not {type(tags).__name__}")
     out: dict[str, None] = {}
     for tag in tags:
-        out[validate_text(tag, "a tag", MAX_TAG_LENGTH)] = None
+        out[validate_text(tag, "each of tags", MAX_TAG_LENGTH)] = None
     if len(out) > limit:
         raise ConfigurationError(f"at most {limit} tags per call, got {len(out)}")
     return tuple(out)
