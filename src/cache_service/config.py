@@ -36,8 +36,8 @@ _UNIX_HELP = "a unix:// url needs an absolute socket path: unix://[user:password
 # added on the way (stale-while-revalidate time, the tag keys' margin).
 MAX_TTL = 10**12
 _TTL_HELP = (
-    "a TTL must be None (the default TTL), a positive finite int or float of seconds, or a "
-    f"positive timedelta, at most {MAX_TTL:.0e} seconds"
+    "a TTL must be None (the default TTL), a positive int or float of seconds, or a positive "
+    f"timedelta, finite and at most {MAX_TTL:.0e} seconds"
 )
 
 
