@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import redis
 
-from cache_service import CacheService, PickleCodec
+from cache_service import CacheService, PickleCodec, notices
 
 from .helpers import unique
 
@@ -34,21 +34,46 @@ def test_values_live_under_namespaced_keys_with_a_header(svc: CacheService,
     assert 99_000 < raw.pttl(f"cs:{svc.prefix}::user:123") <= 100_000
 
 
-@pytest.mark.parametrize("junk", [b"plain text", b"\xc5\x01\x01" + b"\x00" * 8 + b"{bad json",
-                                  b"\xc5\x01\x09" + b"\x00" * 8 + b"{}", b""])
-def test_corrupt_or_foreign_payload_is_a_miss_and_removed(
-        svc: CacheService, raw: redis.Redis, junk: bytes, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("junk", [b"\xc5\x01\x01" + b"\x00" * 8 + b"{bad json",
+                                  b"\xc5\x01\x09" + b"\x00" * 8 + b"{}"])
+def test_corrupt_payload_is_a_miss_and_removed(
+        svc: CacheService, raw: redis.Redis, junk: bytes, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notices, "_last", {})
     key = svc.full_key("k")
     raw.set(key, junk)
     assert svc.get("k", default="miss") == "miss"
     assert raw.exists(key) == 0
-    assert sum("discarding" in r.getMessage() for r in caplog.records) == 1
+    said = [r.getMessage() for r in caplog.records if "unreadable payload" in r.getMessage()]
+    assert len(said) == 1
+    assert key not in said[0]  # keys never reach the log whole
     assert svc.stats()["target"]["corrupt"] >= 1
 
 
-def test_wrong_type_at_our_key_is_a_miss(svc: CacheService, raw: redis.Redis) -> None:
+@pytest.mark.parametrize("junk", [b"plain text", b"", b"\xc5\x01short"])
+def test_foreign_string_is_a_miss_and_left_alone(
+        svc: CacheService, raw: redis.Redis, junk: bytes, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notices, "_last", {})
+    key = svc.full_key("k")
+    raw.set(key, junk)
+    for _ in range(3):
+        assert svc.get("k", default="miss") == "miss"
+    assert raw.get(key) == junk
+    said = [r.getMessage() for r in caplog.records if "not a value of ours" in r.getMessage()]
+    assert len(said) == 1  # rate-limited
+    assert key not in said[0]
+    assert svc.stats()["target"]["corrupt"] >= 3
+    assert svc.add("k", 1) is False  # add agrees: not ours to replace
+    assert raw.get(key) == junk
+
+
+def test_wrong_type_at_our_key_is_a_miss_and_left_alone(svc: CacheService,
+                                                        raw: redis.Redis) -> None:
     raw.hset(svc.full_key("h"), "f", "v")
     assert svc.get("h") is None
+    assert raw.hget(svc.full_key("h"), "f") == b"v"
+    raw.delete(svc.full_key("h"))
     svc.set("h", 1)
     assert svc.get("h") == 1
 

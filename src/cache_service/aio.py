@@ -54,8 +54,9 @@ class AsyncCacheService(ServiceCore):
                 return found
             return await t.arun(self._get(key, default, looked=True))
         if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
-            if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH:
-                validate_key(key)
+            if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH \
+                    or not key.isascii():
+                key = validate_key(key)
             k = self._head + key
             timed = next(t.get_ticks) & 15 == 0  # 1 in 16 timed, counted 16 times
             if timed:

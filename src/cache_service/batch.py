@@ -11,7 +11,6 @@ own and pay one timeout per slot).
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,6 +24,7 @@ from .core import MISSING, TTL, Discard, ServiceCore, _kept
 from .errors import ConfigurationError
 from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
+from .notices import unservable
 from .scripts import DROP_IF_SAME, run_script
 from .stats import add
 from .tags import Tagged, memory_tokens, validate_tags, wrap
@@ -32,7 +32,6 @@ from .target import Op, Unavailable, by_slot
 
 __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
-log = logging.getLogger("cache_service")
 MAX_BATCH = 10_000  # keys per get_many / set_many call
 _PLAIN = PLAIN_HEADER
 _FAST_CODECS = PLAIN_CODECS  # both decode codec id 1 as plain orjson
@@ -65,7 +64,8 @@ def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
     head = core._keys.head
     try:  # the common case at C speed; anything unusual is looked at key by key
         full = [head + k for k in names]
-        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH)
+        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH
+                              and all(map(str.isascii, names)))
     except TypeError:
         sound = False
     if not sound:  # a key to refuse (raises), or a str subclass
@@ -162,7 +162,7 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
         for k, why in discards:
             if why is not None:
                 next(t.counters.corrupt)
-                log.warning("cache_service: discarding %r: %s", k, why)
+                unservable(core._location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from t.unlink_keys([k for k, _ in discards])
 

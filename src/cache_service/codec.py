@@ -50,12 +50,14 @@ class CorruptPayload(Exception):
     """A stored payload is not one of ours or does not decode: the caller sees a miss.
 
     ``remove`` is False for a sound payload in a codec this service lacks (another service
-    sharing the prefix wrote it): a miss here, but not ours to delete.
+    sharing the prefix wrote it): a miss here, but not ours to delete. ``foreign``: not a
+    payload of ours at all (no header): a miss, left alone.
     """
 
-    def __init__(self, message: str, remove: bool = True) -> None:
+    def __init__(self, message: str, remove: bool = True, foreign: bool = False) -> None:
         super().__init__(message)
-        self.remove = remove
+        self.remove = remove and not foreign
+        self.foreign = foreign
 
 
 class Stamper:
@@ -195,8 +197,8 @@ class JsonCodec:
                 return orjson.loads(body)
             if codec_id == TAGGED_JSON:
                 return _untag(orjson.loads(body))
-        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError) as exc:
-            raise CorruptPayload(f"undecodable JSON payload: {exc}") from None
+        except Exception as exc:  # anyone who can write to Redis chooses these bytes
+            raise CorruptPayload(f"undecodable JSON payload ({type(exc).__name__})") from None
         raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks",
                              remove=codec_id not in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE))
 
@@ -268,7 +270,7 @@ class PickleCodec(JsonCodec):
         try:
             return pickle.loads(data)
         except Exception as exc:
-            raise CorruptPayload(f"signed pickle did not load: {exc}") from None
+            raise CorruptPayload(f"signed pickle did not load ({type(exc).__name__})") from None
 
 
 _PREFIXES = {cid: MAGIC + bytes([cid]) for cid in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE)}
@@ -294,6 +296,6 @@ def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> byte
 def unpack(codec: Codec, raw: bytes, key: str) -> Any:
     """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
-        raise CorruptPayload("payload lacks the cache_service header")
+        raise CorruptPayload("a string without the cache_service header", foreign=True)
     # A bytes slice, not a memoryview: orjson parses bytes faster, which outweighs the copy.
     return codec.decode(raw[2], raw[HEADER_SIZE:], key)

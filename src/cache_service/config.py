@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["Location", "TargetOptions", "resolve_location", "ttl_seconds"]
+__all__ = ["MAX_TTL", "Location", "TargetOptions", "resolve_location", "shown", "ttl_seconds"]
 
 Kind = Literal["standalone", "sentinel", "cluster", "memory"]
 DEFAULT_HOST = "localhost"
@@ -30,22 +30,38 @@ _SCHEME_HELP = (
     "(rediss+sentinel://, rediss+cluster:// for TLS) or memory://"
 )
 _UNIX_HELP = "a unix:// url needs an absolute socket path: unix://[user:password@]/path/redis.sock[?db=N]"
+# The longest TTL: 10**12 s (about 31,700 years). Redis refuses a PX whose expiry time
+# (now in ms + PX) overflows a signed 64-bit integer, i.e. PX above ~9.2e18 - now; we stay far
+# below, at 1e15 ms (< 2**53): exact as a float, in Lua and in JSON, and with room for what is
+# added on the way (stale-while-revalidate time, the tag keys' margin).
+MAX_TTL = 10**12
 _TTL_HELP = (
-    "a TTL must be None (the default TTL), a positive int or float of seconds, or a timedelta"
+    "a TTL must be None (the default TTL), a positive int or float of seconds, or a positive "
+    f"timedelta, finite and at most {MAX_TTL:.0e} seconds"
 )
 
 
 def ttl_seconds(ttl: object, what: str = "ttl") -> float:
-    """Return a validated TTL in seconds, refusing anything but a positive finite duration."""
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise ConfigurationError(f"{what}={ttl!r} is not allowed: {_TTL_HELP}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigurationError(f"{what}={ttl!r} is not allowed: {_TTL_HELP}")
+    """Return a validated TTL in seconds, refusing anything but a positive finite duration of
+    at most ``MAX_TTL`` seconds."""
+    try:
+        if isinstance(ttl, timedelta):
+            seconds = ttl.total_seconds()
+        elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+            seconds = float(ttl)
+        else:
+            seconds = math.nan
+    except (OverflowError, ValueError, TypeError):  # an int past float range, odd subclasses
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TTL:  # also refuses nan
+        raise ConfigurationError(f"{what}={shown(ttl)} is not allowed: {_TTL_HELP}")
     return seconds
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message may show it: short, and never a huge int's digits."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "<huge int>"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _positive(name: str, value: float, *, integer: bool = False) -> None:

@@ -23,6 +23,7 @@ from . import registry
 from .breaker import Gate
 from .codec import (
     HEADER_SIZE,
+    MAGIC,
     PLAIN_CODECS,
     PLAIN_HEADER,
     STAMPER,
@@ -46,7 +47,8 @@ from .loading import (
 )
 from .memory import NO_VALUE
 from .near import MISS, NearCache, NearStore, near_config
-from .scripts import DROP_IF_SAME, GET_WITH_PTTL, run_script
+from .notices import unservable
+from .scripts import DROP_IF_SAME, GET_WITH_PTTL, SET_UNLESS_FOREIGN, run_script
 from .stats import ServiceCounters, add
 from .tags import (
     MAX_INVALIDATE,
@@ -260,8 +262,10 @@ class ServiceCore:
                 return default
             except Unavailable:
                 pass
-            except WrongType:
-                return (yield from self._discard(k, "holds a non-string Redis value", default, c))
+            except WrongType:  # a foreign key of another Redis type: a miss, left alone
+                self._foreign(k, "a Redis value of another type")
+                next(c.misses)
+                return default
             else:
                 keep = None if token is None else partial(
                     near.store, k, token, ttl_ms=ttl_ms, decode=self._decoder(k))  # type: ignore[union-attr]
@@ -310,9 +314,10 @@ class ServiceCore:
     def _from_redis(self, k: str, raw: bytes | None, default: Any, stale: bool,
                     c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
                     ) -> Any:
-        """What a GET reply means: the value, ``default`` on a miss, or a ``Discard`` when the
-        payload must be removed (corrupt, foreign, or a late write of ours). No I/O.
-        ``keep(value, raw)`` is told a plain value served (the near cache's fill)."""
+        """What a GET reply means: the value, ``default`` on a miss (a foreign string is one,
+        left alone), or a ``Discard`` when the payload must be removed (corrupt, or a late
+        write of ours). No I/O. ``keep(value, raw)`` is told a plain value served (the near
+        cache's fill)."""
         if raw is None:
             next(c.misses)
             return default
@@ -321,10 +326,12 @@ class ServiceCore:
         except CorruptPayload as exc:
             if is_tagged(raw):  # the plain codec refuses it: untagged reads pay nothing
                 return open_tagged(k, raw) or Discard("malformed tag section")
-            if not exc.remove:
-                next(c.misses)
-                return default
-            return Discard(str(exc))
+            if exc.remove:
+                return Discard(str(exc))
+            if exc.foreign:
+                self._foreign(k, str(exc))
+            next(c.misses)
+            return default
         t = self._target
         if t.guard.until and t.guard_blocks(k, stamp_of(raw)):
             return Discard(None)
@@ -375,6 +382,10 @@ class ServiceCore:
         """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours
         (never kept near: its freshness is not Redis' TTL)."""
         if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
+            if type(value[2]) is not float and type(value[2]) is not int:  # forged: a miss
+                next(self._target.counters.corrupt)
+                next(c.misses)
+                return default
             if self._wall() >= value[2]:
                 next(c.misses)
                 return Stale(value[3], value[2]) if stale else default
@@ -390,23 +401,28 @@ class ServiceCore:
         next((self._counters if c is None else c).misses)
         if why is not None:
             next(self._target.counters.corrupt)
-            log.warning("cache_service: discarding %r: %s", k, why)
+            unservable(self._location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from self._target.unlink_keys([k])
         return default
 
+    def _foreign(self, k: str, why: str) -> None:
+        """Count (as ``corrupt``) and say, rate-limited, that ``k`` holds a value not ours."""
+        next(self._target.counters.corrupt)
+        unservable(self._location.describe(), "foreign", k, why)
+
     def _set(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-             jitter: float = 0.0, *, tags: object = ()) -> Op[None]:
+             jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
         """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
         ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
-        ``tags``: see ``tags.py``."""
+        ``tags``: see ``tags.py``; ``polite``: never over a foreign key (get_or_set's fill)."""
         tagged = validate_tags(tags) if tags else ()
         k, payload, seconds, value = self._encoded(key, value, ttl, keep_stale, jitter)
         px = max(1, math.ceil(seconds * 1000))
         if tagged:
-            yield from self._set_tagged(k, payload, seconds, px, tagged)
+            yield from self._set_tagged(k, payload, seconds, px, tagged, polite=polite)
             return
-        yield from self._store(k, payload, seconds, value)
+        yield from self._store(k, payload, seconds, value, polite=polite)
 
     def _encoded(self, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
                  jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
@@ -424,17 +440,21 @@ class ServiceCore:
         next(self._counters.sets)
         return k, payload, seconds, value
 
-    def _store(self, k: str, payload: bytes, seconds: float, value: Any) -> Op[None]:
-        """Write an encoded, untagged value: on Redis, or on the fallback while it is out."""
+    def _store(self, k: str, payload: bytes, seconds: float, value: Any, *,
+               polite: bool = False) -> Op[None]:
+        """Write an encoded, untagged value: on Redis, or on the fallback while it is out
+        (``polite``: on Redis only if no foreign key is there)."""
         px = max(1, math.ceil(seconds * 1000))
+        request = (run_script, SET_UNLESS_FOREIGN, [k], [payload, px, MAGIC]) if polite \
+            else ("set", k, payload, None, px)
 
         def local() -> None:
             kept = _kept(self._codec, value, payload, k)
             next(self._target.counters.memory_writes)
             self._target.memory.set(k, payload, seconds, kept)
 
-        yield from self._write(lambda: _one(("set", k, payload, None, px)), local, keys=[k],
-                               refused=None, overwrites=True)
+        yield from self._write(lambda: _one(request), local, keys=[k], refused=None,
+                               overwrites=True)
 
     def _delete(self, keys: tuple[str, ...]) -> Op[int]:
         ks = [self._keys.full(k) for k in keys]
@@ -552,14 +572,16 @@ class ServiceCore:
         return tokens
 
     def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
-                    tags: tuple[str, ...]) -> Op[None]:
+                    tags: tuple[str, ...], *, polite: bool = False) -> Op[None]:
         """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
         tag_keys = self._tag_keys(tags)
         t = self._target
 
         def remote() -> Op[None]:
             tokens = yield from self._tag_tokens(tag_keys, px)
-            yield ("set", k, wrap(payload, tags, tokens), None, px)
+            stored = wrap(payload, tags, tokens)
+            yield ((run_script, SET_UNLESS_FOREIGN, [k], [stored, px, MAGIC]) if polite
+                   else ("set", k, stored, None, px))
 
         def local() -> None:
             next(t.counters.memory_writes)

@@ -69,7 +69,7 @@ def _argument_key(func: Callable[..., Any], sig: inspect.Signature, method: bool
     items = list(bound.arguments.items())[1 if method else 0 :]
     try:
         text = orjson.dumps(_tag(dict(items)), option=orjson.OPT_SORT_KEYS).decode()
-    except SerializationError as exc:
+    except (SerializationError, orjson.JSONEncodeError) as exc:  # e.g. a lone surrogate
         raise SerializationError(
             f"@cached cannot build a key from the arguments of {func.__qualname__}: {exc}; "
             "pass key_func= to choose the key"

@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import ttl_seconds
 from .core import _UNCOUNTED, MISSING, TTL, ServiceCore, log
+from .keys import redact
 from .loading import (
     LOAD,
     UNLOCK,
@@ -106,13 +107,13 @@ def _load(core: ServiceCore, key: str, ttl: TTL, policy: LoadPolicy, *,
                 if stale is None or _age(core, stale) > policy.stale_on_error_for:
                     raise
                 log.warning("cache_service: loading %r failed (%s: %s); serving the value "
-                            "that expired %.1fs ago", core.full_key(key),
+                            "that expired %.1fs ago", redact(core.full_key(key)),
                             type(exc).__name__, exc, _age(core, stale))
                 value = stale.value
             else:
                 if value is not None or policy.cache_none:
                     yield from core._set(key, value, ttl, policy.keep_stale,
-                                         policy.jitter, tags=tags)
+                                         policy.jitter, tags=tags, polite=True)
     except GeneratorExit:  # closed from outside: no I/O is possible; the lock expires
         raise
     except BaseException:  # loader error, cancellation: release the lock, then propagate

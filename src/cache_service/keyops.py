@@ -3,7 +3,8 @@
 Each is one round trip for untagged values. "Live" means what ``get`` would serve: a value
 of ours that decodes, is not a known late write, and (if tagged) whose tags still hold its
 tokens. A dead value (corrupt, invalidated by tag) counts as absent and is replaced by
-``add``; a foreign key (no header of ours) is never modified.
+``add``; a foreign key (another Redis type, or a string without our header) is never
+modified: ``add`` returns False, ``incr`` raises ``NotAnIntegerError``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 from typing import Any
 
 from .breaker import Gate
-from .codec import MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
+from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
 from .scripts import run_script
@@ -35,11 +36,12 @@ end
 return 0
 """
 
-# Returns 0 if KEYS[1] holds no payload of ours; 1 after giving an untagged one PX ARGV[1];
-# a tagged payload itself (the caller checks its tags first).
+# Returns 0 if KEYS[1] holds no payload of ours (a string of at least the 11-byte header);
+# 1 after giving an untagged one PX ARGV[1]; a tagged payload itself (the caller checks its
+# tags first).
 TOUCH = """
 local v = redis.pcall('GET', KEYS[1])
-if type(v) ~= 'string' or string.sub(v, 1, 2) ~= ARGV[2] then
+if type(v) ~= 'string' or #v < 11 or string.sub(v, 1, 2) ~= ARGV[2] then
   return 0
 end
 if string.byte(v, 3) < 128 then
@@ -60,11 +62,12 @@ return {redis.call('PTTL', KEYS[1]), v}
 
 
 def foreign_codec(core: ServiceCore, raw: bytes) -> bool:
-    """Whether ``raw`` is a sound payload in a codec this service lacks (signed pickle read by
-    a JSON service): not readable here, but another service's live value, never ours to
-    replace."""
-    return raw[:2] == MAGIC and raw[2:3] == bytes([SIGNED_PICKLE]) and \
-        not isinstance(core._codec, PickleCodec)
+    """Whether ``raw`` is not ours to replace though ``get`` does not serve it: a string
+    without our header (another program's), or a sound payload in a codec this service lacks
+    (signed pickle read by a JSON service: another service's live value)."""
+    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
+        return True
+    return raw[2:3] == bytes([SIGNED_PICKLE]) and not isinstance(core._codec, PickleCodec)
 
 
 def held(core: ServiceCore, k: str) -> bool:
@@ -179,7 +182,8 @@ def ttl(core: ServiceCore, key: str) -> Op[float | None]:
     if t.gate() is Gate.REDIS:
         try:
             reply = yield (run_script, TTL_OF, [k], [])
-            if reply[0] == -2 or not (yield from alive(core, k, reply[1])):
+            if reply[0] == -2 or reply[1][:2] != MAGIC or len(reply[1]) < HEADER_SIZE \
+                    or not (yield from alive(core, k, reply[1])):  # absent, foreign or dead
                 return None
         except Unavailable:
             pass

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .codec import Codec, pack, unpack
+from .config import MAX_TTL, shown
 from .errors import ConfigurationError
 from .keys import NAMESPACE
 from .target import Target
@@ -93,9 +94,9 @@ def jittered(seconds: float, fraction: float, rand: Callable[[], float] = random
 
 def _non_negative(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not math.isfinite(value) or value < 0:
-        raise ConfigurationError(f"{name} must be a non-negative number of seconds, "
-                                 f"got {value!r}")
+            not 0 <= value <= MAX_TTL:
+        raise ConfigurationError(f"{name} must be a number of seconds from 0 to {MAX_TTL:.0e}, "
+                                 f"got {shown(value)}")
     return float(value)
 
 
@@ -136,7 +137,7 @@ class LoadPolicy:
             object.__setattr__(self, name, value)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=256, typed=True)  # typed: False must not pass as a cached 0
 def load_policy(*, cache_none: bool = False, jitter: float = 0.0, lock: bool = False,
                 lock_ttl: float = 10.0, lock_wait: float = 5.0,
                 stale_while_revalidate: float = 0.0,

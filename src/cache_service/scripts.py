@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-__all__ = ["DROP_IF_SAME", "GET_WITH_PTTL", "run_script"]
+__all__ = ["DROP_IF_SAME", "GET_WITH_PTTL", "SET_UNLESS_FOREIGN", "run_script"]
 
 # Unlink KEYS[1] only if it still holds ARGV[1] (a dead value we read; not a newer one).
 DROP_IF_SAME = """
@@ -32,6 +32,19 @@ return 0
 # raises WRONGTYPE, as GET does).
 GET_WITH_PTTL = """
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"""
+
+# SET KEYS[1] to ARGV[1] with PX ARGV[2] unless a foreign key is there (another Redis type, or
+# a string not starting with our header ARGV[3]): get_or_set fills a miss, never over a key
+# that is not ours. 1 if set.
+SET_UNLESS_FOREIGN = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and (kind ~= 'string' or redis.call('STRLEN', KEYS[1]) < 11
+    or redis.call('GETRANGE', KEYS[1], 0, 1) ~= ARGV[3]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 _shas: dict[str, str] = {}

@@ -41,8 +41,9 @@ class CacheService(ServiceCore):
         # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
         # this process last saw with the breaker closed.
         if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
-            if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH:
-                validate_key(key)
+            if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH \
+                    or not key.isascii():
+                key = validate_key(key)
             k = self._head + key
             # 1 in 16 of these is timed and counts 16 times: the clock and the histogram
             # would cost ~1% of a hit. The slow paths below are timed by ``t.run``.

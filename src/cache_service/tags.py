@@ -36,7 +36,7 @@ import orjson
 
 from .codec import HEADER_SIZE, MAGIC
 from .errors import ConfigurationError
-from .keys import NAMESPACE
+from .keys import NAMESPACE, encodable, validate_text
 from .memory import FallbackStore
 
 __all__ = [
@@ -93,11 +93,7 @@ def validate_tags(tags: object, limit: int = MAX_TAGS) -> tuple[str, ...]:
         raise ConfigurationError(f"tags must be an iterable of str, not {type(tags).__name__}")
     out: dict[str, None] = {}
     for tag in tags:
-        if type(tag) is not str or not tag or len(tag) > MAX_TAG_LENGTH:
-            raise ConfigurationError(
-                f"tags must be non-empty str of at most {MAX_TAG_LENGTH} characters, "
-                f"got {tag!r}")
-        out[tag] = None
+        out[validate_text(tag, "each of tags", MAX_TAG_LENGTH)] = None
     if len(out) > limit:
         raise ConfigurationError(f"at most {limit} tags per call, got {len(out)}")
     return tuple(out)
@@ -154,18 +150,33 @@ class Tagged:
 
 
 def open_tagged(key: str, raw: bytes) -> Tagged | None:
-    """Parse a tagged payload; ``None`` if it is malformed (then it is corrupt)."""
+    """Parse a tagged payload; ``None`` if it is malformed (then it is corrupt). Its tags
+    must be what ``validate_tags`` allows (1 to ``MAX_TAGS``), so that a hostile payload can
+    make no request a valid write could not (e.g. an ``MGET`` with no keys)."""
     try:
-        size = int.from_bytes(raw[HEADER_SIZE:HEADER_SIZE + 4], "big")
         start = HEADER_SIZE + 4
-        tags, tokens = orjson.loads(raw[start:start + size])
-        if len(tags) != len(tokens) or not all(type(t) is str for t in (*tags, *tokens)):
+        size = int.from_bytes(raw[HEADER_SIZE:start], "big")
+        if len(raw) < start + size:
             return None
-    except (orjson.JSONDecodeError, ValueError, TypeError):
+        meta = orjson.loads(raw[start:start + size])
+        if type(meta) is not list or len(meta) != 2:
+            return None
+        tags, tokens = meta
+        if type(tags) is not list or type(tokens) is not list or len(tags) != len(tokens) \
+                or not 0 < len(tags) <= MAX_TAGS or len(set(map(str, tags))) != len(tags) \
+                or not all(_sound_tag(t) for t in tags):
+            return None
+        encoded = [t.encode("latin-1") for t in tokens]  # AttributeError if not a str
+    except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError):
         return None
     plain = b"".join((raw[:2], bytes([raw[2] & ~TAGGED & 0xFF]), raw[3:HEADER_SIZE],
                       raw[start + size:]))
-    return Tagged(key, raw, tags, [t.encode("latin-1") for t in tokens], plain)
+    return Tagged(key, raw, tags, encoded, plain)
+
+
+def _sound_tag(tag: object) -> bool:
+    """Whether ``tag`` is one ``validate_tags`` would take."""
+    return type(tag) is str and 0 < len(tag) <= MAX_TAG_LENGTH and encodable(tag)
 
 
 def memory_tokens(memory: FallbackStore, keys: list[str], seconds: float) -> list[bytes]:

@@ -3,20 +3,22 @@
 Every command that talks to Redis takes ``--redis-url`` (default ``$REDIS_URL``, else
 localhost) and waits for it a bounded time (``--timeout``). Exit codes: 0 ok, 1 failure
 (Redis unreachable or failing, key absent, declined confirmation), 2 usage (bad option,
-URL or prefix). Errors are one ``error: ...`` line on stderr, without secrets.
+URL, prefix, key or pattern). Errors are one ``error: ...`` line on stderr, without secrets.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import click
 from rich.console import Console
 
 from cache_service.demo import run_demo
+from cache_service.errors import ConfigurationError
 
-from ._common import redis_url_option, service
+from ._common import redis_url_option, service, usage_error
 from .bench import bench
 from .inspect import check, get, info, keys, ping
 from .watch import stats
@@ -25,7 +27,17 @@ from .write import clear, delete, invalidate
 __all__ = ["main"]
 
 
-@click.group()
+class _Group(click.Group):
+    """Commands whose arguments the library refuses (a key, pattern or prefix) exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            usage_error(str(exc))
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="cache_service")
 @click.option("-v", "--verbose", is_flag=True, help="Log breaker transitions and replays.")
 def main(verbose: bool) -> None:

@@ -152,13 +152,14 @@ def keys(prefix: str, pattern: str, redis_url: str | None, timeout: float, page_
          limit: int) -> None:
     """List PREFIX's keys matching PATTERN (a Redis glob on your own keys, default '*'):
     key, type, TTL, size, codec and writer stamp, paged. SCAN, never KEYS."""
-    conn = Connection(redis_url, prefix, timeout)
     space = KeySpace(prefix)
+    match = space.pattern(pattern)  # a pattern the library refuses: exit 2, before connecting
+    conn = Connection(redis_url, prefix, timeout)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     shown = 0
     try:
         batch: list[bytes] = []
-        scan = conn.client.scan_iter(match=space.pattern(pattern), count=page_size)
+        scan = conn.client.scan_iter(match=match, count=page_size)
         for key in scan:
             batch.append(key)
             if len(batch) == page_size or shown + len(batch) == limit:
@@ -212,8 +213,8 @@ def get(prefix: str, key: str, redis_url: str | None, timeout: float) -> None:
 
     Exit 0: a value of ours; 1: absent, foreign or corrupt (reported as such) or Redis failed.
     """
+    full = KeySpace(prefix).full(key)  # a key the library refuses: exit 2, before connecting
     conn = Connection(redis_url, prefix, timeout)
-    full = KeySpace(prefix).full(key)
     try:
         kind = conn.client.type(full)
         kind = kind.decode() if isinstance(kind, bytes) else kind

@@ -35,6 +35,9 @@ PROGRESS_FROM = 2_000  # keys: smaller runs finish before a bar would show anyth
 @timeout_option
 def delete(prefix: str, key: tuple[str, ...], redis_url: str | None, timeout: float) -> None:
     """Delete KEY... of PREFIX; prints how many existed."""
+    space = KeySpace(prefix)
+    for name in key:  # a key the library refuses: exit 2, before connecting
+        space.full(name)
     conn = Connection(redis_url, prefix, timeout)
     with quiet_library():
         removed = conn.svc.delete(*key)
@@ -118,9 +121,10 @@ def _remove(conn: Connection, what: str, pattern: str, yes: bool, dry_run: bool,
 def invalidate(prefix: str, pattern: str, redis_url: str | None, timeout: float, yes: bool,
                dry_run: bool) -> None:
     """Remove PREFIX's keys matching PATTERN (a Redis glob on your own keys)."""
+    match = KeySpace(prefix).pattern(pattern)  # refused: exit 2, before connecting
     conn = Connection(redis_url, prefix, timeout)
-    _remove(conn, f"of prefix {prefix!r} match {pattern!r}", KeySpace(prefix).pattern(pattern),
-            yes, dry_run, lambda: conn.svc.invalidate_pattern(pattern))
+    _remove(conn, f"of prefix {prefix!r} match {pattern!r}", match, yes, dry_run,
+            lambda: conn.svc.invalidate_pattern(pattern))
 
 
 @click.command()

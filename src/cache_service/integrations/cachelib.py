@@ -132,7 +132,7 @@ class CachelibCache(BaseCache):
     def _ttl(self, timeout: int | timedelta | None) -> float | None:
         """Seconds to keep a value; None: expire at once (a negative timeout)."""
         seconds = self._normalize_timeout(timeout)
-        if seconds == 0:
+        if seconds == 0 or seconds >= FOREVER:  # longer than any deployment: "forever"
             return FOREVER
         return float(seconds) if seconds > 0 else None
 

@@ -33,14 +33,19 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, NoReturn
 
 from django.conf import settings
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
+from django.core.cache.backends.base import (
+    DEFAULT_TIMEOUT,
+    BaseCache,
+    InvalidCacheKey,
+    memcache_key_warnings,
+)
 from django.core.exceptions import ImproperlyConfigured
 
 from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
 
 from ._common import FOREVER, SigningKeys, build_services, service_prefix
 
-__all__ = ["DjangoCache", "DjangoConfigurationError"]
+__all__ = ["DjangoCache", "DjangoConfigurationError", "DjangoInvalidCacheKey"]
 
 log = logging.getLogger("cache_service")
 _MADE_KEYS = 4096  # made keys remembered per cache (the dict is emptied when full)
@@ -48,6 +53,11 @@ _MADE_KEYS = 4096  # made keys remembered per cache (the dict is emptied when fu
 
 class DjangoConfigurationError(ConfigurationError, ImproperlyConfigured):  # type: ignore[misc]
     """A bad ``CACHES`` entry: both our ConfigurationError and Django's ImproperlyConfigured."""
+
+
+class DjangoInvalidCacheKey(ConfigurationError, InvalidCacheKey):  # type: ignore[misc]
+    """A key the library refuses (see ``keys``): both ConfigurationError and Django's
+    InvalidCacheKey."""
 
 
 def _location(server: object) -> object:
@@ -93,7 +103,7 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         """Seconds to keep a value, or None: do not keep it (Django's 0 and negatives)."""
         if timeout is DEFAULT_TIMEOUT:
             timeout = self.default_timeout
-        if timeout is None:
+        if timeout is None or timeout >= FOREVER:  # longer than any deployment: "forever"
             return FOREVER
         return float(timeout) if timeout > 0 else None
 
@@ -115,6 +125,10 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
 
     def _make(self, key: Any, version: int | None) -> str:
         made: str = self.make_and_validate_key(key, version=version)
+        try:
+            self._service.full_key(made)
+        except ConfigurationError as exc:  # Django's way to refuse a key: InvalidCacheKey
+            raise DjangoInvalidCacheKey(str(exc)) from None
         return made
 
     def _keys(self, keys: Iterable[Any], version: int | None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
 from cache_service.breaker import Gate
 from cache_service.errors import ConfigurationError, ValueTooLargeError
+from cache_service.keys import validate_key
 from cache_service.loading import UNLOCK, lock_key, new_token
 from cache_service.service import CacheService
 from cache_service.target import Op, Unavailable, WrongType
@@ -76,7 +77,7 @@ class CacheServiceMutex(CacheMutex):
 
     def __init__(self, service: CacheService, key: str, timeout: float, sleep: float) -> None:
         self._service = service
-        self._name = lock_key(service.prefix, key)
+        self._name = lock_key(service.prefix, validate_key(key))
         self._local = _process_lock(self._name)
         self._px = max(1, int(timeout * 1000))
         self._sleep = sleep

@@ -84,7 +84,7 @@ FALLBACK = (
 )
 PAYLOADS = (
     Figure("corrupt_payloads", "counter", "target", "corrupt",
-           "Payloads that could not be served (corrupt, foreign) and were removed."),
+           "Reads that found a payload undecodable (removed) or a key not ours (left alone)."),
 )
 NEAR = (  # only targets with a near cache (``near_cache=...``) have these
     Figure("near_hits", "counter", "target", "near_hits",
