@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import logging
 import mmap
 import os
-import re
 import sqlite3
 import tempfile
 import threading
@@ -34,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Location
-from .keys import glob_to_regex
+from .redis_glob import redis_match
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
            "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_state",
@@ -110,19 +108,6 @@ def mark_written(page: memoryview, keys: list[str] | None) -> None:
         page[key_slot(key)] += 1
 
 
-def _redis_match(pattern: str, name: str) -> bool:
-    return glob_to_regex(pattern).fullmatch(name) is not None
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.DOTALL)
-
-
-def _regex_match(pattern: str, name: str) -> bool:
-    return _compiled(pattern).fullmatch(name) is not None
-
-
 class HostState:
     """Page, locks and database of one location, file-backed or process-local.
 
@@ -195,8 +180,7 @@ class HostState:
         uri = self.directory is None
         db = sqlite3.connect(self.db_path, timeout=5.0, isolation_level=None,
                              check_same_thread=False, uri=uri)
-        db.create_function("redis_match", 2, _redis_match, deterministic=True)
-        db.create_function("regex_match", 2, _regex_match, deterministic=True)
+        db.create_function("redis_match", 2, redis_match, deterministic=True)
         if not uri:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -30,13 +30,13 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from re import Pattern
 from time import monotonic
 from typing import Any
 
 from .copies import IMMUTABLE, Kept, copy_plan
 from .errors import ConfigurationError
 from .host import NEAR_WRITES, PAGE_BYTES, key_slot
+from .redis_glob import Glob
 from .stats import value as counted
 
 __all__ = ["MISS", "WINDOW", "NearCache", "NearStore", "near_config"]
@@ -207,11 +207,10 @@ class NearStore:
                 if old is not None:
                     self.nbytes -= old[_SIZE]
 
-    def invalidate_matching(self, pattern: Pattern[str]) -> None:
-        """Drop every key the compiled glob matches (this process's own pattern writes)."""
+    def invalidate_matching(self, glob: Glob) -> None:
+        """Drop every key ``glob`` matches (this process's own pattern writes)."""
         with self._lock:
-            doomed = [k for k in itertools.chain(self.entries, self._pending)
-                      if pattern.fullmatch(k)]
+            doomed = glob.select(itertools.chain(self.entries, self._pending))
         self.invalidate(doomed)
 
     def lose(self) -> None:

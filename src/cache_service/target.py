@@ -39,7 +39,6 @@ from .host import (
     resolve_dir,
 )
 from .journal import Guard, Journal
-from .keys import glob_to_regex
 from .memory import MemoryStore
 from .near import NearCache, NearStore
 from .recovery import Recovery
@@ -58,6 +57,7 @@ from .redis_backend import (
     scan_primaries,
     slot_of,
 )
+from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
@@ -216,7 +216,7 @@ class Target:
         near = self.near
         if near is not None:
             if pattern is not None:
-                near.invalidate_matching(glob_to_regex(pattern))
+                near.invalidate_matching(compile_glob(pattern))
             else:
                 near.invalidate(keys or [])
 
@@ -608,7 +608,7 @@ class Target:
         next(self.counters.memory_writes)
         try:
             if pattern is not None:
-                return self.memory.delete_matching(glob_to_regex(pattern))
+                return self.memory.delete_matching(compile_glob(pattern))
             return self.memory.delete(keys or [])
         except sqlite3.Error as exc:
             self.degrade(exc)

@@ -35,7 +35,7 @@ from typing import Any
 from cachelib import BaseCache
 
 from cache_service.errors import ValueTooLargeError
-from cache_service.keys import escape_glob
+from cache_service.redis_glob import escape_glob
 
 from ._common import FOREVER, build_services, derive_key, not_cached
 
