@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Location
+from .forking import at_fork_child
 from .redis_glob import redis_match
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
@@ -346,6 +347,5 @@ def _after_fork_in_child() -> None:
         state.after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_child(_after_fork_in_child, 20)
 

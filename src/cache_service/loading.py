@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from .codec import Codec, pack, unpack
 from .errors import ConfigurationError
+from .forking import at_fork_child
 from .keys import NAMESPACE
 from .target import Target
 
@@ -247,6 +248,16 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 _flights: dict[tuple[Target, str], Flight] = {}
 _flights_lock = threading.Lock()
+
+
+def _forget_flights() -> None:
+    """In a forked child: the parent's loads never land here (their leaders are not ours)."""
+    global _flights_lock
+    _flights_lock = threading.Lock()
+    _flights.clear()
+
+
+at_fork_child(_forget_flights, 10)
 
 
 def join(target: Target, key: str, task: object | None) -> tuple[Flight, bool]:

@@ -25,7 +25,6 @@ entry and byte bounds are exact.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -35,6 +34,7 @@ from typing import Any
 
 from .copies import IMMUTABLE, Kept, copy_plan
 from .errors import ConfigurationError
+from .forking import at_fork_child
 from .host import NEAR_WRITES, PAGE_BYTES, key_slot
 from .redis_glob import Glob
 from .stats import value as counted
@@ -277,5 +277,4 @@ def _after_fork() -> None:
         store.lose()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+at_fork_child(_after_fork, 50)
