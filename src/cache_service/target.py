@@ -338,7 +338,7 @@ class Target:
         return client
 
     def _drop_async_clients(self, which: Callable[[asyncio.AbstractEventLoop], bool]) -> None:
-        """Forget the clients of the loops ``which`` names (closed ones; after a fork, all).
+        """Forget the clients of the loops ``which`` names (those closed).
 
         Their closers are finished here, synchronously: left to the collector, each would ask
         its closed loop to run it and fail. The connections cannot be closed without their
@@ -388,7 +388,12 @@ class Target:
         no client of the parent's (their connections are the parent's too)."""
         renew_locks(self, *self.latency.values(), *([self.memory] if self.attached else []))
         self._client = None
-        self._drop_async_clients(lambda loop: True)
+        # The parent's per-loop clients stay referenced, unused: collecting one would close its
+        # transport, which unregisters the socket from the epoll instance the child shares
+        # with the parent's loop (the parent would stop hearing that socket's replies).
+        _INHERITED.append((self._aclients, self._aclosers))
+        self._aclients, self._aclosers = {}, {}
+        self._last_aclient = (None, None)
 
     def close(self) -> None:
         """Close the sync client's connections."""
@@ -709,6 +714,7 @@ def by_slot(keys: list[K]) -> list[list[K]]:
 
 _targets: dict[tuple[Location, Callable[[], float]], Target] = {}
 _targets_lock = threading.Lock()
+_INHERITED: list[Any] = []  # in a forked child: the parent's per-loop clients, never used
 
 
 def _after_fork_in_child() -> None:
