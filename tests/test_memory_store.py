@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from cache_service import CacheService
-from cache_service.keys import glob_to_regex
 from cache_service.memory import NO_VALUE, MemoryStore
+from cache_service.redis_glob import compile_glob
 
 from .helpers import FakeClock, hammer, unique
 
@@ -67,7 +67,7 @@ def test_delete_matching_uses_redis_glob() -> None:
     store = MemoryStore(100, 10**6, FakeClock())
     for k in ("u:1", "u:2", "u:10", "v:1"):
         store.set(k, b"x", 60)
-    assert store.delete_matching(glob_to_regex("u:?")) == 2
+    assert store.delete_matching(compile_glob("u:?")) == 2
     assert store.get("u:10") == b"x"
 
 
@@ -100,7 +100,7 @@ def test_thread_safety_under_eviction_pressure() -> None:
             store.set(f"{n}:{i % 100}", b"v" * (i % 7), 60)
             store.get(f"{(n + 1) % 8}:{i % 100}")
             if i % 97 == 0:
-                store.delete_matching(glob_to_regex(f"{n}:1*"))
+                store.delete_matching(compile_glob(f"{n}:1*"))
 
     assert hammer(worker) == []
     assert len(store) <= 64

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import orjson
 
 from .errors import ConfigurationError, SerializationError, ValueTooLargeError
+from .forking import at_fork_child
 
 __all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "check_signing_key"]
 
@@ -65,8 +66,7 @@ class Stamper:
 
     def __init__(self) -> None:
         self.reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self.reset)
+        at_fork_child(self.reset, 10)
 
     def reset(self) -> None:
         """Pick a fresh writer id (after fork the child must not reuse the parent's)."""

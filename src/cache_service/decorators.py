@@ -20,8 +20,8 @@ from .codec import _tag
 from .config import ttl_seconds
 from .core import TTL, ServiceCore
 from .errors import SerializationError
-from .keys import escape_glob
 from .loading import load_policy
+from .redis_glob import escape_glob
 from .service import CacheService
 from .tags import validate_tags
 

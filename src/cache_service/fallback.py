@@ -20,7 +20,6 @@ starts after a write returned always sees it, and otherwise a read is a dict loo
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from typing import Any
 
 from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState, host_clock, key_slot
 from .memory import NO_VALUE
+from .redis_glob import Glob
 
 __all__ = ["SharedStore"]
 
@@ -199,10 +199,10 @@ class SharedStore:
                 removed += self._forget(db, "key = ?", (key,))
         return removed
 
-    def delete_matching(self, pattern: re.Pattern[str]) -> int:
-        """Remove every key the compiled glob matches; returns how many live ones."""
+    def delete_matching(self, glob: Glob) -> int:
+        """Remove every key ``glob`` matches (as Redis would); returns how many live ones."""
         with self.host.transaction() as db:
-            return self._forget(db, "regex_match(?, key)", (pattern.pattern,))
+            return self._forget(db, "redis_match(?, key)", (glob.pattern,))
 
     def new_epoch(self) -> None:
         """Nothing to do per process: rows of another generation are never served."""

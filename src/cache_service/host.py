@@ -27,7 +27,6 @@ import hashlib
 import logging
 import mmap
 import os
-import re
 import sqlite3
 import tempfile
 import threading
@@ -38,7 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .config import Location
-from .keys import glob_to_regex
+from .forking import at_fork_child
+from .redis_glob import redis_match
 from .statedir import UnsafeState, check_dir, open_private, sweep, sweep_due
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
@@ -135,19 +135,6 @@ def mark_written(page: memoryview, keys: list[str] | None) -> None:
         return
     for key in keys:
         page[key_slot(key)] += 1
-
-
-def _redis_match(pattern: str, name: str) -> bool:
-    return glob_to_regex(pattern).fullmatch(name) is not None
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern, re.DOTALL)
-
-
-def _regex_match(pattern: str, name: str) -> bool:
-    return _compiled(pattern).fullmatch(name) is not None
 
 
 class HostState:
@@ -251,8 +238,7 @@ class HostState:
         uri = self.directory is None
         db = sqlite3.connect(self.db_path, timeout=5.0, isolation_level=None,
                              check_same_thread=False, uri=uri)
-        db.create_function("redis_match", 2, _redis_match, deterministic=True)
-        db.create_function("regex_match", 2, _regex_match, deterministic=True)
+        db.create_function("redis_match", 2, redis_match, deterministic=True)
         if not uri:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -419,6 +405,5 @@ def _after_fork_in_child() -> None:
         state.after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_child(_after_fork_in_child, 20)
 

@@ -18,13 +18,13 @@ writer than the tombstone, so a read treats it as a miss instead of serving it.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .host import HostState, host_clock
-from .keys import NAMESPACE, escape_glob, glob_to_regex
+from .keys import NAMESPACE
+from .redis_glob import Glob, compile_glob, escape_glob
 
 __all__ = ["ALL_OURS", "Guard", "Journal", "Work", "clear_all", "fold"]
 
@@ -188,13 +188,13 @@ class Guard:
 
     def __init__(self, rows: Sequence[tuple[int, str, int, int, float]] = ()) -> None:
         self.keys: dict[tuple[str, int], int] = {}
-        self.patterns: list[tuple[re.Pattern[str], int, int]] = []
+        self.patterns: list[tuple[Glob, int, int]] = []
         self.until = max((r[4] for r in rows), default=0.0)
         for kind, name, writer, stamp, _ in rows:
             if kind == KEY:
                 self.keys[(name, writer)] = max(stamp, self.keys.get((name, writer), 0))
             else:
-                self.patterns.append((glob_to_regex(name), writer, stamp))
+                self.patterns.append((compile_glob(name), writer, stamp))
 
     def blocks(self, key: str, stamp: int, now: float) -> bool:
         """Whether ``stamp`` (a payload's) is older than a tombstone of its writer on ``key``."""
@@ -203,5 +203,5 @@ class Guard:
         writer, seq = stamp >> WRITER_SHIFT, stamp & SEQ_MASK
         if self.keys.get((key, writer), 0) > seq:
             return True
-        return any(w == writer and s > seq and regex.fullmatch(key)
-                   for regex, w, s in self.patterns)
+        return any(w == writer and s > seq and glob.matches(key)
+                   for glob, w, s in self.patterns)

@@ -1,4 +1,4 @@
-"""Key namespacing, prefix validation and Redis-style glob matching (pure, no I/O).
+"""Key namespacing and prefix validation (pure, no I/O; globs: ``redis_glob``).
 
 Every key this library writes is ``cs:{prefix}::{key}``. A prefix is one or more segments of
 ``[A-Za-z0-9_.-]`` joined by single ``:``, so it never contains ``::`` nor ends with ``:``; the
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
 
 from .errors import ConfigurationError
 
@@ -24,8 +23,6 @@ __all__ = [
     "NAMESPACE",
     "KeySpace",
     "encodable",
-    "escape_glob",
-    "glob_to_regex",
     "redact",
     "validate_key",
     "validate_prefix",
@@ -36,7 +33,6 @@ NAMESPACE = "cs:"
 MAX_PREFIX_LENGTH = 64
 MAX_KEY_LENGTH = 4096
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.\-]+(?::[A-Za-z0-9_.\-]+)*")
-_GLOB_SPECIALS = frozenset("*?[]\\")
 
 
 def validate_prefix(prefix: object) -> str:
@@ -94,58 +90,6 @@ def redact(full_key: str) -> str:
     head = full_key[:end + 2] if end >= 0 else ""
     digest = hashlib.sha256(full_key.encode(errors="surrogatepass")).hexdigest()[:10]
     return f"{head}<key #{digest}>"
-
-
-def escape_glob(text: str) -> str:
-    """Escape Redis glob characters so ``text`` matches only itself."""
-    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in text)
-
-
-@lru_cache(maxsize=256)
-def glob_to_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a Redis glob (``* ? [abc] [^a] [a-z] \\x``) to an anchored regex.
-
-    Mirrors Redis' ``stringmatchlen`` so the memory store and SCAN MATCH agree on what matches.
-    """
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif c == "[":
-            j = i + 1
-            negate = j < n and pattern[j] == "^"
-            if negate:
-                j += 1
-            items: list[str] = []
-            while j < n and pattern[j] != "]":
-                if pattern[j] == "\\" and j + 1 < n:
-                    items.append(re.escape(pattern[j + 1]))
-                    j += 2
-                elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
-                    lo, hi = sorted((pattern[j], pattern[j + 2]))
-                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    j += 3
-                else:
-                    items.append(re.escape(pattern[j]))
-                    j += 1
-            # Redis treats an unterminated class as running to the end of the pattern.
-            body = "".join(items)
-            if not body:
-                out.append("[^\\s\\S]" if not negate else "[\\s\\S]")
-            else:
-                out.append(f"[{'^' if negate else ''}{body}]")
-            i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
 
 
 class KeySpace:

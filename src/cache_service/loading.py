@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from .codec import Codec, pack, unpack
 from .config import MAX_TTL, shown
 from .errors import ConfigurationError
+from .forking import at_fork_child
 from .keys import NAMESPACE
 from .target import Target
 
@@ -248,6 +249,16 @@ def _wake(future: asyncio.Future[None]) -> None:
 
 _flights: dict[tuple[Target, str], Flight] = {}
 _flights_lock = threading.Lock()
+
+
+def _forget_flights() -> None:
+    """In a forked child: the parent's loads never land here (their leaders are not ours)."""
+    global _flights_lock
+    _flights_lock = threading.Lock()
+    _flights.clear()
+
+
+at_fork_child(_forget_flights, 10)
 
 
 def join(target: Target, key: str, task: object | None) -> tuple[Flight, bool]:

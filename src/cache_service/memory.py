@@ -27,8 +27,9 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from re import Pattern
 from typing import Any, Protocol
+
+from .redis_glob import Glob
 
 __all__ = ["NO_VALUE", "FallbackStore", "MemoryStore"]
 
@@ -50,7 +51,7 @@ class FallbackStore(Protocol):
     def remaining(self, key: str) -> float: ...
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None: ...
     def delete(self, keys: Iterable[str]) -> int: ...
-    def delete_matching(self, pattern: Pattern[str]) -> int: ...
+    def delete_matching(self, glob: Glob) -> int: ...
     def new_epoch(self) -> None: ...
 
 
@@ -178,10 +179,10 @@ class MemoryStore:
                     removed += entry[_EXPIRES] > now and entry[_EPOCH] == self.epoch
         return removed
 
-    def delete_matching(self, pattern: Pattern[str]) -> int:
-        """Remove every key the compiled glob matches; returns how many live ones."""
+    def delete_matching(self, glob: Glob) -> int:
+        """Remove every key ``glob`` matches (as Redis would); returns how many live ones."""
         with self._lock:
-            doomed = [k for k in self._data if pattern.fullmatch(k)]
+            doomed = glob.select(self._data)
         return self.delete(doomed)
 
     def new_epoch(self) -> None:

@@ -25,18 +25,18 @@ entry and byte bounds are exact.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from re import Pattern
 from time import monotonic
 from typing import Any
 
 from .copies import IMMUTABLE, Kept, copy_plan
 from .errors import ConfigurationError
+from .forking import at_fork_child
 from .host import NEAR_WRITES, PAGE_BYTES, key_slot
+from .redis_glob import Glob
 from .stats import value as counted
 
 __all__ = ["MISS", "WINDOW", "NearCache", "NearStore", "near_config"]
@@ -207,11 +207,10 @@ class NearStore:
                 if old is not None:
                     self.nbytes -= old[_SIZE]
 
-    def invalidate_matching(self, pattern: Pattern[str]) -> None:
-        """Drop every key the compiled glob matches (this process's own pattern writes)."""
+    def invalidate_matching(self, glob: Glob) -> None:
+        """Drop every key ``glob`` matches (this process's own pattern writes)."""
         with self._lock:
-            doomed = [k for k in itertools.chain(self.entries, self._pending)
-                      if pattern.fullmatch(k)]
+            doomed = glob.select(itertools.chain(self.entries, self._pending))
         self.invalidate(doomed)
 
     def lose(self) -> None:
@@ -278,5 +277,4 @@ def _after_fork() -> None:
         store.lose()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+at_fork_child(_after_fork, 50)

@@ -21,6 +21,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING
 
+from .forking import at_fork_child, renew_locks
+
 if TYPE_CHECKING:
     from .target import Target
 
@@ -42,8 +44,8 @@ class Recovery:
         _all.add(self)
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's thread is not ours."""
-        self._lock = threading.Lock()
+        """In a forked child: the parent's thread is not ours (nor its lock or wake-up)."""
+        renew_locks(self)
         self.running = False
 
     def ensure_running(self) -> None:
@@ -126,5 +128,4 @@ def _after_fork_in_child() -> None:
         recovery.after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_child(_after_fork_in_child, 40)

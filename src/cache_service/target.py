@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import AsyncGenerator, Callable, Generator
 from functools import partial
 from time import perf_counter
@@ -28,6 +28,7 @@ from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import MAGIC, STAMPER
 from .config import Location, TargetOptions
 from .fallback import SharedStore
+from .forking import at_fork_child, renew_locks
 from .host import (
     GEN,
     NEAR_USED,
@@ -40,7 +41,6 @@ from .host import (
     resolve_dir,
 )
 from .journal import Guard, Journal, clear_all
-from .keys import glob_to_regex
 from .memory import MemoryStore
 from .near import NearCache, NearStore
 from .recovery import Recovery
@@ -63,6 +63,7 @@ from .redis_backend import (
     scan_primaries,
     slot_of,
 )
+from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
@@ -161,14 +162,12 @@ class Target:
         if location.kind == "memory":
             self.attach()
         self._client: Any = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
-            weakref.WeakKeyDictionary()
-        )
-        # Per loop, an async generator whose ``finally`` closes that loop's client: the loop
+        # Per loop, a client and an async generator whose ``finally`` closes it: the loop
         # finalizes it in ``shutdown_asyncgens()`` (``asyncio.run`` does), so a client left open
-        # by the application is still closed before its loop is.
-        self._aclosers: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = weakref.WeakKeyDictionary()
+        # by the application is still closed before its loop is. Loops closed without that are
+        # swept when a new loop asks (``_drop_async_clients``).
+        self._aclients: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._aclosers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._last_aclient: tuple[Any, Any] = (None, None)  # (loop, client) used last
         self._client_lock = threading.Lock()
         # A cluster is back only when every primary answers, not just one node.
@@ -237,7 +236,7 @@ class Target:
         near = self.near
         if near is not None:
             if pattern is not None:
-                near.invalidate_matching(glob_to_regex(pattern))
+                near.invalidate_matching(compile_glob(pattern))
             else:
                 near.invalidate(keys or [])
 
@@ -347,28 +346,56 @@ class Target:
             return last[1]
         client = self._aclients.get(loop)
         if client is None:
-            client = self._aclients[loop] = build_async_client(self.location, self.options)
-            closer = self._aclosers[loop] = self._close_at_loop_end(loop, client)
-            with contextlib.suppress(StopIteration):  # run it to its ``yield``: now registered
-                closer.asend(None).send(None)
+            with self._client_lock:
+                self._drop_async_clients(lambda old: old.is_closed())
+                client = self._aclients.get(loop)
+                if client is None:
+                    client = self._aclients[loop] = build_async_client(self.location,
+                                                                       self.options)
+                    closer = self._aclosers[loop] = self._close_at_loop_end(loop, client)
+                    with contextlib.suppress(StopIteration):  # to its ``yield``: registered
+                        closer.asend(None).send(None)
         self._last_aclient = (loop, client)
         return client
 
+    def _drop_async_clients(self, which: Callable[[asyncio.AbstractEventLoop], bool]) -> None:
+        """Forget the clients of the loops ``which`` names (those closed).
+
+        Their closers are finished here, synchronously: left to the collector, each would ask
+        its closed loop to run it and fail. The connections cannot be closed without their
+        loop; once forgotten, they are garbage and asyncio closes their sockets when it is
+        collected.
+        """
+        for loop in [loop for loop in self._aclients if which(loop)]:
+            closer = self._aclosers.get(loop)
+            if closer is not None:
+                with contextlib.suppress(StopIteration):
+                    closer.aclose().send(None)
+            self._aclients.pop(loop, None)
+            self._aclosers.pop(loop, None)
+        last = self._last_aclient[0]
+        if last is not None and which(last):
+            self._last_aclient = (None, None)
+
     async def _close_at_loop_end(self, loop: asyncio.AbstractEventLoop,
                                  client: Any) -> AsyncGenerator[None, None]:
-        """Suspends until finalized (``aclose()``), then forgets and closes ``loop``'s client.
+        """Suspends until finalized (``aclose()``), then forgets and closes ``loop``'s client
+        (only forgets it when the loop is closed or the process is a fork: nothing to await).
 
-        Forgetting matters: the client's streams reference the loop, so the weak keys alone
-        would never let a finished loop go.
+        Forgetting matters: the client's streams reference the loop, so holding it would never
+        let a finished loop go.
         """
+        pid = os.getpid()
         try:
             yield
         finally:
-            self._aclients.pop(loop, None)
-            self._aclosers.pop(loop, None)
+            if self._aclients.get(loop) is client:
+                self._aclients.pop(loop, None)
+                self._aclosers.pop(loop, None)
             if self._last_aclient[0] is loop:
                 self._last_aclient = (None, None)
-            await client.aclose()
+            if not loop.is_closed() and os.getpid() == pid:
+                await client.aclose()
 
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop (at the latest, ``asyncio.run`` does
@@ -376,6 +403,18 @@ class Target:
         closer = self._aclosers.get(asyncio.get_running_loop())
         if closer is not None:
             await closer.aclose()
+
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks (of the target, its fallback store and latencies);
+        no client of the parent's (their connections are the parent's too)."""
+        renew_locks(self, *self.latency.values(), *([self.memory] if self.attached else []))
+        self._client = None
+        # The parent's per-loop clients stay referenced, unused: collecting one would close its
+        # transport, which unregisters the socket from the epoll instance the child shares
+        # with the parent's loop (the parent would stop hearing that socket's replies).
+        _INHERITED.append((self._aclients, self._aclosers))
+        self._aclients, self._aclosers = {}, {}
+        self._last_aclient = (None, None)
 
     def close(self) -> None:
         """Close the sync client's connections."""
@@ -670,7 +709,7 @@ class Target:
         next(self.counters.memory_writes)
         try:
             if pattern is not None:
-                return self.memory.delete_matching(glob_to_regex(pattern))
+                return self.memory.delete_matching(compile_glob(pattern))
             return self.memory.delete(keys or [])
         except sqlite3.Error as exc:
             self.degrade(exc)
@@ -739,6 +778,15 @@ def by_slot(keys: list[K]) -> list[list[K]]:
 
 _targets: dict[tuple[Location, Callable[[], float]], Target] = {}
 _targets_lock = threading.Lock()
+_INHERITED: list[Any] = []  # in a forked child: the parent's per-loop clients, never used
+
+
+def _after_fork_in_child() -> None:
+    for target in list(_targets.values()):
+        target.after_fork()
+
+
+at_fork_child(_after_fork_in_child, 30)
 
 
 def get_target(location: Location, options: TargetOptions,

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import selectors
 import socket
 import threading
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 from redis.exceptions import ResponseError
 
+from .forking import at_fork_child
 from .near import WINDOW, NearStore
 from .redis_backend import tracking_names, tracking_nodes
 from .sockread import reader_for
@@ -426,5 +426,4 @@ def _after_fork_in_child() -> None:
         tracker.after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+at_fork_child(_after_fork_in_child, 40)

@@ -37,7 +37,7 @@ from typing import Any
 from cachelib import BaseCache
 
 from cache_service.errors import ConfigurationError, ValueTooLargeError
-from cache_service.keys import escape_glob
+from cache_service.redis_glob import escape_glob
 
 from ._common import ENV_KEY, FOREVER, SigningKeys, build_services, not_cached
 
