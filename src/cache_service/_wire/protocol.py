@@ -40,13 +40,26 @@ __all__ = [
 
 Arg = bytes | str | int | float | memoryview
 PushHandler = Callable[[list[object]], None]
-# What ``hiredis.Reader.gets`` returns while no complete reply is buffered.
-NEED_DATA: Final = False
+
+class _NeedData:
+    """The type of ``NEED_DATA``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+# What the reader returns while no complete reply is buffered: not hiredis' default ``False``,
+# which is also a RESP3 boolean reply (``#f``) and would leave that request unanswered.
+NEED_DATA: Final = _NeedData()
 _ARG_TYPES = (bytes, str, int, float, memoryview)
 
 
 def encode_command(args: Sequence[Arg]) -> bytes:
     """RESP bytes of one request (str as strict UTF-8, int and float as their decimal text)."""
+    if not args:  # "*0" gets no reply from Redis: the FIFO would wait forever for one
+        raise _encode_error(args)
     try:
         # the stub types a 1-tuple; pack_command takes any tuple of these types
         return hiredis.pack_command(tuple(args))  # type: ignore[arg-type,no-any-return]
@@ -111,7 +124,8 @@ class RespCore:
     __slots__ = ("_broken", "_closed", "_reader", "on_push", "pending")
 
     def __init__(self, on_push: PushHandler | None = None) -> None:
-        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=ReplyError)
+        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=ReplyError,
+                                      notEnoughData=NEED_DATA)
         self.pending: deque[Pending] = deque()
         self.on_push: PushHandler = on_push or _ignore_push
         self._broken: ProtocolError | None = None
