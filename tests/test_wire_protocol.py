@@ -300,7 +300,8 @@ def test_pushes_never_match_a_request() -> None:
     request = Pending()
     core.enqueue(request)
     core.receive(b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n")
-    assert request.result is NEED_DATA and seen == [[b"invalidate", [b"k"]]]
+    assert request.result is NEED_DATA
+    assert seen == [[b"invalidate", [b"k"]]]
     core.receive(b"$1\r\nv\r\n")
     assert request.result == b"v"
 
@@ -313,7 +314,8 @@ def test_closing_fails_what_is_in_flight_and_refuses_more() -> None:
     core.cancel(dropped)
     error = ConnectionLost("gone")
     assert core.close(error) == [kept]
-    assert kept.result is error and dropped.result is NEED_DATA
+    assert kept.result is error
+    assert dropped.result is NEED_DATA
     with pytest.raises(ConnectionLost):
         core.enqueue(Pending())
 
@@ -333,7 +335,7 @@ def test_an_error_reply_carries_its_code(code: str, text: str) -> None:
     core.enqueue(request)
     core.receive(b"-" + f"{code} {text}".encode() + b"\r\n")
     assert isinstance(request.result, ReplyError)
-    assert request.result.code == code.split()[0]
+    assert request.result.code == code.split(maxsplit=1)[0]
     assert request.result.message == f"{code} {text}"
 
 
