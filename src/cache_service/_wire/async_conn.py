@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import cast
 
 from .errors import (
     ConnectionLost,
@@ -241,8 +242,7 @@ class AsyncConnection(asyncio.Protocol):
 
     # -- the transport's side (asyncio.Protocol)
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
         try:
