@@ -85,6 +85,9 @@ async def connect(
                 server_hostname=settings.server_hostname,
                 ssl_handshake_timeout=timeout if tls else None)
         await asyncio.wait_for(opening, timeout)
+    except asyncio.TimeoutError as exc:  # not the builtin TimeoutError before Python 3.11
+        connection.close()
+        raise connect_failed(settings.where, TimeoutError()) from exc
     except Exception as exc:
         connection.close()
         raise connect_failed(settings.where, exc) from exc
