@@ -371,7 +371,7 @@ def test_only_values_of_immutable_leaves_up_to_the_size_bound_are_kept() -> None
 
 def test_a_kept_stale_while_revalidate_envelope_is_unwrapped() -> None:
     clock = FakeClock()  # the store's clock and the services' wall clock
-    svc = CacheService(unique(), url=f"memory://{unique()}", clock=clock)
+    svc = CacheService(unique(), url=f"memory://{unique()}", clock=clock, wall_clock=clock)
     assert svc.get_or_set("k", lambda: [1, 2], ttl=10, stale_while_revalidate=30) == [1, 2]
     assert type(_kept_of(svc, "k")).__name__ == "Kept"
     assert svc.get("k") == [1, 2]

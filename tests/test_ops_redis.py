@@ -57,21 +57,23 @@ def test_batches_treat_foreign_and_corrupt_payloads_as_misses(redis_server: Redi
     raw.set(svc.full_key("foreign"), b"written by someone else")
     raw.hset(svc.full_key("hash"), "f", "v")
     assert svc.get_many(["good", "bad", "foreign", "hash"]) == {"good": 1}
-    assert raw.exists(svc.full_key("bad"), svc.full_key("foreign")) == 0  # removed, as by get
-    assert raw.exists(svc.full_key("hash")) == 1  # another type: never ours to touch
-    assert svc.add("foreign", "ours now") is True  # a removed payload counts as absent
-    raw.set(svc.full_key("foreign"), b"again someone else's")
-    assert svc.add("foreign", "ours") is True  # a corrupt payload is dead: replaced
+    assert raw.exists(svc.full_key("bad")) == 0  # a corrupt payload of ours: removed
+    assert raw.exists(svc.full_key("foreign"), svc.full_key("hash")) == 2  # never ours to touch
+    assert svc.add("foreign", "ours now") is False  # someone else's value: left alone
+    assert raw.get(svc.full_key("foreign")) == b"written by someone else"
+    assert svc.add("bad", "ours") is True  # a removed payload of ours counts as absent
     assert svc.add("hash", "x") is False
     assert svc.touch("hash") is False
     assert svc.ttl("hash") is None
     raw.set(svc.full_key("text"), b"12")  # a bare integer string is not one of our counters
     with pytest.raises(NotAnIntegerError):
         svc.incr("hash")
-    assert svc.incr("text") == 1  # the foreign string was a dead payload: it starts at 0
+    with pytest.raises(NotAnIntegerError):
+        svc.incr("text")  # someone else's string: refused, left as it was
+    assert raw.get(svc.full_key("text")) == b"12"
     assert raw.hget(svc.full_key("hash"), "f") == b"v"
     svc.clear_all()
-    raw.delete(svc.full_key("hash"))
+    raw.delete(svc.full_key("hash"), svc.full_key("text"), svc.full_key("foreign"))
 
 
 def test_tag_keys_live_outside_the_prefix_and_expire_with_their_values(

@@ -108,7 +108,8 @@ class World:
         self.prefix = unique("fuzz")
         options: dict[str, Any] = {"socket_timeout": 2.0, "connect_timeout": 2.0}
         self.json = CacheService(self.prefix, url=self.url, **options)
-        self.pickle = CacheService(self.prefix, url=self.url, codec=PickleCodec(b"k" * 32))
+        self.pickle = CacheService(self.prefix, url=self.url,
+                                   codec=PickleCodec(b"reply-fuzz signing key 0123456789"))
         self.near = CacheService(self.prefix, url=self.url, near_cache=True)
         self.aio = AsyncCacheService(self.prefix, url=self.url)
         self.before = self.breaker()

@@ -39,7 +39,7 @@ from pathlib import Path
 from .config import Location
 from .forking import at_fork_child
 from .redis_glob import redis_match
-from .statedir import UnsafeState, check_dir, open_private, sweep, sweep_due
+from .statedir import UnsafeState, check_dir, ensure_private, open_private, sweep, sweep_due
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
            "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_clock",
@@ -181,7 +181,7 @@ class HostState:
         self._recovery_path: str | None = f"{base}.recovery"
         self._recovery_fd: int | None = None  # open only while this process recovers
         for suffix in (".db", ".db-wal", ".db-shm"):  # 0600 and no symlink: SQLite gives its
-            os.close(open_private(f"{base}{suffix}"))  # -wal/-shm the .db file's mode
+            ensure_private(f"{base}{suffix}")  # -wal/-shm the .db file's mode
         # Every block allocated now: a write to a hole of a mapped file on a full disk is a
         # SIGBUS, not an error.
         os.posix_fallocate(self._page_fd, 0, PAGE_BYTES)
@@ -390,8 +390,12 @@ _all: weakref.WeakSet[HostState] = weakref.WeakSet()
 
 
 def host_state(location: Location, directory: Path | None) -> HostState:
-    """The process-wide HostState of ``location`` in ``directory`` (shared by its targets)."""
-    key = (location, directory)
+    """The process-wide HostState of ``location`` in ``directory`` (shared by its targets).
+
+    Keyed by the location's file name, not the Location: two Locations that differ only in a
+    secret share files, and a second HostState on them would open and close descriptors of
+    the database, which drops every POSIX lock SQLite holds on it in this process."""
+    key = (location_name(location), directory)
     with _hosts_lock:
         state = _hosts.get(key)
         if state is None:
@@ -402,7 +406,11 @@ def host_state(location: Location, directory: Path | None) -> HostState:
 
 def _after_fork_in_child() -> None:
     for state in list(_all):
-        state.after_fork()
+        try:
+            state.after_fork()
+        except (OSError, UnsafeState) as exc:  # e.g. its directory was removed: the next use
+            log.warning("cache_service: after fork, cannot reopen the state in %s (%s)",
+                        state.describe(), exc)  # of it fails and degrades, as in the parent
 
 
 at_fork_child(_after_fork_in_child, 20)

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["SUFFIXES", "UnsafeState", "check_dir", "max_age", "open_private", "sweep",
-           "sweep_due"]
+__all__ = ["SUFFIXES", "UnsafeState", "check_dir", "ensure_private", "max_age", "open_private",
+           "sweep", "sweep_due"]
 
 log = logging.getLogger("cache_service")
 
@@ -123,6 +123,27 @@ def open_private(path: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def ensure_private(path: str) -> None:
+    """Create ``path`` (0600, no symlink followed) if missing, else check it as
+    ``open_private`` does, without opening it: closing a descriptor of a database file would
+    drop every POSIX lock SQLite holds on it in this process."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600))
+        return
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeState(f"{path} is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise UnsafeState(f"{path} belongs to uid {st.st_uid}")
+    if st.st_nlink != 1:
+        raise UnsafeState(f"{path} has {st.st_nlink} hard links")
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        os.chmod(path, 0o600)  # a regular file (checked above) in a directory only we write
 
 
 def sweep_due(directory: Path) -> bool:
