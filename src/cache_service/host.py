@@ -384,7 +384,7 @@ class HostState:
                    "DO UPDATE SET value = value + excluded.value", (name, delta))
 
 
-_hosts: dict[tuple[Location, Path | None], HostState] = {}
+_hosts: dict[tuple[str, Path | None], HostState] = {}
 _hosts_lock = threading.Lock()
 _all: weakref.WeakSet[HostState] = weakref.WeakSet()
 
