@@ -238,7 +238,7 @@ def test_clients_of_loops_closed_without_shutdown_are_dropped(
         loop.close()
     assert len(svc._target._aclients) <= 1
     gc.collect()  # asyncio closes a dead loop's sockets when they are collected
-    assert fds() - before < 10
+    assert fds() - before < 50  # a leak keeps two or more per loop: 400 and up
     with server.client() as raw:
         assert eventually(lambda: int(raw.info("clients")["connected_clients"]) < 15)
 

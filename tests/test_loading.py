@@ -279,19 +279,24 @@ def test_cancelled_leader_hands_over_to_a_waiter(redis_server: RedisServer) -> N
 
 def test_cancelled_waiter_does_not_disturb_the_load(redis_server: RedisServer) -> None:
     load_started = 0
+    started: asyncio.Event
 
     async def load() -> str:
         nonlocal load_started
         load_started += 1
-        await asyncio.sleep(0.2)
+        started.set()
+        await asyncio.sleep(0.5)
         return "v"
 
     async def main() -> None:
+        nonlocal started
+        started = asyncio.Event()
         cache = AsyncCacheService(unique(), url=redis_server.url)
         leader = asyncio.ensure_future(cache.get_or_set("k", load))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(started.wait(), 5)  # the leader is loading (no fixed sleep)
         waiter = asyncio.ensure_future(cache.get_or_set("k", load))
         await asyncio.sleep(0.05)
+        assert not waiter.done()  # it waits for the leader's load
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
