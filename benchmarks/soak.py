@@ -147,14 +147,11 @@ def state_tmpfs(size: str) -> Iterator[tuple[Path, bool]]:
 def fill(path: Path) -> Path:
     """Fill the filesystem of ``path`` to the last byte; the filler file."""
     filler = path.parent / "filler"
-    with open(filler, "wb") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 65536)
-            out.flush()
-    with open(filler, "ab") as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0")
-            out.flush()
+    for chunk in (b"\0" * 65536, b"\0"):
+        with contextlib.suppress(OSError), open(filler, "ab") as out:
+            while True:
+                out.write(chunk)
+                out.flush()
     return filler
 
 
