@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from orjson import JSONDecodeError, loads
 
 from . import registry
+from ._ops.protocol import Op, ReplyError, Unavailable, WrongType
 from .breaker import Gate
 from .codec import (
     HEADER_SIZE,
@@ -65,7 +66,7 @@ from .tags import (
     wrap,
 )
 from .tags import new_token as new_tag_token
-from .target import Op, ReplyError, Target, Unavailable, WrongType, get_target
+from .target import Target, get_target
 from .unconfigured import unconfigured
 
 __all__ = ["MISSING", "TTL", "UNCOUNTED", "Discard", "ServiceCore"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from ._ops.protocol import Op
 from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, ServiceCore
@@ -25,7 +26,6 @@ from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
 from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
 from .scripts import run_script
 from .tags import is_tagged
-from .target import Op
 
 __all__ = ["MAX_COUNTER", "decr", "incr"]
 

@@ -13,13 +13,13 @@ import math
 import threading
 from typing import Any
 
+from ._ops.protocol import Op, Unavailable, WrongType
 from .breaker import Gate
 from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
 from .scripts import run_script
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
-from .target import Op, Unavailable, WrongType
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
 

@@ -19,11 +19,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from time import perf_counter
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
 from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import MAGIC, STAMPER
 from .config import Location, TargetOptions
@@ -49,6 +50,7 @@ from .redis_backend import (
     OUTAGES,
     build_async_client,
     build_sync_client,
+    by_slot,
     classify_error,
     describe_error,
     diagnose,
@@ -61,30 +63,16 @@ from .redis_backend import (
     reply_text,
     scan_node,
     scan_primaries,
-    slot_of,
 )
 from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
-__all__ = ["Op", "ReplyError", "Target", "Unavailable", "WrongType", "get_target"]
+__all__ = ["Target", "get_target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
 R = TypeVar("R")
-K = TypeVar("K", str, bytes)
-Request = tuple[Any, ...]
-
-
-class Effect(Protocol):
-    """A step of a loading flow done outside Redis (see ``loading``), blocking or awaited."""
-
-    def perform(self, loader: Callable[[], Any] | None) -> Any: ...
-
-    async def aperform(self, loader: Callable[[], Any] | None) -> Any: ...
-
-
-Op = Generator[Request | Effect, Any, T]
 
 # Unlinks the given keys that hold a string starting with our header: never a foreign key.
 UNLINK_OWNED = """
@@ -97,27 +85,6 @@ end
 return n
 """
 SCAN_COUNT = 1000
-
-
-class Unavailable(Exception):
-    """Redis could not serve this request; the operation falls back to memory."""
-
-
-class WrongType(Exception):
-    """The key holds a non-string Redis value: foreign data, a miss."""
-
-
-class ReplyError(Unavailable):
-    """Redis answered this one request with an error (OOM, NOPERM, BUSY, LOADING...), or the
-    client could not encode it: Redis is reachable and the breaker does not move. A read is
-    a miss; a write is refused (see ``ServiceCore._write``). A step that knows only
-    ``Unavailable`` falls back to the memory store, which holds nothing while Redis is in use.
-    ``kind``: ``"reply"``, ``"denied"`` (a setting to fix) or ``"input"`` (nothing was sent).
-    """
-
-    def __init__(self, summary: str, kind: str) -> None:
-        super().__init__(summary)
-        self.kind = kind
 
 
 def _invoke(client: Any, request: Request) -> Any:
@@ -766,14 +733,6 @@ _OPERATION_NAMES: dict[str, str | None] = {
 # takes the slow path, which attaches.
 _UNATTACHED = memoryview(bytearray(PAGE_BYTES)).cast("q")
 _UNATTACHED[0] = -2
-
-
-def by_slot(keys: list[K]) -> list[list[K]]:
-    """``keys`` grouped by cluster hash slot (scripts and commands must stay in one slot)."""
-    groups: dict[int, list[K]] = {}
-    for key in keys:
-        groups.setdefault(slot_of(key), []).append(key)
-    return list(groups.values())
 
 
 _targets: dict[tuple[Location, Callable[[], float]], Target] = {}
