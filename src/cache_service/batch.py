@@ -224,7 +224,7 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
 
     def local() -> None:
         next(t.counters.memory_writes)
-        memory = t.memory
+        memory = t.fallback
         if tag_keys:
             tokens = memory_tokens(memory, tag_keys, seconds)
             for k, payload, _ in items:

@@ -118,7 +118,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
         raise _not_int(k)  # rewritten under us again and again: give up, change nothing
 
     def local() -> int:
-        memory = t.memory
+        memory = t.fallback
         with memory_lock:
             current = core._from_memory(k, MISSING, False, UNCOUNTED)
             left = seconds

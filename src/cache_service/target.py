@@ -125,7 +125,7 @@ class Target:
         self.host: HostState
         self.breaker: Breaker
         self.journal: Journal
-        self.memory: MemoryStore | SharedStore
+        self.fallback: MemoryStore | SharedStore
         if location.kind == "memory":
             self.attach()
         self._client: Any = None
@@ -374,7 +374,7 @@ class Target:
     def after_fork(self) -> None:
         """In a forked child: fresh locks (of the target, its fallback store and latencies);
         no client of the parent's (their connections are the parent's too)."""
-        renew_locks(self, *self.latency.values(), *([self.memory] if self.attached else []))
+        renew_locks(self, *self.latency.values(), *([self.fallback] if self.attached else []))
         self._client = None
         # The parent's per-loop clients stay referenced, unused: collecting one would close its
         # transport, which unregisters the socket from the epoll instance the child shares
@@ -419,7 +419,7 @@ class Target:
         """This process sees an outage begin or end (perhaps noticed by another process):
         its own copies are from another period; after a recovery, tombstones apply."""
         self._seen_gen = gen
-        self.memory.new_epoch()
+        self.fallback.new_epoch()
         if self.tracker is not None:
             self.tracker.relink()
         if not self.breaker.is_open:
@@ -430,10 +430,10 @@ class Target:
         self.breaker = Breaker(self.host, options.breaker_min_backoff, options.breaker_max_backoff)
         self.journal = Journal(self.host, options.journal_max_entries, options.late_write_guard)
         if options.fallback == "host" and self.host.shared:
-            self.memory = SharedStore(self.host, options.max_memory_entries,
+            self.fallback = SharedStore(self.host, options.max_memory_entries,
                                       options.max_memory_bytes)
         else:
-            self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
+            self.fallback = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
                                       self.clock)
 
     def guard_blocks(self, key: str, stamp: int) -> bool:
@@ -478,7 +478,7 @@ class Target:
                 log.warning(
                     "Redis at %s %s (%s); serving from the %s fallback store, retrying in the "
                     "background", self.location.describe(), what, why,
-                    "host-shared" if isinstance(self.memory, SharedStore) else "in-memory")
+                    "host-shared" if isinstance(self.fallback, SharedStore) else "in-memory")
         else:
             log.debug("Redis at %s still %s: %s", self.location.describe(), what, why)
         self.recovery.ensure_running()
@@ -610,9 +610,9 @@ class Target:
                     replayed += len(work.rows)
         except Unavailable:
             return False
-        dropped = len(self.memory)
-        if isinstance(self.memory, SharedStore):
-            self.memory.purge()
+        dropped = len(self.fallback)
+        if isinstance(self.fallback, SharedStore):
+            self.fallback.purge()
         self._observe(self._page[GEN])
         self.journal.expire_tombstones()
         next(self.counters.replays)
@@ -671,16 +671,16 @@ class Target:
             removed += yield ("execute_command", "UNLINK", *group)
         return removed
 
-    def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
+    def fallback_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the fallback store; a count of live ones."""
         next(self.counters.memory_writes)
         try:
             if pattern is not None:
-                return self.memory.delete_matching(compile_glob(pattern))
-            return self.memory.delete(keys or [])
+                return self.fallback.delete_matching(compile_glob(pattern))
+            return self.fallback.delete(keys or [])
         except sqlite3.Error as exc:
             self.degrade(exc)
-            return self.memory_invalidate(keys, pattern)
+            return self.fallback_invalidate(keys, pattern)
 
     def snapshot(self) -> dict[str, Any]:
         """Breaker, journal, fallback-store and counter figures for ``stats()``."""
@@ -688,7 +688,7 @@ class Target:
         return {
             "location": self.location.describe(),
             "backend": "memory" if self.breaker.is_open else "redis",
-            "fallback": "host" if isinstance(self.memory, SharedStore) else "process",
+            "fallback": "host" if isinstance(self.fallback, SharedStore) else "process",
             "state_dir": self.host.describe(),
             "state_problem": self.state_problem,
             "misconfiguration": self.misconfiguration,
@@ -698,9 +698,9 @@ class Target:
             "breaker_closed": self.breaker.closed,
             "journal_size": _or_none(lambda: len(self.journal)),
             "journal_overflows": self.journal.overflows,
-            "memory_entries": len(self.memory),
-            "memory_bytes": self.memory.nbytes,
-            "memory_evictions": self.memory.evictions,
+            "memory_entries": len(self.fallback),
+            "memory_bytes": self.fallback.nbytes,
+            "memory_evictions": self.fallback.evictions,
             **(self.near.snapshot() if self.near is not None else {}),
             **({"near_refused": self.tracker.refused} if self.tracker is not None else {}),
             **self.counters.snapshot(),
@@ -732,7 +732,7 @@ _OPERATION_NAMES: dict[str, str | None] = {
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.
 _UNATTACHED = memoryview(bytearray(PAGE_BYTES)).cast("q")
-_UNATTACHED[0] = -2
+_UNATTACHED[GEN] = -2
 
 
 _targets: dict[tuple[Location, Callable[[], float]], Target] = {}
