@@ -1,12 +1,12 @@
-"""One target per Redis location per process: clients, breaker, memory store and journal.
+"""One target per Redis location per process: clients, breaker, fallback store and journal.
 
 Every service naming the same location shares its target, so an outage seen by one is known
 to all and two services with one prefix see the same data whether Redis is up or down.
 
-Operations (see ``core``) are generators that yield Redis requests ``(method, *args)`` and
-receive replies (``method`` is a client method name, or a function called with the client);
-``Target.run`` drives them with the sync client and ``Target.arun`` with the
-asyncio one. That is the only place sync and async differ.
+Operations (``core``, ``_ops``; their protocol is ``_ops.protocol``) are generators that yield
+Redis requests ``(method, *args)`` and receive replies (``method`` is a client method name, or
+a function called with the client); ``Target.run`` drives them with the sync client and
+``Target.arun`` with the asyncio one. That is the only place sync and async differ.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from functools import partial
 from time import perf_counter
 from typing import Any, TypeVar
 
+from ._ops import remove
 from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
 from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
-from .codec import MAGIC, STAMPER
+from .codec import STAMPER
 from .config import Location, TargetOptions
 from .fallback import SharedStore
 from .forking import at_fork_child, renew_locks
@@ -50,7 +51,6 @@ from .redis_backend import (
     OUTAGES,
     build_async_client,
     build_sync_client,
-    by_slot,
     classify_error,
     describe_error,
     diagnose,
@@ -61,8 +61,6 @@ from .redis_backend import (
     refusal_message,
     reply_code,
     reply_text,
-    scan_node,
-    scan_primaries,
 )
 from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
@@ -73,19 +71,6 @@ __all__ = ["Target", "get_target"]
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
 R = TypeVar("R")
-
-# Unlinks the given keys that hold a string starting with our header: never a foreign key.
-UNLINK_OWNED = """
-local n = 0
-for _, k in ipairs(KEYS) do
-  if redis.call('TYPE', k)['ok'] == 'string' and redis.call('GETRANGE', k, 0, 1) == ARGV[1] then
-    n = n + redis.call('UNLINK', k)
-  end
-end
-return n
-"""
-SCAN_COUNT = 1000
-
 
 def _invoke(client: Any, request: Request) -> Any:
     """Call what ``request`` names: a client method, or a function given the client."""
@@ -625,51 +610,18 @@ class Target:
         )
         return True
 
+    # -- key removal (the operations are in ``_ops.remove``) ---------------------------------
     def scan_unlink(self, pattern: str) -> Op[int]:
-        """SCAN for ``pattern`` (on a cluster: every primary, one node at a time) and unlink
-        the matches that hold our payloads; a count."""
-        removed = 0
-        if self.location.kind == "cluster":
-            cursors, keys = yield (scan_primaries, pattern, SCAN_COUNT)
-            removed += yield from self.unlink_owned(keys)
-            for node, first in cursors.items():
-                cursor = first
-                while cursor:
-                    found, keys = yield (scan_node, node, cursor, pattern, SCAN_COUNT)
-                    cursor = found[node]
-                    removed += yield from self.unlink_owned(keys)
-            return removed
-        cursor = 0
-        while True:
-            cursor, keys = yield ("scan", cursor, pattern, SCAN_COUNT)
-            removed += yield from self.unlink_owned(keys)
-            if not cursor:
-                return removed
+        """SCAN for ``pattern`` and unlink the matches that hold our payloads; a count."""
+        return remove.scan_unlink(self.location.kind == "cluster", pattern)
 
     def unlink_owned(self, keys: list[bytes]) -> Op[int]:
-        """Unlink those of ``keys`` that hold our payloads; a count. On a cluster one script
-        per hash slot, since a script may only touch keys of one slot."""
-        if not keys:
-            return 0
-        if self.location.kind != "cluster":
-            removed: int = yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
-            return removed
-        removed = 0
-        for group in by_slot(keys):
-            removed += yield ("eval", UNLINK_OWNED, len(group), *group, MAGIC)
-        return removed
+        """Unlink those of ``keys`` that hold our payloads; a count."""
+        return remove.unlink_owned(self.location.kind == "cluster", keys)
 
     def unlink_keys(self, keys: list[str]) -> Op[int]:
-        """UNLINK ``keys``; a count. On a cluster one plain command per hash slot: redis-py's
-        own split pipelines them, and when a node fails it resends each command one by one
-        (a hung node would cost one timeout per slot instead of one)."""
-        if self.location.kind != "cluster":
-            removed: int = yield ("unlink", *keys)
-            return removed
-        removed = 0
-        for group in by_slot(keys):
-            removed += yield ("execute_command", "UNLINK", *group)
-        return removed
+        """UNLINK ``keys``; a count."""
+        return remove.unlink_keys(self.location.kind == "cluster", keys)
 
     def fallback_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the fallback store; a count of live ones."""
