@@ -21,6 +21,7 @@ from orjson import JSONDecodeError, loads
 
 from . import registry
 from ._ops.protocol import Op, ReplyError, Unavailable, WrongType
+from ._runtime.targets import get_target
 from .breaker import Gate
 from .codec import (
     HEADER_SIZE,
@@ -67,7 +68,7 @@ from .tags import (
     wrap,
 )
 from .tags import new_token as new_tag_token
-from .target import Target, get_target
+from .target import Target
 from .unconfigured import unconfigured
 
 __all__ = ["MISSING", "TTL", "UNCOUNTED", "Discard", "ServiceCore"]

@@ -30,7 +30,7 @@ from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import STAMPER
 from .config import Location, TargetOptions
 from .fallback import SharedStore
-from .forking import at_fork_child, renew_locks
+from .forking import renew_locks
 from .host import (
     GEN,
     NEAR_USED,
@@ -66,7 +66,7 @@ from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
-__all__ = ["Target", "get_target"]
+__all__ = ["Target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
@@ -687,30 +687,4 @@ _UNATTACHED = memoryview(bytearray(PAGE_BYTES)).cast("q")
 _UNATTACHED[GEN] = -2
 
 
-_targets: dict[tuple[Location, Callable[[], float]], Target] = {}
-_targets_lock = threading.Lock()
 _INHERITED: list[Any] = []  # in a forked child: the parent's per-loop clients, never used
-
-
-def _after_fork_in_child() -> None:
-    for target in list(_targets.values()):
-        target.after_fork()
-
-
-at_fork_child(_after_fork_in_child, 30)
-
-
-def get_target(location: Location, options: TargetOptions,
-               clock: Callable[[], float] = time.monotonic) -> Target:
-    """The process-wide target for ``location`` (created by the first service naming it)."""
-    key = (location, clock)
-    target = _targets.get(key)
-    if target is None:
-        with _targets_lock:
-            target = _targets.get(key)
-            if target is None:
-                target = _targets[key] = Target(location, options, clock)
-    if target.options != options:
-        log.debug("target %s keeps the options of the first service that named it",
-                  location.describe())
-    return target
