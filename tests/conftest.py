@@ -1,7 +1,7 @@
 """Shared pytest fixtures.
 
-The first section provides real Redis deployments from ``tests/servers.py``; add other
-fixtures below it.
+The first section provides real Redis deployments from ``tests/support/`` (re-exported by
+``tests/servers.py``); add other fixtures below it.
 """
 
 from __future__ import annotations

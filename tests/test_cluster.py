@@ -90,7 +90,7 @@ def test_pattern_invalidation_pages_through_every_primary(
         redis_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
     """Small SCAN pages force several cursors per node; every match on every primary goes,
     and foreign keys matching the pattern stay."""
-    monkeypatch.setattr("cache_service.target.SCAN_COUNT", 5)
+    monkeypatch.setattr("cache_service._ops.remove.SCAN_COUNT", 5)
     svc = CacheService(unique(), url=redis_cluster.cluster_url)
     for i in range(150):
         svc.set(f"user:{i}", i)

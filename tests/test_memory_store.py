@@ -298,7 +298,7 @@ def test_lock_free_readers_under_writers_evictions_and_epochs() -> None:
 
 # -- decoded containers kept beside their payload: never aliased ---------------------------------
 def _kept_of(svc: CacheService, key: str) -> object:
-    found = svc._target.memory.lookup(svc.full_key(key))
+    found = svc._target.fallback.lookup(svc.full_key(key))
     assert found is not None
     return found[1]
 

@@ -27,6 +27,7 @@ from typing import Any
 from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
+from .host import GEN
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
@@ -53,7 +54,7 @@ class AsyncCacheService(ServiceCore):
             if found is not MISS:
                 return found
             return await t.arun(self._get(key, default, looked=True))
-        if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
+        if t._page[GEN] == t._closed_gen or t.gate() is Gate.REDIS:
             if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH \
                     or not key.isascii():
                 key = validate_key(key)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ._ops.protocol import Op, Unavailable
 from .breaker import Gate
 from .codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
 from .config import ttl_seconds
@@ -25,10 +26,10 @@ from .errors import ConfigurationError
 from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
 from .notices import unservable
+from .redis_cluster import by_slot
 from .scripts import DROP_IF_SAME, run_script
 from .stats import add
 from .tags import Tagged, memory_tokens, validate_tags, wrap
-from .target import Op, Unavailable, by_slot
 
 __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
@@ -223,7 +224,7 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
 
     def local() -> None:
         next(t.counters.memory_writes)
-        memory = t.memory
+        memory = t.fallback
         if tag_keys:
             tokens = memory_tokens(memory, tag_keys, seconds)
             for k, payload, _ in items:

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from orjson import JSONDecodeError, loads
 
 from . import registry
+from ._ops.protocol import Op, ReplyError, Unavailable, WrongType
+from ._runtime.targets import get_target
 from .breaker import Gate
 from .codec import (
     HEADER_SIZE,
@@ -39,6 +41,7 @@ from .copies import IMMUTABLE as _IMMUTABLE
 from .copies import Kept as _Kept
 from .copies import copy_plan as _copy_plan
 from .errors import ConfigurationError
+from .host import GEN
 from .keys import KeySpace
 from .loading import (
     SWR_MARK,
@@ -65,7 +68,7 @@ from .tags import (
     wrap,
 )
 from .tags import new_token as new_tag_token
-from .target import Op, ReplyError, Target, Unavailable, WrongType, get_target
+from .target import Target
 from .unconfigured import unconfigured
 
 __all__ = ["MISSING", "TTL", "UNCOUNTED", "Discard", "ServiceCore"]
@@ -300,7 +303,7 @@ class ServiceCore:
     def _near_hit(self, key: str) -> Any:
         """``key``'s near-cache value (a fresh copy) while Redis is in use, else MISS."""
         t = self._target
-        if t._page[0] == t._closed_gen:
+        if t._page[GEN] == t._closed_gen:
             value = self._near.lookup(self._keys.full(key))  # type: ignore[union-attr]
             if value is not MISS:
                 next(self._counters.hits)
@@ -346,7 +349,7 @@ class ServiceCore:
         """The memory store's value for ``k`` (a fresh copy), or ``default``. No I/O."""
         t = self._target
         next(t.counters.memory_reads)
-        found = t.memory.lookup(k)
+        found = t.fallback.lookup(k)
         if found is not None:
             raw, kept = found
             if kept is not NO_VALUE:
@@ -361,7 +364,7 @@ class ServiceCore:
             except CorruptPayload:  # written by a service with another codec, or tagged
                 tagged = open_tagged(k, raw) if is_tagged(raw) else None
                 if tagged is not None and tagged.current(
-                        stored_tokens(t.memory, self._tag_keys(tagged.tags))):
+                        stored_tokens(t.fallback, self._tag_keys(tagged.tags))):
                     with contextlib.suppress(CorruptPayload):
                         value = unpack(self._codec, tagged.plain, k)
                         if type(value) is list:
@@ -451,7 +454,7 @@ class ServiceCore:
         def local() -> None:
             kept = _kept(self._codec, value, payload, k)
             next(self._target.counters.memory_writes)
-            self._target.memory.set(k, payload, seconds, kept)
+            self._target.fallback.set(k, payload, seconds, kept)
 
         yield from self._write(lambda: _one(request), local, keys=[k], refused=None,
                                overwrites=True)
@@ -462,7 +465,7 @@ class ServiceCore:
             return 0
         add(self._counters.deletes, len(ks))
         removed: int = yield from self._write(
-            lambda: self._target.unlink_keys(ks), lambda: self._target.memory_invalidate(ks),
+            lambda: self._target.unlink_keys(ks), lambda: self._target.fallback_invalidate(ks),
             keys=ks, refused=0, removes=True)
         return removed
 
@@ -470,7 +473,7 @@ class ServiceCore:
         next(self._counters.invalidations)
         t = self._target
         return (yield from self._write(
-            lambda: t.scan_unlink(pattern), lambda: t.memory_invalidate(pattern=pattern),
+            lambda: t.scan_unlink(pattern), lambda: t.fallback_invalidate(pattern=pattern),
             pattern=pattern, refused=0, removes=True))
 
     def _invalidate_pattern(self, glob: str) -> Op[int]:
@@ -506,7 +509,7 @@ class ServiceCore:
                     reached = False
                 if reached:
                     if t.breaker.is_open:  # draining: readers are still on memory
-                        t.memory_invalidate(keys, pattern)
+                        t.fallback_invalidate(keys, pattern)
                     t.written(keys, pattern)
                     return result
             applied = t.offline(keys, pattern, STAMPER.next(), local)
@@ -585,7 +588,7 @@ class ServiceCore:
 
         def local() -> None:
             next(t.counters.memory_writes)
-            t.memory.set(k, wrap(payload, tags, memory_tokens(t.memory, tag_keys, seconds)),
+            t.fallback.set(k, wrap(payload, tags, memory_tokens(t.fallback, tag_keys, seconds)),
                          seconds)
 
         yield from self._write(remote, local, keys=[k], refused=None, overwrites=True)
@@ -599,5 +602,5 @@ class ServiceCore:
         next(self._counters.invalidations)
         t = self._target
         yield from self._write(lambda: t.unlink_keys(keys),
-                               lambda: drop_memory_tokens(lambda: t.memory_invalidate(keys)),
+                               lambda: drop_memory_tokens(lambda: t.fallback_invalidate(keys)),
                                keys=keys, refused=None, removes=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from ._ops.protocol import Op
 from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, ServiceCore
@@ -25,7 +26,6 @@ from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
 from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
 from .scripts import run_script
 from .tags import is_tagged
-from .target import Op
 
 __all__ = ["MAX_COUNTER", "decr", "incr"]
 
@@ -118,7 +118,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
         raise _not_int(k)  # rewritten under us again and again: give up, change nothing
 
     def local() -> int:
-        memory = t.memory
+        memory = t.fallback
         with memory_lock:
             current = core._from_memory(k, MISSING, False, UNCOUNTED)
             left = seconds

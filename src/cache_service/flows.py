@@ -10,6 +10,7 @@ import contextlib
 import time
 from typing import Any
 
+from ._ops.protocol import Op, Unavailable, WrongType
 from .config import ttl_seconds
 from .core import _UNCOUNTED, MISSING, TTL, ServiceCore, log
 from .keys import redact
@@ -28,7 +29,6 @@ from .loading import (
     new_token,
 )
 from .tags import validate_tags
-from .target import Op, Unavailable, WrongType
 
 __all__ = ["get_or_set"]
 

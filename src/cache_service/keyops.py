@@ -13,13 +13,13 @@ import math
 import threading
 from typing import Any
 
+from ._ops.protocol import Op, Unavailable, WrongType
 from .breaker import Gate
 from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
 from .scripts import run_script
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
-from .target import Op, Unavailable, WrongType
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
 
@@ -74,7 +74,7 @@ def held(core: ServiceCore, k: str) -> bool:
     """Whether the memory store holds a live value at ``k`` (as ``alive`` decides on Redis)."""
     if core._from_memory(k, MISSING, False, UNCOUNTED) is not MISSING:
         return True
-    found = core._target.memory.lookup(k)
+    found = core._target.fallback.lookup(k)
     return found is not None and foreign_codec(core, found[0])
 
 
@@ -122,7 +122,7 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
         return bool((yield (run_script, REPLACE_IF_SAME, [k], [old, stored, px])))
 
     def local() -> bool:
-        memory = t.memory
+        memory = t.fallback
         with memory_lock:
             if held(core, k):
                 return False
@@ -158,7 +158,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
         return bool((yield ("pexpire", k, px)))
 
     def local() -> bool:
-        memory = t.memory
+        memory = t.fallback
         with memory_lock:
             found = memory.lookup(k)
             if found is None or not held(core, k):
@@ -191,7 +191,7 @@ def ttl(core: ServiceCore, key: str) -> Op[float | None]:
             return math.inf if reply[0] == -1 else reply[0] / 1000
     if not held(core, k):
         return None
-    return t.memory.remaining(k) or None
+    return t.fallback.remaining(k) or None
 
 
 def exists(core: ServiceCore, key: str) -> Op[bool]:

@@ -30,7 +30,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -39,7 +39,6 @@ from .config import MAX_TTL, shown
 from .errors import ConfigurationError
 from .forking import at_fork_child
 from .keys import NAMESPACE
-from .target import Target
 
 __all__ = [
     "LOAD",
@@ -247,7 +246,8 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-_flights: dict[tuple[Target, str], Flight] = {}
+# Keyed by (target, full key): a target is any hashable object identifying one Redis location.
+_flights: dict[tuple[Hashable, str], Flight] = {}
 _flights_lock = threading.Lock()
 
 
@@ -261,7 +261,7 @@ def _forget_flights() -> None:
 at_fork_child(_forget_flights, 10)
 
 
-def join(target: Target, key: str, task: object | None) -> tuple[Flight, bool]:
+def join(target: Hashable, key: str, task: object | None) -> tuple[Flight, bool]:
     """The flight loading ``key``: ``(flight, True)`` when this caller must lead it."""
     slot = (target, key)
     with _flights_lock:
@@ -272,7 +272,7 @@ def join(target: Target, key: str, task: object | None) -> tuple[Flight, bool]:
     return flight, False
 
 
-def land(target: Target, key: str, flight: Flight, outcome: Outcome) -> None:
+def land(target: Hashable, key: str, flight: Flight, outcome: Outcome) -> None:
     """End ``flight``: forget it (new misses start a new one), then wake its waiters."""
     with _flights_lock:
         if _flights.get((target, key)) is flight:

@@ -19,23 +19,40 @@ import sqlite3
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .forking import at_fork_child, renew_locks
 
 if TYPE_CHECKING:
-    from .target import Target
+    from .breaker import Breaker
+    from .config import Location
 
-__all__ = ["Recovery"]
+__all__ = ["Recoverable", "Recovery"]
 
 log = logging.getLogger("cache_service")
 LOG_EVERY = 60.0  # seconds between two warnings about failing rounds
 
 
+class Recoverable(Protocol):
+    """What the recoverer needs of its target (``target.Target``), so this module does not
+    import the one that uses it."""
+
+    location: Location
+    breaker: Breaker
+
+    def probe(self) -> bool:
+        """Reach Redis, replay the journal, close the breaker; True when closed."""
+        ...
+
+    def degrade(self, exc: BaseException) -> None:
+        """Go on with per-process state after the host files failed."""
+        ...
+
+
 class Recovery:
     """Runs ``target.probe()`` in the background until the breaker is closed."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(self, target: Recoverable) -> None:
         self.target = target
         self._lock = threading.Lock()
         self.running = False  # read without the lock by every call during an outage

@@ -10,7 +10,7 @@ with a cluster client (``ping_primaries``, ``scan_primaries``, ``scan_node``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import NodesManager, RedisCluster
@@ -18,7 +18,9 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["PRIMARIES", "ping_primaries", "scan_node", "scan_primaries", "slot_of"]
+__all__ = ["PRIMARIES", "by_slot", "ping_primaries", "scan_node", "scan_primaries", "slot_of"]
+
+K = TypeVar("K", str, bytes)
 
 PRIMARIES = "primaries"  # redis-py's node flag for "every primary of the cluster"
 
@@ -26,6 +28,14 @@ PRIMARIES = "primaries"  # redis-py's node flag for "every primary of the cluste
 def slot_of(key: bytes | str) -> int:
     """The cluster hash slot of ``key`` (scripts may only touch keys of one slot)."""
     return key_slot(key.encode() if isinstance(key, str) else key)
+
+
+def by_slot(keys: list[K]) -> list[list[K]]:
+    """``keys`` grouped by cluster hash slot (scripts and commands must stay in one slot)."""
+    groups: dict[int, list[K]] = {}
+    for key in keys:
+        groups.setdefault(slot_of(key), []).append(key)
+    return list(groups.values())
 
 
 def ping_primaries(client: Any) -> Any:

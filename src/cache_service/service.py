@@ -10,7 +10,7 @@ from typing import Any
 from . import batch, counters, flows, keyops
 from .breaker import Gate
 from .core import TTL, Discard, ServiceCore
-from .host import NEAR_USED, key_slot
+from .host import GEN, NEAR_USED, key_slot
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
@@ -40,7 +40,7 @@ class CacheService(ServiceCore):
             return found if found is not MISS else t.run(self._get(key, default, looked=True))
         # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
         # this process last saw with the breaker closed.
-        if t._page[0] == t._closed_gen or t.gate() is Gate.REDIS:
+        if t._page[GEN] == t._closed_gen or t.gate() is Gate.REDIS:
             if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH \
                     or not key.isascii():
                 key = validate_key(key)
@@ -75,7 +75,7 @@ class CacheService(ServiceCore):
         """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL), with
         ``tags`` (see ``invalidate_tags``)."""
         t = self._target
-        if tags or t._page[0] != t._closed_gen:  # tagged, or not known to be on Redis
+        if tags or t._page[GEN] != t._closed_gen:  # tagged, or not known to be on Redis
             t.run(self._set(key, value, ttl, tags=tags))
             return
         # Fast path (like get's): an untagged SET with no generator around it.

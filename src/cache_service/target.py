@@ -1,12 +1,12 @@
-"""One target per Redis location per process: clients, breaker, memory store and journal.
+"""One target per Redis location per process: clients, breaker, fallback store and journal.
 
 Every service naming the same location shares its target, so an outage seen by one is known
 to all and two services with one prefix see the same data whether Redis is up or down.
 
-Operations (see ``core``) are generators that yield Redis requests ``(method, *args)`` and
-receive replies (``method`` is a client method name, or a function called with the client);
-``Target.run`` drives them with the sync client and ``Target.arun`` with the
-asyncio one. That is the only place sync and async differ.
+Operations (``core``, ``_ops``; their protocol is ``_ops.protocol``) are generators that yield
+Redis requests ``(method, *args)`` and receive replies (``method`` is a client method name, or
+a function called with the client); ``Target.run`` drives them with the sync client and
+``Target.arun`` with the asyncio one. That is the only place sync and async differ.
 """
 
 from __future__ import annotations
@@ -19,16 +19,18 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable
 from functools import partial
 from time import perf_counter
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from ._ops import remove
+from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
 from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
-from .codec import MAGIC, STAMPER
+from .codec import STAMPER
 from .config import Location, TargetOptions
 from .fallback import SharedStore
-from .forking import at_fork_child, renew_locks
+from .forking import renew_locks
 from .host import (
     GEN,
     NEAR_USED,
@@ -59,66 +61,16 @@ from .redis_backend import (
     refusal_message,
     reply_code,
     reply_text,
-    scan_node,
-    scan_primaries,
-    slot_of,
 )
 from .redis_glob import compile_glob
 from .stats import Latency, TargetCounters, add
 from .tracking import Tracker
 
-__all__ = ["Op", "ReplyError", "Target", "Unavailable", "WrongType", "get_target"]
+__all__ = ["Target"]
 
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
 R = TypeVar("R")
-K = TypeVar("K", str, bytes)
-Request = tuple[Any, ...]
-
-
-class Effect(Protocol):
-    """A step of a loading flow done outside Redis (see ``loading``), blocking or awaited."""
-
-    def perform(self, loader: Callable[[], Any] | None) -> Any: ...
-
-    async def aperform(self, loader: Callable[[], Any] | None) -> Any: ...
-
-
-Op = Generator[Request | Effect, Any, T]
-
-# Unlinks the given keys that hold a string starting with our header: never a foreign key.
-UNLINK_OWNED = """
-local n = 0
-for _, k in ipairs(KEYS) do
-  if redis.call('TYPE', k)['ok'] == 'string' and redis.call('GETRANGE', k, 0, 1) == ARGV[1] then
-    n = n + redis.call('UNLINK', k)
-  end
-end
-return n
-"""
-SCAN_COUNT = 1000
-
-
-class Unavailable(Exception):
-    """Redis could not serve this request; the operation falls back to memory."""
-
-
-class WrongType(Exception):
-    """The key holds a non-string Redis value: foreign data, a miss."""
-
-
-class ReplyError(Unavailable):
-    """Redis answered this one request with an error (OOM, NOPERM, BUSY, LOADING...), or the
-    client could not encode it: Redis is reachable and the breaker does not move. A read is
-    a miss; a write is refused (see ``ServiceCore._write``). A step that knows only
-    ``Unavailable`` falls back to the memory store, which holds nothing while Redis is in use.
-    ``kind``: ``"reply"``, ``"denied"`` (a setting to fix) or ``"input"`` (nothing was sent).
-    """
-
-    def __init__(self, summary: str, kind: str) -> None:
-        super().__init__(summary)
-        self.kind = kind
-
 
 def _invoke(client: Any, request: Request) -> Any:
     """Call what ``request`` names: a client method, or a function given the client."""
@@ -158,7 +110,7 @@ class Target:
         self.host: HostState
         self.breaker: Breaker
         self.journal: Journal
-        self.memory: MemoryStore | SharedStore
+        self.fallback: MemoryStore | SharedStore
         if location.kind == "memory":
             self.attach()
         self._client: Any = None
@@ -407,7 +359,7 @@ class Target:
     def after_fork(self) -> None:
         """In a forked child: fresh locks (of the target, its fallback store and latencies);
         no client of the parent's (their connections are the parent's too)."""
-        renew_locks(self, *self.latency.values(), *([self.memory] if self.attached else []))
+        renew_locks(self, *self.latency.values(), *([self.fallback] if self.attached else []))
         self._client = None
         # The parent's per-loop clients stay referenced, unused: collecting one would close its
         # transport, which unregisters the socket from the epoll instance the child shares
@@ -452,7 +404,7 @@ class Target:
         """This process sees an outage begin or end (perhaps noticed by another process):
         its own copies are from another period; after a recovery, tombstones apply."""
         self._seen_gen = gen
-        self.memory.new_epoch()
+        self.fallback.new_epoch()
         if self.tracker is not None:
             self.tracker.relink()
         if not self.breaker.is_open:
@@ -463,10 +415,10 @@ class Target:
         self.breaker = Breaker(self.host, options.breaker_min_backoff, options.breaker_max_backoff)
         self.journal = Journal(self.host, options.journal_max_entries, options.late_write_guard)
         if options.fallback == "host" and self.host.shared:
-            self.memory = SharedStore(self.host, options.max_memory_entries,
+            self.fallback = SharedStore(self.host, options.max_memory_entries,
                                       options.max_memory_bytes)
         else:
-            self.memory = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
+            self.fallback = MemoryStore(options.max_memory_entries, options.max_memory_bytes,
                                       self.clock)
 
     def guard_blocks(self, key: str, stamp: int) -> bool:
@@ -511,7 +463,7 @@ class Target:
                 log.warning(
                     "Redis at %s %s (%s); serving from the %s fallback store, retrying in the "
                     "background", self.location.describe(), what, why,
-                    "host-shared" if isinstance(self.memory, SharedStore) else "in-memory")
+                    "host-shared" if isinstance(self.fallback, SharedStore) else "in-memory")
         else:
             log.debug("Redis at %s still %s: %s", self.location.describe(), what, why)
         self.recovery.ensure_running()
@@ -643,9 +595,9 @@ class Target:
                     replayed += len(work.rows)
         except Unavailable:
             return False
-        dropped = len(self.memory)
-        if isinstance(self.memory, SharedStore):
-            self.memory.purge()
+        dropped = len(self.fallback)
+        if isinstance(self.fallback, SharedStore):
+            self.fallback.purge()
         self._observe(self._page[GEN])
         self.journal.expire_tombstones()
         next(self.counters.replays)
@@ -658,62 +610,29 @@ class Target:
         )
         return True
 
+    # -- key removal (the operations are in ``_ops.remove``) ---------------------------------
     def scan_unlink(self, pattern: str) -> Op[int]:
-        """SCAN for ``pattern`` (on a cluster: every primary, one node at a time) and unlink
-        the matches that hold our payloads; a count."""
-        removed = 0
-        if self.location.kind == "cluster":
-            cursors, keys = yield (scan_primaries, pattern, SCAN_COUNT)
-            removed += yield from self.unlink_owned(keys)
-            for node, first in cursors.items():
-                cursor = first
-                while cursor:
-                    found, keys = yield (scan_node, node, cursor, pattern, SCAN_COUNT)
-                    cursor = found[node]
-                    removed += yield from self.unlink_owned(keys)
-            return removed
-        cursor = 0
-        while True:
-            cursor, keys = yield ("scan", cursor, pattern, SCAN_COUNT)
-            removed += yield from self.unlink_owned(keys)
-            if not cursor:
-                return removed
+        """SCAN for ``pattern`` and unlink the matches that hold our payloads; a count."""
+        return remove.scan_unlink(self.location.kind == "cluster", pattern)
 
     def unlink_owned(self, keys: list[bytes]) -> Op[int]:
-        """Unlink those of ``keys`` that hold our payloads; a count. On a cluster one script
-        per hash slot, since a script may only touch keys of one slot."""
-        if not keys:
-            return 0
-        if self.location.kind != "cluster":
-            removed: int = yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
-            return removed
-        removed = 0
-        for group in by_slot(keys):
-            removed += yield ("eval", UNLINK_OWNED, len(group), *group, MAGIC)
-        return removed
+        """Unlink those of ``keys`` that hold our payloads; a count."""
+        return remove.unlink_owned(self.location.kind == "cluster", keys)
 
     def unlink_keys(self, keys: list[str]) -> Op[int]:
-        """UNLINK ``keys``; a count. On a cluster one plain command per hash slot: redis-py's
-        own split pipelines them, and when a node fails it resends each command one by one
-        (a hung node would cost one timeout per slot instead of one)."""
-        if self.location.kind != "cluster":
-            removed: int = yield ("unlink", *keys)
-            return removed
-        removed = 0
-        for group in by_slot(keys):
-            removed += yield ("execute_command", "UNLINK", *group)
-        return removed
+        """UNLINK ``keys``; a count."""
+        return remove.unlink_keys(self.location.kind == "cluster", keys)
 
-    def memory_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
+    def fallback_invalidate(self, keys: list[str] | None = None, pattern: str | None = None) -> int:
         """Drop entries from the fallback store; a count of live ones."""
         next(self.counters.memory_writes)
         try:
             if pattern is not None:
-                return self.memory.delete_matching(compile_glob(pattern))
-            return self.memory.delete(keys or [])
+                return self.fallback.delete_matching(compile_glob(pattern))
+            return self.fallback.delete(keys or [])
         except sqlite3.Error as exc:
             self.degrade(exc)
-            return self.memory_invalidate(keys, pattern)
+            return self.fallback_invalidate(keys, pattern)
 
     def snapshot(self) -> dict[str, Any]:
         """Breaker, journal, fallback-store and counter figures for ``stats()``."""
@@ -721,7 +640,7 @@ class Target:
         return {
             "location": self.location.describe(),
             "backend": "memory" if self.breaker.is_open else "redis",
-            "fallback": "host" if isinstance(self.memory, SharedStore) else "process",
+            "fallback": "host" if isinstance(self.fallback, SharedStore) else "process",
             "state_dir": self.host.describe(),
             "state_problem": self.state_problem,
             "misconfiguration": self.misconfiguration,
@@ -731,9 +650,9 @@ class Target:
             "breaker_closed": self.breaker.closed,
             "journal_size": _or_none(lambda: len(self.journal)),
             "journal_overflows": self.journal.overflows,
-            "memory_entries": len(self.memory),
-            "memory_bytes": self.memory.nbytes,
-            "memory_evictions": self.memory.evictions,
+            "memory_entries": len(self.fallback),
+            "memory_bytes": self.fallback.nbytes,
+            "memory_evictions": self.fallback.evictions,
             **(self.near.snapshot() if self.near is not None else {}),
             **({"near_refused": self.tracker.refused} if self.tracker is not None else {}),
             **self.counters.snapshot(),
@@ -765,41 +684,7 @@ _OPERATION_NAMES: dict[str, str | None] = {
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.
 _UNATTACHED = memoryview(bytearray(PAGE_BYTES)).cast("q")
-_UNATTACHED[0] = -2
+_UNATTACHED[GEN] = -2
 
 
-def by_slot(keys: list[K]) -> list[list[K]]:
-    """``keys`` grouped by cluster hash slot (scripts and commands must stay in one slot)."""
-    groups: dict[int, list[K]] = {}
-    for key in keys:
-        groups.setdefault(slot_of(key), []).append(key)
-    return list(groups.values())
-
-
-_targets: dict[tuple[Location, Callable[[], float]], Target] = {}
-_targets_lock = threading.Lock()
 _INHERITED: list[Any] = []  # in a forked child: the parent's per-loop clients, never used
-
-
-def _after_fork_in_child() -> None:
-    for target in list(_targets.values()):
-        target.after_fork()
-
-
-at_fork_child(_after_fork_in_child, 30)
-
-
-def get_target(location: Location, options: TargetOptions,
-               clock: Callable[[], float] = time.monotonic) -> Target:
-    """The process-wide target for ``location`` (created by the first service naming it)."""
-    key = (location, clock)
-    target = _targets.get(key)
-    if target is None:
-        with _targets_lock:
-            target = _targets.get(key)
-            if target is None:
-                target = _targets[key] = Target(location, options, clock)
-    if target.options != options:
-        log.debug("target %s keeps the options of the first service that named it",
-                  location.describe())
-    return target

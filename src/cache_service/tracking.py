@@ -46,7 +46,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import hiredis
 from redis.exceptions import ResponseError
@@ -57,9 +57,9 @@ from .redis_backend import tracking_names, tracking_nodes
 from .sockread import reader_for
 
 if TYPE_CHECKING:
-    from .target import Target
+    from .config import Location, TargetOptions
 
-__all__ = ["DRAIN_LAG", "GRACE", "HEARTBEAT", "SILENT", "Tracker"]
+__all__ = ["DRAIN_LAG", "GRACE", "HEARTBEAT", "SILENT", "Tracked", "Tracker"]
 
 log = logging.getLogger("cache_service")
 
@@ -137,10 +137,24 @@ class _Link:
             self.connection.disconnect()
 
 
+class Tracked(Protocol):
+    """What the tracker needs of its target (``target.Target``), so this module does not
+    import the one that uses it: where Redis is, its options, and its sync data client
+    (``_client``: the one built so far, if any, whose nodes the links must cover)."""
+
+    location: Location
+    options: TargetOptions
+    _client: Any
+
+    def sync_client(self) -> Any:
+        """The blocking data client (built on first use)."""
+        ...
+
+
 class Tracker:
     """Keeps ``store`` coherent with ``target``'s Redis for the prefixes it was given."""
 
-    def __init__(self, target: Target, store: NearStore) -> None:
+    def __init__(self, target: Tracked, store: NearStore) -> None:
         self.target = target
         self.store = store
         self.links_made = 0  # how many times every link was (re)made: tests wait on it

@@ -16,9 +16,9 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cache_service._ops.protocol import Unavailable
 from cache_service.codec import MAGIC
 from cache_service.keys import KeySpace
-from cache_service.target import Unavailable
 
 from ._common import Connection, fail, quiet_library, redis_url_option, timeout_option
 

@@ -34,12 +34,12 @@ from typing import Any
 
 from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
+from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service.breaker import Gate
 from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.keys import validate_key
 from cache_service.loading import UNLOCK, lock_key, new_token
 from cache_service.service import CacheService
-from cache_service.target import Op, Unavailable, WrongType
 
 from ._common import ENV_KEY, FOREVER, SERVICE_OPTIONS, SigningKeys, build_services, not_cached
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cache_service import registry
 from cache_service.errors import ConfigurationError
 from cache_service.stats import LATENCY_BOUNDS
+
+if TYPE_CHECKING:
+    from cache_service.core import ServiceCore
 
 __all__ = ["BREAKER_STATES", "FIGURES", "GROUPS", "Figure", "Reading", "read", "read_cached"]
 
@@ -129,7 +132,8 @@ def read() -> Reading:
     targets: dict[str, dict[str, Any]] = {}
     latency: dict[str, dict[str, tuple[list[int], float]]] = {}
     seen: dict[int, str] = {}
-    for svc in registry.live_services():
+    alive: list[ServiceCore] = registry.live_services()
+    for svc in alive:
         target = svc._target
         try:
             if not target.attached:

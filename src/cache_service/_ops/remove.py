@@ -1,0 +1,74 @@
+"""Key removal as operations: UNLINK keys, unlink only keys that hold our payloads (one Lua
+script), and SCAN a pattern to unlink its matches. ``cluster``: one request per hash slot (a
+script or command may only touch keys of one slot), and SCAN on every primary.
+"""
+
+from __future__ import annotations
+
+from cache_service.codec import MAGIC
+from cache_service.redis_cluster import by_slot, scan_node, scan_primaries
+
+from .protocol import Op
+
+__all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "unlink_keys", "unlink_owned"]
+
+# Unlinks the given keys that hold a string starting with our header: never a foreign key.
+UNLINK_OWNED = """
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('TYPE', k)['ok'] == 'string' and redis.call('GETRANGE', k, 0, 1) == ARGV[1] then
+    n = n + redis.call('UNLINK', k)
+  end
+end
+return n
+"""
+SCAN_COUNT = 1000
+
+
+def scan_unlink(cluster: bool, pattern: str) -> Op[int]:
+    """SCAN for ``pattern`` (on a cluster: every primary, one node at a time) and unlink
+    the matches that hold our payloads; a count."""
+    removed = 0
+    if cluster:
+        cursors, keys = yield (scan_primaries, pattern, SCAN_COUNT)
+        removed += yield from unlink_owned(cluster, keys)
+        for node, first in cursors.items():
+            cursor = first
+            while cursor:
+                found, keys = yield (scan_node, node, cursor, pattern, SCAN_COUNT)
+                cursor = found[node]
+                removed += yield from unlink_owned(cluster, keys)
+        return removed
+    cursor = 0
+    while True:
+        cursor, keys = yield ("scan", cursor, pattern, SCAN_COUNT)
+        removed += yield from unlink_owned(cluster, keys)
+        if not cursor:
+            return removed
+
+
+def unlink_owned(cluster: bool, keys: list[bytes]) -> Op[int]:
+    """Unlink those of ``keys`` that hold our payloads; a count. On a cluster one script
+    per hash slot, since a script may only touch keys of one slot."""
+    if not keys:
+        return 0
+    if not cluster:
+        removed: int = yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
+        return removed
+    removed = 0
+    for group in by_slot(keys):
+        removed += yield ("eval", UNLINK_OWNED, len(group), *group, MAGIC)
+    return removed
+
+
+def unlink_keys(cluster: bool, keys: list[str]) -> Op[int]:
+    """UNLINK ``keys``; a count. On a cluster one plain command per hash slot: redis-py's
+    own split pipelines them, and when a node fails it resends each command one by one
+    (a hung node would cost one timeout per slot instead of one)."""
+    if not cluster:
+        removed: int = yield ("unlink", *keys)
+        return removed
+    removed = 0
+    for group in by_slot(keys):
+        removed += yield ("execute_command", "UNLINK", *group)
+    return removed

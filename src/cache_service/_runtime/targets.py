@@ -1,0 +1,47 @@
+"""The process-wide table of targets: one per Redis location (and clock) in this process.
+
+Every service naming the same location gets the same ``Target``, so an outage seen by one is
+known to all; in a forked child every target drops what belongs to the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from cache_service.config import Location, TargetOptions
+from cache_service.forking import at_fork_child
+from cache_service.target import Target
+
+__all__ = ["get_target"]
+
+log = logging.getLogger("cache_service")
+
+_targets: dict[tuple[Location, Callable[[], float]], Target] = {}
+_targets_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    for target in list(_targets.values()):
+        target.after_fork()
+
+
+at_fork_child(_after_fork_in_child, 30)
+
+
+def get_target(location: Location, options: TargetOptions,
+               clock: Callable[[], float] = time.monotonic) -> Target:
+    """The process-wide target for ``location`` (created by the first service naming it)."""
+    key = (location, clock)
+    target = _targets.get(key)
+    if target is None:
+        with _targets_lock:
+            target = _targets.get(key)
+            if target is None:
+                target = _targets[key] = Target(location, options, clock)
+    if target.options != options:
+        log.debug("target %s keeps the options of the first service that named it",
+                  location.describe())
+    return target
