@@ -489,9 +489,11 @@ class ServiceCore:
 
         When Redis refuses it with an error reply (OOM, NOPERM, BUSY...) the call returns
         ``refused``, nothing is journaled and the breaker stays; a write that ``overwrites``
-        ``keys`` drops their old values (UNLINK works under OOM), so none is served. Only
-        when that cannot be done for a state that ends by itself (BUSY, LOADING), for an
-        overwrite or a removal (``removes``), is the write journaled as in an outage."""
+        ``keys`` drops their old values (UNLINK works under OOM), so none is served; when
+        that UNLINK is refused too for a state that ends by itself (BUSY, LOADING), the write
+        is journaled as in an outage. A removal (``removes``) refused by any reply but a
+        denial (NOPERM: named in ``stats()``) is journaled likewise: what it removes must not
+        be served once Redis accepts writes again."""
         t = self._target
         while True:
             if t.gate(writing=True) is Gate.REDIS:
