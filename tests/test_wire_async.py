@@ -10,9 +10,11 @@ a push handler's bug stalling the replies behind the push.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
-from collections.abc import Callable, Coroutine
+import warnings
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +32,18 @@ from cache_service._wire import (
 from tests.servers import ChaosProxy, RedisServer
 
 LOOPS = ["asyncio", "uvloop"]
+# Connections of examples that failed or were cut mid-flight are left to the collector; their
+# transports' ResourceWarnings must not land in whatever test happens to collect them (issue
+# 18: the async driver should close them itself).
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_left_transports() -> Iterator[None]:
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def run(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
