@@ -105,19 +105,24 @@ def check_dir(directory: Path) -> None:
         raise UnsafeState(why)
 
 
+def _is_private(path: str, st: os.stat_result) -> bool:
+    """Whether ``st`` (of ``path``) is a regular file of ours with one link and mode 0600;
+    ``UnsafeState`` unless it is at least a regular file of ours with one link."""
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeState(f"{path} is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise UnsafeState(f"{path} belongs to uid {st.st_uid}")
+    if st.st_nlink != 1:
+        raise UnsafeState(f"{path} has {st.st_nlink} hard links")
+    return stat.S_IMODE(st.st_mode) == 0o600
+
+
 def open_private(path: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
     """Open ``path`` without following a symlink; a descriptor of a regular file of ours with
     one link and mode 0600 (set if it had more), else ``UnsafeState``."""
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeState(f"{path} is not a regular file")
-        if st.st_uid != os.geteuid():
-            raise UnsafeState(f"{path} belongs to uid {st.st_uid}")
-        if st.st_nlink != 1:
-            raise UnsafeState(f"{path} has {st.st_nlink} hard links")
-        if stat.S_IMODE(st.st_mode) != 0o600:
+        if not _is_private(path, os.fstat(fd)):
             os.fchmod(fd, 0o600)
     except BaseException:
         os.close(fd)
@@ -135,15 +140,8 @@ def ensure_private(path: str) -> None:
         return
     except FileExistsError:
         pass
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise UnsafeState(f"{path} is not a regular file")
-    if st.st_uid != os.geteuid():
-        raise UnsafeState(f"{path} belongs to uid {st.st_uid}")
-    if st.st_nlink != 1:
-        raise UnsafeState(f"{path} has {st.st_nlink} hard links")
-    if stat.S_IMODE(st.st_mode) != 0o600:
-        os.chmod(path, 0o600)  # a regular file (checked above) in a directory only we write
+    if not _is_private(path, os.lstat(path)):
+        os.chmod(path, 0o600)  # a regular file (checked) in a directory only we write
 
 
 def sweep_due(directory: Path) -> bool:
