@@ -107,6 +107,9 @@ class Target:
         self._seen_gen = -1
         self._page: memoryview = _UNATTACHED
         self._attach_lock = threading.Lock()
+        # Held while an outage write journals, and while ``degrade`` swaps the host state, so
+        # that no journaled invalidation lands in a journal already left behind.
+        self._state_lock = threading.RLock()
         self.host: HostState
         self.breaker: Breaker
         self.journal: Journal
@@ -506,11 +509,12 @@ class Target:
         host: ``(local's result,)``, or None if Redis came back meanwhile (write there)."""
         if self.location.kind == "memory":  # nothing to replay to
             return (local(),)
-        try:
-            return self._offline(keys, pattern, stamp, local)
-        except sqlite3.Error as exc:  # a full or broken disk: this process goes on alone
-            self.degrade(exc)
-            return self._offline(keys, pattern, stamp, local)
+        with self._state_lock:
+            try:
+                return self._offline(keys, pattern, stamp, local)
+            except sqlite3.Error as exc:  # a full or broken disk: this process goes on alone
+                self.degrade(exc)
+                return self._offline(keys, pattern, stamp, local)
 
     def _offline(self, keys: list[str] | None, pattern: str | None, stamp: int,
                  local: Callable[[], R]) -> tuple[R] | None:
@@ -526,7 +530,7 @@ class Target:
     def degrade(self, exc: BaseException) -> None:
         """The host files failed (disk full, read-only, damaged): log it once and go on with
         state of this process only (its own breaker, journal and memory store)."""
-        with self._attach_lock:
+        with self._state_lock, self._attach_lock:
             if not self.host.shared:
                 return
             was_open = self.breaker.is_open
