@@ -22,6 +22,7 @@ import pytest
 import uvloop
 
 from cache_service import AsyncCacheService, CacheService, aio
+from cache_service._ops.requests import Command
 from cache_service.target import Target
 
 from .helpers import import_offline, unique
@@ -254,7 +255,7 @@ def test_arun_closes_the_operation_when_cancelled(redis_server: RedisServer) -> 
 
     def op() -> Any:
         try:
-            yield ("execute_command", "DEBUG", "SLEEP", "0.3")
+            yield Command(("DEBUG", "SLEEP", "0.3"))
         finally:
             cleaned.append("closed")
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from ._ops.protocol import Op, Unavailable
+from ._ops.requests import Command, MGet, PipelineSet, Script
 from .breaker import Gate
 from .codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
 from .config import ttl_seconds
@@ -27,7 +28,7 @@ from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
 from .notices import unservable
 from .redis_cluster import by_slot
-from .scripts import DROP_IF_SAME, run_script
+from .scripts import DROP_IF_SAME
 from .stats import add
 from .tags import Tagged, memory_tokens, validate_tags, wrap
 
@@ -44,14 +45,6 @@ for i, k in ipairs(KEYS) do
 end
 return #KEYS
 """
-
-
-def _pipeline_set(client: Any, items: list[tuple[str, bytes]], px: int) -> Any:
-    """One non-transactional pipeline of ``SET k v PX px`` (awaitable for asyncio)."""
-    pipe = client.pipeline(transaction=False)
-    for k, payload in items:
-        pipe.set(k, payload, px=px)
-    return pipe.execute()
 
 
 def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
@@ -92,8 +85,8 @@ def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
         done = 0
         try:
             for group, group_names in groups:
-                raws = yield (("execute_command", "MGET", *group) if len(groups) > 1
-                              else ("mget", group))
+                raws = yield (Command(("MGET", *group)) if len(groups) > 1
+                              else MGet(tuple(group)))
                 yield from _settle(core, group, group_names, raws, found)
                 done += 1
         except Unavailable:
@@ -173,7 +166,7 @@ def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
     """Check the tokens of every tagged hit with one MGET (tag keys share one slot)."""
     c = core._counters
     tag_keys = list(dict.fromkeys(k for _, item in tagged for k in core._tag_keys(item.tags)))
-    stored = dict(zip(tag_keys, (yield ("mget", *tag_keys)), strict=True))
+    stored = dict(zip(tag_keys, (yield MGet(tuple(tag_keys))), strict=True))
     for name, item in tagged:
         if item.current([stored[k] for k in core._tag_keys(item.tags)]):
             result = core._from_redis(item.key, item.plain, MISSING, False, c)
@@ -182,7 +175,7 @@ def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
                 continue
         next(c.misses)
         with contextlib.suppress(Unavailable):
-            yield (run_script, DROP_IF_SAME, [item.key], [item.raw])
+            yield Script(DROP_IF_SAME, (item.key,), (item.raw,))
 
 
 def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
@@ -216,11 +209,11 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
             tokens = yield from core._tag_tokens(tag_keys, px)
             pairs = [(k, wrap(payload, tag_names, tokens)) for k, payload in pairs]
         if t.location.kind != "cluster":
-            yield (_pipeline_set, pairs, px)
+            yield PipelineSet(tuple(pairs), px)
             return
         payloads = dict(pairs)
         for group in by_slot(keys):
-            yield (run_script, SET_MANY, group, [px, *(payloads[k] for k in group)])
+            yield Script(SET_MANY, tuple(group), (px, *(payloads[k] for k in group)))
 
     def local() -> None:
         next(t.counters.memory_writes)

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 from orjson import JSONDecodeError, loads
 
 from . import registry
-from ._ops.protocol import Op, ReplyError, Unavailable, WrongType
+from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
+from ._ops.requests import Get, MGet, Script, Set
 from ._runtime.targets import get_target
 from .breaker import Gate
 from .codec import (
@@ -51,7 +52,7 @@ from .loading import (
 from .memory import NO_VALUE
 from .near import MISS, NearCache, NearStore, near_config
 from .notices import unservable
-from .scripts import DROP_IF_SAME, GET_WITH_PTTL, SET_UNLESS_FOREIGN, run_script
+from .scripts import DROP_IF_SAME, GET_WITH_PTTL, SET_UNLESS_FOREIGN
 from .stats import ServiceCounters, add
 from .tags import (
     MAX_INVALIDATE,
@@ -115,7 +116,7 @@ class Discard:
         self.why = why
 
 
-def _one(request: tuple[Any, ...]) -> Op[Any]:
+def _one(request: Request) -> Op[Any]:
     return (yield request)
 
 
@@ -257,9 +258,9 @@ class ServiceCore:
                     t.tracker.ensure_running()  # type: ignore[union-attr]
             try:
                 if token is None:
-                    raw = yield ("get", k)
+                    raw = yield Get(k)
                 else:
-                    raw, ttl_ms = yield (run_script, GET_WITH_PTTL, [k], [])
+                    raw, ttl_ms = yield Script(GET_WITH_PTTL, (k,), ())
             except ReplyError:  # refused (BUSY, LOADING, NOPERM...): a miss, Redis stays
                 next(c.misses)
                 return default
@@ -448,8 +449,8 @@ class ServiceCore:
         """Write an encoded, untagged value: on Redis, or on the fallback while it is out
         (``polite``: on Redis only if no foreign key is there)."""
         px = max(1, math.ceil(seconds * 1000))
-        request = (run_script, SET_UNLESS_FOREIGN, [k], [payload, px, MAGIC]) if polite \
-            else ("set", k, payload, None, px)
+        request: Request = Script(SET_UNLESS_FOREIGN, (k,), (payload, px, MAGIC)) if polite \
+            else Set(k, payload, px)
 
         def local() -> None:
             kept = _kept(self._codec, value, payload, k)
@@ -552,13 +553,13 @@ class ServiceCore:
         of tag keys, all in one cluster slot); a dead one is removed (if unchanged)."""
         k = tagged.key
         try:
-            stored = yield ("mget", *self._tag_keys(tagged.tags))
+            stored = yield MGet(tuple(self._tag_keys(tagged.tags)))
         except Unavailable:
             return self._from_memory(k, default, stale, c)
         if not tagged.current(stored):
             next(c.misses)
             with contextlib.suppress(Unavailable):
-                yield (run_script, DROP_IF_SAME, [k], [tagged.raw])
+                yield Script(DROP_IF_SAME, (k,), (tagged.raw,))
             return default
         result = self._from_redis(k, tagged.plain, default, stale, c)
         if type(result) is Discard:
@@ -572,8 +573,8 @@ class ServiceCore:
     def _tag_tokens(self, keys: list[str], px: int) -> Op[list[bytes]]:
         """The current tokens of tag ``keys`` on Redis, creating missing ones and keeping
         each at least ``px`` ms (plus a margin): one script on the prefix's tag slot."""
-        tokens: list[bytes] = yield (run_script, TOKENS, keys,
-                                     [tag_ttl_ms(px), *(new_tag_token() for _ in keys)])
+        tokens: list[bytes] = yield Script(TOKENS, tuple(keys),
+                                           (tag_ttl_ms(px), *(new_tag_token() for _ in keys)))
         return tokens
 
     def _set_tagged(self, k: str, payload: bytes, seconds: float, px: int,
@@ -585,8 +586,8 @@ class ServiceCore:
         def remote() -> Op[None]:
             tokens = yield from self._tag_tokens(tag_keys, px)
             stored = wrap(payload, tags, tokens)
-            yield ((run_script, SET_UNLESS_FOREIGN, [k], [stored, px, MAGIC]) if polite
-                   else ("set", k, stored, None, px))
+            yield (Script(SET_UNLESS_FOREIGN, (k,), (stored, px, MAGIC)) if polite
+                   else Set(k, stored, px))
 
         def local() -> None:
             next(t.counters.memory_writes)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import math
 
 from ._ops.protocol import Op
+from ._ops.requests import Script
 from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, ServiceCore
 from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
 from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
-from .scripts import run_script
 from .tags import is_tagged
 
 __all__ = ["MAX_COUNTER", "decr", "incr"]
@@ -104,7 +104,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
 
     def remote() -> Op[int]:
         for _ in range(_ATTEMPTS):
-            reply = yield (run_script, COUNTER, [k], [delta, px, head, MAX_COUNTER])
+            reply = yield Script(COUNTER, (k,), (delta, px, head, MAX_COUNTER))
             if type(reply) is bytes:
                 return int(reply)
             if type(reply) is not list:
@@ -113,7 +113,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
             old = reply[0]
             if (yield from alive(core, k, old)):
                 raise _not_int(k)
-            if (yield (run_script, REPLACE_IF_SAME, [k], [old, head + str(delta).encode(), px])):
+            if (yield Script(REPLACE_IF_SAME, (k,), (old, head + str(delta).encode(), px))):
                 return delta
         raise _not_int(k)  # rewritten under us again and again: give up, change nothing
 

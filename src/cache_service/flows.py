@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from ._ops.protocol import Op, Unavailable, WrongType
+from ._ops.requests import Script, Set
 from .config import ttl_seconds
 from .core import _UNCOUNTED, MISSING, TTL, ServiceCore, log
 from .keys import redact
@@ -133,7 +134,7 @@ def _acquire(core: ServiceCore, name: str, token: str, key: str, policy: LoadPol
     pause = 0.005
     while True:
         try:
-            if (yield ("set", name, token, None, policy.lock_px, True)):
+            if (yield Set(name, token, policy.lock_px, nx=True)):
                 return True, MISSING
         except Unavailable:  # Redis went away: the per-process guard remains
             return False, MISSING
@@ -157,7 +158,7 @@ def _unlock(core: ServiceCore, name: str, token: str) -> Op[None]:
     """Release our lock (compare-and-delete); if Redis is out, it expires by itself."""
     if not core._target.breaker.is_open:
         with contextlib.suppress(Unavailable, WrongType):
-            yield ("eval", UNLOCK, 1, name, token)
+            yield Script(UNLOCK, (name,), (token,))
 
 def _age(core: ServiceCore, stale: Stale) -> float:
     """Seconds since ``stale`` stopped being fresh."""

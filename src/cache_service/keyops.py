@@ -14,11 +14,11 @@ import threading
 from typing import Any
 
 from ._ops.protocol import Op, Unavailable, WrongType
+from ._ops.requests import MGet, PExpire, Script, Set
 from .breaker import Gate
 from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
 from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
-from .scripts import run_script
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
@@ -85,7 +85,7 @@ def alive(core: ServiceCore, k: str, raw: bytes) -> Op[bool]:
     if result is MISSING:  # expired stale-while-revalidate value, or another codec's payload
         return foreign_codec(core, raw)
     if type(result) is Tagged:
-        stored = yield ("mget", *core._tag_keys(result.tags))
+        stored = yield MGet(tuple(core._tag_keys(result.tags)))
         if not result.current(stored):
             return False
         result = core._from_redis(k, result.plain, MISSING, False, UNCOUNTED)
@@ -112,14 +112,14 @@ def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
         if tag_keys:
             stored = wrap(payload, tag_names, (yield from core._tag_tokens(tag_keys, px)))
         try:
-            old = yield ("set", k, stored, None, px, True, False, False, True)  # NX GET
+            old = yield Set(k, stored, px, nx=True, get=True)
         except WrongType:  # a foreign value of another type: not ours to replace
             return False
         if old is None:
             return True
         if (yield from alive(core, k, old)):
             return False
-        return bool((yield (run_script, REPLACE_IF_SAME, [k], [old, stored, px])))
+        return bool((yield Script(REPLACE_IF_SAME, (k,), (old, stored, px))))
 
     def local() -> bool:
         memory = t.fallback
@@ -146,7 +146,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
     t = core._target
 
     def remote() -> Op[bool]:
-        reply = yield (run_script, TOUCH, [k], [px, MAGIC])
+        reply = yield Script(TOUCH, (k,), (px, MAGIC))
         if not isinstance(reply, bytes):
             return bool(reply)
         tagged = open_tagged(k, reply)
@@ -155,7 +155,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
         # re-reading the tokens also keeps the tag keys alive as long as the value
         if not tagged.current((yield from core._tag_tokens(core._tag_keys(tagged.tags), px))):
             return False
-        return bool((yield ("pexpire", k, px)))
+        return bool((yield PExpire(k, px)))
 
     def local() -> bool:
         memory = t.fallback
@@ -181,7 +181,7 @@ def ttl(core: ServiceCore, key: str) -> Op[float | None]:
     t = core._target
     if t.gate() is Gate.REDIS:
         try:
-            reply = yield (run_script, TTL_OF, [k], [])
+            reply = yield Script(TTL_OF, (k,), ())
             if reply[0] == -2 or reply[1][:2] != MAGIC or len(reply[1]) < HEADER_SIZE \
                     or not (yield from alive(core, k, reply[1])):  # absent, foreign or dead
                 return None

@@ -1,10 +1,8 @@
-"""Lua scripts as Redis requests: ``(run_script, TEXT, keys, args)``.
+"""Lua scripts of the operations, sent as ``Script(TEXT, keys, args)`` requests.
 
-``run_script`` runs a script by its SHA (``EVALSHA``, falling back to ``EVAL`` on ``NOSCRIPT``,
-which also loads it), so a call sends a few bytes instead of the script's text. It works for
-the sync and the asyncio clients alike, on standalone, Sentinel and Cluster (where a script's
-keys must share one slot). Calling ``evalsha`` directly costs ~15 % less per call than
-redis-py's ``Script`` wrapper.
+A script runs by its SHA (``EVALSHA``, falling back to ``EVAL`` on ``NOSCRIPT``, which also
+loads it; see ``_ops.requests.run_script``), on standalone, Sentinel and Cluster (where a
+script's keys must share one slot).
 
 An error reply of a script fails that request only (see ``redis_errors``); scripts use
 ``redis.pcall`` where a key may hold a foreign value and report such cases in their result.
@@ -12,12 +10,7 @@ An error reply of a script fails that request only (see ``redis_errors``); scrip
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
-
-from redis.exceptions import NoScriptError
-
-__all__ = ["DROP_IF_SAME", "GET_WITH_PTTL", "SET_UNLESS_FOREIGN", "run_script"]
+__all__ = ["DROP_IF_SAME", "GET_WITH_PTTL", "SET_UNLESS_FOREIGN"]
 
 # Unlink KEYS[1] only if it still holds ARGV[1] (a dead value we read; not a newer one).
 DROP_IF_SAME = """
@@ -46,42 +39,3 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
-
-_shas: dict[str, str] = {}
-
-
-def sha_of(text: str) -> str:
-    """The SHA1 Redis knows ``text`` by."""
-    sha = _shas.get(text)
-    if sha is None:
-        sha = _shas[text] = hashlib.sha1(text.encode()).hexdigest()
-    return sha
-
-
-def run_script(client: Any, text: str, keys: list[Any], args: list[Any]) -> Any:
-    """Run the Lua ``text`` with ``keys`` and ``args`` by its SHA, loading it on NOSCRIPT
-    (awaitable for asyncio clients)."""
-    sha = sha_of(text)
-    try:
-        reply = client.evalsha(sha, len(keys), *keys, *args)
-    except NoScriptError:
-        return client.eval(text, len(keys), *keys, *args)
-    if type(reply) is _COROUTINE:
-        return _arun(client, reply, text, keys, args)
-    return reply
-
-
-async def _arun(client: Any, pending: Any, text: str, keys: list[Any], args: list[Any]) -> Any:
-    try:
-        return await pending
-    except NoScriptError:
-        return await client.eval(text, len(keys), *keys, *args)
-
-
-async def _probe() -> None:
-    return None
-
-
-_sample = _probe()
-_COROUTINE = type(_sample)
-_sample.close()

@@ -4,8 +4,8 @@ Every service naming the same location shares its target, so an outage seen by o
 to all and two services with one prefix see the same data whether Redis is up or down.
 
 Operations (``core``, ``_ops``; their protocol is ``_ops.protocol``) are generators that yield
-Redis requests ``(method, *args)`` and receive replies (``method`` is a client method name, or
-a function called with the client); ``Target.run`` drives them with the sync client and
+Redis requests (``_ops.requests``: named types that send themselves to a client) and receive
+replies; ``Target.run`` drives them with the sync client and
 ``Target.arun`` with the asyncio one. That is the only place sync and async differ.
 """
 
@@ -20,12 +20,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from functools import partial
 from time import perf_counter
 from typing import Any, TypeVar
 
 from ._ops import remove
 from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
+from ._ops.requests import REQUESTS, Call, Ping
 from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
 from .codec import STAMPER
 from .config import Location, TargetOptions
@@ -71,12 +71,6 @@ __all__ = ["Target"]
 log = logging.getLogger("cache_service")
 T = TypeVar("T")
 R = TypeVar("R")
-
-def _invoke(client: Any, request: Request) -> Any:
-    """Call what ``request`` names: a client method, or a function given the client."""
-    name = request[0]
-    return (getattr(client, name) if type(name) is str else partial(name, client))(*request[1:])
-
 
 class Target:
     """Shared state for one Redis location; drives operations against it."""
@@ -127,7 +121,7 @@ class Target:
         self._client_lock = threading.Lock()
         # A cluster is back only when every primary answers, not just one node.
         self.ping_request: Request = (
-            (ping_primaries,) if location.kind == "cluster" else ("ping",))
+            Call(ping_primaries) if location.kind == "cluster" else Ping())
 
     def attach(self) -> None:
         """Open the host state, breaker, journal and fallback store (on first use, so that
@@ -196,33 +190,33 @@ class Target:
                 near.invalidate(keys or [])
 
     # -- drivers: the only sync/async twins -------------------------------------------------
-    # An op yields Redis requests (tuples) and, for loading flows, effects (``loading.Effect``:
-    # run the loader, wait for another caller's load, sleep). A Redis failure is accounted and
-    # thrown into the op as ``Unavailable``; any other exception (a loader's error, a
-    # cancellation) is thrown in as it is, so the op can release what it holds. The loops are
-    # written out, with no helper frame per request: every frame between the caller and
-    # redis-py is re-entered on each resume of an await.
+    # An op yields Redis requests (``_ops.requests``) and, for loading flows, effects
+    # (``loading``: run the loader, wait for another caller's load, sleep). A Redis failure
+    # is accounted and thrown into the op as ``Unavailable``; any other exception (a
+    # loader's error, a cancellation) is thrown in as it is, so the op can release what it
+    # holds. The loops are written out, with no helper frame per request: every frame
+    # between the caller and redis-py is re-entered on each resume of an await.
     def run(self, op: Op[T], loader: Callable[[], Any] | None = None) -> T:
         """Drive ``op`` to completion with the sync client (``loader`` for LOAD effects)."""
         started = perf_counter()
         try:
-            request = op.send(None)
+            request: Any = op.send(None)
             while True:
                 reply: Any = None
                 error: BaseException | None = None
                 try:
-                    if isinstance(request, tuple):
+                    if type(request) in REQUESTS:
                         client = None
                         try:
                             client = self.sync_client()
-                            reply = _invoke(client, request)
+                            reply = request.send(client)
                         except CONNECTIVITY_ERRORS as exc:
                             if client is None or classify_error(exc) != "broken":
                                 error = self.failed(exc)
                             else:  # a pooled connection the server closed: once, fresh
                                 try:
                                     drop_idle(client)
-                                    reply = _invoke(client, request)
+                                    reply = request.send(client)
                                 except CONNECTIVITY_ERRORS as again:
                                     error = self.failed(again)
                     else:
@@ -241,23 +235,23 @@ class Target:
         """Drive ``op`` to completion with the asyncio client of the running loop."""
         started = perf_counter()
         try:
-            request = op.send(None)
+            request: Any = op.send(None)
             while True:
                 reply: Any = None
                 error: BaseException | None = None
                 try:
-                    if isinstance(request, tuple):
+                    if type(request) in REQUESTS:
                         client = None
                         try:
                             client = self._async_client()
-                            reply = await _invoke(client, request)
+                            reply = await request.send(client)
                         except CONNECTIVITY_ERRORS as exc:
                             if client is None or classify_error(exc) != "broken":
                                 error = self.failed(exc)
                             else:  # a pooled connection the server closed: once, fresh
                                 try:
                                     await drop_idle(client)
-                                    reply = await _invoke(client, request)
+                                    reply = await request.send(client)
                                 except CONNECTIVITY_ERRORS as again:
                                     error = self.failed(again)
                     else:
@@ -573,8 +567,8 @@ class Target:
         replayed = 0
         started = self.breaker.outage_started
         try:
-            yield (drop_idle,)
-            yield (refresh_topology,)  # cluster slots, Sentinel's primary; else nothing
+            yield Call(drop_idle)
+            yield Call(refresh_topology)  # cluster slots, Sentinel's primary; else nothing
             yield self.ping_request
             if self.misconfiguration is not None:
                 log.info("cache_service: Redis at %s accepts us again", self.location.describe())

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from cache_service._ops.protocol import Op, Unavailable, WrongType
+from cache_service._ops.requests import REQUESTS
 from cache_service.core import ServiceCore
 from cache_service.loading import Sleep
 from cache_service.target import Target
@@ -54,7 +55,7 @@ class ScriptedDriver:
     def __init__(self, target: Target, script: Iterable[Any] = ()) -> None:
         self.target = target
         self.script: list[Any] = list(script)
-        self.requests: list[tuple[Any, ...]] = []
+        self.requests: list[Any] = []  # the named requests of ``_ops.requests``
         self.effects: list[Any] = []
 
     def answer(self, *steps: Any) -> ScriptedDriver:
@@ -75,7 +76,7 @@ class ScriptedDriver:
             while True:
                 reply: Any = None
                 error: BaseException | None = None
-                if isinstance(request, tuple):
+                if type(request) in REQUESTS:
                     self.requests.append(request)
                     try:
                         reply = self._reply(request)
@@ -109,10 +110,10 @@ class ScriptedDriver:
         return step
 
 
-def _shown(request: tuple[Any, ...]) -> str:
-    """A request for an assertion message: a function by name, long args shortened."""
-    head = request[0] if isinstance(request[0], str) else getattr(request[0], "__name__", "?")
-    return repr((head, *(repr(a)[:60] for a in request[1:])))
+def _shown(request: Any) -> str:
+    """A request for an assertion message, long fields shortened."""
+    fields = ", ".join(repr(a)[:60] for a in request)
+    return f"{type(request).__name__}({fields})"
 
 
 # The ``make_core`` fixture (conftest.py): a fresh core on its own target, with its driver.

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cache_service._ops.requests import Get, Script, Set
 from cache_service.codec import HEADER_SIZE, STAMPER, JsonCodec, pack
 from cache_service.flows import get_or_set
 from cache_service.loading import (
@@ -24,7 +25,7 @@ from cache_service.loading import (
     load_policy,
     lock_key,
 )
-from cache_service.scripts import SET_UNLESS_FOREIGN, run_script
+from cache_service.scripts import SET_UNLESS_FOREIGN
 
 from .scripted import Make
 
@@ -59,7 +60,7 @@ def test_hit_asks_one_get_and_never_loads(make_core: Make) -> None:
     driver.answer(pack(JSON, "cached", k, 1 << 20, STAMPER.next()))
     loader = Loader("loaded")
     assert driver.run(get_or_set(core, "k", 5, load_policy(), task=None), loader) == "cached"
-    assert driver.requests == [("get", k)]
+    assert driver.requests == [Get(k)]
     assert driver.effects == []
     assert loader.calls == 0
 
@@ -73,10 +74,10 @@ def test_miss_looks_again_loads_once_and_stores_politely(make_core: Make) -> Non
     assert loader.calls == 1
     assert driver.effects == [LOAD]
     get1, get2, store = driver.requests
-    assert get1 == get2 == ("get", k)
-    assert store[:3] == (run_script, SET_UNLESS_FOREIGN, [k])
-    assert store[3][0][HEADER_SIZE:] == b'{"n":1}'
-    assert store[3][1] == 5000
+    assert get1 == get2 == Get(k)
+    assert store[:2] == (SET_UNLESS_FOREIGN, (k,))
+    assert store.args[0][HEADER_SIZE:] == b'{"n":1}'
+    assert store.args[1] == 5000
     assert in_flight() == 0
 
 
@@ -97,7 +98,7 @@ def test_loader_error_propagates_lands_the_flight_and_stores_nothing(make_core: 
     with pytest.raises(LookupError):
         driver.run(get_or_set(core, "k", 5, load_policy(), task=None),
                    Loader(error=LookupError("backend down")))
-    assert [r[0] for r in driver.requests] == ["get", "get"]
+    assert [type(r) for r in driver.requests] == [Get, Get]
     assert in_flight() == 0
 
 
@@ -108,11 +109,10 @@ def test_lock_is_taken_before_loading_and_released_after(make_core: Make) -> Non
     driver.answer(None, True, None, 1, 1)
     assert driver.run(get_or_set(core, "k", 5, policy, task=None), Loader(9)) == 9
     get1, take, get2, store, release = driver.requests
-    assert get1 == get2 == ("get", k)
-    assert take[:5] == ("set", name, take[2], None, 3000)
-    assert take[5] is True
-    assert store[0] is run_script
-    assert release == ("eval", UNLOCK, 1, name, take[2])  # compare-and-delete, our token
+    assert get1 == get2 == Get(k)
+    assert take == Set(name, take.value, 3000, nx=True)
+    assert type(store) is Script
+    assert release == Script(UNLOCK, (name,), (take.value,))  # compare-and-delete, our token
 
 
 def test_lock_is_released_when_the_loader_fails(make_core: Make) -> None:
@@ -121,7 +121,7 @@ def test_lock_is_released_when_the_loader_fails(make_core: Make) -> None:
     with pytest.raises(ValueError, match="nope"):
         driver.run(get_or_set(core, "k", 5, load_policy(lock=True), task=None),
                    Loader(error=ValueError("nope")))
-    assert driver.requests[-1][:2] == ("eval", UNLOCK)
+    assert driver.requests[-1][0] == UNLOCK
 
 
 def test_lock_held_elsewhere_polls_and_takes_the_value_it_filled(make_core: Make) -> None:
@@ -134,7 +134,7 @@ def test_lock_held_elsewhere_polls_and_takes_the_value_it_filled(make_core: Make
     assert result == "theirs"
     assert loader.calls == 0
     assert [type(e) for e in driver.effects] == [Sleep]
-    assert [r[0] for r in driver.requests] == ["get", "set", "get"]
+    assert [type(r) for r in driver.requests] == [Get, Set, Get]
 
 
 def test_lock_wait_over_loads_anyway(make_core: Make) -> None:
@@ -143,7 +143,7 @@ def test_lock_wait_over_loads_anyway(make_core: Make) -> None:
     policy = load_policy(lock=True, lock_wait=0)
     assert driver.run(get_or_set(core, "k", 5, policy, task=None), Loader(3)) == 3
     assert driver.effects == [LOAD]
-    assert [r[0] for r in driver.requests] == ["get", "set", "get", run_script]
+    assert [type(r) for r in driver.requests] == [Get, Set, Get, Script]
 
 
 def test_a_waiter_shares_the_leaders_value_without_loading(make_core: Make) -> None:
@@ -163,7 +163,7 @@ def test_a_waiter_shares_the_leaders_value_without_loading(make_core: Make) -> N
                      effects=leader_finishes)
     assert got == {"v": [1]}
     assert loader.calls == 0
-    assert driver.requests == [("get", k)]
+    assert driver.requests == [Get(k)]
     assert len(driver.effects) == 1
 
 
@@ -197,7 +197,7 @@ def test_a_waiter_whose_leader_was_cancelled_looks_again_and_leads(make_core: Ma
                      effects=leader_cancelled)
     assert got == 4
     assert [type(e) for e in driver.effects] == [Wait, type(LOAD)]
-    assert [r[0] for r in driver.requests] == ["get", "get", "get", run_script]
+    assert [type(r) for r in driver.requests] == [Get, Get, Get, Script]
     assert in_flight() == 0
 
 

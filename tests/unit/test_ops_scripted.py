@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_service._ops.protocol import ReplyError, Unavailable, WrongType
+from cache_service._ops.requests import Get, Script, Set, Unlink
 from cache_service.codec import HEADER_SIZE, MAGIC, STAMPER, JsonCodec, pack
 from cache_service.core import MISSING
-from cache_service.scripts import SET_UNLESS_FOREIGN, run_script
+from cache_service.scripts import SET_UNLESS_FOREIGN
 
 from .scripted import Make
 
@@ -42,7 +43,7 @@ def test_get_hit_asks_one_get_and_returns_the_value(make_core: Make, value: Any)
     k = core.full_key("k")
     driver.answer(payload(value, k))
     assert driver.run(core._get("k", DEFAULT)) == value
-    assert driver.requests == [("get", k)]
+    assert driver.requests == [Get(k)]
     assert counts(core)["hits"] == 1
     assert counts(core)["misses"] == 0
 
@@ -51,7 +52,7 @@ def test_get_miss_returns_the_default_and_asks_nothing_more(make_core: Make) -> 
     core, driver = make_core()
     driver.answer(None)
     assert driver.run(core._get("k", DEFAULT)) is DEFAULT
-    assert driver.requests == [("get", core.full_key("k"))]
+    assert driver.requests == [Get(core.full_key("k"))]
     assert counts(core)["misses"] == 1
 
 
@@ -63,7 +64,7 @@ def test_get_corrupt_payload_of_ours_is_a_miss_and_is_unlinked(make_core: Make,
     good = payload(0, k)
     driver.answer(good[:HEADER_SIZE] + body, 1)
     assert driver.run(core._get("k", DEFAULT)) is DEFAULT
-    assert driver.requests == [("get", k), ("unlink", k)]
+    assert driver.requests == [Get(k), Unlink((k,))]
     assert core._target.counters.snapshot()["corrupt"] == 1
     assert driver.exhausted
 
@@ -73,7 +74,7 @@ def test_get_foreign_string_is_a_miss_left_alone(make_core: Make, raw: bytes) ->
     core, driver = make_core()
     driver.answer(raw)
     assert driver.run(core._get("k", DEFAULT)) is DEFAULT
-    assert driver.requests == [("get", core.full_key("k"))]  # never removed: not ours
+    assert driver.requests == [Get(core.full_key("k"))]  # never removed: not ours
 
 
 def test_get_of_another_redis_type_is_a_miss_left_alone(make_core: Make) -> None:
@@ -130,8 +131,8 @@ def test_get_of_any_reply_bytes_never_raises_nor_writes(make_core: Make) -> None
         driver.requests.clear()
         driver.answer(raw, 1)
         driver.run(core._get("k", DEFAULT))
-        assert driver.requests[0] == ("get", k)
-        assert driver.requests[1:] in ([], [("unlink", k)])
+        assert driver.requests[0] == Get(k)
+        assert driver.requests[1:] in ([], [Unlink((k,))])
         driver.script.clear()
         assert not core._target.breaker.is_open
 
@@ -148,8 +149,9 @@ def test_set_is_one_set_px_with_the_ttl_in_ms(make_core: Make, ttl: Any, px: int
     k = core.full_key("k")
     driver.answer(True)
     assert driver.run(core._set("k", {"v": 1}, ttl)) is None
-    [(method, key, stored, ex, got_px)] = driver.requests
-    assert (method, key, ex, got_px) == ("set", k, None, px)
+    [(key, stored, got_px, nx, get)] = driver.requests
+    assert type(driver.requests[0]) is Set
+    assert (key, got_px, nx, get) == (k, px, False, False)
     assert stored[:2] == MAGIC
     assert stored[HEADER_SIZE:] == b'{"v":1}'
     assert counts(core)["sets"] == 1
@@ -164,7 +166,7 @@ def test_set_ttl_is_never_rounded_down_to_zero(make_core: Make) -> None:
         driver.requests.clear()
         driver.answer(True)
         driver.run(core._set("k", 1, ttl))
-        px = driver.requests[0][4]
+        px = driver.requests[0].px
         assert px == max(1, math.ceil(ttl * 1000))
 
     check()
@@ -175,11 +177,11 @@ def test_polite_set_is_one_script_that_spares_foreign_keys(make_core: Make) -> N
     k = core.full_key("k")
     driver.answer(0)  # the script found a foreign key and left it
     driver.run(core._set("k", 7, 2, polite=True))
-    [(function, text, keys, args)] = driver.requests
-    assert function is run_script
+    [(text, keys, args)] = driver.requests
+    assert type(driver.requests[0]) is Script
     assert text == SET_UNLESS_FOREIGN
-    assert keys == [k]
-    assert args[1:] == [2000, MAGIC]
+    assert keys == (k,)
+    assert args[1:] == (2000, MAGIC)
     assert args[0][HEADER_SIZE:] == b"7"
 
 
@@ -188,8 +190,8 @@ def test_set_refused_drops_the_old_value_and_keeps_the_breaker(make_core: Make) 
     k = core.full_key("k")
     driver.answer(redis.exceptions.OutOfMemoryError("OOM command not allowed"), 1)
     assert driver.run(core._set("k", 1, 10)) is None
-    assert [r[0] for r in driver.requests] == ["set", "unlink"]
-    assert driver.requests[1] == ("unlink", k)  # the old value is never served again
+    assert [type(r) for r in driver.requests] == [Set, Unlink]
+    assert driver.requests[1] == Unlink((k,))  # the old value is never served again
     assert not core._target.breaker.is_open
     assert len(core._target.journal) == 0
 
@@ -214,7 +216,7 @@ def test_set_when_redis_is_unavailable_once_tries_again(make_core: Make) -> None
     core, driver = make_core()
     driver.answer(Unavailable("gone for one request"), True)
     driver.run(core._set("k", 1, 10))
-    assert [r[0] for r in driver.requests] == ["set", "set"]
+    assert [type(r) for r in driver.requests] == [Set, Set]
     assert len(core._target.journal) == 0
 
 
@@ -223,7 +225,7 @@ def test_delete_is_one_unlink_of_every_key(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(2)
     assert driver.run(core._delete(("a", "b", "c"))) == 2
-    assert driver.requests == [("unlink", *(core.full_key(k) for k in "abc"))]
+    assert driver.requests == [Unlink(tuple(core.full_key(k) for k in "abc"))]
     assert counts(core)["deletes"] == 3
 
 

@@ -15,6 +15,7 @@ import redis.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cache_service._ops.requests import Call, Get, Ping, Set, Unlink
 from cache_service.breaker import Breaker
 from cache_service.codec import STAMPER, JsonCodec, pack
 from cache_service.config import resolve_location
@@ -95,8 +96,8 @@ def test_recovery_replays_the_journal_then_closes(make_core: Make, fallback: str
     target = core._target
     driver.run(core._set("a", 1, 30))
     assert recover(driver, 1) is True
-    assert [r[0] for r in driver.requests] == [drop_idle, refresh_topology, "ping", "unlink"]
-    assert driver.requests[3] == ("unlink", core.full_key("a"))
+    assert driver.requests == [Call(drop_idle), Call(refresh_topology), Ping(),
+                               Unlink((core.full_key("a"),))]
     assert target.breaker.state == Breaker.CLOSED
     assert len(target.journal) == 0
     assert target.counters.snapshot()["replays"] == 1
@@ -104,7 +105,7 @@ def test_recovery_replays_the_journal_then_closes(make_core: Make, fallback: str
     driver.requests.clear()
     driver.answer(None)
     assert driver.run(core._get("a", DEFAULT)) is DEFAULT
-    assert driver.requests == [("get", core.full_key("a"))]
+    assert driver.requests == [Get(core.full_key("a"))]
 
 
 def test_recovery_that_cannot_reach_redis_stays_open(make_core: Make, fallback: str) -> None:
@@ -141,7 +142,7 @@ def test_a_late_write_older_than_the_replay_is_a_miss_and_removed(make_core: Mak
     driver.requests.clear()
     driver.answer(late, 1)
     assert driver.run(core._get("a", DEFAULT)) is DEFAULT
-    assert driver.requests == [("get", k), ("unlink", k)]
+    assert driver.requests == [Get(k), Unlink((k,))]
     fresh = pack(JSON, "new", k, 1 << 20, STAMPER.next())
     driver.answer(fresh)
     assert driver.run(core._get("a", DEFAULT)) == "new"
@@ -155,7 +156,8 @@ def test_writes_while_draining_go_to_redis_and_drop_the_fallback_copy(make_core:
     assert target.breaker.draining()
     driver.answer(True)
     driver.run(core._set("a", 2, 30))
-    assert driver.requests[0][:2] == ("set", core.full_key("a"))
+    assert type(driver.requests[0]) is Set
+    assert driver.requests[0].key == core.full_key("a")
     assert driver.run(core._get("a", DEFAULT)) is DEFAULT  # reads stay on the fallback
     assert len(driver.requests) == 1
 

@@ -12,6 +12,7 @@ from cache_service._ops.remove import (
     unlink_keys,
     unlink_owned,
 )
+from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
 from cache_service.codec import MAGIC
 from cache_service.redis_cluster import scan_node, scan_primaries, slot_of
 
@@ -22,15 +23,14 @@ def test_unlink_keys_is_one_unlink_standalone(make_core: Make) -> None:
     _, driver = make_core()
     driver.answer(2)
     assert driver.run(unlink_keys(False, ["a", "b", "c"])) == 2
-    assert driver.requests == [("unlink", "a", "b", "c")]
+    assert driver.requests == [Unlink(("a", "b", "c"))]
 
 
 def test_unlink_keys_is_one_plain_command_per_slot_on_a_cluster(make_core: Make) -> None:
     _, driver = make_core()
     driver.answer(2, 1)
     assert driver.run(unlink_keys(True, ["{a}1", "{b}1", "{a}2"])) == 3
-    assert driver.requests == [("execute_command", "UNLINK", "{a}1", "{a}2"),
-                               ("execute_command", "UNLINK", "{b}1")]
+    assert driver.requests == [Command(("UNLINK", "{a}1", "{a}2")), Command(("UNLINK", "{b}1"))]
 
 
 def test_unlink_owned_sends_nothing_for_no_keys(make_core: Make) -> None:
@@ -44,16 +44,16 @@ def test_unlink_owned_is_one_script_with_our_header(make_core: Make) -> None:
     _, driver = make_core()
     driver.answer(1)
     assert driver.run(unlink_owned(False, [b"x", b"y"])) == 1
-    assert driver.requests == [("eval", UNLINK_OWNED, 2, b"x", b"y", MAGIC)]
+    assert driver.requests == [Script(UNLINK_OWNED, (b"x", b"y"), (MAGIC,))]
 
 
 def test_scan_unlink_pages_until_the_cursor_is_zero(make_core: Make) -> None:
     _, driver = make_core()
     driver.answer((7, [b"a"]), 1, (9, []), (0, [b"b", b"c"]), 2)
     assert driver.run(scan_unlink(False, "cs:p::*")) == 3
-    assert [r[:2] for r in driver.requests] == [
-        ("scan", 0), ("eval", UNLINK_OWNED), ("scan", 7), ("scan", 9), ("eval", UNLINK_OWNED)]
-    assert driver.requests[0] == ("scan", 0, "cs:p::*", SCAN_COUNT)
+    assert [r[0] for r in driver.requests] == [0, UNLINK_OWNED, 7, 9, UNLINK_OWNED]
+    assert [type(r) for r in driver.requests] == [Scan, Script, Scan, Scan, Script]
+    assert driver.requests[0] == Scan(0, "cs:p::*", SCAN_COUNT)
 
 
 def test_scan_unlink_on_a_cluster_pages_each_primary(make_core: Make) -> None:
@@ -61,9 +61,9 @@ def test_scan_unlink_on_a_cluster_pages_each_primary(make_core: Make) -> None:
     driver.answer(({"n1": 5, "n2": 0}, [b"{a}1"]), 1,  # first page of every primary
                   ({"n1": 0}, [b"{a}2", b"{b}2"]), 1, 1)  # n1's second and last page
     assert driver.run(scan_unlink(True, "cs:p::*")) == 3
-    assert driver.requests[0] == (scan_primaries, "cs:p::*", SCAN_COUNT)
-    assert driver.requests[2] == (scan_node, "n1", 5, "cs:p::*", SCAN_COUNT)
-    assert [r[2] for r in driver.requests if r[0] == "eval"] == [1, 1, 1]  # one per slot
+    assert driver.requests[0] == Call(scan_primaries, ("cs:p::*", SCAN_COUNT))
+    assert driver.requests[2] == Call(scan_node, ("n1", 5, "cs:p::*", SCAN_COUNT))
+    assert [len(r.keys) for r in driver.requests if type(r) is Script] == [1, 1, 1]  # a slot
 
 
 def test_cluster_removal_never_mixes_slots_and_misses_no_key(make_core: Make) -> None:
@@ -79,7 +79,7 @@ def test_cluster_removal_never_mixes_slots_and_misses_no_key(make_core: Make) ->
         driver.script.clear()
         seen: list[str] = []
         for request in driver.requests:
-            group = list(request[2:])
+            group = list(request.args[1:])
             assert len({slot_of(k) for k in group}) == 1
             seen += group
         assert sorted(seen) == sorted(keys)

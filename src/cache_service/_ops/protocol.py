@@ -1,11 +1,11 @@
 """The operation protocol: what an operation yields, what it is sent, what is thrown into it.
 
-An operation is a generator. It yields a Redis request ``(method, *args)`` (``method`` is a
-client method name, or a function called with the client) and is sent the reply, or it yields
-an ``Effect`` (see ``loading``) that only the caller's world can perform. A failed request is
-thrown in as ``Unavailable`` (an outage), ``ReplyError`` (Redis refused this one request) or
-``WrongType`` (the key holds foreign, non-string data). This module imports nothing of ours,
-so every layer may import it.
+An operation is a generator. It yields a Redis request (a named type of ``_ops.requests``
+that sends itself to a client: ``Get(key)``, ``Set(key, value, px)``...) and is sent the
+reply, or it yields an ``Effect`` (see ``loading``) that only the caller's world can perform.
+A failed request is thrown in as ``Unavailable`` (an outage), ``ReplyError`` (Redis refused
+this one request) or ``WrongType`` (the key holds foreign, non-string data). This module
+imports nothing of ours, so every layer may import it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ from typing import Any, Protocol, TypeVar
 __all__ = ["Effect", "Op", "ReplyError", "Request", "Unavailable", "WrongType"]
 
 T = TypeVar("T")
-Request = tuple[Any, ...]
+
+
+class Request(Protocol):
+    """A Redis request: ``send(client)`` calls the client (a reply, or an awaitable for an
+    asyncio client)."""
+
+    def send(self, client: Any) -> Any: ...
 
 
 class Effect(Protocol):

@@ -9,6 +9,7 @@ from cache_service.codec import MAGIC
 from cache_service.redis_cluster import by_slot, scan_node, scan_primaries
 
 from .protocol import Op
+from .requests import Call, Command, Scan, Script, Unlink
 
 __all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "unlink_keys", "unlink_owned"]
 
@@ -30,18 +31,18 @@ def scan_unlink(cluster: bool, pattern: str) -> Op[int]:
     the matches that hold our payloads; a count."""
     removed = 0
     if cluster:
-        cursors, keys = yield (scan_primaries, pattern, SCAN_COUNT)
+        cursors, keys = yield Call(scan_primaries, (pattern, SCAN_COUNT))
         removed += yield from unlink_owned(cluster, keys)
         for node, first in cursors.items():
             cursor = first
             while cursor:
-                found, keys = yield (scan_node, node, cursor, pattern, SCAN_COUNT)
+                found, keys = yield Call(scan_node, (node, cursor, pattern, SCAN_COUNT))
                 cursor = found[node]
                 removed += yield from unlink_owned(cluster, keys)
         return removed
     cursor = 0
     while True:
-        cursor, keys = yield ("scan", cursor, pattern, SCAN_COUNT)
+        cursor, keys = yield Scan(cursor, pattern, SCAN_COUNT)
         removed += yield from unlink_owned(cluster, keys)
         if not cursor:
             return removed
@@ -53,11 +54,11 @@ def unlink_owned(cluster: bool, keys: list[bytes]) -> Op[int]:
     if not keys:
         return 0
     if not cluster:
-        removed: int = yield ("eval", UNLINK_OWNED, len(keys), *keys, MAGIC)
+        removed: int = yield Script(UNLINK_OWNED, tuple(keys), (MAGIC,))
         return removed
     removed = 0
     for group in by_slot(keys):
-        removed += yield ("eval", UNLINK_OWNED, len(group), *group, MAGIC)
+        removed += yield Script(UNLINK_OWNED, tuple(group), (MAGIC,))
     return removed
 
 
@@ -66,9 +67,9 @@ def unlink_keys(cluster: bool, keys: list[str]) -> Op[int]:
     own split pipelines them, and when a node fails it resends each command one by one
     (a hung node would cost one timeout per slot instead of one)."""
     if not cluster:
-        removed: int = yield ("unlink", *keys)
+        removed: int = yield Unlink(tuple(keys))
         return removed
     removed = 0
     for group in by_slot(keys):
-        removed += yield ("execute_command", "UNLINK", *group)
+        removed += yield Command(("UNLINK", *group))
     return removed

@@ -35,6 +35,7 @@ from typing import Any
 from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
 from cache_service._ops.protocol import Op, Unavailable, WrongType
+from cache_service._ops.requests import Exists, Script, Set
 from cache_service.breaker import Gate
 from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.keys import validate_key
@@ -61,15 +62,15 @@ def _process_lock(name: str) -> threading.Lock:
 
 
 def _take(name: str, token: str, px: int) -> Op[bool]:
-    return bool((yield ("set", name, token, None, px, True)))
+    return bool((yield Set(name, token, px, nx=True)))
 
 
 def _held(name: str) -> Op[bool]:
-    return bool((yield ("exists", name)))
+    return bool((yield Exists(name)))
 
 
 def _release(name: str, token: str) -> Op[None]:
-    yield ("eval", UNLOCK, 1, name, token)
+    yield Script(UNLOCK, (name,), (token,))
 
 
 class CacheServiceMutex(CacheMutex):
