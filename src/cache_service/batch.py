@@ -17,12 +17,15 @@ from typing import Any
 
 import orjson
 
+from ._ops import read, write
+from ._ops.context import MISSING, TTL, OpContext
 from ._ops.protocol import Op, Unavailable
+from ._ops.read import Discard
 from ._ops.requests import Command, MGet, PipelineSet, Script
+from ._ops.write import kept
 from .breaker import Gate
 from .codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
 from .config import ttl_seconds
-from .core import MISSING, TTL, Discard, ServiceCore, _kept
 from .errors import ConfigurationError
 from .keys import MAX_KEY_LENGTH
 from .loading import SWR_MARK
@@ -47,7 +50,7 @@ return #KEYS
 """
 
 
-def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
+def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
         raise ConfigurationError(
@@ -55,7 +58,7 @@ def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
     names = keys if type(keys) is list else list(keys)
     if len(names) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
-    head = core._keys.head
+    head = ctx.keys.head
     try:  # the common case at C speed; anything unusual is looked at key by key
         full = [head + k for k in names]
         sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH
@@ -63,20 +66,20 @@ def _full_keys(core: ServiceCore, keys: object) -> tuple[list[str], list[str]]:
     except TypeError:
         sound = False
     if not sound:  # a key to refuse (raises), or a str subclass
-        full = [core._keys.full(k) for k in names]
+        full = [ctx.keys.full(k) for k in names]
     if len(set(names)) != len(names):  # read each key once
         names = list(dict.fromkeys(names))
         full = list(dict.fromkeys(full))
     return names, full
 
 
-def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
+def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
     """``{key: value}`` for the hits among ``keys`` (misses are left out)."""
-    names, full = _full_keys(core, keys)
+    names, full = _full_keys(ctx, keys)
     found: dict[str, Any] = {}
     if not names:
         return found
-    t = core._target
+    t = ctx.target
     groups = [(full, names)]
     if t.gate() is Gate.REDIS:
         if t.location.kind == "cluster":
@@ -87,30 +90,30 @@ def get_many(core: ServiceCore, keys: Iterable[str]) -> Op[dict[str, Any]]:
             for group, group_names in groups:
                 raws = yield (Command(("MGET", *group)) if len(groups) > 1
                               else MGet(tuple(group)))
-                yield from _settle(core, group, group_names, raws, found)
+                yield from _settle(ctx, group, group_names, raws, found)
                 done += 1
         except Unavailable:
             pass
         if done == len(groups):
             return found
         groups = groups[done:]
-    c = core._counters
+    c = ctx.counters
     for group, group_names in groups:
         for k, name in zip(group, group_names, strict=True):
-            value = core._from_memory(k, MISSING, False, c)
+            value = read.from_memory(ctx, k, MISSING, False, c)
             if value is not MISSING:
                 found[name] = value
     return found
 
 
-def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[Any],
+def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
             found: dict[str, Any]) -> Op[None]:
     """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
     single-key rules (``_from_redis``) for everything else."""
-    c = core._counters
-    t = core._target
+    c = ctx.counters
+    t = ctx.target
     # late-write tombstones to check (for a while after a recovery): the single-key rules
-    fast = type(core._codec) in _FAST_CODECS and not t.guard.until
+    fast = type(ctx.codec) in _FAST_CODECS and not t.guard.until
     loads = orjson.loads
     discards: list[tuple[str, str | None]] = []
     tagged: list[tuple[str, Tagged]] = []
@@ -128,7 +131,7 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
                     else:
                         if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
                             opened += 1  # a stale-while-revalidate envelope: counted there
-                            value = core._opened(value, raw, MISSING, False, c)
+                            value = read.opened(ctx, value, raw, MISSING, False, c)
                             if value is not MISSING:
                                 found[name] = value
                         else:
@@ -141,7 +144,7 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
                 if raw is not None]
     misses = len(group) - hits - opened - len(rest)
     for k, name, raw in rest:
-        result = core._from_redis(k, raw, MISSING, False, c)
+        result = read.from_redis(ctx, k, raw, MISSING, False, c)
         if type(result) is Discard:
             discards.append((k, result.why))
         elif type(result) is Tagged:
@@ -151,25 +154,25 @@ def _settle(core: ServiceCore, group: list[str], names: list[str], raws: list[An
     add(c.hits, hits)
     add(c.misses, misses + len(discards))
     if tagged:
-        yield from _settle_tagged(core, tagged, found)
+        yield from _settle_tagged(ctx, tagged, found)
     if discards:
         for k, why in discards:
             if why is not None:
                 next(t.counters.corrupt)
-                unservable(core._location.describe(), "corrupt", k, why)
+                unservable(ctx.location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from t.unlink_keys([k for k, _ in discards])
 
 
-def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
+def _settle_tagged(ctx: OpContext, tagged: list[tuple[str, Tagged]],
                    found: dict[str, Any]) -> Op[None]:
     """Check the tokens of every tagged hit with one MGET (tag keys share one slot)."""
-    c = core._counters
-    tag_keys = list(dict.fromkeys(k for _, item in tagged for k in core._tag_keys(item.tags)))
+    c = ctx.counters
+    tag_keys = list(dict.fromkeys(k for _, item in tagged for k in ctx.tag_keys(item.tags)))
     stored = dict(zip(tag_keys, (yield MGet(tuple(tag_keys))), strict=True))
     for name, item in tagged:
-        if item.current([stored[k] for k in core._tag_keys(item.tags)]):
-            result = core._from_redis(item.key, item.plain, MISSING, False, c)
+        if item.current([stored[k] for k in ctx.tag_keys(item.tags)]):
+            result = read.from_redis(ctx, item.key, item.plain, MISSING, False, c)
             if result is not MISSING and type(result) is not Discard:
                 found[name] = result
                 continue
@@ -178,7 +181,7 @@ def _settle_tagged(core: ServiceCore, tagged: list[tuple[str, Tagged]],
             yield Script(DROP_IF_SAME, (item.key,), (item.raw,))
 
 
-def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
+def set_many(ctx: OpContext, mapping: Mapping[str, Any], ttl: TTL = None,
              tags: object = ()) -> Op[None]:
     """Store every ``key: value`` of ``mapping`` for ``ttl``; every value is encoded (and
     every key checked) before anything is written."""
@@ -188,25 +191,25 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
     if len(mapping) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(mapping)}")
     tag_names = validate_tags(tags) if tags else ()
-    seconds = core._default_ttl if ttl is None else ttl_seconds(ttl)
+    seconds = ctx.default_ttl if ttl is None else ttl_seconds(ttl)
     px = max(1, math.ceil(seconds * 1000))
     stamp = STAMPER.next()  # one write: one stamp for all of it
-    head, codec, limit = core._keys.full, core._codec, core._max_value_bytes
+    head, codec, limit = ctx.keys.full, ctx.codec, ctx.max_value_bytes
     items = []
     for key, value in mapping.items():
         k = head(key)
         items.append((k, pack(codec, value, k, limit, stamp), value))
     if not items:
         return
-    add(core._counters.sets, len(items))
-    t = core._target
+    add(ctx.counters.sets, len(items))
+    t = ctx.target
     keys = [k for k, _, _ in items]
-    tag_keys = core._tag_keys(tag_names)
+    tag_keys = ctx.tag_keys(tag_names)
 
     def remote() -> Op[None]:
         pairs = [(k, payload) for k, payload, _ in items]
         if tag_keys:
-            tokens = yield from core._tag_tokens(tag_keys, px)
+            tokens = yield from write.tag_tokens(ctx, tag_keys, px)
             pairs = [(k, wrap(payload, tag_names, tokens)) for k, payload in pairs]
         if t.location.kind != "cluster":
             yield PipelineSet(tuple(pairs), px)
@@ -224,6 +227,6 @@ def set_many(core: ServiceCore, mapping: Mapping[str, Any], ttl: TTL = None,
                 memory.set(k, wrap(payload, tag_names, tokens), seconds)
             return
         for k, payload, value in items:
-            memory.set(k, payload, seconds, _kept(codec, value, payload, k))
+            memory.set(k, payload, seconds, kept(codec, value, payload, k))
 
-    yield from core._write(remote, local, keys=keys, refused=None, overwrites=True)
+    yield from write.write_or_journal(ctx, remote, local, keys=keys, refused=None, overwrites=True)

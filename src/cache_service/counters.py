@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 
+from ._ops import read, write
+from ._ops.context import MISSING, TTL, UNCOUNTED, OpContext
 from ._ops.protocol import Op
 from ._ops.requests import Script
 from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
 from .config import ttl_seconds
-from .core import MISSING, TTL, UNCOUNTED, ServiceCore
 from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
 from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
 from .tags import is_tagged
@@ -86,19 +87,19 @@ def _checked(delta: object) -> int:
     return delta
 
 
-def decr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int]:
+def decr(ctx: OpContext, key: str, delta: int = 1, ttl: TTL = None) -> Op[int]:
     """Subtract ``delta`` from the counter at ``key`` atomically; the new value."""
-    return incr(core, key, -_checked(delta), ttl)
+    return incr(ctx, key, -_checked(delta), ttl)
 
 
-def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int]:
+def incr(ctx: OpContext, key: str, delta: int = 1, ttl: TTL = None) -> Op[int]:
     """Add ``delta`` to the counter at ``key`` atomically; the new value."""
     _checked(delta)
-    k = core._keys.full(key)
-    seconds = core._default_ttl if ttl is None else ttl_seconds(ttl)
+    k = ctx.keys.full(key)
+    seconds = ctx.default_ttl if ttl is None else ttl_seconds(ttl)
     px = max(1, math.ceil(seconds * 1000))
     stamp = STAMPER.next()
-    t = core._target
+    t = ctx.target
 
     head = _HEAD + stamp.to_bytes(8, "big")
 
@@ -111,7 +112,7 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
                 raise _not_int(k) if reply == 2 else _too_large(k)
             # not a counter: a live value of another kind, or a dead one (absent for us)
             old = reply[0]
-            if (yield from alive(core, k, old)):
+            if (yield from alive(ctx, k, old)):
                 raise _not_int(k)
             if (yield Script(REPLACE_IF_SAME, (k,), (old, head + str(delta).encode(), px))):
                 return delta
@@ -120,9 +121,9 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
     def local() -> int:
         memory = t.fallback
         with memory_lock:
-            current = core._from_memory(k, MISSING, False, UNCOUNTED)
+            current = read.from_memory(ctx, k, MISSING, False, UNCOUNTED)
             left = seconds
-            if current is MISSING and held(core, k):  # another codec's value
+            if current is MISSING and held(ctx, k):  # another codec's value
                 raise _not_int(k)
             if current is MISSING:  # absent, or dead (corrupt, invalidated by tag)
                 current = 0
@@ -134,11 +135,12 @@ def incr(core: ServiceCore, key: str, delta: int = 1, ttl: TTL = None) -> Op[int
             if not -MAX_COUNTER <= value <= MAX_COUNTER:
                 raise _too_large(k)
             next(t.counters.memory_writes)
-            memory.set(k, pack(core._codec, value, k, core._max_value_bytes, stamp), left, value)
+            memory.set(k, pack(ctx.codec, value, k, ctx.max_value_bytes, stamp), left, value)
             return value
 
-    next(core._counters.sets)
+    next(ctx.counters.sets)
     # refused by Redis (OOM, NOPERM...): the counter is dropped, as an eviction would, and
     # the call counts from zero
-    value: int = yield from core._write(remote, local, keys=[k], refused=delta, overwrites=True)
+    value: int = yield from write.write_or_journal(ctx, remote, local, keys=[k], refused=delta,
+                                                   overwrites=True)
     return value

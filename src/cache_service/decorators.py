@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 import orjson
 
 from . import flows
+from ._ops import write
 from .codec import _tag
 from .config import ttl_seconds
 from .core import TTL, ServiceCore
@@ -143,13 +144,13 @@ def cached(
                 return cache_key(*args[1:], **kwargs)
             return cache_key(*args, **kwargs)
 
-        target = service._target
+        target, ctx = service._target, service._ctx
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = flows.get_or_set(
-                    service, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
+                    ctx, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
@@ -158,7 +159,7 @@ def cached(
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = flows.get_or_set(
-                    service, call_key(args, kwargs), ttl, policy, task=None,
+                    ctx, call_key(args, kwargs), ttl, policy, task=None,
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return target.run(flow, functools.partial(func, *args, **kwargs))
 
@@ -166,8 +167,8 @@ def cached(
 
         def invalidation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if not args and not kwargs and (key_func is not None or len(sig.parameters) > method):
-                return service._invalidate_pattern(escape_glob(scope) + ":*")
-            return service._delete((cache_key(*args, **kwargs),))
+                return write.invalidate_pattern(ctx, escape_glob(scope) + ":*")
+            return write.delete(ctx, (cache_key(*args, **kwargs),))
 
         def invalidate(*args: Any, **kwargs: Any) -> int:
             result: int = target.run(invalidation(args, kwargs))

@@ -13,12 +13,15 @@ import math
 import threading
 from typing import Any
 
+from ._ops import read, write
+from ._ops.context import MISSING, TTL, UNCOUNTED, OpContext
 from ._ops.protocol import Op, Unavailable, WrongType
+from ._ops.read import Discard
 from ._ops.requests import MGet, PExpire, Script, Set
+from ._ops.write import kept
 from .breaker import Gate
 from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
 from .config import ttl_seconds
-from .core import MISSING, TTL, UNCOUNTED, Discard, ServiceCore, _kept
 from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
@@ -61,89 +64,89 @@ return {redis.call('PTTL', KEYS[1]), v}
 """
 
 
-def foreign_codec(core: ServiceCore, raw: bytes) -> bool:
+def foreign_codec(ctx: OpContext, raw: bytes) -> bool:
     """Whether ``raw`` is not ours to replace though ``get`` does not serve it: a string
     without our header (another program's), or a sound payload in a codec this service lacks
     (signed pickle read by a JSON service: another service's live value)."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
         return True
-    return raw[2:3] == bytes([SIGNED_PICKLE]) and not isinstance(core._codec, PickleCodec)
+    return raw[2:3] == bytes([SIGNED_PICKLE]) and not isinstance(ctx.codec, PickleCodec)
 
 
-def held(core: ServiceCore, k: str) -> bool:
+def held(ctx: OpContext, k: str) -> bool:
     """Whether the memory store holds a live value at ``k`` (as ``alive`` decides on Redis)."""
-    if core._from_memory(k, MISSING, False, UNCOUNTED) is not MISSING:
+    if read.from_memory(ctx, k, MISSING, False, UNCOUNTED) is not MISSING:
         return True
-    found = core._target.fallback.lookup(k)
-    return found is not None and foreign_codec(core, found[0])
+    found = ctx.target.fallback.lookup(k)
+    return found is not None and foreign_codec(ctx, found[0])
 
 
-def alive(core: ServiceCore, k: str, raw: bytes) -> Op[bool]:
+def alive(ctx: OpContext, k: str, raw: bytes) -> Op[bool]:
     """Whether the payload ``raw`` read at ``k`` is one ``get`` would serve (a sound payload
     in a codec this service lacks counts as alive: it is another service's value)."""
-    result = core._from_redis(k, raw, MISSING, False, UNCOUNTED)
+    result = read.from_redis(ctx, k, raw, MISSING, False, UNCOUNTED)
     if result is MISSING:  # expired stale-while-revalidate value, or another codec's payload
-        return foreign_codec(core, raw)
+        return foreign_codec(ctx, raw)
     if type(result) is Tagged:
-        stored = yield MGet(tuple(core._tag_keys(result.tags)))
+        stored = yield MGet(tuple(ctx.tag_keys(result.tags)))
         if not result.current(stored):
             return False
-        result = core._from_redis(k, result.plain, MISSING, False, UNCOUNTED)
+        result = read.from_redis(ctx, k, result.plain, MISSING, False, UNCOUNTED)
     return result is not MISSING and type(result) is not Discard
 
 
-def _seconds(core: ServiceCore, ttl: TTL) -> tuple[float, int]:
-    seconds = core._default_ttl if ttl is None else ttl_seconds(ttl)
+def _seconds(ctx: OpContext, ttl: TTL) -> tuple[float, int]:
+    seconds = ctx.default_ttl if ttl is None else ttl_seconds(ttl)
     return seconds, max(1, math.ceil(seconds * 1000))
 
 
-def add(core: ServiceCore, key: str, value: Any, ttl: TTL = None,
+def add(ctx: OpContext, key: str, value: Any, ttl: TTL = None,
         tags: object = ()) -> Op[bool]:
     """Store ``value`` only if ``key`` holds no live value; True if stored."""
-    k = core._keys.full(key)
+    k = ctx.keys.full(key)
     tag_names = validate_tags(tags) if tags else ()
-    seconds, px = _seconds(core, ttl)
-    payload = pack(core._codec, value, k, core._max_value_bytes, STAMPER.next())
-    tag_keys = core._tag_keys(tag_names)
-    t = core._target
+    seconds, px = _seconds(ctx, ttl)
+    payload = pack(ctx.codec, value, k, ctx.max_value_bytes, STAMPER.next())
+    tag_keys = ctx.tag_keys(tag_names)
+    t = ctx.target
 
     def remote() -> Op[bool]:
         stored = payload
         if tag_keys:
-            stored = wrap(payload, tag_names, (yield from core._tag_tokens(tag_keys, px)))
+            stored = wrap(payload, tag_names, (yield from write.tag_tokens(ctx, tag_keys, px)))
         try:
             old = yield Set(k, stored, px, nx=True, get=True)
         except WrongType:  # a foreign value of another type: not ours to replace
             return False
         if old is None:
             return True
-        if (yield from alive(core, k, old)):
+        if (yield from alive(ctx, k, old)):
             return False
         return bool((yield Script(REPLACE_IF_SAME, (k,), (old, stored, px))))
 
     def local() -> bool:
         memory = t.fallback
         with memory_lock:
-            if held(core, k):
+            if held(ctx, k):
                 return False
             next(t.counters.memory_writes)
             if tag_keys:
                 memory.set(k, wrap(payload, tag_names,
                                    memory_tokens(memory, tag_keys, seconds)), seconds)
             else:
-                memory.set(k, payload, seconds, _kept(core._codec, value, payload, k))
+                memory.set(k, payload, seconds, kept(ctx.codec, value, payload, k))
             return True
 
-    next(core._counters.sets)
-    added: bool = yield from core._write(remote, local, keys=[k], refused=False)
+    next(ctx.counters.sets)
+    added: bool = yield from write.write_or_journal(ctx, remote, local, keys=[k], refused=False)
     return added
 
 
-def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
+def touch(ctx: OpContext, key: str, ttl: TTL = None) -> Op[bool]:
     """Give ``key``'s live value a new TTL (the default if ``None``); False if absent."""
-    k = core._keys.full(key)
-    seconds, px = _seconds(core, ttl)
-    t = core._target
+    k = ctx.keys.full(key)
+    seconds, px = _seconds(ctx, ttl)
+    t = ctx.target
 
     def remote() -> Op[bool]:
         reply = yield Script(TOUCH, (k,), (px, MAGIC))
@@ -153,7 +156,7 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
         if tagged is None:
             return False
         # re-reading the tokens also keeps the tag keys alive as long as the value
-        if not tagged.current((yield from core._tag_tokens(core._tag_keys(tagged.tags), px))):
+        if not tagged.current((yield from write.tag_tokens(ctx, ctx.tag_keys(tagged.tags), px))):
             return False
         return bool((yield PExpire(k, px)))
 
@@ -161,40 +164,40 @@ def touch(core: ServiceCore, key: str, ttl: TTL = None) -> Op[bool]:
         memory = t.fallback
         with memory_lock:
             found = memory.lookup(k)
-            if found is None or not held(core, k):
+            if found is None or not held(ctx, k):
                 return False
             raw, kept = found
             tagged = open_tagged(k, raw) if is_tagged(raw) else None
             if tagged is not None:
-                memory_tokens(memory, core._tag_keys(tagged.tags), seconds)
+                memory_tokens(memory, ctx.tag_keys(tagged.tags), seconds)
             next(t.counters.memory_writes)
             memory.set(k, raw, seconds, kept)
             return True
 
-    touched: bool = yield from core._write(remote, local, keys=[k], refused=False)
+    touched: bool = yield from write.write_or_journal(ctx, remote, local, keys=[k], refused=False)
     return touched
 
 
-def ttl(core: ServiceCore, key: str) -> Op[float | None]:
+def ttl(ctx: OpContext, key: str) -> Op[float | None]:
     """Seconds ``key``'s live value has left; ``None`` if there is none."""
-    k = core._keys.full(key)
-    t = core._target
+    k = ctx.keys.full(key)
+    t = ctx.target
     if t.gate() is Gate.REDIS:
         try:
             reply = yield Script(TTL_OF, (k,), ())
             if reply[0] == -2 or reply[1][:2] != MAGIC or len(reply[1]) < HEADER_SIZE \
-                    or not (yield from alive(core, k, reply[1])):  # absent, foreign or dead
+                    or not (yield from alive(ctx, k, reply[1])):  # absent, foreign or dead
                 return None
         except Unavailable:
             pass
         else:
             return math.inf if reply[0] == -1 else reply[0] / 1000
-    if not held(core, k):
+    if not held(ctx, k):
         return None
     return t.fallback.remaining(k) or None
 
 
-def exists(core: ServiceCore, key: str) -> Op[bool]:
+def exists(ctx: OpContext, key: str) -> Op[bool]:
     """Whether ``key`` holds a live value of ours."""
-    found = yield from core._get(key, MISSING, UNCOUNTED)
+    found = yield from read.get(ctx, key, MISSING, UNCOUNTED)
     return found is not MISSING

@@ -127,7 +127,7 @@ class MemoryStore:
         """Store ``payload`` for ``ttl`` seconds, evicting (CLOCK) to keep both bounds.
 
         ``value``: a decoded form of ``payload`` owned by the store (never one a caller
-        holds): an immutable value as it is, or what callers copy (see ``core._kept``).
+        holds): an immutable value as it is, or what callers copy (see ``_ops.write.kept``).
         """
         size = len(key) + len(payload) + _ENTRY_OVERHEAD
         data = self._data

@@ -59,7 +59,7 @@ def test_hit_asks_one_get_and_never_loads(make_core: Make) -> None:
     k = core.full_key("k")
     driver.answer(pack(JSON, "cached", k, 1 << 20, STAMPER.next()))
     loader = Loader("loaded")
-    assert driver.run(get_or_set(core, "k", 5, load_policy(), task=None), loader) == "cached"
+    assert driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), loader) == "cached"
     assert driver.requests == [Get(k)]
     assert driver.effects == []
     assert loader.calls == 0
@@ -70,7 +70,7 @@ def test_miss_looks_again_loads_once_and_stores_politely(make_core: Make) -> Non
     k = core.full_key("k")
     driver.answer(None, None, 1)
     loader = Loader({"n": 1})
-    assert driver.run(get_or_set(core, "k", 5, load_policy(), task=None), loader) == {"n": 1}
+    assert driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), loader) == {"n": 1}
     assert loader.calls == 1
     assert driver.effects == [LOAD]
     get1, get2, store = driver.requests
@@ -84,11 +84,11 @@ def test_miss_looks_again_loads_once_and_stores_politely(make_core: Make) -> Non
 def test_none_is_not_stored_unless_asked(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(None, None)
-    assert driver.run(get_or_set(core, "k", 5, load_policy(), task=None), Loader(None)) is None
+    assert driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), Loader(None)) is None
     assert len(driver.requests) == 2  # two looks, no write
     driver.requests.clear()
     driver.answer(None, None, 1)
-    driver.run(get_or_set(core, "k", 5, load_policy(cache_none=True), task=None), Loader(None))
+    driver.run(get_or_set(core._ctx, "k", 5, load_policy(cache_none=True), task=None), Loader(None))
     assert len(driver.requests) == 3
 
 
@@ -96,7 +96,7 @@ def test_loader_error_propagates_lands_the_flight_and_stores_nothing(make_core: 
     core, driver = make_core()
     driver.answer(None, None)
     with pytest.raises(LookupError):
-        driver.run(get_or_set(core, "k", 5, load_policy(), task=None),
+        driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None),
                    Loader(error=LookupError("backend down")))
     assert [type(r) for r in driver.requests] == [Get, Get]
     assert in_flight() == 0
@@ -107,7 +107,7 @@ def test_lock_is_taken_before_loading_and_released_after(make_core: Make) -> Non
     k, name = core.full_key("k"), lock_key(core.prefix, "k")
     policy = load_policy(lock=True, lock_ttl=3)
     driver.answer(None, True, None, 1, 1)
-    assert driver.run(get_or_set(core, "k", 5, policy, task=None), Loader(9)) == 9
+    assert driver.run(get_or_set(core._ctx, "k", 5, policy, task=None), Loader(9)) == 9
     get1, take, get2, store, release = driver.requests
     assert get1 == get2 == Get(k)
     assert take == Set(name, take.value, 3000, nx=True)
@@ -119,7 +119,7 @@ def test_lock_is_released_when_the_loader_fails(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(None, True, None, 1)
     with pytest.raises(ValueError, match="nope"):
-        driver.run(get_or_set(core, "k", 5, load_policy(lock=True), task=None),
+        driver.run(get_or_set(core._ctx, "k", 5, load_policy(lock=True), task=None),
                    Loader(error=ValueError("nope")))
     assert driver.requests[-1][0] == UNLOCK
 
@@ -130,7 +130,7 @@ def test_lock_held_elsewhere_polls_and_takes_the_value_it_filled(make_core: Make
     filled = pack(JSON, "theirs", k, 1 << 20, STAMPER.next())
     driver.answer(None, None, filled)  # miss; lock taken by another process; then filled
     loader = Loader("ours")
-    result = driver.run(get_or_set(core, "k", 5, load_policy(lock=True), task=None), loader)
+    result = driver.run(get_or_set(core._ctx, "k", 5, load_policy(lock=True), task=None), loader)
     assert result == "theirs"
     assert loader.calls == 0
     assert [type(e) for e in driver.effects] == [Sleep]
@@ -141,7 +141,7 @@ def test_lock_wait_over_loads_anyway(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(None, None, None, 1)  # miss; lock held elsewhere; look again; store
     policy = load_policy(lock=True, lock_wait=0)
-    assert driver.run(get_or_set(core, "k", 5, policy, task=None), Loader(3)) == 3
+    assert driver.run(get_or_set(core._ctx, "k", 5, policy, task=None), Loader(3)) == 3
     assert driver.effects == [LOAD]
     assert [type(r) for r in driver.requests] == [Get, Set, Get, Script]
 
@@ -159,7 +159,7 @@ def test_a_waiter_shares_the_leaders_value_without_loading(make_core: Make) -> N
 
     driver.answer(None)
     loader = Loader("never")
-    got = driver.run(get_or_set(core, "k", 5, load_policy(), task=None), loader,
+    got = driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), loader,
                      effects=leader_finishes)
     assert got == {"v": [1]}
     assert loader.calls == 0
@@ -178,7 +178,7 @@ def test_a_waiter_gets_the_leaders_error(make_core: Make) -> None:
 
     driver.answer(None)
     with pytest.raises(KeyError, match="shared"):
-        driver.run(get_or_set(core, "k", 5, load_policy(), task=None), Loader(1),
+        driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), Loader(1),
                    effects=leader_fails)
 
 
@@ -193,7 +193,7 @@ def test_a_waiter_whose_leader_was_cancelled_looks_again_and_leads(make_core: Ma
         return effect.perform(loader)
 
     driver.answer(None, None, None, 1)
-    got = driver.run(get_or_set(core, "k", 5, load_policy(), task=None), Loader(4),
+    got = driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), Loader(4),
                      effects=leader_cancelled)
     assert got == 4
     assert [type(e) for e in driver.effects] == [Wait, type(LOAD)]
@@ -210,7 +210,7 @@ def test_a_caller_never_waits_for_its_own_load(make_core: Make) -> None:
     assert leading
     try:
         driver.answer(None, None, 1)
-        assert driver.run(get_or_set(core, "k", 5, load_policy(), task=None), Loader(2)) == 2
+        assert driver.run(get_or_set(core._ctx, "k", 5, load_policy(), task=None), Loader(2)) == 2
         assert driver.effects == [LOAD]
     finally:
         land(core._target, k, flight, RETRY)

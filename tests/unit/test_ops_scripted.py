@@ -15,10 +15,11 @@ import redis.exceptions
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cache_service._ops import read, write
+from cache_service._ops.context import MISSING
 from cache_service._ops.protocol import ReplyError, Unavailable, WrongType
 from cache_service._ops.requests import Get, Script, Set, Unlink
 from cache_service.codec import HEADER_SIZE, MAGIC, STAMPER, JsonCodec, pack
-from cache_service.core import MISSING
 from cache_service.scripts import SET_UNLESS_FOREIGN
 
 from .scripted import Make
@@ -42,7 +43,7 @@ def test_get_hit_asks_one_get_and_returns_the_value(make_core: Make, value: Any)
     core, driver = make_core()
     k = core.full_key("k")
     driver.answer(payload(value, k))
-    assert driver.run(core._get("k", DEFAULT)) == value
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) == value
     assert driver.requests == [Get(k)]
     assert counts(core)["hits"] == 1
     assert counts(core)["misses"] == 0
@@ -51,7 +52,7 @@ def test_get_hit_asks_one_get_and_returns_the_value(make_core: Make, value: Any)
 def test_get_miss_returns_the_default_and_asks_nothing_more(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(None)
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert driver.requests == [Get(core.full_key("k"))]
     assert counts(core)["misses"] == 1
 
@@ -63,7 +64,7 @@ def test_get_corrupt_payload_of_ours_is_a_miss_and_is_unlinked(make_core: Make,
     k = core.full_key("k")
     good = payload(0, k)
     driver.answer(good[:HEADER_SIZE] + body, 1)
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert driver.requests == [Get(k), Unlink((k,))]
     assert core._target.counters.snapshot()["corrupt"] == 1
     assert driver.exhausted
@@ -73,14 +74,14 @@ def test_get_corrupt_payload_of_ours_is_a_miss_and_is_unlinked(make_core: Make,
 def test_get_foreign_string_is_a_miss_left_alone(make_core: Make, raw: bytes) -> None:
     core, driver = make_core()
     driver.answer(raw)
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert driver.requests == [Get(core.full_key("k"))]  # never removed: not ours
 
 
 def test_get_of_another_redis_type_is_a_miss_left_alone(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(WrongType("WRONGTYPE Operation against a key holding the wrong kind"))
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert len(driver.requests) == 1
     assert counts(core)["misses"] == 1
     assert not core._target.breaker.is_open
@@ -98,7 +99,7 @@ def test_get_error_reply_is_a_miss_and_the_breaker_stays(make_core: Make,
                                                          kind: type[Exception], text: str) -> None:
     core, driver = make_core()
     driver.answer(kind(text))  # a fresh error: a raised one holds the frames it went through
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert not core._target.breaker.is_open
     assert core._target.counters.snapshot()["reply_errors"] == 1
     assert core._target.last_reply_error is not None
@@ -108,9 +109,9 @@ def test_get_error_reply_is_a_miss_and_the_breaker_stays(make_core: Make,
 def test_get_during_an_outage_asks_nothing(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(redis.exceptions.ConnectionError("Connection refused"))
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT  # the fallback store is empty
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT  # the fallback store is empty
     assert core._target.breaker.is_open
-    assert driver.run(core._get("k", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) is DEFAULT
     assert len(driver.requests) == 1  # the second get went to the fallback store only
 
 
@@ -130,7 +131,7 @@ def test_get_of_any_reply_bytes_never_raises_nor_writes(make_core: Make) -> None
     def check(raw: bytes) -> None:
         driver.requests.clear()
         driver.answer(raw, 1)
-        driver.run(core._get("k", DEFAULT))
+        driver.run(read.get(core._ctx, "k", DEFAULT))
         assert driver.requests[0] == Get(k)
         assert driver.requests[1:] in ([], [Unlink((k,))])
         driver.script.clear()
@@ -148,7 +149,7 @@ def test_set_is_one_set_px_with_the_ttl_in_ms(make_core: Make, ttl: Any, px: int
     core, driver = make_core()
     k = core.full_key("k")
     driver.answer(True)
-    assert driver.run(core._set("k", {"v": 1}, ttl)) is None
+    assert driver.run(write.put(core._ctx, "k", {"v": 1}, ttl)) is None
     [(key, stored, got_px, nx, get)] = driver.requests
     assert type(driver.requests[0]) is Set
     assert (key, got_px, nx, get) == (k, px, False, False)
@@ -165,7 +166,7 @@ def test_set_ttl_is_never_rounded_down_to_zero(make_core: Make) -> None:
     def check(ttl: float) -> None:
         driver.requests.clear()
         driver.answer(True)
-        driver.run(core._set("k", 1, ttl))
+        driver.run(write.put(core._ctx, "k", 1, ttl))
         px = driver.requests[0].px
         assert px == max(1, math.ceil(ttl * 1000))
 
@@ -176,7 +177,7 @@ def test_polite_set_is_one_script_that_spares_foreign_keys(make_core: Make) -> N
     core, driver = make_core()
     k = core.full_key("k")
     driver.answer(0)  # the script found a foreign key and left it
-    driver.run(core._set("k", 7, 2, polite=True))
+    driver.run(write.put(core._ctx, "k", 7, 2, polite=True))
     [(text, keys, args)] = driver.requests
     assert type(driver.requests[0]) is Script
     assert text == SET_UNLESS_FOREIGN
@@ -189,7 +190,7 @@ def test_set_refused_drops_the_old_value_and_keeps_the_breaker(make_core: Make) 
     core, driver = make_core()
     k = core.full_key("k")
     driver.answer(redis.exceptions.OutOfMemoryError("OOM command not allowed"), 1)
-    assert driver.run(core._set("k", 1, 10)) is None
+    assert driver.run(write.put(core._ctx, "k", 1, 10)) is None
     assert [type(r) for r in driver.requests] == [Set, Unlink]
     assert driver.requests[1] == Unlink((k,))  # the old value is never served again
     assert not core._target.breaker.is_open
@@ -202,11 +203,11 @@ def test_set_that_redis_cannot_take_and_cannot_unlink_is_journaled(make_core: Ma
     core, driver = make_core()
     busy = redis.exceptions.ResponseError("BUSY Redis is busy running a script")
     driver.answer(busy, busy)
-    driver.run(core._set("k", 1, 10))
+    driver.run(write.put(core._ctx, "k", 1, 10))
     target = core._target
     assert target.breaker.is_open
     assert [w.keys for w in target.journal.plan()] == [(core.full_key("k"),)]
-    assert driver.run(core._get("k", DEFAULT)) == 1  # from the fallback store, no request
+    assert driver.run(read.get(core._ctx, "k", DEFAULT)) == 1  # from the fallback store, no request
     assert len(driver.requests) == 2
 
 
@@ -215,7 +216,7 @@ def test_set_when_redis_is_unavailable_once_tries_again(make_core: Make) -> None
     write is sent again rather than lost or journaled."""
     core, driver = make_core()
     driver.answer(Unavailable("gone for one request"), True)
-    driver.run(core._set("k", 1, 10))
+    driver.run(write.put(core._ctx, "k", 1, 10))
     assert [type(r) for r in driver.requests] == [Set, Set]
     assert len(core._target.journal) == 0
 
@@ -224,21 +225,21 @@ def test_set_when_redis_is_unavailable_once_tries_again(make_core: Make) -> None
 def test_delete_is_one_unlink_of_every_key(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(2)
-    assert driver.run(core._delete(("a", "b", "c"))) == 2
+    assert driver.run(write.delete(core._ctx, ("a", "b", "c"))) == 2
     assert driver.requests == [Unlink(tuple(core.full_key(k) for k in "abc"))]
     assert counts(core)["deletes"] == 3
 
 
 def test_delete_of_nothing_asks_nothing(make_core: Make) -> None:
     core, driver = make_core()
-    assert driver.run(core._delete(())) == 0
+    assert driver.run(write.delete(core._ctx, ())) == 0
     assert driver.requests == []
 
 
 def test_delete_denied_by_a_setting_counts_zero_and_keeps_the_breaker(make_core: Make) -> None:
     core, driver = make_core()
     driver.answer(redis.exceptions.NoPermissionError("NOPERM no permissions to run 'unlink'"))
-    assert driver.run(core._delete(("a",))) == 0
+    assert driver.run(write.delete(core._ctx, ("a",))) == 0
     assert not core._target.breaker.is_open
     assert len(core._target.journal) == 0
     assert core._target.misconfiguration is not None
@@ -255,7 +256,7 @@ def test_delete_refused_by_an_error_reply_is_journaled(make_core: Make, kind: ty
     journal replays it once Redis takes requests again."""
     core, driver = make_core()
     driver.answer(kind(text))
-    driver.run(core._delete(("a",)))
+    driver.run(write.delete(core._ctx, ("a",)))
     assert core._target.breaker.is_open
     assert [w.keys for w in core._target.journal.plan()] == [(core.full_key("a"),)]
 
@@ -270,5 +271,5 @@ def test_protocol_errors_are_what_the_driver_throws(make_core: Make) -> None:
         thrown = core._target.failed(error)
         kinds.append(type(thrown))
     assert kinds == [WrongType, ReplyError, Unavailable]
-    assert driver.run(core._get("k", MISSING)) is MISSING  # the breaker opened: memory
+    assert driver.run(read.get(core._ctx, "k", MISSING)) is MISSING  # the breaker opened: memory
     assert driver.requests == []

@@ -15,6 +15,7 @@ import redis.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cache_service._ops import read, write
 from cache_service._ops.requests import Call, Get, Ping, Set, Unlink
 from cache_service.breaker import Breaker
 from cache_service.codec import STAMPER, JsonCodec, pack
@@ -44,7 +45,7 @@ def go_down(make_core: Make, fallback: str) -> tuple[Any, ScriptedDriver]:
     """A core whose first request met a refused connection: the breaker is open."""
     core, driver = make_core(fallback=fallback)
     driver.answer(refused)
-    driver.run(core._get("seed", DEFAULT))
+    driver.run(read.get(core._ctx, "seed", DEFAULT))
     assert core._target.breaker.state == Breaker.OPEN
     assert core._target.snapshot()["fallback"] == fallback
     driver.requests.clear()
@@ -72,11 +73,11 @@ def test_writes_during_an_outage_go_to_the_fallback_and_the_journal(make_core: M
                                                                     fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
     target = core._target
-    driver.run(core._set("a", {"x": 1}, 30))
-    driver.run(core._set("b", 2, 30))
-    assert driver.run(core._delete(("b",))) == 1
-    assert driver.run(core._get("a", DEFAULT)) == {"x": 1}
-    assert driver.run(core._get("b", DEFAULT)) is DEFAULT
+    driver.run(write.put(core._ctx, "a", {"x": 1}, 30))
+    driver.run(write.put(core._ctx, "b", 2, 30))
+    assert driver.run(write.delete(core._ctx, ("b",))) == 1
+    assert driver.run(read.get(core._ctx, "a", DEFAULT)) == {"x": 1}
+    assert driver.run(read.get(core._ctx, "b", DEFAULT)) is DEFAULT
     assert driver.requests == []  # nothing asked of Redis while it is out
     [work] = target.journal.plan()
     assert set(work.keys) == {core.full_key("a"), core.full_key("b")}
@@ -85,8 +86,8 @@ def test_writes_during_an_outage_go_to_the_fallback_and_the_journal(make_core: M
 def test_pattern_invalidation_during_an_outage_is_one_pattern_row(make_core: Make,
                                                                   fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
-    driver.run(core._set("user:1", 1, 30))
-    driver.run(core._invalidate_pattern("user:*"))
+    driver.run(write.put(core._ctx, "user:1", 1, 30))
+    driver.run(write.invalidate_pattern(core._ctx, "user:*"))
     plan = core._target.journal.plan()
     assert [(w.keys, w.pattern) for w in plan] == [((), core._keys.pattern("user:*"))]
 
@@ -94,7 +95,7 @@ def test_pattern_invalidation_during_an_outage_is_one_pattern_row(make_core: Mak
 def test_recovery_replays_the_journal_then_closes(make_core: Make, fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
     target = core._target
-    driver.run(core._set("a", 1, 30))
+    driver.run(write.put(core._ctx, "a", 1, 30))
     assert recover(driver, 1) is True
     assert driver.requests == [Call(drop_idle), Call(refresh_topology), Ping(),
                                Unlink((core.full_key("a"),))]
@@ -104,13 +105,13 @@ def test_recovery_replays_the_journal_then_closes(make_core: Make, fallback: str
     # Redis is in use again: a get asks Redis, not the fallback's copy
     driver.requests.clear()
     driver.answer(None)
-    assert driver.run(core._get("a", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "a", DEFAULT)) is DEFAULT
     assert driver.requests == [Get(core.full_key("a"))]
 
 
 def test_recovery_that_cannot_reach_redis_stays_open(make_core: Make, fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
-    driver.run(core._set("a", 1, 30))
+    driver.run(write.put(core._ctx, "a", 1, 30))
     driver.answer(None, None, refused)
     assert driver.run(core._target._recover()) is False
     assert core._target.breaker.state == Breaker.OPEN
@@ -121,7 +122,7 @@ def test_replay_cut_short_keeps_what_was_not_confirmed(make_core: Make,
                                                       fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
     target = core._target
-    driver.run(core._set("a", 1, 30))
+    driver.run(write.put(core._ctx, "a", 1, 30))
     driver.answer(None, None, True, refused)  # reached, then lost during the UNLINK
     assert driver.run(target._recover()) is False
     assert target.breaker.state == Breaker.OPEN  # a failure while draining re-opens
@@ -137,28 +138,28 @@ def test_a_late_write_older_than_the_replay_is_a_miss_and_removed(make_core: Mak
     core, driver = go_down(make_core, fallback)
     k = core.full_key("a")
     late = pack(JSON, "old", k, 1 << 20, STAMPER.next())  # stamped before the outage write
-    driver.run(core._delete(("a",)))
+    driver.run(write.delete(core._ctx, ("a",)))
     assert recover(driver, 0) is True
     driver.requests.clear()
     driver.answer(late, 1)
-    assert driver.run(core._get("a", DEFAULT)) is DEFAULT
+    assert driver.run(read.get(core._ctx, "a", DEFAULT)) is DEFAULT
     assert driver.requests == [Get(k), Unlink((k,))]
     fresh = pack(JSON, "new", k, 1 << 20, STAMPER.next())
     driver.answer(fresh)
-    assert driver.run(core._get("a", DEFAULT)) == "new"
+    assert driver.run(read.get(core._ctx, "a", DEFAULT)) == "new"
 
 
 def test_writes_while_draining_go_to_redis_and_drop_the_fallback_copy(make_core: Make,
                                                                     fallback: str) -> None:
     core, driver = go_down(make_core, fallback)
     target = core._target
-    driver.run(core._set("a", 1, 30))
+    driver.run(write.put(core._ctx, "a", 1, 30))
     assert target.breaker.draining()
     driver.answer(True)
-    driver.run(core._set("a", 2, 30))
+    driver.run(write.put(core._ctx, "a", 2, 30))
     assert type(driver.requests[0]) is Set
     assert driver.requests[0].key == core.full_key("a")
-    assert driver.run(core._get("a", DEFAULT)) is DEFAULT  # reads stay on the fallback
+    assert driver.run(read.get(core._ctx, "a", DEFAULT)) is DEFAULT  # reads stay on the fallback
     assert len(driver.requests) == 1
 
 
