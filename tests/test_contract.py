@@ -1,4 +1,5 @@
-"""One behaviour contract, run over the memory store and over a real Redis."""
+"""One behaviour contract, run over the memory store, real Redis deployments (standalone,
+cluster, Sentinel, TLS) and the host-shared fallback store of an unreachable Redis."""
 
 from __future__ import annotations
 
