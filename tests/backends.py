@@ -35,6 +35,42 @@ def _cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
     return request.getfixturevalue("redis_cluster").cluster_url, CacheService
 
 
+def _patient(url: str, **options: Any) -> str:
+    """Fix 2 s timeouts on the target of ``url`` (its first service sets them; see
+    ``conftest._patient_target``): a connect slowed by load must not open the breaker."""
+    CacheService("session-target", url=url, socket_timeout=2.0, connect_timeout=2.0, **options)
+    return url
+
+
+def _sentinel(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    """The session's Sentinel deployment, on db 1: a location (and target) of its own, so
+    the timeouts other Sentinel tests gave db 0's target do not apply."""
+    deployment = request.getfixturevalue("sentinel_deployment")
+    return _patient(deployment.url.removesuffix("/0") + "/1"), CacheService
+
+
+def _tls(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    """The session's TLS-only server (trusting its throw-away CA), on db 1: a target of its
+    own, as for ``_sentinel``."""
+    server = request.getfixturevalue("tls_server")
+    url = f"rediss://{server.host}:{server.port}/1?ssl_ca_certs={server.tls.ca_cert}"
+    return _patient(url), CacheService
+
+
+def _host_fallback(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    """Redis unreachable (a refused loopback port) for the whole session: every call runs on
+    the host-shared SQLite fallback in a private state directory (checked by the ``make``
+    fixture of test_contract.py). One target for the session, as one Redis is."""
+    url = request.getfixturevalue("unreachable_redis")
+    state_dir = str(request.getfixturevalue("host_fallback_state"))
+
+    def construct(*args: Any, **kwargs: Any) -> CacheService:
+        kwargs.setdefault("state_dir", state_dir)
+        return CacheService(*args, **kwargs)
+
+    return _patient(url, state_dir=state_dir), construct
+
+
 # -- async kinds: AsyncCacheService behind a blocking adapter ---------------------------------
 T = TypeVar("T")
 
@@ -136,9 +172,15 @@ BACKENDS: dict[str, Builder] = {
     "near-cluster": _near(_cluster),
     "uvloop-near-redis": _near(_async(_redis, "uvloop")),
     "async-near-cluster": _near(_async(_cluster)),
+    "sentinel": _sentinel,
+    "tls": _tls,
+    "host-fallback": _host_fallback,
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
-                "async-near-cluster"}
+                "async-near-cluster", "sentinel", "tls"}
+
+# Kinds whose services run on the host-shared fallback store (Redis never reachable).
+HOST_FALLBACK = {"host-fallback"}

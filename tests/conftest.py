@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -132,3 +133,24 @@ def redis_cluster() -> Iterator[ClusterDeployment]:
 # ======================================================================================
 # Other fixtures
 # ======================================================================================
+
+
+@pytest.fixture(scope="session")
+def unreachable_redis() -> Iterator[str]:
+    """``redis://`` URL of a loopback port that refuses every connect: a socket bound to it
+    and never listening keeps it ours for the session (``free_port`` skips it)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    try:
+        yield f"redis://127.0.0.1:{holder.getsockname()[1]}/0"
+    finally:
+        holder.close()
+
+
+@pytest.fixture(scope="session")
+def host_fallback_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private state directory for services on ``unreachable_redis``: their host-shared
+    fallback (SQLite) lives there; removed at the end of the session."""
+    directory = tmp_path_factory.mktemp("host-fallback-state")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""One behaviour contract, run over the memory store and over a real Redis."""
+"""One behaviour contract, run over the memory store, real Redis deployments (standalone,
+cluster, Sentinel, TLS) and the host-shared fallback store of an unreachable Redis."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cache_service import (
     ValueTooLargeError,
 )
 
-from .backends import BACKENDS, REDIS_BACKED
+from .backends import BACKENDS, HOST_FALLBACK, REDIS_BACKED
 from .helpers import hammer, unique
 
 Factory = Callable[..., CacheService]
@@ -51,6 +52,9 @@ def make(backend: str, request: pytest.FixtureRequest) -> Iterator[Factory]:
     for svc in made:
         svc.clear_all()
         assert svc.is_redis_available() is (backend in REDIS_BACKED)
+        if backend in HOST_FALLBACK:  # served by the host-shared store, not a per-process one
+            target = svc.stats()["target"]
+            assert (target["fallback"], target["breaker_state"]) == ("host", "open"), target
 
 
 @pytest.fixture
