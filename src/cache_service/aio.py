@@ -1,3 +1,5 @@
+# unasync: sync: """CacheService: the blocking API of the usage contract."""
+# unasync: async-only begin
 """AsyncCacheService: the asyncio twin of CacheService, plus ready-made async instances.
 
 Same constructor, same methods, awaited::
@@ -10,18 +12,26 @@ Same constructor, same methods, awaited::
     user = await cache.get_or_set("user:7", lambda: db.get_user(7), ttl=300)
 
 Every method is one line over the operations of ``ServiceCore``, driven by ``Target.arun``
-with the ``redis.asyncio`` client of the running event loop. A service and a CacheService
-naming the same Redis share one target (breaker, memory store, journal), so they see the same
-data whether Redis is up or down. Each event loop gets its own client; it is closed by
-``aclose()`` or, at the latest, when ``asyncio.run`` shuts the loop down.
+with the ``redis.asyncio`` client of the running event loop (``get`` and ``set`` have a fast
+path for their common case). A service and a CacheService naming the same Redis share one
+target (breaker, memory store, journal), so they see the same data whether Redis is up or
+down. Each event loop gets its own client; it is closed by ``aclose()`` or, at the latest,
+when ``asyncio.run`` shuts the loop down.
+
+This file is the source of both services: ``scripts/gen_sync.py`` generates service.py
+(CacheService) from it, by its rules (``async def`` -> ``def``, ``await`` dropped, ``arun``
+-> ``run``...) and the ``# unasync:`` markers here. Run it after every edit; scripts/test
+fails while service.py is stale.
 """
+# unasync: async-only end
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # unasync: async-only
 from collections.abc import Callable, Iterable, Mapping
+from math import ceil
 from time import perf_counter
-from types import TracebackType
+from types import TracebackType  # unasync: async-only
 from typing import Any
 
 from . import batch, counters, flows, keyops
@@ -29,27 +39,40 @@ from ._ops import read, write
 from ._ops.read import Discard
 from .breaker import Gate
 from .core import TTL, ServiceCore
-from .host import GEN
+from .host import GEN, NEAR_USED, key_slot
 from .keys import MAX_KEY_LENGTH, validate_key
 from .loading import load_policy
 from .near import MISS
 from .redis_backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
 from .tags import Tagged
 
-__all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]
+# unasync: sync: __all__ = ["CacheService"]
+__all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]  # unasync: async-only
 
 
 class AsyncCacheService(ServiceCore):
+    # unasync: sync-only begin
+    # """A namespaced cache on Redis that falls back to a bounded in-memory store.
+    #
+    # Calls never raise because Redis is down or slow: a circuit breaker sends them to the
+    # memory store at once and moves back to Redis by itself, replaying what was invalidated
+    # meanwhile. Bad input (keys, TTLs, unserialisable values) raises before anything is written.
+    # """
+    # unasync: sync-only end
+    # unasync: async-only begin
     """A namespaced cache on Redis (``redis.asyncio``) with the in-memory fallback.
 
     Awaits never raise because Redis is down or slow; a cancelled await leaves no connection
     with an unread reply in the pool and no lock held.
     """
+    # unasync: async-only end
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The cached value for ``key`` (a fresh copy), or ``default`` on a miss."""
-        # The twin of CacheService.get's fast path (see there): one await of the client's
-        # GET, no generator; anything else goes to the ``_get`` operation.
+        # Fast path for the common cases (``set`` has one too), with no generator around the
+        # GET; everything else goes to the ``read.get`` operation: suspending a generator
+        # around a blocking GET costs ~5% of the call, and each Python frame between the caller and
+        # redis-py ~1% (counted with callgrind on CacheService).
         ctx = self._ctx
         t = ctx.target
         if ctx.near is not None:
@@ -57,12 +80,16 @@ class AsyncCacheService(ServiceCore):
             if found is not MISS:
                 return found
             return await t.arun(read.get(ctx, key, default, looked=True))
+        # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
+        # this process last saw with the breaker closed.
         if t._page[GEN] == t._closed_gen or t.gate() is Gate.REDIS:
             if type(key) is not str or not key or len(key) > MAX_KEY_LENGTH \
                     or not key.isascii():
                 key = validate_key(key)
             k = ctx.head + key
-            timed = next(t.get_ticks) & 15 == 0  # 1 in 16 timed, counted 16 times
+            # 1 in 16 of these is timed and counts 16 times: the clock and the histogram
+            # would cost ~1% of a hit. The slow paths below are timed by ``t.arun``.
+            timed = next(t.get_ticks) & 15 == 0
             if timed:
                 started = perf_counter()
             client = t._async_client()
@@ -70,15 +97,15 @@ class AsyncCacheService(ServiceCore):
                 raw = await client.get(k)
             except CONNECTIVITY_ERRORS as exc:
                 kind = classify_error(exc, t.location.kind)
-                if kind == "broken":  # ``_get``'s request is the one retry
+                if kind == "broken":  # ``read.get``'s request is the one retry
                     await drop_idle(client)
-                elif kind in OUTAGES:  # an error reply: ``_get`` meets it and accounts it
-                    t.failed(exc)
+                elif kind in OUTAGES:  # an error reply: ``read.get`` meets it and accounts it
+                    t.failed(exc)  # opens the breaker
                 return await t.arun(read.get(ctx, key, default))
             result = read.reply(ctx, k, raw, default)
             if type(result) is Discard:
                 return await t.arun(read.discard(ctx, k, result.why, default, ctx.counters))
-            if type(result) is Tagged:
+            if type(result) is Tagged:  # the one extra check an untagged hit pays
                 return await t.arun(read.check_tagged(ctx, result, default, False, ctx.counters))
             if timed:
                 t.get_latency.record(perf_counter() - started, 16)
@@ -89,7 +116,34 @@ class AsyncCacheService(ServiceCore):
             tags: Iterable[str] = ()) -> None:
         """Cache ``value`` for ``ttl`` seconds (``None``: the service's default TTL), with
         ``tags`` (see ``invalidate_tags``)."""
-        await self._target.arun(write.put(self._ctx, key, value, ttl, tags=tags))
+        ctx = self._ctx
+        t = ctx.target
+        if tags or t._page[GEN] != t._closed_gen:  # tagged, or not known to be on Redis
+            await t.arun(write.put(ctx, key, value, ttl, tags=tags))
+            return
+        # Fast path (like get's): an untagged SET with no generator around it.
+        started = perf_counter()
+        k, payload, seconds, value = write.encode(ctx, key, value, ttl)
+        client = t._async_client()
+        try:
+            await client.set(k, payload, px=max(1, ceil(seconds * 1000)))
+        except CONNECTIVITY_ERRORS as exc:
+            kind = classify_error(exc, t.location.kind)
+            if kind == "broken":  # ``put_encoded``'s request is the one retry
+                await drop_idle(client)
+            elif kind in OUTAGES:  # an error reply: ``put_encoded`` meets it and accounts it
+                t.failed(exc)
+            # Redis again, or the fallback
+            await t.arun(write.put_encoded(ctx, k, payload, seconds, value))
+            return
+        # ``t.written([k], None)`` inlined: the key's slot on the host page moves (once the
+        # host has a near cache), and this process's near copy goes
+        page = t._page
+        if page[NEAR_USED]:
+            page[key_slot(k)] += 1
+        if t.near is not None:
+            t.near.invalidate((k,))
+        t.set_latency.record(perf_counter() - started)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys that hit (one MGET; per slot on Cluster)."""
@@ -142,7 +196,7 @@ class AsyncCacheService(ServiceCore):
         return await self._target.arun(write.clear_all(self._ctx))
 
     async def is_redis_available(self) -> bool:
-        """Whether calls go to Redis now; waits at most one connect timeout."""
+        """Whether calls go to Redis now; takes at most one connect timeout."""
         return await self._target.arun(read.is_available(self._ctx))
 
     async def get_or_set(
@@ -151,7 +205,17 @@ class AsyncCacheService(ServiceCore):
         stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
         tags: Iterable[str] = (),
     ) -> Any:
-        """The cached value, or ``await loader()`` (or ``loader()``) cached; see CacheService."""
+        """The cached value for ``key``, or ``loader()``'s (awaited) result, cached for ``ttl``.
+
+        A cached falsy value is a hit. Concurrent misses of one key run ``loader`` once in this
+        process (the others wait and share its value or exception; nothing is cached on an
+        exception); ``lock=True`` also makes other processes wait for it (up to ``lock_wait``
+        seconds) through a Redis lock that expires after ``lock_ttl``. ``None`` is cached only
+        with ``cache_none``. ``jitter`` shortens the TTL by up to that fraction at random.
+        ``stale_while_revalidate=S`` serves the expired value for S seconds while one caller
+        reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
+        when the loader raises.
+        """
         return await self._target.arun(flows.get_or_set(self._ctx, key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
@@ -162,9 +226,15 @@ class AsyncCacheService(ServiceCore):
         return self._stats()
 
     async def aclose(self) -> None:
+        # unasync: sync-only begin
+        # """Close the pooled connections of this service's target (shared with others)."""
+        # unasync: sync-only end
+        # unasync: async-only begin
         """Close this event loop's connections of the service's target (shared with others)."""
+        # unasync: async-only end
         await self._target.aclose()
 
+    # unasync: async-only begin
     async def __aenter__(self) -> AsyncCacheService:
         return self
 
@@ -179,3 +249,4 @@ class AsyncCacheService(ServiceCore):
 api_cache = AsyncCacheService("api", default_ttl=300, _defer_location_error=True)
 user_cache = AsyncCacheService("user", default_ttl=600, _defer_location_error=True)
 session_cache = AsyncCacheService("session", default_ttl=1800, _defer_location_error=True)
+# unasync: async-only end
