@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 import orjson
 
 from . import flows
+from ._runtime.view import runtime_view
 from .codec import _tag
 from .config import ttl_seconds
 from .core import TTL, ServiceCore
@@ -143,7 +144,8 @@ def cached(
                 return cache_key(*args[1:], **kwargs)
             return cache_key(*args, **kwargs)
 
-        target = service._target
+        view = runtime_view(service)
+        target = view.driver
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
@@ -166,8 +168,8 @@ def cached(
 
         def invalidation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if not args and not kwargs and (key_func is not None or len(sig.parameters) > method):
-                return service._invalidate_pattern(escape_glob(scope) + ":*")
-            return service._delete((cache_key(*args, **kwargs),))
+                return view.invalidate_pattern(escape_glob(scope) + ":*")
+            return view.delete((cache_key(*args, **kwargs),))
 
         def invalidate(*args: Any, **kwargs: Any) -> int:
             result: int = target.run(invalidation(args, kwargs))
