@@ -48,11 +48,13 @@ class Driver(Protocol):
         """An operation removing those of ``keys`` that hold one of our payloads."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RuntimeView:
     """What the readers outside the core may know of a service and of its target (shared by
     every service naming the same Redis location). Every property reads the live state."""
 
+    # not ``slots=True``: on 3.10/3.11 its frozen ``__setattr__`` raises a TypeError
+    __slots__ = ("_core", "_target")
     _core: ServiceCore
     _target: Target
 
