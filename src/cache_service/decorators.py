@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar, cast
 import orjson
 
 from . import flows
-from ._ops import write
+from ._runtime.view import runtime_view
 from .codec import _tag
 from .config import ttl_seconds
 from .core import TTL, ServiceCore
@@ -144,13 +144,14 @@ def cached(
                 return cache_key(*args[1:], **kwargs)
             return cache_key(*args, **kwargs)
 
-        target, ctx = service._target, service._ctx
+        view = runtime_view(service)
+        target = view.driver
 
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = flows.get_or_set(
-                    ctx, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
+                    view.context, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
@@ -159,7 +160,7 @@ def cached(
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = flows.get_or_set(
-                    ctx, call_key(args, kwargs), ttl, policy, task=None,
+                    view.context, call_key(args, kwargs), ttl, policy, task=None,
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return target.run(flow, functools.partial(func, *args, **kwargs))
 
@@ -167,8 +168,8 @@ def cached(
 
         def invalidation(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if not args and not kwargs and (key_func is not None or len(sig.parameters) > method):
-                return write.invalidate_pattern(ctx, escape_glob(scope) + ":*")
-            return write.delete(ctx, (cache_key(*args, **kwargs),))
+                return view.invalidate_pattern(escape_glob(scope) + ":*")
+            return view.delete((cache_key(*args, **kwargs),))
 
         def invalidate(*args: Any, **kwargs: Any) -> int:
             result: int = target.run(invalidation(args, kwargs))

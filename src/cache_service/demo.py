@@ -11,6 +11,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from ._runtime.view import runtime_view
 from .decorators import cached
 from .service import CacheService
 
@@ -157,7 +158,7 @@ class Demo:
             return
         flags.set("checkout-v2", {"on": True, "percent": 25})
         deadline = time.monotonic() + 3
-        near = flags._target.near
+        near = runtime_view(flags).near
         assert near is not None
         while flags.full_key("checkout-v2") not in near.entries and time.monotonic() < deadline:
             flags.get("checkout-v2")  # the first reads go to Redis until the tracker is in

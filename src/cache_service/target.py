@@ -267,7 +267,7 @@ class Target:
             self.record_latency(op, perf_counter() - started)
 
     def record_latency(self, op: Op[Any], seconds: float) -> None:
-        """Time a call by its operation's name (``_set`` -> ``set``); internal runs (the
+        """Time a call by its operation's name (``put`` -> ``set``); internal runs (the
         recovery probe) are not calls; a get's slow paths (discard, tagged) count as get."""
         name: str = getattr(op, "__name__", "call")
         latency = self._latency_of.get(name, _UNKNOWN)
@@ -676,8 +676,8 @@ _UNKNOWN: Any = object()
 # Generator names that are not the public call's name (None: not a call, e.g. the probe).
 _OPERATION_NAMES: dict[str, str | None] = {
     "_recover": None, "unlink_owned": None, "scan_unlink": None, "unlink_keys": None,
-    "_discard": "get", "_tagged": "get", "_is_available": "is_redis_available",
-    "_store": "set",
+    "discard": "get", "check_tagged": "get", "is_available": "is_redis_available",
+    "put": "set", "put_encoded": "set",
 }
 # The page of a target not yet attached: its generation never matches, so the first call
 # takes the slow path, which attaches.

@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 import redis
 
+from cache_service._runtime.view import runtime_view
 from cache_service.errors import ConfigurationError
 from cache_service.redis_backend import describe_error, ping_primaries
 from cache_service.redis_errors import _scrub
@@ -92,11 +93,12 @@ class Connection:
     def __init__(self, redis_url: str | None, prefix: str = CLI_PREFIX,
                  timeout: float = 1.0) -> None:
         self.svc = service(redis_url, prefix, timeout)
+        self.view = runtime_view(self.svc)
         self.location = self.svc.location
-        self.kind = self.svc._location.kind
+        self.kind = self.view.location.kind
         with quiet_library():
             try:
-                self.client: Any = self.svc._target.sync_client()
+                self.client: Any = self.view.driver.sync_client()
                 self.ping()
             except (redis.RedisError, OSError) as exc:
                 self.svc.close()
@@ -110,7 +112,7 @@ class Connection:
 
     def describe(self, exc: BaseException) -> str:
         """A Redis error without secrets, on one line."""
-        return one_line(_scrub(describe_error(exc), self.svc._location))
+        return one_line(_scrub(describe_error(exc), self.view.location))
 
     def failed(self, exc: BaseException) -> NoReturn:
         self.svc.close()
@@ -118,7 +120,7 @@ class Connection:
 
     def fell_back(self) -> bool:
         """Whether an operation of the library went to the fallback store (Redis failed)."""
-        return bool(self.svc._target.breaker.is_open)
+        return self.view.on_fallback
 
     def close(self) -> None:
         self.svc.close()

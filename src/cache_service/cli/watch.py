@@ -25,6 +25,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from cache_service._runtime.view import runtime_view
+
 try:
     from prometheus_client.parser import text_string_to_metric_families
 except ImportError:  # pragma: no cover - the [prometheus] extra is missing
@@ -231,6 +233,7 @@ class _PingOnly(Connection):
 
     def __init__(self, redis_url: str | None, timeout: float) -> None:
         self.svc = service(redis_url, timeout=timeout)
+        self.view = runtime_view(self.svc)
         self.location = self.svc.location
-        self.kind = self.svc._location.kind
-        self.client = self.svc._target.sync_client()
+        self.kind = self.view.location.kind
+        self.client = self.view.driver.sync_client()

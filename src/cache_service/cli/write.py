@@ -87,7 +87,7 @@ def _remove(conn: Connection, what: str, pattern: str, yes: bool, dry_run: bool,
     if not yes and not click.confirm(f"Remove {len(ours)} key(s)?", default=False):
         conn.close()
         fail("aborted: nothing removed")
-    target = conn.svc._target
+    driver = conn.view.driver
     removed = 0
     console = Console(stderr=True)
     show = len(ours) >= PROGRESS_FROM
@@ -98,7 +98,7 @@ def _remove(conn: Connection, what: str, pattern: str, yes: bool, dry_run: bool,
         try:
             for start in range(0, len(ours), BATCH):
                 chunk = ours[start:start + BATCH]
-                removed += target.run(target.unlink_owned(chunk))
+                removed += driver.run(driver.unlink_owned(chunk))
                 bar.advance(task, len(chunk))
         except (Unavailable, redis.RedisError, OSError) as exc:
             conn.failed(exc)

@@ -36,7 +36,7 @@ from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
 from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service._ops.requests import Exists, Script, Set
-from cache_service.breaker import Gate
+from cache_service._runtime.view import runtime_view
 from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.keys import validate_key
 from cache_service.loading import UNLOCK, lock_key, new_token
@@ -77,7 +77,7 @@ class CacheServiceMutex(CacheMutex):
     """A per-process lock, plus a Redis lock while Redis is reachable."""
 
     def __init__(self, service: CacheService, key: str, timeout: float, sleep: float) -> None:
-        self._service = service
+        self._view = runtime_view(service)
         self._name = lock_key(service.prefix, validate_key(key))
         self._local = _process_lock(self._name)
         self._px = max(1, int(timeout * 1000))
@@ -85,7 +85,7 @@ class CacheServiceMutex(CacheMutex):
         self._token: str | None = None
 
     def _redis(self) -> bool:
-        return self._service._target.gate() is Gate.REDIS
+        return self._view.uses_redis()
 
     def acquire(self, wait: bool = True) -> bool:
         if not self._local.acquire(wait):
@@ -93,7 +93,7 @@ class CacheServiceMutex(CacheMutex):
         token = new_token()
         try:
             while self._redis():
-                if self._service._target.run(_take(self._name, token, self._px)):
+                if self._view.driver.run(_take(self._name, token, self._px)):
                     self._token = token
                     return True
                 if not wait:
@@ -111,7 +111,7 @@ class CacheServiceMutex(CacheMutex):
         token, self._token = self._token, None
         try:
             if token is not None and self._redis():
-                self._service._target.run(_release(self._name, token))
+                self._view.driver.run(_release(self._name, token))
         except (Unavailable, WrongType):
             pass  # it expires by itself
         finally:
@@ -121,7 +121,7 @@ class CacheServiceMutex(CacheMutex):
         if self._local.locked():
             return True
         try:
-            return self._redis() and self._service._target.run(_held(self._name))
+            return self._redis() and self._view.driver.run(_held(self._name))
         except (Unavailable, WrongType):
             return False
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from cache_service import registry
+from cache_service._runtime.view import runtime_view
 from cache_service.errors import ConfigurationError
-from cache_service.stats import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
     from cache_service.core import ServiceCore
@@ -109,7 +109,6 @@ NEAR = (  # only targets with a near cache (``near_cache=...``) have these
 GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS, NEAR)
 FIGURES: tuple[Figure, ...] = tuple(f for group in GROUPS for f in group)
 BREAKER_STATES = ("closed", "open", "draining")
-_EMPTY = [0] * (len(LATENCY_BOUNDS) + 1)
 
 
 @dataclass
@@ -134,23 +133,22 @@ def read() -> Reading:
     seen: dict[int, str] = {}
     alive: list[ServiceCore] = registry.live_services()
     for svc in alive:
-        target = svc._target
+        view = runtime_view(svc)
         try:
-            if not target.attached:
+            if not view.attached:
                 continue
-            where = seen.get(id(target))
+            where = seen.get(view.target_id)
             if where is None:
-                snapshot = target.snapshot()
-                where = seen[id(target)] = snapshot["location"]
+                snapshot = view.target_snapshot()
+                where = seen[view.target_id] = snapshot["location"]
                 targets[where] = snapshot
-                latency[where] = {op: h.snapshot() for op, h in list(target.latency.items())
-                                  if h.counts != _EMPTY}
+                latency[where] = view.latency()
         except ConfigurationError:  # a ready-made service with an invalid REDIS_URL
             continue
-        mine = svc._counters.snapshot()
-        if svc._ready_made and not any(mine.values()):
+        mine = view.counts()
+        if view.ready_made and not any(mine.values()):
             continue  # a ready-made instance the application does not use
-        counts = services.setdefault((where, svc.prefix), dict.fromkeys(
+        counts = services.setdefault((where, view.prefix), dict.fromkeys(
             (f.key for f in FIGURES if f.scope == "service"), 0))
         for name, n in mine.items():
             if name in counts:
