@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.servers import RedisServer
 
 from cache_service import AsyncCacheService
-from cache_service.redis_backend import build_async_client
+from cache_service._redis.backend import build_async_client
 
 VALUE = {"id": 123, "name": "John Doe", "email": "john@example.com", "roles": ["admin", "dev"],
          "active": True, "score": 97.5, "tags": {"team": "core", "tz": "UTC"}}

@@ -23,7 +23,7 @@ import uvloop
 
 from cache_service import AsyncCacheService, CacheService, aio
 from cache_service._ops.requests import Command
-from cache_service.target import Target
+from cache_service._runtime.target import Target
 
 from .helpers import import_offline, unique
 from .servers import ChaosProxy, RedisServer, free_port

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_service import CacheService, ConfigurationError, SerializationError, cached
+from cache_service._ops.tags import MAX_TAG_LENGTH
 from cache_service.aio import AsyncCacheService
 from cache_service.config import MAX_TTL
 from cache_service.keys import MAX_KEY_LENGTH
-from cache_service.tags import MAX_TAG_LENGTH
 
 from .helpers import unique
 from .servers import RedisServer, free_port

@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from cache_service.config import TargetOptions, parse_url
-from cache_service.redis_backend import (
+from cache_service._redis.backend import (
     CONNECTIVITY_ERRORS,
     build_async_client,
     build_sync_client,
     refresh_topology,
     slot_of,
 )
+from cache_service.config import TargetOptions, parse_url
 
 from .helpers import hammer, unique
 from .servers import ClusterDeployment, ClusterNodeInfo, RedisServer

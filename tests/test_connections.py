@@ -14,8 +14,7 @@ import redis
 import uvloop
 
 from cache_service import AsyncCacheService, CacheService, ConfigurationError
-from cache_service.config import Location, TargetOptions, parse_url
-from cache_service.redis_backend import (
+from cache_service._redis.backend import (
     CONNECTIVITY_ERRORS,
     build_async_client,
     build_sync_client,
@@ -23,6 +22,7 @@ from cache_service.redis_backend import (
     diagnose,
     misconfiguration_message,
 )
+from cache_service.config import Location, TargetOptions, parse_url
 
 from .helpers import unique
 from .servers import ChaosProxy, RedisServer, TLSFiles, free_port

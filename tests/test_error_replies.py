@@ -36,8 +36,8 @@ from redis.exceptions import (
 )
 
 from cache_service import AsyncCacheService, CacheService
+from cache_service._redis.backend import OUTAGES, classify_error, reply_code, reply_text
 from cache_service.errors import NotAnIntegerError
-from cache_service.redis_backend import OUTAGES, classify_error, reply_code, reply_text
 
 from .helpers import eventually, unique
 from .servers import RedisServer, free_port

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from cache_service import AsyncCacheService, CacheService, ConfigurationError, cached
-from cache_service.loading import (
+from cache_service._ops.loading import (
     SWR_MARK,
     in_flight,
     jittered,

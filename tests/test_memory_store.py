@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from cache_service import CacheService
+from cache_service._host.memory_store import NO_VALUE, MemoryStore
 from cache_service._ops import read
-from cache_service.memory import NO_VALUE, MemoryStore
 from cache_service.redis_glob import compile_glob
 
 from .helpers import FakeClock, hammer, unique

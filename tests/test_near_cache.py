@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from cache_service import AsyncCacheService, CacheService, ConfigurationError, NearCache
-from cache_service.near import MISS, NearStore
-from cache_service.redis_backend import drop_idle
+from cache_service._near.store import MISS, NearStore
+from cache_service._redis.backend import drop_idle
 
 from .helpers import eventually, unique
 from .near_chaos import chaos_run

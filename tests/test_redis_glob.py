@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_service import CacheService
-from cache_service.memory import MemoryStore
-from cache_service.near import NearCache, NearStore
+from cache_service._host.memory_store import MemoryStore
+from cache_service._near.store import NearCache, NearStore
 from cache_service.redis_glob import compile_glob, escape_glob, redis_match
 
 from .helpers import eventually, unique

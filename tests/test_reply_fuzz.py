@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cache_service import CacheService, NotAnIntegerError, PickleCodec
+from cache_service._ops.tags import TAGGED
 from cache_service.aio import AsyncCacheService
 from cache_service.cli import main
 from cache_service.codec import MAGIC, PLAIN_JSON, SIGNED_PICKLE, TAGGED_JSON
-from cache_service.tags import TAGGED
 
 from .helpers import unique
 from .servers import RedisServer

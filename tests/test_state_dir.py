@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cache_service import CacheService
-from cache_service.host import location_name, resolve_dir
+from cache_service._host.state import location_name, resolve_dir
 
 from .helpers import eventually, unique
 from .servers import ChaosProxy, RedisServer

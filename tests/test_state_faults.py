@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from cache_service import CacheService
+from cache_service._host.state import PAGE_BYTES, STATE, location_name
+from cache_service._host.statedir import sweep
 from cache_service.config import parse_url
-from cache_service.host import PAGE_BYTES, STATE, location_name
-from cache_service.statedir import sweep
 
 from .helpers import FakeClock, eventually, unique
 from .servers import ChaosProxy, RedisServer

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
+from cache_service._host.memory_store import NO_VALUE, FallbackStore, MemoryStore
+from cache_service._host.shared_store import SharedStore
+from cache_service._host.state import GEN, HostState
 from cache_service.config import parse_url
-from cache_service.fallback import SharedStore
-from cache_service.host import GEN, HostState
-from cache_service.memory import NO_VALUE, FallbackStore, MemoryStore
 from cache_service.redis_glob import compile_glob
 
 from .helpers import FakeClock, hammer

@@ -5,19 +5,19 @@ Importing this package never touches the network; services connect on first use.
 
 from __future__ import annotations
 
-from .aio import AsyncCacheService
-from .codec import Codec, JsonCodec, PickleCodec
-from .decorators import cached
-from .errors import (
+from cache_service._near.store import NearCache
+from cache_service.aio import AsyncCacheService
+from cache_service.codec import Codec, JsonCodec, PickleCodec
+from cache_service.decorators import cached
+from cache_service.errors import (
     CacheError,
     ConfigurationError,
     NotAnIntegerError,
     SerializationError,
     ValueTooLargeError,
 )
-from .instances import api_cache, session_cache, user_cache
-from .near import NearCache
-from .service import CacheService
+from cache_service.instances import api_cache, session_cache, user_cache
+from cache_service.service import CacheService
 
 __all__ = [
     "AsyncCacheService",

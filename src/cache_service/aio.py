@@ -34,17 +34,17 @@ from time import perf_counter
 from types import TracebackType  # unasync: async-only
 from typing import Any
 
-from . import batch, counters, flows, keyops
-from ._ops import read, write
-from ._ops.read import Discard
-from .breaker import Gate
-from .core import TTL, ServiceCore
-from .host import GEN, NEAR_USED, key_slot
-from .keys import MAX_KEY_LENGTH, validate_key
-from .loading import load_policy
-from .near import MISS
-from .redis_backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
-from .tags import Tagged
+from cache_service._host.breaker import Gate
+from cache_service._host.state import GEN, NEAR_USED, key_slot
+from cache_service._near.store import MISS
+from cache_service._ops import batch, incr, keyops, read, write
+from cache_service._ops.get_or_set import get_or_set as get_or_set_op
+from cache_service._ops.loading import load_policy
+from cache_service._ops.read import Discard
+from cache_service._ops.tags import Tagged
+from cache_service._redis.backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
+from cache_service.core import TTL, ServiceCore
+from cache_service.keys import MAX_KEY_LENGTH, validate_key
 
 # unasync: sync: __all__ = ["CacheService"]
 __all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]  # unasync: async-only
@@ -161,11 +161,11 @@ class AsyncCacheService(ServiceCore):
 
     async def incr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
         """Add ``delta`` to the int at ``key`` atomically (absent: 0, given ``ttl``); the result."""
-        return await self._target.arun(counters.incr(self._ctx, key, delta, ttl))
+        return await self._target.arun(incr.incr(self._ctx, key, delta, ttl))
 
     async def decr(self, key: str, delta: int = 1, ttl: TTL = None) -> int:
         """Subtract ``delta`` from the int at ``key`` atomically; the result."""
-        return await self._target.arun(counters.decr(self._ctx, key, delta, ttl))
+        return await self._target.arun(incr.decr(self._ctx, key, delta, ttl))
 
     async def touch(self, key: str, ttl: TTL = None) -> bool:
         """Give ``key``'s value a new TTL (``None``: the default TTL); False if absent."""
@@ -216,7 +216,7 @@ class AsyncCacheService(ServiceCore):
         reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
         when the loader raises.
         """
-        return await self._target.arun(flows.get_or_set(self._ctx, key, ttl, load_policy(
+        return await self._target.arun(get_or_set_op(self._ctx, key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
             stale_if_error=stale_if_error), task=asyncio.current_task(), tags=tags), loader)

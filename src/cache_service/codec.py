@@ -27,8 +27,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from .errors import ConfigurationError, SerializationError, ValueTooLargeError
-from .forking import at_fork_child
+from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
+from cache_service.forking import at_fork_child
 
 __all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "check_signing_key"]
 

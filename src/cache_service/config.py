@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from .errors import ConfigurationError
+from cache_service.errors import ConfigurationError
 
 __all__ = ["MAX_TTL", "Location", "TargetOptions", "resolve_location", "shown", "ttl_seconds"]
 

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from . import registry
-from ._ops.context import TTL, OpContext
-from ._runtime.targets import get_target
-from .codec import PLAIN_CODECS, Codec, JsonCodec
-from .config import Location, TargetOptions, resolve_location, ttl_seconds
-from .errors import ConfigurationError
-from .keys import KeySpace
-from .near import NearCache, NearStore, near_config
-from .stats import ServiceCounters
-from .target import Target
-from .unconfigured import unconfigured
+from cache_service import registry
+from cache_service._near.store import NearCache, NearStore, near_config
+from cache_service._ops.context import TTL, OpContext
+from cache_service._runtime.target import Target
+from cache_service._runtime.targets import get_target
+from cache_service.codec import PLAIN_CODECS, Codec, JsonCodec
+from cache_service.config import Location, TargetOptions, resolve_location, ttl_seconds
+from cache_service.errors import ConfigurationError
+from cache_service.keys import KeySpace
+from cache_service.stats import ServiceCounters
+from cache_service.unconfigured import unconfigured
 
 __all__ = ["DEFAULT_MAX_VALUE_BYTES", "TTL", "ServiceCore"]
 

@@ -15,16 +15,16 @@ from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
-from . import flows
-from ._runtime.view import runtime_view
-from .codec import _tag
-from .config import ttl_seconds
-from .core import TTL, ServiceCore
-from .errors import SerializationError
-from .loading import load_policy
-from .redis_glob import escape_glob
-from .service import CacheService
-from .tags import validate_tags
+from cache_service._ops.get_or_set import get_or_set as get_or_set_op
+from cache_service._ops.loading import load_policy
+from cache_service._ops.tags import validate_tags
+from cache_service._runtime.view import runtime_view
+from cache_service.codec import _tag
+from cache_service.config import ttl_seconds
+from cache_service.core import TTL, ServiceCore
+from cache_service.errors import SerializationError
+from cache_service.redis_glob import escape_glob
+from cache_service.service import CacheService
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -150,7 +150,7 @@ def cached(
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = flows.get_or_set(
+                flow = get_or_set_op(
                     view.context, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
@@ -159,7 +159,7 @@ def cached(
         else:
             @functools.wraps(func)
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-                flow = flows.get_or_set(
+                flow = get_or_set_op(
                     view.context, call_key(args, kwargs), ttl, policy, task=None,
                     tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
                 return target.run(flow, functools.partial(func, *args, **kwargs))

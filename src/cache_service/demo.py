@@ -11,9 +11,9 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from ._runtime.view import runtime_view
-from .decorators import cached
-from .service import CacheService
+from cache_service._runtime.view import runtime_view
+from cache_service.decorators import cached
+from cache_service.service import CacheService
 
 __all__ = ["run_demo"]
 

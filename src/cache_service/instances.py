@@ -6,7 +6,7 @@ on first use instead (see ``unconfigured.py``).
 
 from __future__ import annotations
 
-from .service import CacheService
+from cache_service.service import CacheService
 
 __all__ = ["api_cache", "session_cache", "user_cache"]
 

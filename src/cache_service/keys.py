@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from .errors import ConfigurationError
+from cache_service.errors import ConfigurationError
 
 __all__ = [
     "MAX_KEY_LENGTH",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .keys import redact
+from cache_service.keys import redact
 
 __all__ = ["INTERVAL", "unservable"]
 

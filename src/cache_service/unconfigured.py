@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, NoReturn, cast
 
-from .config import Location
-from .errors import ConfigurationError
-from .target import Target
+from cache_service._runtime.target import Target
+from cache_service.config import Location
+from cache_service.errors import ConfigurationError
 
 __all__ = ["unconfigured"]
 

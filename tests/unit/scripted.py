@@ -27,11 +27,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from cache_service._ops.loading import Sleep
 from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service._ops.requests import REQUESTS
+from cache_service._runtime.target import Target
 from cache_service.core import ServiceCore
-from cache_service.loading import Sleep
-from cache_service.target import Target
 
 T = TypeVar("T")
 

@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from cache_service._ops.requests import Get, Script, Set
-from cache_service.codec import HEADER_SIZE, STAMPER, JsonCodec, pack
-from cache_service.flows import get_or_set
-from cache_service.loading import (
+from cache_service._ops.get_or_set import get_or_set
+from cache_service._ops.loading import (
     LOAD,
     RETRY,
     UNLOCK,
@@ -25,7 +23,9 @@ from cache_service.loading import (
     load_policy,
     lock_key,
 )
-from cache_service.scripts import SET_UNLESS_FOREIGN
+from cache_service._ops.requests import Get, Script, Set
+from cache_service._ops.scripts import SET_UNLESS_FOREIGN
+from cache_service.codec import HEADER_SIZE, STAMPER, JsonCodec, pack
 
 from .scripted import Make
 

@@ -1,5 +1,6 @@
-"""The import graph of ``cache_service``: no cycle (type-only imports included), and the
-operation protocol is a leaf that the operations import instead of the drivers' module."""
+"""The import graph of ``cache_service``: no cycle (type-only imports included), the
+operation protocol is a leaf, and each private subpackage imports only the layers below it
+(the map is in the README's "How it is built")."""
 
 from __future__ import annotations
 
@@ -10,8 +11,18 @@ import cache_service
 
 SRC = Path(cache_service.__file__).resolve().parent
 PACKAGE = "cache_service"
-# Operation modules: generators and their pieces, with no need of the drivers' module.
-PURE = ["loading", "flows", "keyops", "batch", "counters", "tags", "keys", "codec"]
+# Which layer may not import which (at run time; type-only imports count only for cycles):
+# the pure operations never import the runtime (they read the stores it hands them: fallback,
+# near); host-shared state knows nothing above it; the client layer knows no operation.
+FORBIDDEN = {
+    "_ops": ("_runtime", "_wire", "core", "service", "aio", "integrations", "cli"),
+    "_host": ("_ops", "_runtime", "_near", "_redis", "_wire", "core", "service", "aio",
+              "integrations", "cli"),
+    "_redis": ("_ops", "_runtime", "_host", "_near", "core", "service", "aio",
+               "integrations", "cli"),
+    "_near": ("_ops", "_runtime", "core", "service", "aio", "integrations", "cli"),
+    "_runtime": ("core", "service", "aio", "integrations", "cli"),
+}
 
 
 def modules() -> dict[str, Path]:
@@ -24,11 +35,26 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """Every module of ours that ``name`` imports, anywhere (under TYPE_CHECKING too)."""
+def _type_only(tree: ast.Module) -> set[int]:
+    """The ids of import nodes under ``if TYPE_CHECKING:``."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            found.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return found
+
+
+def imports_of(name: str, path: Path, known: dict[str, Path],
+               runtime_only: bool = False) -> set[str]:
+    """Every module of ours that ``name`` imports, anywhere (under TYPE_CHECKING too, unless
+    ``runtime_only``)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skip = _type_only(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -77,7 +103,13 @@ def test_the_operation_protocol_imports_nothing_of_ours() -> None:
     assert graph()[f"{PACKAGE}._ops.protocol"] == set()
 
 
-def test_operation_modules_do_not_import_the_drivers_module() -> None:
-    edges = graph()
-    for name in PURE:
-        assert f"{PACKAGE}.target" not in edges[f"{PACKAGE}.{name}"], name
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    known = modules()
+    wrong = []
+    for name, path in known.items():
+        layer = name.split(".")[1] if name.count(".") else ""
+        for dep in imports_of(name, path, known, runtime_only=True):
+            dep_layer = dep.split(".")[1] if dep.count(".") else ""
+            if dep_layer in FORBIDDEN.get(layer, ()):
+                wrong.append(f"{name} imports {dep}")
+    assert not wrong, "\n".join(wrong)

@@ -19,8 +19,8 @@ from cache_service._ops import read, write
 from cache_service._ops.context import MISSING
 from cache_service._ops.protocol import ReplyError, Unavailable, WrongType
 from cache_service._ops.requests import Get, Script, Set, Unlink
+from cache_service._ops.scripts import SET_UNLESS_FOREIGN
 from cache_service.codec import HEADER_SIZE, MAGIC, STAMPER, JsonCodec, pack
-from cache_service.scripts import SET_UNLESS_FOREIGN
 
 from .scripted import Make
 

@@ -15,14 +15,14 @@ import redis.exceptions
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cache_service._host.breaker import Breaker
+from cache_service._host.journal import ALL_OURS, KEY, PATTERN, WRITER_SHIFT, Guard, fold
+from cache_service._host.state import GEN, HostState
 from cache_service._ops import read, write
 from cache_service._ops.requests import Call, Get, Ping, Set, Unlink
-from cache_service.breaker import Breaker
+from cache_service._redis.backend import drop_idle, refresh_topology
 from cache_service.codec import STAMPER, JsonCodec, pack
 from cache_service.config import resolve_location
-from cache_service.host import GEN, HostState
-from cache_service.journal import ALL_OURS, KEY, PATTERN, WRITER_SHIFT, Guard, fold
-from cache_service.redis_backend import drop_idle, refresh_topology
 
 from .scripted import Make, ScriptedDriver
 

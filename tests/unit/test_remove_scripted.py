@@ -13,8 +13,8 @@ from cache_service._ops.remove import (
     unlink_owned,
 )
 from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
+from cache_service._redis.cluster import scan_node, scan_primaries, slot_of
 from cache_service.codec import MAGIC
-from cache_service.redis_cluster import scan_node, scan_primaries, slot_of
 
 from .scripted import Make
 

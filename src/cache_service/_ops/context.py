@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from cache_service._ops.tags import tag_key
 from cache_service.codec import Codec
 from cache_service.keys import KeySpace
 from cache_service.stats import ServiceCounters
-from cache_service.tags import tag_key
 
 if TYPE_CHECKING:
+    from cache_service._near.store import NearStore
+    from cache_service._runtime.target import Target
     from cache_service.config import Location
-    from cache_service.near import NearStore
-    from cache_service.target import Target
 
 __all__ = ["MISSING", "TTL", "UNCOUNTED", "OpContext"]
 

@@ -14,7 +14,21 @@ from typing import Any
 
 from orjson import JSONDecodeError, loads
 
-from cache_service.breaker import Gate
+from cache_service._host.breaker import Gate
+from cache_service._host.memory_store import NO_VALUE
+from cache_service._host.state import GEN
+from cache_service._near.store import MISS
+from cache_service._ops.context import OpContext
+from cache_service._ops.loading import SWR_MARK, Stale
+from cache_service._ops.protocol import Op, ReplyError, Unavailable, WrongType
+from cache_service._ops.requests import Get, MGet, Script
+from cache_service._ops.scripts import DROP_IF_SAME, GET_WITH_PTTL
+from cache_service._ops.tags import (
+    Tagged,
+    is_tagged,
+    open_tagged,
+    stored_tokens,
+)
 from cache_service.codec import (
     HEADER_SIZE,
     PLAIN_HEADER,
@@ -23,23 +37,8 @@ from cache_service.codec import (
     unpack,
 )
 from cache_service.copies import Kept
-from cache_service.host import GEN
-from cache_service.loading import SWR_MARK, Stale
-from cache_service.memory import NO_VALUE
-from cache_service.near import MISS
 from cache_service.notices import unservable
-from cache_service.scripts import DROP_IF_SAME, GET_WITH_PTTL
 from cache_service.stats import ServiceCounters
-from cache_service.tags import (
-    Tagged,
-    is_tagged,
-    open_tagged,
-    stored_tokens,
-)
-
-from .context import OpContext
-from .protocol import Op, ReplyError, Unavailable, WrongType
-from .requests import Get, MGet, Script
 
 __all__ = ["Discard", "check_tagged", "decoder", "discard", "foreign", "from_memory",
            "from_redis", "get", "is_available", "near_hit", "opened", "reply"]

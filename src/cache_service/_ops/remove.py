@@ -5,11 +5,10 @@ script or command may only touch keys of one slot), and SCAN on every primary.
 
 from __future__ import annotations
 
+from cache_service._ops.protocol import Op
+from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
+from cache_service._redis.cluster import by_slot, scan_node, scan_primaries
 from cache_service.codec import MAGIC
-from cache_service.redis_cluster import by_slot, scan_node, scan_primaries
-
-from .protocol import Op
-from .requests import Call, Command, Scan, Script, Unlink
 
 __all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "unlink_keys", "unlink_owned"]
 

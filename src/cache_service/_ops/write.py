@@ -9,7 +9,23 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cache_service.breaker import Gate
+from cache_service._host.breaker import Gate
+from cache_service._host.memory_store import NO_VALUE
+from cache_service._ops.context import TTL, OpContext
+from cache_service._ops.loading import SWR_MARK, jittered
+from cache_service._ops.protocol import Op, ReplyError, Request, Unavailable
+from cache_service._ops.requests import Script, Set
+from cache_service._ops.scripts import SET_UNLESS_FOREIGN
+from cache_service._ops.tags import (
+    MAX_INVALIDATE,
+    TOKENS,
+    drop_memory_tokens,
+    memory_tokens,
+    tag_ttl_ms,
+    validate_tags,
+    wrap,
+)
+from cache_service._ops.tags import new_token as new_tag_token
 from cache_service.codec import (
     MAGIC,
     STAMPER,
@@ -19,24 +35,7 @@ from cache_service.codec import (
 )
 from cache_service.config import ttl_seconds
 from cache_service.copies import IMMUTABLE, Kept, copy_plan
-from cache_service.loading import SWR_MARK, jittered
-from cache_service.memory import NO_VALUE
-from cache_service.scripts import SET_UNLESS_FOREIGN
 from cache_service.stats import add
-from cache_service.tags import (
-    MAX_INVALIDATE,
-    TOKENS,
-    drop_memory_tokens,
-    memory_tokens,
-    tag_ttl_ms,
-    validate_tags,
-    wrap,
-)
-from cache_service.tags import new_token as new_tag_token
-
-from .context import TTL, OpContext
-from .protocol import Op, ReplyError, Request, Unavailable
-from .requests import Script, Set
 
 __all__ = ["KEEP_DECODED", "clear_all", "delete", "drop_refused", "encode", "invalidate",
            "invalidate_pattern", "invalidate_tags", "kept", "put", "put_encoded",
@@ -76,7 +75,7 @@ def put(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
          jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
     """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
     ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
-    ``tags``: see ``tags.py``; ``polite``: never over a foreign key (get_or_set's fill)."""
+    ``tags``: see ``_ops.tags``; ``polite``: never over a foreign key (get_or_set's fill)."""
     tagged = validate_tags(tags) if tags else ()
     k, payload, seconds, value = encode(ctx, key, value, ttl, keep_stale, jitter)
     px = max(1, math.ceil(seconds * 1000))

@@ -11,9 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from cache_service._runtime.target import Target
 from cache_service.config import Location, TargetOptions
 from cache_service.forking import at_fork_child
-from cache_service.target import Target
 
 __all__ = ["get_target"]
 

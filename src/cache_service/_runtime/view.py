@@ -14,17 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from cache_service._host.breaker import Gate
 from cache_service._ops import write
-from cache_service.breaker import Gate
 from cache_service.stats import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
+    from cache_service._near.store import NearStore
     from cache_service._ops.context import OpContext
     from cache_service._ops.protocol import Op
+    from cache_service._runtime.target import Target
     from cache_service.config import Location
     from cache_service.core import ServiceCore
-    from cache_service.near import NearStore
-    from cache_service.target import Target
 
 __all__ = ["RuntimeView", "runtime_view"]
 

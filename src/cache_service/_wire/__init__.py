@@ -53,8 +53,8 @@ in a forked child.
 
 from __future__ import annotations
 
-from .async_conn import AsyncConnection, connect
-from .errors import (
+from cache_service._wire.async_conn import AsyncConnection, connect
+from cache_service._wire.errors import (
     ConnectFailed,
     ConnectionLost,
     ConnectivityError,
@@ -65,8 +65,8 @@ from .errors import (
     WireError,
     WireTimeout,
 )
-from .settings import TLSSettings, WireSettings
-from .sync_conn import SyncConnection, ThreadConnections
+from cache_service._wire.settings import TLSSettings, WireSettings
+from cache_service._wire.sync_conn import SyncConnection, ThreadConnections
 
 __all__ = [
     "AsyncConnection",

@@ -25,7 +25,7 @@ import math
 from collections.abc import Sequence
 from typing import cast
 
-from .errors import (
+from cache_service._wire.errors import (
     ConnectionLost,
     ConnectivityError,
     ProtocolError,
@@ -33,8 +33,15 @@ from .errors import (
     connect_failed,
     connection_lost,
 )
-from .protocol import Arg, Pending, PushHandler, RespCore, encode_command, handshake
-from .settings import WireSettings, ssl_context
+from cache_service._wire.protocol import (
+    Arg,
+    Pending,
+    PushHandler,
+    RespCore,
+    encode_command,
+    handshake,
+)
+from cache_service._wire.settings import WireSettings, ssl_context
 
 __all__ = ["AsyncConnection", "connect"]
 

@@ -24,8 +24,14 @@ from typing import Final
 
 import hiredis
 
-from .errors import ConnectionLost, EncodeError, HandshakeError, ProtocolError, ReplyError
-from .settings import WireSettings
+from cache_service._wire.errors import (
+    ConnectionLost,
+    EncodeError,
+    HandshakeError,
+    ProtocolError,
+    ReplyError,
+)
+from cache_service._wire.settings import WireSettings
 
 __all__ = [
     "NEED_DATA",

@@ -21,9 +21,16 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 
-from .errors import ConnectionLost, ReplyError, connect_failed, connection_lost
-from .protocol import NEED_DATA, Arg, PushHandler, RespCore, encode_command, handshake
-from .settings import WireSettings, ssl_context
+from cache_service._wire.errors import ConnectionLost, ReplyError, connect_failed, connection_lost
+from cache_service._wire.protocol import (
+    NEED_DATA,
+    Arg,
+    PushHandler,
+    RespCore,
+    encode_command,
+    handshake,
+)
+from cache_service._wire.settings import WireSettings, ssl_context
 
 __all__ = ["SyncConnection", "ThreadConnections", "open_socket"]
 

@@ -15,14 +15,13 @@ from typing import Any
 import click
 from rich.console import Console
 
+from cache_service.cli._common import redis_url_option, service, usage_error
+from cache_service.cli.bench import bench
+from cache_service.cli.inspect import check, get, info, keys, ping
+from cache_service.cli.watch import stats
+from cache_service.cli.write import clear, delete, invalidate
 from cache_service.demo import run_demo
 from cache_service.errors import ConfigurationError
-
-from ._common import redis_url_option, service, usage_error
-from .bench import bench
-from .inspect import check, get, info, keys, ping
-from .watch import stats
-from .write import clear, delete, invalidate
 
 __all__ = ["main"]
 

@@ -11,10 +11,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 import redis
 
+from cache_service._redis.backend import describe_error, ping_primaries
+from cache_service._redis.errors import _scrub
 from cache_service._runtime.view import runtime_view
 from cache_service.errors import ConfigurationError
-from cache_service.redis_backend import describe_error, ping_primaries
-from cache_service.redis_errors import _scrub
 from cache_service.service import CacheService
 
 __all__ = ["Connection", "fail", "one_line", "quiet_library", "redis_url_option", "service",

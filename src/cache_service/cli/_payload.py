@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cache_service._ops.tags import TAGGED, is_tagged, open_tagged
 from cache_service.codec import (
     HEADER_SIZE,
     MAGIC,
@@ -16,7 +17,6 @@ from cache_service.codec import (
     stamp_of,
     unpack,
 )
-from cache_service.tags import TAGGED, is_tagged, open_tagged
 
 __all__ = ["Payload", "describe_header", "describe_payload"]
 

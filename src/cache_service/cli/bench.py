@@ -17,9 +17,8 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from cache_service.cli._common import Connection, redis_url_option, timeout_option
 from cache_service.keys import KeySpace
-
-from ._common import Connection, redis_url_option, timeout_option
 
 __all__ = ["bench"]
 

@@ -13,10 +13,16 @@ from rich.console import Console
 from rich.pretty import Pretty
 from rich.table import Table
 
+from cache_service.cli._common import (
+    Connection,
+    fail,
+    quiet_library,
+    redis_url_option,
+    service,
+    timeout_option,
+)
+from cache_service.cli._payload import describe_header, describe_payload
 from cache_service.keys import NAMESPACE, KeySpace
-
-from ._common import Connection, fail, quiet_library, redis_url_option, service, timeout_option
-from ._payload import describe_header, describe_payload
 
 __all__ = ["check", "get", "info", "keys", "ping"]
 

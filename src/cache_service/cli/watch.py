@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - the [prometheus] extra is missing
     text_string_to_metric_families = None  # type: ignore[assignment]
 
-from ._common import Connection, fail, one_line, quiet_library, service
+from cache_service.cli._common import Connection, fail, one_line, quiet_library, service
 
 __all__ = ["stats"]
 

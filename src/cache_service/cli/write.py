@@ -17,10 +17,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cache_service._ops.protocol import Unavailable
+from cache_service.cli._common import (
+    Connection,
+    fail,
+    quiet_library,
+    redis_url_option,
+    timeout_option,
+)
 from cache_service.codec import MAGIC
 from cache_service.keys import KeySpace
-
-from ._common import Connection, fail, quiet_library, redis_url_option, timeout_option
 
 __all__ = ["clear", "delete", "invalidate"]
 

@@ -37,9 +37,14 @@ from typing import Any
 from cachelib import BaseCache
 
 from cache_service.errors import ConfigurationError, ValueTooLargeError
+from cache_service.integrations._common import (
+    ENV_KEY,
+    FOREVER,
+    SigningKeys,
+    build_services,
+    not_cached,
+)
 from cache_service.redis_glob import escape_glob
-
-from ._common import ENV_KEY, FOREVER, SigningKeys, build_services, not_cached
 
 __all__ = ["CachelibCache"]
 

@@ -42,8 +42,7 @@ from django.core.cache.backends.base import (
 from django.core.exceptions import ImproperlyConfigured
 
 from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
-
-from ._common import FOREVER, SigningKeys, build_services, service_prefix
+from cache_service.integrations._common import FOREVER, SigningKeys, build_services, service_prefix
 
 __all__ = ["DjangoCache", "DjangoConfigurationError", "DjangoInvalidCacheKey"]
 

@@ -34,15 +34,21 @@ from typing import Any
 
 from dogpile.cache.api import NO_VALUE, CacheBackend, CacheMutex
 
+from cache_service._ops.loading import UNLOCK, lock_key, new_token
 from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service._ops.requests import Exists, Script, Set
 from cache_service._runtime.view import runtime_view
 from cache_service.errors import ConfigurationError, ValueTooLargeError
+from cache_service.integrations._common import (
+    ENV_KEY,
+    FOREVER,
+    SERVICE_OPTIONS,
+    SigningKeys,
+    build_services,
+    not_cached,
+)
 from cache_service.keys import validate_key
-from cache_service.loading import UNLOCK, lock_key, new_token
 from cache_service.service import CacheService
-
-from ._common import ENV_KEY, FOREVER, SERVICE_OPTIONS, SigningKeys, build_services, not_cached
 
 __all__ = ["CacheServiceBackend", "CacheServiceMutex"]
 

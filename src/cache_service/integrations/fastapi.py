@@ -65,8 +65,7 @@ from cache_service import aio
 from cache_service.aio import AsyncCacheService
 from cache_service.config import ttl_seconds
 from cache_service.core import TTL
-
-from ._route_policy import RoutePolicy, directives, storable
+from cache_service.integrations._route_policy import RoutePolicy, directives, storable
 
 __all__ = ["HeadMiddleware", "cache_response", "close_on_shutdown", "default_key",
            "invalidate_path", "provide"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-from .figures import BREAKER_STATES, FIGURES, Figure, read_cached
+from cache_service.integrations.figures import BREAKER_STATES, FIGURES, Figure, read_cached
 
 __all__ = ["instrument", "otel_name"]
 

@@ -38,9 +38,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from cache_service.integrations.figures import BREAKER_STATES, FIGURES, Figure, Reading, read
 from cache_service.stats import LATENCY_BOUNDS
-
-from .figures import BREAKER_STATES, FIGURES, Figure, Reading, read
 
 __all__ = ["CacheServiceCollector", "register"]
 

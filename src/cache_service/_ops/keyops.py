@@ -13,16 +13,23 @@ import math
 import threading
 from typing import Any
 
-from ._ops import read, write
-from ._ops.context import MISSING, TTL, UNCOUNTED, OpContext
-from ._ops.protocol import Op, Unavailable, WrongType
-from ._ops.read import Discard
-from ._ops.requests import MGet, PExpire, Script, Set
-from ._ops.write import kept
-from .breaker import Gate
-from .codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
-from .config import ttl_seconds
-from .tags import Tagged, is_tagged, memory_tokens, open_tagged, validate_tags, wrap
+from cache_service._host.breaker import Gate
+from cache_service._ops import read, write
+from cache_service._ops.context import MISSING, TTL, UNCOUNTED, OpContext
+from cache_service._ops.protocol import Op, Unavailable, WrongType
+from cache_service._ops.read import Discard
+from cache_service._ops.requests import MGet, PExpire, Script, Set
+from cache_service._ops.tags import (
+    Tagged,
+    is_tagged,
+    memory_tokens,
+    open_tagged,
+    validate_tags,
+    wrap,
+)
+from cache_service._ops.write import kept
+from cache_service.codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
+from cache_service.config import ttl_seconds
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
 

@@ -36,10 +36,17 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Location
-from .forking import at_fork_child
-from .redis_glob import redis_match
-from .statedir import UnsafeState, check_dir, ensure_private, open_private, sweep, sweep_due
+from cache_service._host.statedir import (
+    UnsafeState,
+    check_dir,
+    ensure_private,
+    open_private,
+    sweep,
+    sweep_due,
+)
+from cache_service.config import Location
+from cache_service.forking import at_fork_child
+from cache_service.redis_glob import redis_match
 
 __all__ = ["CLOSED_COUNT", "FB_BYTES", "FB_ENTRIES", "FB_EVICTIONS", "GEN", "NEAR_USED",
            "NEAR_WRITES", "OPENED", "PAGE_BYTES", "STATE", "WRITES", "HostState", "host_clock",

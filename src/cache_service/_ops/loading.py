@@ -34,11 +34,11 @@ from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .codec import Codec, pack, unpack
-from .config import MAX_TTL, shown
-from .errors import ConfigurationError
-from .forking import at_fork_child
-from .keys import NAMESPACE
+from cache_service.codec import Codec, pack, unpack
+from cache_service.config import MAX_TTL, shown
+from cache_service.errors import ConfigurationError
+from cache_service.forking import at_fork_child
+from cache_service.keys import NAMESPACE
 
 __all__ = [
     "LOAD",

@@ -23,15 +23,11 @@ from collections.abc import AsyncGenerator, Callable
 from time import perf_counter
 from typing import Any, TypeVar
 
-from ._ops import remove
-from ._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
-from ._ops.requests import REQUESTS, Call, Ping
-from .breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
-from .codec import STAMPER
-from .config import Location, TargetOptions
-from .fallback import SharedStore
-from .forking import renew_locks
-from .host import (
+from cache_service._host.breaker import ST_CLOSED, ST_DRAINING, Breaker, Gate
+from cache_service._host.journal import Guard, Journal, clear_all
+from cache_service._host.memory_store import MemoryStore
+from cache_service._host.shared_store import SharedStore
+from cache_service._host.state import (
     GEN,
     NEAR_USED,
     PAGE_BYTES,
@@ -42,11 +38,12 @@ from .host import (
     mark_written,
     resolve_dir,
 )
-from .journal import Guard, Journal, clear_all
-from .memory import MemoryStore
-from .near import NearCache, NearStore
-from .recovery import Recovery
-from .redis_backend import (
+from cache_service._near.store import NearCache, NearStore
+from cache_service._near.tracker import Tracker
+from cache_service._ops import remove
+from cache_service._ops.protocol import Op, ReplyError, Request, Unavailable, WrongType
+from cache_service._ops.requests import REQUESTS, Call, Ping
+from cache_service._redis.backend import (
     CONNECTIVITY_ERRORS,
     OUTAGES,
     build_async_client,
@@ -62,9 +59,12 @@ from .redis_backend import (
     reply_code,
     reply_text,
 )
-from .redis_glob import compile_glob
-from .stats import Latency, TargetCounters, add
-from .tracking import Tracker
+from cache_service._runtime.recovery import Recovery
+from cache_service.codec import STAMPER
+from cache_service.config import Location, TargetOptions
+from cache_service.forking import renew_locks
+from cache_service.redis_glob import compile_glob
+from cache_service.stats import Latency, TargetCounters, add
 
 __all__ = ["Target"]
 

@@ -36,7 +36,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .config import Location, TargetOptions
+from cache_service.config import Location, TargetOptions
 
 __all__ = ["OUTAGES", "classify_error", "describe_error", "diagnose", "misconfiguration_message",
            "refusal_message", "reply_code", "reply_text"]

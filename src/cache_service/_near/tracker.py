@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import hiredis
 from redis.exceptions import ResponseError
 
-from .forking import at_fork_child
-from .near import WINDOW, NearStore
-from .redis_backend import tracking_names, tracking_nodes
-from .sockread import reader_for
+from cache_service._near.sockread import reader_for
+from cache_service._near.store import WINDOW, NearStore
+from cache_service._redis.backend import tracking_names, tracking_nodes
+from cache_service.forking import at_fork_child
 
 if TYPE_CHECKING:
-    from .config import Location, TargetOptions
+    from cache_service.config import Location, TargetOptions
 
 __all__ = ["DRAIN_LAG", "GRACE", "HEARTBEAT", "SILENT", "Tracked", "Tracker"]
 

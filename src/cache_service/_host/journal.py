@@ -22,9 +22,9 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .host import HostState, host_clock
-from .keys import NAMESPACE
-from .redis_glob import Glob, compile_glob, escape_glob
+from cache_service._host.state import HostState, host_clock
+from cache_service.keys import NAMESPACE
+from cache_service.redis_glob import Glob, compile_glob, escape_glob
 
 __all__ = ["ALL_OURS", "Guard", "Journal", "Work", "clear_all", "fold"]
 

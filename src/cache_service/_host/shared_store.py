@@ -25,13 +25,22 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .host import FB_BYTES, FB_ENTRIES, FB_EVICTIONS, GEN, WRITES, HostState, host_clock, key_slot
-from .memory import NO_VALUE
-from .redis_glob import Glob
+from cache_service._host.memory_store import NO_VALUE
+from cache_service._host.state import (
+    FB_BYTES,
+    FB_ENTRIES,
+    FB_EVICTIONS,
+    GEN,
+    WRITES,
+    HostState,
+    host_clock,
+    key_slot,
+)
+from cache_service.redis_glob import Glob
 
 __all__ = ["SharedStore"]
 
-_ENTRY_OVERHEAD = 96  # as in memory.py: rough per-row bytes beyond key and payload
+_ENTRY_OVERHEAD = 96  # as in memory_store.py: rough per-row bytes beyond key and payload
 
 
 class SharedStore:

@@ -21,11 +21,11 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Protocol
 
-from .forking import at_fork_child, renew_locks
+from cache_service.forking import at_fork_child, renew_locks
 
 if TYPE_CHECKING:
-    from .breaker import Breaker
-    from .config import Location
+    from cache_service._host.breaker import Breaker
+    from cache_service.config import Location
 
 __all__ = ["Recoverable", "Recovery"]
 

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from .redis_glob import Glob
+from cache_service.redis_glob import Glob
 
 __all__ = ["NO_VALUE", "FallbackStore", "MemoryStore"]
 

@@ -21,8 +21,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, LoadBalancingStrategy, NodesManager, RedisCluster
 from redis.retry import Retry
 
-from .config import Location, TargetOptions
-from .redis_cluster import (
+from cache_service._redis.cluster import (
     _AsyncRedisCluster,
     _DeferringNodesManager,
     _SyncRedisCluster,
@@ -32,7 +31,7 @@ from .redis_cluster import (
     scan_primaries,
     slot_of,
 )
-from .redis_errors import (
+from cache_service._redis.errors import (
     OUTAGES,
     classify_error,
     describe_error,
@@ -42,7 +41,7 @@ from .redis_errors import (
     reply_code,
     reply_text,
 )
-from .redis_sentinel import (
+from cache_service._redis.sentinel import (
     SentinelClient,
     _AsyncRememberingSentinel,
     _AsyncSentinelConnection,
@@ -51,6 +50,7 @@ from .redis_sentinel import (
     _SentinelConnection,
     _SentinelSSLConnection,
 )
+from cache_service.config import Location, TargetOptions
 
 T = TypeVar("T")
 

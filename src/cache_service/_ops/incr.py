@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import math
 
-from ._ops import read, write
-from ._ops.context import MISSING, TTL, UNCOUNTED, OpContext
-from ._ops.protocol import Op
-from ._ops.requests import Script
-from .codec import MAGIC, PLAIN_JSON, STAMPER, pack
-from .config import ttl_seconds
-from .errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
-from .keyops import REPLACE_IF_SAME, alive, held, memory_lock
-from .tags import is_tagged
+from cache_service._ops import read, write
+from cache_service._ops.context import MISSING, TTL, UNCOUNTED, OpContext
+from cache_service._ops.keyops import REPLACE_IF_SAME, alive, held, memory_lock
+from cache_service._ops.protocol import Op
+from cache_service._ops.requests import Script
+from cache_service._ops.tags import is_tagged
+from cache_service.codec import MAGIC, PLAIN_JSON, STAMPER, pack
+from cache_service.config import ttl_seconds
+from cache_service.errors import ConfigurationError, NotAnIntegerError, ValueTooLargeError
 
 __all__ = ["MAX_COUNTER", "decr", "incr"]
 

@@ -17,23 +17,23 @@ from typing import Any
 
 import orjson
 
-from ._ops import read, write
-from ._ops.context import MISSING, TTL, OpContext
-from ._ops.protocol import Op, Unavailable
-from ._ops.read import Discard
-from ._ops.requests import Command, MGet, PipelineSet, Script
-from ._ops.write import kept
-from .breaker import Gate
-from .codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
-from .config import ttl_seconds
-from .errors import ConfigurationError
-from .keys import MAX_KEY_LENGTH
-from .loading import SWR_MARK
-from .notices import unservable
-from .redis_cluster import by_slot
-from .scripts import DROP_IF_SAME
-from .stats import add
-from .tags import Tagged, memory_tokens, validate_tags, wrap
+from cache_service._host.breaker import Gate
+from cache_service._ops import read, write
+from cache_service._ops.context import MISSING, TTL, OpContext
+from cache_service._ops.loading import SWR_MARK
+from cache_service._ops.protocol import Op, Unavailable
+from cache_service._ops.read import Discard
+from cache_service._ops.requests import Command, MGet, PipelineSet, Script
+from cache_service._ops.scripts import DROP_IF_SAME
+from cache_service._ops.tags import Tagged, memory_tokens, validate_tags, wrap
+from cache_service._ops.write import kept
+from cache_service._redis.cluster import by_slot
+from cache_service.codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
+from cache_service.config import ttl_seconds
+from cache_service.errors import ConfigurationError
+from cache_service.keys import MAX_KEY_LENGTH
+from cache_service.notices import unservable
+from cache_service.stats import add
 
 __all__ = ["MAX_BATCH", "get_many", "set_many"]
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
-from .host import CLOSED_COUNT, GEN, OPENED, STARTED_NS, STATE, HostState
+from cache_service._host.state import CLOSED_COUNT, GEN, OPENED, STARTED_NS, STATE, HostState
 
 __all__ = ["ST_CLOSED", "ST_DRAINING", "ST_OPEN", "Breaker", "Gate"]
 

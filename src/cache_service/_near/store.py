@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
-from .copies import IMMUTABLE, Kept, copy_plan
-from .errors import ConfigurationError
-from .forking import at_fork_child
-from .host import NEAR_WRITES, PAGE_BYTES, key_slot
-from .redis_glob import Glob
-from .stats import value as counted
+from cache_service._host.state import NEAR_WRITES, PAGE_BYTES, key_slot
+from cache_service.copies import IMMUTABLE, Kept, copy_plan
+from cache_service.errors import ConfigurationError
+from cache_service.forking import at_fork_child
+from cache_service.redis_glob import Glob
+from cache_service.stats import value as counted
 
 __all__ = ["MISS", "WINDOW", "NearCache", "NearStore", "near_config"]
 

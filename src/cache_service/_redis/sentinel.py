@@ -30,8 +30,8 @@ from redis.sentinel import (
     SentinelManagedSSLConnection,
 )
 
-from .config import Location, TargetOptions
-from .redis_cluster import _consume
+from cache_service._redis.cluster import _consume
+from cache_service.config import Location, TargetOptions
 
 T = TypeVar("T")
 __all__ = ["SentinelClient"]

@@ -11,13 +11,9 @@ import logging
 import time
 from typing import Any
 
-from ._ops import read, write
-from ._ops.context import MISSING, TTL, UNCOUNTED, OpContext
-from ._ops.protocol import Op, Unavailable, WrongType
-from ._ops.requests import Script, Set
-from .config import ttl_seconds
-from .keys import redact
-from .loading import (
+from cache_service._ops import read, write
+from cache_service._ops.context import MISSING, TTL, UNCOUNTED, OpContext
+from cache_service._ops.loading import (
     LOAD,
     UNLOCK,
     Flow,
@@ -31,7 +27,11 @@ from .loading import (
     lock_key,
     new_token,
 )
-from .tags import validate_tags
+from cache_service._ops.protocol import Op, Unavailable, WrongType
+from cache_service._ops.requests import Script, Set
+from cache_service._ops.tags import validate_tags
+from cache_service.config import ttl_seconds
+from cache_service.keys import redact
 
 log = logging.getLogger("cache_service")
 

@@ -34,10 +34,10 @@ from typing import Any
 
 import orjson
 
-from .codec import HEADER_SIZE, MAGIC
-from .errors import ConfigurationError
-from .keys import NAMESPACE, encodable, validate_text
-from .memory import FallbackStore
+from cache_service._host.memory_store import FallbackStore
+from cache_service.codec import HEADER_SIZE, MAGIC
+from cache_service.errors import ConfigurationError
+from cache_service.keys import NAMESPACE, encodable, validate_text
 
 __all__ = [
     "MAX_INVALIDATE",
