@@ -8,7 +8,8 @@ the parent's. In the child, before anything else runs, this module:
    lock per old one, so two modules naming the same lock still share it);
 2. runs the resets registered with ``at_fork_child``, lowest ``order`` first: flights and
    stamps (10), host state: descriptors and SQLite (20), targets: locks, clients, per-loop
-   clients (30), threads: recovery and tracking (40), near caches (50).
+   clients, and the ``_wire`` connections (30), threads: recovery and tracking (40), near
+   caches (50).
 
 A reset that fails is logged and the others still run: the child goes on without that part.
 """

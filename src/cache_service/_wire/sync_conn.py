@@ -15,7 +15,6 @@ lock; the price is one connection per thread that uses it.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -31,6 +30,7 @@ from cache_service._wire.protocol import (
     handshake,
 )
 from cache_service._wire.settings import WireSettings, ssl_context
+from cache_service.forking import at_fork_child
 
 __all__ = ["SyncConnection", "ThreadConnections", "open_socket"]
 
@@ -203,7 +203,7 @@ def _after_fork() -> None:
     _generation += 1
 
 
-os.register_at_fork(after_in_child=_after_fork)
+at_fork_child(_after_fork, 30)
 
 
 class _Slot(threading.local):
