@@ -41,6 +41,8 @@ from cache_service.redis_glob import Glob
 __all__ = ["SharedStore"]
 
 _ENTRY_OVERHEAD = 96  # as in memory_store.py: rough per-row bytes beyond key and payload
+# A row's bytes as SQL counts them: the key as a BLOB (the length of TEXT stops at a NUL).
+_ROW_BYTES = "length(CAST(key AS BLOB)) + length(payload)"
 
 
 class SharedStore:
@@ -135,14 +137,14 @@ class SharedStore:
 
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None:
         """Store ``payload`` for ``ttl`` seconds, evicting the oldest rows past the bounds."""
-        size = len(key) + len(payload) + _ENTRY_OVERHEAD
+        size = len(key.encode()) + len(payload) + _ENTRY_OVERHEAD  # bytes, as SQL counts them
         page = self._page
         with self.host.transaction() as db:
             self.host.touch(key)
             if size > self.max_bytes:
                 self._forget(db, "key = ?", (key,))
                 return
-            old = db.execute("SELECT length(key) + length(payload) FROM fallback WHERE key = ?",
+            old = db.execute(f"SELECT {_ROW_BYTES} FROM fallback WHERE key = ?",
                              (key,)).fetchone()
             now = self.clock()
             db.execute("INSERT OR REPLACE INTO fallback(key, payload, expires, gen) "
@@ -161,7 +163,7 @@ class SharedStore:
 
     def _recount(self, db: sqlite3.Connection) -> None:
         """Set the page's totals from the table (they drift only if a process died mid-write)."""
-        count, size = db.execute("SELECT count(*), coalesce(sum(length(key) + length(payload)), "
+        count, size = db.execute(f"SELECT count(*), coalesce(sum({_ROW_BYTES}), "
                                  "0) FROM fallback").fetchone()
         self._page[FB_ENTRIES] = count
         self._page[FB_BYTES] = size + count * _ENTRY_OVERHEAD
@@ -169,7 +171,7 @@ class SharedStore:
     def _evict(self, db: sqlite3.Connection) -> None:
         page = self._page
         while page[FB_ENTRIES] > self.max_entries or page[FB_BYTES] > self.max_bytes:
-            oldest = db.execute("SELECT rowid, key, length(key) + length(payload) FROM "
+            oldest = db.execute(f"SELECT rowid, key, {_ROW_BYTES} FROM "
                                 "fallback ORDER BY rowid LIMIT 64").fetchall()
             if not oldest:
                 self._recount(db)
@@ -190,7 +192,7 @@ class SharedStore:
         now = self.clock()
         live, count, size = db.execute(
             "SELECT coalesce(sum(expires > ? AND gen = ?), 0), count(*), "
-            f"coalesce(sum(length(key) + length(payload)), 0) FROM fallback WHERE {where}",
+            f"coalesce(sum({_ROW_BYTES}), 0) FROM fallback WHERE {where}",
             (now, self._page[GEN], *args)).fetchone()
         if count:
             if touch:

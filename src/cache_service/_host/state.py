@@ -253,6 +253,18 @@ class HostState:
         db.executescript(SCHEMA)
         return db
 
+    def close(self) -> None:
+        """Close what this host state opened (this thread's reader, the writer, the page and
+        the descriptors). A process keeps its host states for its life; a test's must not
+        outlive the test's directory."""
+        with contextlib.suppress(Exception):
+            with self.read() as db:
+                db.close()
+            self.writer().close()
+            self.page.release()
+            self._mmap.close()
+        self._close_files()
+
     def _close_files(self) -> None:
         for name in ("_lock_fd", "_page_fd"):
             fd = getattr(self, name, None)
