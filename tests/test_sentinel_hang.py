@@ -37,6 +37,10 @@ pytestmark = pytest.mark.slow
 
 FAIL_FAST = TargetOptions(socket_timeout=0.25, connect_timeout=0.25)
 BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core machine
+# A call to a frozen primary may pay a reply timeout, one discovery (every sentinel at once,
+# 0.3 s) and a connect timeout: 0.8 s, plus scheduling on a loaded machine (0.96 s seen).
+# Asking the sentinels one by one would cost at least 1.4 s.
+GONE_BOUND = 1.2
 
 
 @pytest.fixture
@@ -122,7 +126,7 @@ def test_sync_hung_sentinels_cost_nothing_then_a_failover_is_followed(
     assert fine.failures == [], fine.failures
     assert fine.slowest < BOUND, fine.durations
     assert len(gone.failures) == 12, gone.failures
-    assert gone.slowest < BOUND, gone.durations
+    assert gone.slowest < GONE_BOUND, gone.durations
     assert {classify_error(e) for e in gone.failures} <= {"outage", "broken"}
     assert any(type(e).__name__ == "MasterNotFoundError" for e in gone.failures)
     new = deployment.wait_for_failover(primary.address)
@@ -185,7 +189,7 @@ def test_async_hung_sentinels_cost_nothing_then_a_frozen_primary_is_failed_over(
 
     fine, gone, failures = asyncio.run(main())
     assert max(fine) < BOUND, fine
-    assert max(gone) < BOUND, gone
+    assert max(gone) < GONE_BOUND, gone
     assert all(isinstance(f, CONNECTIVITY_ERRORS) for f in failures), failures
     assert any(type(f).__name__ == "MasterNotFoundError" for f in failures), failures
 

@@ -87,10 +87,14 @@ def test_a_thousand_tasks_on_one_connection_get_their_own_replies(
 # asyncio's loop only for now: under uvloop one full-suite run in five hung in uvloop's own
 # loop.close() (C code, out of reach of pytest-timeout) after a random-cancellation example;
 # not yet understood, recorded in issue 18 (the layer is not used by the services yet).
-@given(st.randoms(use_true_random=False), st.just("asyncio"))
+# One seed drawn by Hypothesis, then a plain Random: the tasks draw in an order that depends on
+# scheduling, and draws from Hypothesis' own random must not (its replay would differ).
+@given(st.integers(0, 2**32 - 1), st.just("asyncio"))
 def test_cancelling_tasks_at_random_leaves_the_connection_in_step(
-    redis_server: RedisServer, rnd: random.Random, loop: str
+    redis_server: RedisServer, seed: int, loop: str
 ) -> None:
+    rnd = random.Random(seed)
+
     async def main() -> None:
         connection = await connect(patient(redis_server), max_in_flight=rnd.choice([16, 1024]))
         keys = [f"wire-cancel-{i}" for i in range(200)]
