@@ -206,7 +206,20 @@ def verdicts(comparisons: list[Comparison]) -> str:
         r = ratio(ours, cmp.variants[0])
         lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
                      f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
+    wired = [(cmp, limit) for cmp in comparisons for prefix, limit in WIRE_TARGETS.items()
+             if cmp.title.startswith(prefix)]
+    if wired:
+        lines.append("our connection layer (issue 18; connection='wire'):")
+    for cmp, limit in wired:
+        ours = next(v for v in cmp.variants if v.name.endswith("connection='wire'"))
+        r = ratio(ours, cmp.variants[0])
+        lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
+                     f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
     return "\n".join(lines)
+
+
+# Issue 18's targets for the services on our own connection layer, vs raw redis-py.
+WIRE_TARGETS = {"Redis get hit": 0.75, "Redis set": 0.85}
 
 
 # The hot-paths targets: comparison title prefix -> the most our row may cost vs the first row.
@@ -218,6 +231,9 @@ def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[
     """Raw redis-py vs CacheService vs dogpile.cache on one server; and a closer."""
     raw = redis.Redis(host=server.host, port=server.port, db=0)
     svc = CacheService("bench", url=server.url, default_ttl=TTL)
+    # our own connection layer (issue 18), on db 1: a target of its own
+    wire = CacheService("bench", url=f"redis://{server.host}:{server.port}/1", default_ttl=TTL,
+                        connection="wire")
     region = make_region(serializer=orjson.dumps, deserializer=orjson.loads).configure(
         "dogpile.cache.redis", expiration_time=TTL,
         arguments={"host": server.host, "port": server.port, "db": 0,
@@ -225,9 +241,12 @@ def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[
     )
     loads, dumps = orjson.loads, orjson.dumps
     raw_get, raw_set, svc_get, svc_set, dp_get = raw.get, raw.set, svc.get, svc.set, region.get
+    wire_get, wire_set = wire.get, wire.set
     for name, value in (("small", SMALL), ("large", LARGE)):
         raw_set(f"raw:{name}", dumps(value), px=TTL * 1000)
         svc_set(name, value)
+        wire_set(name, value)
+        assert wire_get(name) == value
         region.set(f"dp:{name}", value)
         stored = raw_get(f"raw:{name}")
         assert isinstance(stored, bytes)
@@ -241,6 +260,7 @@ def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[
             Variant("raw redis-py GET + orjson.loads",
                     lambda: loads(raw_get(rk))),  # type: ignore[arg-type]
             Variant("CacheService.get", lambda: svc_get(name)),
+            Variant("CacheService.get, connection='wire'", lambda: wire_get(name)),
             Variant("dogpile.cache redis region.get (orjson)", lambda: dp_get(dk)),
         ]
 
@@ -250,11 +270,13 @@ def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[
         return [
             Variant("raw redis-py SET px + orjson.dumps", lambda: raw_set(rk, dumps(value), px=px)),
             Variant("CacheService.set", lambda: svc_set(name, value)),
+            Variant("CacheService.set, connection='wire'", lambda: wire_set(name, value)),
         ]
 
     def close() -> None:
         raw.close()
         svc.close()
+        wire.close()
         region.backend.writer_client.close()
 
     small_bytes, large_bytes = len(dumps(SMALL)), len(dumps(LARGE))
@@ -264,6 +286,7 @@ def redis_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[
         Comparison("Redis get miss", [
             Variant("raw redis-py GET (None)", lambda: raw_get("raw:absent")),
             Variant("CacheService.get", lambda: svc_get("absent")),
+            Variant("CacheService.get, connection='wire'", lambda: wire_get("absent")),
         ], True),
         Comparison(f"Redis set, small dict ({small_bytes} B JSON)", set_("small", SMALL), True),
         Comparison(f"Redis set, ~1 KB dict ({large_bytes} B JSON)", set_("large", LARGE), True),

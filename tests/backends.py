@@ -71,6 +71,25 @@ def _host_fallback(request: pytest.FixtureRequest) -> tuple[str, Callable[..., A
     return _patient(url, state_dir=state_dir), construct
 
 
+def _wire(builder: Builder, db: int) -> Builder:
+    """The same server through our own connection layer (``connection="wire"``), on ``db``: a
+    location (and target) of its own, whose first service fixes the option and 2 s timeouts."""
+
+    def build(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+        url, construct = builder(request)
+        base, _, query = url.partition("?")
+        url = base.rpartition("/")[0] + f"/{db}" + (f"?{query}" if query else "")
+        _patient(url, connection="wire")
+
+        def wired(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("connection", "wire")
+            return construct(*args, **kwargs)
+
+        return url, wired
+
+    return build
+
+
 # -- async kinds: AsyncCacheService behind a blocking adapter ---------------------------------
 T = TypeVar("T")
 
@@ -175,12 +194,18 @@ BACKENDS: dict[str, Builder] = {
     "sentinel": _sentinel,
     "tls": _tls,
     "host-fallback": _host_fallback,
+    "wire-redis": _wire(_redis, 2),
+    "async-wire-redis": _async(_wire(_redis, 2)),
+    "uvloop-wire-redis": _async(_wire(_redis, 2), "uvloop"),
+    "near-wire-redis": _near(_wire(_redis, 2)),
+    "wire-tls": _wire(_tls, 2),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
-                "async-near-cluster", "sentinel", "tls"}
+                "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
+                "uvloop-wire-redis", "near-wire-redis", "wire-tls"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}

@@ -154,3 +154,13 @@ def host_fallback_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     directory = tmp_path_factory.mktemp("host-fallback-state")
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=["redis-py", "wire"])
+def over_both_connections(request: pytest.FixtureRequest,
+                          monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test over redis-py's clients and over our own connection layer (the services it
+    builds take ``$CACHE_SERVICE_CONNECTION``). For tests whose servers are their own: a
+    target is fixed by the first service of its location."""
+    monkeypatch.setenv("CACHE_SERVICE_CONNECTION", request.param)
+    return str(request.param)

@@ -22,6 +22,9 @@ from cache_service import AsyncCacheService, CacheService
 from .helpers import unique
 from .servers import ChaosProxy, RedisServer
 
+# Every guarantee here holds over redis-py's clients and over our own layer.
+pytestmark = pytest.mark.usefixtures("over_both_connections")
+
 KINDS = ["sync", "asyncio", "uvloop"]
 
 

@@ -15,6 +15,9 @@ from cache_service import CacheService
 from .helpers import eventually, unique
 from .servers import RedisServer, TLSFiles
 
+# Every guarantee here holds over redis-py's clients and over our own layer.
+pytestmark = pytest.mark.usefixtures("over_both_connections")
+
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.2,
         "socket_timeout": 0.25, "connect_timeout": 0.25}
 SECRET = "s3cret-pass-123"

@@ -13,6 +13,9 @@ from cache_service import CacheService
 from .helpers import eventually, unique
 from .servers import RedisServer, free_port
 
+# Every guarantee here holds over redis-py's clients and over our own layer.
+pytestmark = pytest.mark.usefixtures("over_both_connections")
+
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.2}
 
 

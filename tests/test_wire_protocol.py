@@ -365,10 +365,24 @@ def test_hello_carries_auth_and_setname_and_select_goes_with_it() -> None:
     assert version == 3
 
 
+def test_a_password_without_a_user_is_a_plain_auth_before_hello() -> None:
+    """As redis-py sends it: a server with no password refuses it, so a password it does not
+    expect is named (``HELLO 3 AUTH default pw`` would be accepted by a nopass user)."""
+    s = WireSettings(password="pw", db=2)
+    sent, version = _drive(s, [[b"OK", {b"proto": 2}, b"OK"]])
+    assert sent == [[["AUTH", "pw"], ["HELLO", 2], ["SELECT", 2]]]
+    assert version == 2
+    nopass = ReplyError("ERR AUTH <password> called without any password configured for the "
+                        "default user. Are you sure your configuration is correct?")
+    with pytest.raises(HandshakeError) as caught:
+        _drive(s, [[nopass, {b"proto": 2}, b"OK"]])
+    assert caught.value.reply == nopass
+
+
 def test_an_old_server_without_hello_gets_auth_then_setname() -> None:
     s = WireSettings(password="pw", client_name="svc", db=1)
     unknown = ReplyError("ERR unknown command 'HELLO'")
-    sent, version = _drive(s, [[unknown, ReplyError("NOAUTH Authentication required.")],
+    sent, version = _drive(s, [[b"OK", unknown, ReplyError("NOAUTH Authentication required.")],
                                [b"OK", b"OK", b"OK"]])
     assert sent[1] == [["AUTH", "pw"], ["CLIENT", "SETNAME", "svc"], ["SELECT", 1]]
     assert version == 2

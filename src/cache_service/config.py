@@ -104,6 +104,9 @@ class Location:
         return f"{base}://{user}{hosts}{tail}/{self.db}"
 
 
+# How a target talks to Redis: redis-py's clients, or our own layer (``_wire``).
+CONNECTIONS = ("redis-py", "wire")
+
 @dataclass(frozen=True)
 class TargetOptions:
     """Tuning shared by every service on one target; fixed by the first service to name it."""
@@ -119,12 +122,17 @@ class TargetOptions:
     late_write_guard: float = 10.0
     fallback: str = "host"
     state_dir: str | os.PathLike[str] | bool | None = None
+    connection: str = "redis-py"
 
     def __post_init__(self) -> None:
         if self.fallback not in ("host", "process"):
             raise ConfigurationError(
                 f"fallback must be 'host' (one fallback store shared by this host's processes) "
                 f"or 'process' (a store per process), got {self.fallback!r}")
+        if self.connection not in CONNECTIONS:
+            raise ConfigurationError(
+                f"connection must be 'redis-py' (redis-py's clients) or 'wire' (our own "
+                f"connection layer, standalone Redis only for now), got {self.connection!r}")
         if not (self.state_dir is None or isinstance(self.state_dir, (bool, str, os.PathLike))):
             raise ConfigurationError(
                 "state_dir must be a directory path, None ($CACHE_SERVICE_DIR or the temp "

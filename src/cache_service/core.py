@@ -7,6 +7,7 @@ The operations live in ``_ops`` and take the ``OpContext`` built here once per s
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -19,13 +20,22 @@ from cache_service._ops.context import TTL, OpContext
 from cache_service._runtime.target import Target
 from cache_service._runtime.targets import get_target
 from cache_service.codec import PLAIN_CODECS, Codec, JsonCodec
-from cache_service.config import Location, TargetOptions, resolve_location, ttl_seconds
+from cache_service.config import (
+    CONNECTIONS,
+    Location,
+    TargetOptions,
+    resolve_location,
+    ttl_seconds,
+)
 from cache_service.errors import ConfigurationError
 from cache_service.keys import KeySpace
 from cache_service.stats import ServiceCounters
 from cache_service.unconfigured import unconfigured
 
-__all__ = ["DEFAULT_MAX_VALUE_BYTES", "TTL", "ServiceCore"]
+__all__ = ["CONNECTION_ENV", "DEFAULT_MAX_VALUE_BYTES", "TTL", "ServiceCore"]
+
+log = logging.getLogger("cache_service")
+CONNECTION_ENV = "CACHE_SERVICE_CONNECTION"
 
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 
@@ -65,6 +75,7 @@ class ServiceCore:
         journal_max_entries: int = 10_000,
         late_write_guard: float = 10.0,
         fallback: str = "host",
+        connection: str | None = None,
         state_dir: str | os.PathLike[str] | bool | None = None,
         codec: Codec | None = None,
         near_cache: bool | NearCache = False,
@@ -93,12 +104,16 @@ class ServiceCore:
                 raise
             # a ready-made instance (bad REDIS_URL): importing must not raise, every use does
             self._location, deferred = unconfigured(exc)
+        # (an unconfigured location raises on every use: it has no kind to ask)
+        kind = "memory" if deferred is not None else self._location.kind
+        connection = _connection(connection, kind, _defer_location_error)
         options = TargetOptions(
             socket_timeout=socket_timeout, connect_timeout=connect_timeout,
             max_connections=max_connections, max_memory_entries=max_memory_entries,
             max_memory_bytes=max_memory_bytes, breaker_min_backoff=breaker_min_backoff,
             breaker_max_backoff=breaker_max_backoff, journal_max_entries=journal_max_entries,
             late_write_guard=late_write_guard, fallback=fallback, state_dir=state_dir,
+            connection=connection,
         )
         self._target: Target = deferred if deferred is not None else get_target(
             self._location, options, clock or time.monotonic)
@@ -147,3 +162,23 @@ class ServiceCore:
         return {"prefix": self.prefix, **self._counters.snapshot(),
                 "target": self._target.snapshot()}
 
+
+def _connection(given: str | None, kind: str, ready_made: bool) -> str:
+    """How the target talks to Redis: ``given``, else ``$CACHE_SERVICE_CONNECTION``, else
+    redis-py. Our own layer (``"wire"``) serves standalone locations for now: asked for by
+    name elsewhere it is an error; asked for by the environment, those use redis-py."""
+    if given is not None:
+        if given == "wire" and kind not in ("standalone", "memory"):
+            raise ConfigurationError(
+                f"connection='wire' works with a standalone Redis (redis://, rediss://, "
+                f"unix://) for now; {kind} locations use connection='redis-py'")
+        return given
+    chosen = os.environ.get(CONNECTION_ENV) or "redis-py"
+    if chosen not in CONNECTIONS:
+        if ready_made:  # importing never fails because of the environment
+            log.warning("cache_service: %s=%r is not one of %s; using redis-py",
+                        CONNECTION_ENV, chosen, ", ".join(CONNECTIONS))
+            return "redis-py"
+        raise ConfigurationError(f"{CONNECTION_ENV} must be one of {', '.join(CONNECTIONS)}, "
+                                 f"got {chosen!r}")
+    return chosen if kind in ("standalone", "memory") else "redis-py"

@@ -126,6 +126,9 @@ class PipelineSet(NamedTuple):
     px: int
 
     def send(self, client: Any) -> Any:
+        set_all = getattr(client, "set_all", None)  # our connection layer's
+        if set_all is not None:
+            return set_all(self.items, self.px)
         pipe = client.pipeline(transaction=False)
         for k, payload in self.items:
             pipe.set(k, payload, px=self.px)

@@ -8,7 +8,7 @@ per call; here every client gets no retries and sub-second timeouts, and the bre
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
 
@@ -50,6 +50,8 @@ from cache_service._redis.sentinel import (
     _SentinelConnection,
     _SentinelSSLConnection,
 )
+from cache_service._redis.wire_client import AsyncWireClient, WireClient
+from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions
 
 T = TypeVar("T")
@@ -98,6 +100,8 @@ def drop_idle(client: Any) -> Any:
     After an outage or a server-side idle timeout the pooled connections are dead, and with
     retries off the first command on each would fail.
     """
+    if isinstance(client, (WireClient, AsyncWireClient)):
+        return client.drop_idle()
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         return pool.disconnect(inuse_connections=False)
@@ -193,6 +197,10 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
         )
         connection_class = flavour.sentinel_connections[bool(location.ssl)]
         return SentinelClient.of(sentinel, location, options, connection_class)
+    if options.connection == "wire":
+        wire = AsyncWireClient if flavour is _ASYNC_FLAVOUR else WireClient
+        side = partial(_build, location, replace(options, connection="redis-py"), flavour)
+        return wire(wire_settings(location, options), side)
     if location.unix_socket is not None:
         return flavour.redis(unix_socket_path=location.unix_socket, db=location.db,
                              max_connections=options.max_connections, **kwargs)
@@ -200,6 +208,17 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
     return flavour.redis(
         host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
     )
+
+
+def wire_settings(location: Location, options: TargetOptions) -> WireSettings:
+    """Our connection layer's settings for a standalone ``location``."""
+    tls = TLSSettings(ca_file=location.ssl_ca_certs, cert_file=location.ssl_certfile,
+                      key_file=location.ssl_keyfile) if location.ssl else None
+    host, port = location.hosts[0] if location.hosts else ("127.0.0.1", 6379)
+    return WireSettings(host=host, port=port, unix_path=location.unix_socket, tls=tls,
+                        username=location.username, password=location.password,
+                        db=location.db or 0, connect_timeout=options.connect_timeout,
+                        request_timeout=options.socket_timeout)
 
 
 def build_sync_client(location: Location, options: TargetOptions) -> Any:

@@ -234,12 +234,23 @@ def handshake(settings: WireSettings) -> Generator[Batch, list[object], int]:
     once), receives their replies, returns the RESP version agreed. Raises ``HandshakeError``
     naming what the server refused."""
     hello: list[Arg] = ["HELLO", settings.protocol]
+    # A password without a user is sent as ``AUTH password`` first (in the same write), as
+    # redis-py does: the server refuses it when it has no password, so a password it does not
+    # expect is named as a misconfiguration (``HELLO AUTH default x`` would pass silently).
+    auth: Batch = []
     if settings.password is not None:
-        hello += ["AUTH", settings.username or "default", settings.password]
+        if settings.username:
+            hello += ["AUTH", settings.username, settings.password]
+        else:
+            auth = [["AUTH", settings.password]]
     if settings.client_name:
         hello += ["SETNAME", settings.client_name]
     select: Batch = [["SELECT", settings.db]] if settings.db else []
-    replies = yield [hello, *select]
+    replies = yield [*auth, hello, *select]
+    if auth:
+        if isinstance(replies[0], ReplyError) and not _unknown_command(replies[0]):
+            raise _refused(settings, "AUTH", replies[0])
+        replies = replies[1:]
     answer = replies[0]
     if not isinstance(answer, ReplyError):
         _check_select(settings, replies[1:])
