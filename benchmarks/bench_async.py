@@ -78,6 +78,13 @@ async def setup(url: str, port: int) -> tuple[dict[str, Getter], list[Closer]]:
 
     getters["cache_service get_or_set"] = lambda: ours.get_or_set("k", loader)
 
+    # our own connection layer (issue 18), on db 1: a target of its own
+    wired = AsyncCacheService("bench", url=f"redis://127.0.0.1:{port}/1", connection="wire")
+    await wired.set("k", VALUE, ttl=600)
+    assert await wired.get("k") == VALUE
+    closers.append(wired.aclose)
+    getters["cache_service, wire"] = lambda: wired.get("k")
+
     from cashews import Cache
 
     cashews = Cache()
