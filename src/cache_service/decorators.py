@@ -1,6 +1,6 @@
 """``@cached``: cache a function's results, sync or ``async def``, with per-call invalidation.
 
-Calls go through ``get_or_set`` (``flows.get_or_set``): concurrent misses of one key
+Calls go through ``get_or_set`` (``_ops.get_or_set``): concurrent misses of one key
 run the function once per process, with the same options (lock, jitter, stale values).
 """
 

@@ -1,6 +1,6 @@
 """The operation context: everything an operation may touch, built once per service.
 
-Operations (``_ops.read``, ``_ops.write``, ``keyops``, ``batch``, ``counters``, ``flows``)
+Operations (``read``, ``write``, ``keyops``, ``batch``, ``incr``, ``get_or_set``)
 take an ``OpContext`` and reach nothing else of the service: its key space, codec and
 limits, its counters, its wall clock, and the per-location runtime (``target``: the gate,
 the fallback store, the outage journal, key removal, the near cache of the location).

@@ -47,7 +47,7 @@ class WrongType(Exception):
 class ReplyError(Unavailable):
     """Redis answered this one request with an error (OOM, NOPERM, BUSY, LOADING...), or the
     client could not encode it: Redis is reachable and the breaker does not move. A read is
-    a miss; a write is refused (see ``ServiceCore._write``). A step that knows only
+    a miss; a write is refused (see ``_ops.write.write_or_journal``). A step that knows only
     ``Unavailable`` falls back to the memory store, which holds nothing while Redis is in use.
     ``kind``: ``"reply"``, ``"denied"`` (a setting to fix) or ``"input"`` (nothing was sent).
     """

@@ -4,7 +4,7 @@ A script runs by its SHA (``EVALSHA``, falling back to ``EVAL`` on ``NOSCRIPT``,
 loads it; see ``_ops.requests.run_script``), on standalone, Sentinel and Cluster (where a
 script's keys must share one slot).
 
-An error reply of a script fails that request only (see ``redis_errors``); scripts use
+An error reply of a script fails that request only (see ``_redis.errors``); scripts use
 ``redis.pcall`` where a key may hold a foreign value and report such cases in their result.
 """
 

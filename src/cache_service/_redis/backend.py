@@ -2,7 +2,7 @@
 
 redis-py's defaults (retries with backoff, 5 s timeouts) would make a down Redis cost seconds
 per call; here every client gets no retries and sub-second timeouts, and the breaker in
-``target`` decides when to try again.
+``_runtime`` decides when to try again.
 """
 
 from __future__ import annotations

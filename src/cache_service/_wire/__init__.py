@@ -1,7 +1,8 @@
 """Our own Redis connection layer (issue 18): a sans-I/O RESP core on hiredis and two drivers.
 
 Private; the services use it for a standalone Redis with ``connection="wire"``, through the
-redis-py-shaped clients of ``_redis/wire_client.py``. No redis-py in it. What each module holds (each imports only those above it)::
+redis-py-shaped clients of ``_redis/wire_client.py``. No redis-py in it. What each module
+holds (each imports only those above it)::
 
     errors.py      the error tree, classified at the source: connectivity (ConnectFailed,
                    HandshakeError, ConnectionLost > WireTimeout, ProtocolError) vs an error reply
