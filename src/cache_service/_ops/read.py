@@ -55,7 +55,7 @@ class Discard:
 
 
 def get(ctx: OpContext, key: str, default: Any, counters: ServiceCounters | None = None,
-         stale: bool = False, looked: bool = False) -> Op[Any]:
+        stale: bool = False, looked: bool = False) -> Op[Any]:
     """The value at ``key`` or ``default``; with ``stale``, a value kept past its
     freshness for stale-while-revalidate comes back as a ``Stale``. ``looked``: the near
     cache was already asked."""
@@ -139,8 +139,8 @@ def decoder(ctx: OpContext, k: str) -> Callable[[bytes], Any]:
 
 
 def from_redis(ctx: OpContext, k: str, raw: bytes | None, default: Any, stale: bool,
-                c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
-                ) -> Any:
+               c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
+              ) -> Any:
     """What a GET reply means: the value, ``default`` on a miss (a foreign string is one,
     left alone), or a ``Discard`` when the payload must be removed (corrupt, or a late
     write of ours). No I/O. ``keep(value, raw)`` is told a plain value served (the near
@@ -206,8 +206,8 @@ def from_memory(ctx: OpContext, k: str, default: Any, stale: bool, c: ServiceCou
 
 
 def opened(ctx: OpContext, value: list[Any], raw: bytes, default: Any, stale: bool,
-            c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
-            ) -> Any:
+           c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
+          ) -> Any:
     """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours
     (never kept near: its freshness is not Redis' TTL)."""
     if len(value) == 4 and value[0] == SWR_MARK and value[1] == stamp_of(raw):
@@ -226,7 +226,7 @@ def opened(ctx: OpContext, value: list[Any], raw: bytes, default: Any, stale: bo
 
 
 def discard(ctx: OpContext, k: str, why: str | None, default: Any,
-             c: ServiceCounters | None = None) -> Op[Any]:
+            c: ServiceCounters | None = None) -> Op[Any]:
     """A payload we cannot serve: log it (unless a known late write), remove it, miss."""
     next((ctx.counters if c is None else c).misses)
     if why is not None:

@@ -13,7 +13,7 @@ from cache_service._host.breaker import Gate
 from cache_service._host.memory_store import NO_VALUE
 from cache_service._ops.context import TTL, OpContext
 from cache_service._ops.loading import SWR_MARK, jittered
-from cache_service._ops.protocol import Op, ReplyError, Request, Unavailable
+from cache_service._ops.protocol import Op, ReplyError, Unavailable
 from cache_service._ops.requests import Script, Set
 from cache_service._ops.scripts import SET_UNLESS_FOREIGN
 from cache_service._ops.tags import (
@@ -67,12 +67,8 @@ def kept(codec: Codec, value: Any, payload: bytes, k: str) -> Any:
     return NO_VALUE if plan is None else Kept(decoded, plan)
 
 
-def _one(request: Request) -> Op[Any]:
-    return (yield request)
-
-
 def put(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-         jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
+        jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
     """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
     ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
     ``tags``: see ``_ops.tags``; ``polite``: never over a foreign key (get_or_set's fill)."""
@@ -86,7 +82,7 @@ def put(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
 
 
 def encode(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-             jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
+           jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
     """Validate and encode a set (raises before anything is written) and count it:
     ``(redis key, payload, seconds, the value as stored)``."""
     k = ctx.keys.full(key)
@@ -103,20 +99,23 @@ def encode(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0
 
 
 def put_encoded(ctx: OpContext, k: str, payload: bytes, seconds: float, value: Any, *,
-           polite: bool = False) -> Op[None]:
+                polite: bool = False) -> Op[None]:
     """Write an encoded, untagged value: on Redis, or on the fallback while it is out
     (``polite``: on Redis only if no foreign key is there)."""
     px = max(1, math.ceil(seconds * 1000))
-    request: Request = Script(SET_UNLESS_FOREIGN, (k,), (payload, px, MAGIC)) if polite \
-        else Set(k, payload, px)
+
+    def remote() -> Op[None]:  # the request is built only when Redis is asked
+        if polite:
+            yield Script(SET_UNLESS_FOREIGN, (k,), (payload, px, MAGIC))
+        else:
+            yield Set(k, payload, px)
 
     def local() -> None:
         decoded = kept(ctx.codec, value, payload, k)
         next(ctx.target.counters.memory_writes)
         ctx.target.fallback.set(k, payload, seconds, decoded)
 
-    yield from write_or_journal(ctx, lambda: _one(request), local, keys=[k], refused=None,
-                           overwrites=True)
+    yield from write_or_journal(ctx, remote, local, keys=[k], refused=None, overwrites=True)
 
 
 def delete(ctx: OpContext, keys: tuple[str, ...]) -> Op[int]:
@@ -147,8 +146,8 @@ def clear_all(ctx: OpContext) -> Op[int]:
 
 
 def write_or_journal(ctx: OpContext, remote: Callable[[], Op[R]], local: Callable[[], R],
-           keys: list[str] | None = None, pattern: str | None = None, *,
-           refused: R, overwrites: bool = False, removes: bool = False) -> Op[R]:
+                     keys: list[str] | None = None, pattern: str | None = None, *,
+                     refused: R, overwrites: bool = False, removes: bool = False) -> Op[R]:
     """Apply a write on Redis, or on memory with a journal entry while Redis is out.
 
     When Redis refuses it with an error reply (OOM, NOPERM, BUSY...) the call returns
@@ -209,7 +208,7 @@ def tag_tokens(ctx: OpContext, keys: list[str], px: int) -> Op[list[bytes]]:
 
 
 def put_tagged(ctx: OpContext, k: str, payload: bytes, seconds: float, px: int,
-                tags: tuple[str, ...], *, polite: bool = False) -> Op[None]:
+               tags: tuple[str, ...], *, polite: bool = False) -> Op[None]:
     """Store a tagged value: read (or create) its tags' tokens, then SET it with them."""
     tag_keys = ctx.tag_keys(tags)
     t = ctx.target
