@@ -75,10 +75,13 @@ class AsyncCacheService(ServiceCore):
         # redis-py ~1% (counted with callgrind on CacheService).
         ctx = self._ctx
         t = ctx.target
-        if ctx.near is not None:
-            found = read.near_hit(ctx, key)
-            if found is not MISS:
-                return found
+        near = ctx.near
+        if near is not None:  # a near hit while Redis is in use: no I/O, a fresh copy
+            if t._page[GEN] == t._closed_gen:
+                found = near.lookup(ctx.keys.full(key))
+                if found is not MISS:
+                    next(ctx.counters.hits)
+                    return found
             return await t.arun(read.get(ctx, key, default, looked=True))
         # ``t.gate()`` inlined for its common case: the page's generation (slot 0) is the one
         # this process last saw with the breaker closed.

@@ -16,7 +16,6 @@ from orjson import JSONDecodeError, loads
 
 from cache_service._host.breaker import Gate
 from cache_service._host.memory_store import NO_VALUE
-from cache_service._host.state import GEN
 from cache_service._near.store import MISS
 from cache_service._ops.context import OpContext
 from cache_service._ops.loading import SWR_MARK, Stale
@@ -41,7 +40,7 @@ from cache_service.notices import unservable
 from cache_service.stats import ServiceCounters
 
 __all__ = ["Discard", "check_tagged", "decoder", "discard", "foreign", "from_memory",
-           "from_redis", "get", "is_available", "near_hit", "opened", "reply"]
+           "from_redis", "get", "is_available", "opened", "reply"]
 
 
 class Discard:
@@ -120,17 +119,6 @@ def reply(ctx: OpContext, k: str, raw: bytes | None, default: Any) -> Any:
             next(ctx.counters.hits)
             return value
     return from_redis(ctx, k, raw, default, False, ctx.counters)
-
-
-def near_hit(ctx: OpContext, key: str) -> Any:
-    """``key``'s near-cache value (a fresh copy) while Redis is in use, else MISS."""
-    t = ctx.target
-    if t._page[GEN] == t._closed_gen:
-        value = ctx.near.lookup(ctx.keys.full(key))  # type: ignore[union-attr]
-        if value is not MISS:
-            next(ctx.counters.hits)
-        return value
-    return MISS
 
 
 def decoder(ctx: OpContext, k: str) -> Callable[[bytes], Any]:
