@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import redis.exceptions
 import uvloop
 
 from cache_service import AsyncCacheService, CacheService, aio
@@ -181,7 +182,15 @@ def _stall(server: RedisServer, how: str) -> Callable[[], None]:
     raw = server.client()
     sleeper = threading.Thread(target=raw.execute_command, args=("DEBUG", "SLEEP", "0.6"))
     sleeper.start()
-    time.sleep(0.05)  # DEBUG SLEEP is running: later commands queue behind it
+    # until DEBUG SLEEP runs (a loaded machine may start the thread late): a PING times out
+    with server.client(socket_timeout=0.05) as probe:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                probe.ping()
+            except redis.exceptions.TimeoutError:
+                break
+            time.sleep(0.005)
 
     def end() -> None:
         sleeper.join()

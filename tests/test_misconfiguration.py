@@ -81,10 +81,12 @@ def test_fixing_the_server_side_clears_the_misconfiguration(
 
 
 def test_tls_client_to_a_plain_server(
-        redis_server: RedisServer, tls_files: TLSFiles,
+        redis_server: RedisServer, tls_files: TLSFiles, over_both_connections: str,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="cache_service")
-    url = redis_server.url.replace("redis://", "rediss://")
+    # the session's server: a db per connection layer, so that each gets a target of its own
+    db = 3 if over_both_connections == "wire" else 0
+    url = redis_server.url.replace("redis://", "rediss://").rpartition("/")[0] + f"/{db}"
     svc = CacheService(unique(), url=url, ssl_ca_certs=tls_files.ca_cert, **FAST)
     svc.get("first")  # waits for the handshake once (a TLS client sees only a timeout)
     assert _fast_calls(svc) < 0.05
