@@ -143,3 +143,28 @@ def test_a_trickling_reply_is_bounded_by_the_deadline(dripping_server: tuple[str
         connection.execute("GET", "k")  # every piece comes within 0.5 s; the whole never does
     assert time.monotonic() - started < 2.0
     assert connection.closed
+
+
+def test_close_all_closes_every_threads_connection(redis_server: RedisServer) -> None:
+    """``close_all`` (a client shutting down) leaves no thread's socket open; a thread that
+    calls again gets a new connection."""
+    pool = ThreadConnections(patient(redis_server))
+    made: list[SyncConnection] = []
+
+    def work() -> None:
+        pool.execute("PING")
+        made.append(pool.get())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    mine = pool.get()
+    assert len(made) == 4
+    pool.close_all()
+    assert mine.closed
+    assert all(connection.closed for connection in made)
+    assert pool.execute("PING") == b"PONG"  # this thread: a fresh connection
+    assert pool.get() is not mine
+    pool.close_all()

@@ -193,8 +193,8 @@ class WireClient:
         self._connections.close()
 
     def close(self) -> None:
-        """Close this thread's connection and the side client."""
-        self._connections.close()
+        """Close every thread's connection and the side client."""
+        self._connections.close_all()
         side, self._side.client = self._side.client, None
         if side is not None:
             side.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Generator, Sequence
 
 from cache_service._wire.errors import ConnectionLost, ReplyError, connect_failed, connection_lost
@@ -65,7 +66,7 @@ def open_socket(settings: WireSettings) -> socket.socket:
 class SyncConnection:
     """One blocking connection; not for two threads at once (see ``ThreadConnections``)."""
 
-    __slots__ = ("_buffer", "_core", "_sock", "_timeout", "protocol", "settings")
+    __slots__ = ("__weakref__", "_buffer", "_core", "_sock", "_timeout", "protocol", "settings")
 
     def __init__(self, settings: WireSettings, *, on_push: PushHandler | None = None) -> None:
         """Connect and run the handshake (``ConnectFailed``, ``HandshakeError``)."""
@@ -218,6 +219,8 @@ class ThreadConnections:
         self.settings = settings
         self._on_push = on_push
         self._slot = _Slot()
+        self._every: weakref.WeakSet[SyncConnection] = weakref.WeakSet()  # for close_all
+        self._every_lock = threading.Lock()
 
     def get(self) -> SyncConnection:
         """This thread's open connection (connecting now if it has none)."""
@@ -232,6 +235,8 @@ class ThreadConnections:
             slot.connection = None
         slot.connection = connection = SyncConnection(self.settings, on_push=self._on_push)
         slot.generation = _generation
+        with self._every_lock:
+            self._every.add(connection)
         return connection
 
     def execute(self, *args: Arg) -> object:
@@ -242,4 +247,13 @@ class ThreadConnections:
         """Close this thread's connection (others close when their threads end)."""
         connection, self._slot.connection = self._slot.connection, None
         if connection is not None:
+            connection.close()
+
+    def close_all(self) -> None:
+        """Close every thread's connection (a thread using one gets ``ConnectionLost`` and
+        makes a new one on its next call): for shutting a client down."""
+        with self._every_lock:
+            connections = list(self._every)
+            self._every.clear()
+        for connection in connections:
             connection.close()
