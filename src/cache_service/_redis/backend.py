@@ -158,6 +158,13 @@ class _Flavour:
     sentinel_connections: tuple[Any, Any]  # (plain, TLS) connection classes to data nodes
 
 
+def pool_size(options: TargetOptions) -> int:
+    """The pool bound: ``max_connections``, else unbounded (a connection per concurrent
+    caller). redis-py 8 bounds a pool at 100 when none is given, and the 101st concurrent
+    caller gets ``MaxConnectionsError``: a burst would open the breaker."""
+    return options.max_connections or 2**31
+
+
 def _discovery_timeout(options: TargetOptions) -> float:
     """How long asking every sentinel at once may take: one connect or one reply."""
     return max(options.connect_timeout, options.socket_timeout) + 0.05
@@ -176,7 +183,7 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
             startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
             retry=flavour.retry(NoBackoff(), 0),
             load_balancing_strategy=_replica_reads(location),
-            max_connections=options.max_connections or 2**31,
+            max_connections=pool_size(options),
             # MOVED patches the slot table (no I/O); never a full refresh inside a command.
             reinitialize_steps=0,
             **extra,
@@ -203,10 +210,10 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
         return wire(wire_settings(location, options), side)
     if location.unix_socket is not None:
         return flavour.redis(unix_socket_path=location.unix_socket, db=location.db,
-                             max_connections=options.max_connections, **kwargs)
+                             max_connections=pool_size(options), **kwargs)
     host, port = location.hosts[0]
     return flavour.redis(
-        host=host, port=port, db=location.db, max_connections=options.max_connections, **kwargs
+        host=host, port=port, db=location.db, max_connections=pool_size(options), **kwargs
     )
 
 

@@ -344,7 +344,9 @@ class SentinelClient:
            connection_class: Any = None) -> SentinelClient:
         """Primary (and replica) clients of ``location``'s service through ``sentinel``."""
         name = location.service_name or ""
-        pool: dict[str, Any] = {"db": location.db, "max_connections": options.max_connections}
+        # unbounded unless asked (redis-py 8 would stop at 100 concurrent callers)
+        pool: dict[str, Any] = {"db": location.db,
+                                "max_connections": options.max_connections or 2**31}
         if connection_class is not None:
             pool["connection_class"] = connection_class
         primary = sentinel.master_for(name, **pool)
