@@ -11,8 +11,15 @@ from __future__ import annotations
 from cache_service.codecs.compression import COMPRESSORS, Compressor
 from cache_service.codecs.encryption import Keyring, parse_keys
 from cache_service.codecs.msgpack_types import MsgpackSerializer
-from cache_service.codecs.options import COMPRESSION_NAMES, SERIALIZER_NAMES, build_codec
+from cache_service.codecs.options import (
+    COMPRESSION_NAMES,
+    OPTION_ALIASES,
+    SERIALIZER_NAMES,
+    build_codec,
+    serializer_name,
+)
 from cache_service.codecs.pipeline import PipelineCodec, Serializer
 
-__all__ = ["COMPRESSION_NAMES", "COMPRESSORS", "SERIALIZER_NAMES", "Compressor", "Keyring",
-           "MsgpackSerializer", "PipelineCodec", "Serializer", "build_codec", "parse_keys"]
+__all__ = ["COMPRESSION_NAMES", "COMPRESSORS", "OPTION_ALIASES", "SERIALIZER_NAMES", "Compressor",
+           "Keyring", "MsgpackSerializer", "PipelineCodec", "Serializer", "build_codec",
+           "parse_keys", "serializer_name"]

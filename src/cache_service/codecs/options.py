@@ -15,7 +15,8 @@ from cache_service.codecs.msgpack_types import MsgpackSerializer
 from cache_service.codecs.pipeline import PipelineCodec, Serializer
 from cache_service.errors import ConfigurationError
 
-__all__ = ["COMPRESSION_NAMES", "SERIALIZER_NAMES", "build_codec"]
+__all__ = ["COMPRESSION_NAMES", "OPTION_ALIASES", "SERIALIZER_NAMES", "build_codec",
+           "serializer_name"]
 
 SERIALIZER_NAMES = ("json", "msgpack", "pickle")
 COMPRESSION_NAMES = (*COMPRESSORS, "none")
@@ -25,6 +26,16 @@ _DJANGO_REDIS = {
     "zlibcompressor": "zlib", "zstdcompressor": "zstd", "lz4compressor": "lz4",
     "identitycompressor": "none",
 }
+
+
+# django-redis' OPTIONS names (lowercased) for ours, so a migration is a settings change
+OPTION_ALIASES = {"compressor": "compression"}
+
+
+def serializer_name(value: object, setting: str = "serializer") -> str:
+    """``value`` as one of SERIALIZER_NAMES (django-redis' class paths mapped), else a
+    ConfigurationError naming ``setting`` and what is allowed."""
+    return _name(value, setting, SERIALIZER_NAMES)
 
 
 def _name(value: object, setting: str, allowed: tuple[str, ...]) -> str:
