@@ -198,6 +198,13 @@ def _untag(value: Any) -> Any:
     return value
 
 
+# Opens payloads with stages (msgpack, compression) for a JsonCodec or PickleCodec of a service
+# with no codec options, so any service reads what another wrote: ``cache_service.codecs``
+# sets it when imported (the services import it). Arguments: the codec, codec id, body, key.
+STAGE_READER: list[Callable[[Any, int, bytes, str], Any]] = []
+STAGE_OPENS: list[Callable[[Any, int], bool]] = []  # whether that reader opens an id
+
+
 class JsonCodec:
     """JSON via orjson; values JSON would change (tuple, UUID, ...) take a tagged form."""
 
@@ -227,12 +234,18 @@ class JsonCodec:
                 return _untag(orjson.loads(body))
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
             raise CorruptPayload(f"undecodable JSON payload ({type(exc).__name__})") from None
+        if STAGE_READER and known_codec_id(codec_id) and not codec_id & SEALED:
+            return STAGE_READER[0](self, codec_id, body, key)
         raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks",
                              remove=not known_codec_id(codec_id))
 
     def opens(self, codec_id: int) -> bool:
-        """Whether this codec decodes payloads of ``codec_id``."""
-        return codec_id in (PLAIN_JSON, TAGGED_JSON)
+        """Whether this codec decodes payloads of ``codec_id`` (stages: with what is
+        installed)."""
+        if codec_id in (PLAIN_JSON, TAGGED_JSON):
+            return True
+        return bool(STAGE_READER) and known_codec_id(codec_id) and not codec_id & SEALED \
+            and codec_id & SERIALIZER_BITS != SIGNED_PICKLE and STAGE_OPENS[0](self, codec_id)
 
 
 # A signing key must not be guessable: anyone who can compute it and write to Redis runs code
@@ -306,7 +319,12 @@ class PickleCodec(JsonCodec):
 
     def opens(self, codec_id: int) -> bool:
         """Whether this codec decodes payloads of ``codec_id``."""
-        return codec_id in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE)
+        if codec_id == SIGNED_PICKLE:
+            return True
+        if codec_id & SERIALIZER_BITS == SIGNED_PICKLE:
+            return bool(STAGE_READER) and not codec_id & SEALED and \
+                STAGE_OPENS[0](self, codec_id)
+        return super().opens(codec_id)
 
 
 class Sealer(Protocol):

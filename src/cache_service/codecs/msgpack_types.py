@@ -1,6 +1,7 @@
 """msgpack with the exact types of the JSON codec: what msgpack would change (tuple, set,
-frozenset, bytearray, datetime/date/time/timedelta, UUID, Decimal, Ellipsis, ints beyond 64
-bits) travels as an ext type, so a value comes back of the type it went in as."""
+frozenset, datetime/date/time/timedelta, UUID, Decimal, Ellipsis, ints beyond 64 bits) travels
+as an ext type, so a value comes back of the type it went in as. One exception: msgpack packs
+a bytearray as binary itself (no hook sees it), so it comes back as bytes."""
 
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class MsgpackSerializer:
             tuple: (1, items),
             set: (2, items),
             frozenset: (3, items),
-            bytearray: (4, bytes),
             datetime: (5, lambda v: v.isoformat().encode()),
             date: (6, lambda v: v.isoformat().encode()),
             time: (7, lambda v: v.isoformat().encode()),
@@ -58,7 +58,6 @@ class MsgpackSerializer:
             1: lambda b: tuple(unpack(b)),
             2: lambda b: set(unpack(b)),
             3: lambda b: frozenset(unpack(b)),
-            4: bytearray,
             5: lambda b: datetime.fromisoformat(b.decode()),
             6: lambda b: date.fromisoformat(b.decode()),
             7: lambda b: time.fromisoformat(b.decode()),

@@ -76,7 +76,9 @@ def build_codec(codec: Codec | None, *, serializer: str | None, compression: str
     stage1 = _serializer(codec, serializer)
     try:
         squeeze = None if compress is None else compressor(compress, compression_level)
-    except (ValueError, TypeError) as exc:  # zlib or zstd refusing the level
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # zlib, zstd or lz4 refusing the level (each its own error)
         raise ConfigurationError(f"compression_level={compression_level!r} is refused by "
                                  f"{compress}: {exc}") from None
     return PipelineCodec(stage1, compressor=squeeze, compress_min_bytes=compress_min_bytes,

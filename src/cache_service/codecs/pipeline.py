@@ -15,6 +15,8 @@ from cache_service.codec import (
     SERIALIZER_BITS,
     SIGNED_PICKLE,
     STAGE_BITS,
+    STAGE_OPENS,
+    STAGE_READER,
     TAGGED_JSON,
     CorruptPayload,
     JsonCodec,
@@ -28,7 +30,7 @@ from cache_service.codecs.msgpack_types import MsgpackSerializer
 from cache_service.errors import ValueTooLargeError
 from cache_service.stats import value
 
-__all__ = ["PipelineCodec", "Serializer"]
+__all__ = ["STAGE_READ_LIMIT", "PipelineCodec", "Serializer"]
 
 class Serializer(Protocol):
     """The first stage: a value to ``(serializer id, bytes)`` and back."""
@@ -147,3 +149,22 @@ class PipelineCodec:
             return {}
         return {"auth_failures": value(self.keyring.auth_failures),
                 "unknown_keys": value(self.keyring.unknown_keys)}
+
+
+# A JsonCodec or PickleCodec with no stages of its own (a service without codec options)
+# still opens compressed and msgpack payloads that another service wrote; it does not know
+# its service's max_value_bytes, so what they inflate to is bounded by this.
+STAGE_READ_LIMIT = 16 * 1024 * 1024
+
+
+def _read_stages(codec: Any, codec_id: int, body: bytes, key: str) -> Any:
+    return PipelineCodec(codec, max_bytes=STAGE_READ_LIMIT).decode(codec_id, body, key)
+
+
+def _opens_stages(codec: Any, codec_id: int) -> bool:
+    return PipelineCodec(codec, max_bytes=STAGE_READ_LIMIT).opens(codec_id)
+
+
+if not STAGE_READER:
+    STAGE_READER.append(_read_stages)
+    STAGE_OPENS.append(_opens_stages)
