@@ -63,6 +63,8 @@ def test_every_operation_round_trips(redis_server: RedisServer, options: dict[st
     assert cache.get("a") is None
     assert cache.incr("n", 5) == 5
     assert cache.get("n") == 5
+    cache.set("m", 7)  # an int set is a counter, whatever the stages
+    assert cache.incr("m") == 8
     assert cache.exists("doc")
     memory = CacheService(unique("codec"), url="memory://", **options)
     memory.set("doc", DOC)

@@ -32,6 +32,8 @@ from cache_service.stats import value
 
 __all__ = ["STAGE_READ_LIMIT", "PipelineCodec", "Serializer"]
 
+_COUNTER = 2**53 - 1  # incr's bound (``_ops.incr.MAX_COUNTER``)
+
 class Serializer(Protocol):
     """The first stage: a value to ``(serializer id, bytes)`` and back."""
 
@@ -77,7 +79,10 @@ class PipelineCodec:
 
     def encode(self, value: Any, key: str) -> tuple[int, bytes]:
         """Serialize, compress when large enough and smaller, and flag encryption (``pack``
-        seals the body with the header it builds)."""
+        seals the body with the header it builds). An int that fits a counter stays plain
+        JSON whatever the stages: ``incr``/``decr`` read and write counters as such in Lua."""
+        if type(value) is int and -_COUNTER <= value <= _COUNTER:
+            return PLAIN_JSON, str(value).encode()
         codec_id, body = self.serializer.encode(value, key)
         if len(body) > self.max_bytes:
             raise ValueTooLargeError(f"value for {key!r} serializes to {len(body)} bytes, "
