@@ -207,3 +207,28 @@ def test_cachelib_and_dogpile_take_the_options(redis_server: RedisServer) -> Non
     with pytest.raises(ConfigurationError, match="CachedValue"):
         make_region().configure("cache_service", arguments={
             "url": redis_server.url, "signing_key": SIGNING, "serializer": "json"})
+
+
+def test_get_or_set_waiters_share_copies(redis_server: RedisServer) -> None:
+    import threading
+    import time
+
+    cache = CacheService(unique("flight"), url=redis_server.url, serializer="msgpack",
+                         compression="zstd", encryption_keys=[KEY_A])
+    calls: list[int] = []
+
+    def load() -> Any:
+        calls.append(1)
+        time.sleep(0.2)
+        return DOC
+
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_set("k", load)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1]
+    assert results == [DOC] * 4
+    assert len({id(r) for r in results}) == 4  # each caller its own copy
