@@ -7,6 +7,7 @@ Django, Flask-Caching and dogpile take the options (django-redis' names too)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import uuid
 from datetime import date
@@ -232,3 +233,46 @@ def test_get_or_set_waiters_share_copies(redis_server: RedisServer) -> None:
     assert calls == [1]
     assert results == [DOC] * 4
     assert len({id(r) for r in results}) == 4  # each caller its own copy
+
+
+def test_any_bytes_under_a_pipeline_service_are_a_value_or_a_miss(
+        redis_server: RedisServer) -> None:
+    import zlib
+
+    import zstandard
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from cache_service import NotAnIntegerError
+    from cache_service.codec import MAGIC
+
+    cache = CacheService(unique("fuzz"), url=redis_server.url, serializer="msgpack",
+                         compression="zstd", encryption_keys=[KEY_A], max_value_bytes=4096)
+    plain = CacheService(cache.prefix, url=redis_server.url)
+    client = redis_server.client()
+    bodies = st.one_of(
+        st.binary(max_size=64),
+        st.binary(max_size=64).map(zlib.compress),
+        st.binary(max_size=64).map(zstandard.ZstdCompressor().compress),
+        st.just(zstandard.ZstdCompressor().compress(b"\x00" * 100_000)),
+        st.just(zlib.compress(b"\x00" * 100_000)),
+    )
+    payloads = st.builds(lambda cid, body: MAGIC + bytes([cid]) + bytes(8) + body,
+                         st.integers(0, 255), bodies)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(raw=payloads)
+    def check(raw: bytes) -> None:
+        for service in (cache, plain):
+            client.set(service.full_key("k"), raw)
+            service.get("k")
+            service.get_many(["k"])
+            service.exists("k")
+            client.set(service.full_key("k"), raw)
+            with contextlib.suppress(NotAnIntegerError):
+                service.incr("k")
+            client.set(service.full_key("k"), raw)
+            service.add("k", 1)
+
+    check()
+    assert cache.stats()["target"]["errors"] == 0
