@@ -7,7 +7,10 @@ Payload layout (11-byte header)::
 The stamp is ``writer id (24 bits) << 40 | sequence (40 bits)``: unique per write of this
 process, so a write that timed out and lands late can be recognised (see ``journal``).
 Codec ids: 1 plain JSON (orjson), 2 tagged JSON (exact tuple/set/bytes/datetime/... types),
-3 HMAC-signed pickle. A payload that does not parse is a miss, never an exception.
+3 HMAC-signed pickle, 4 msgpack (exact types). The codec byte also records the optional stages of
+``cache_service.codecs`` (bits 3-4: compressor, bit 5: AES-GCM; bit 7 is the tag bit of
+``_ops.tags``), so ids 1-3 alone are today's payloads, readable by every version.
+A payload that does not parse is a miss, never an exception.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -34,7 +37,14 @@ __all__ = ["Codec", "CorruptPayload", "JsonCodec", "PickleCodec", "Stamper", "ch
 
 MAGIC = b"\xc5\x01"
 HEADER_SIZE = 11
-PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE = 1, 2, 3
+PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE, MSGPACK = 1, 2, 3, 4
+SERIALIZER_BITS = 0x07  # the serializer's id
+COMPRESSION_SHIFT = 3  # bits 3-4: 0 none, 1 zlib, 2 zstd, 3 lz4
+SEALED = 0x20  # AES-256-GCM over the (compressed) body; header and key bound in
+STAGE_BITS = 0x40  # ids at or above this are no stage layout of ours (0x80: tags)
+SERIALIZER_NAMES = {PLAIN_JSON: "json", TAGGED_JSON: "json+types", SIGNED_PICKLE: "signed pickle",
+                    MSGPACK: "msgpack"}
+COMPRESSOR_NAMES = {1: "zlib", 2: "zstd", 3: "lz4"}
 _TAG = "\x00"
 _ORJSON_OPTS = (
     orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -45,6 +55,24 @@ ALLOWED_TYPES = (
     "str, int, float, bool, None, list, dict (str keys, or any keys of these types), tuple, set, "
     "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID, Decimal and Ellipsis"
 )
+
+
+def known_codec_id(codec_id: int) -> bool:
+    """Whether ``codec_id`` is a codec byte some version of this package writes (untagged)."""
+    return codec_id < STAGE_BITS and codec_id & SERIALIZER_BITS in SERIALIZER_NAMES
+
+
+def codec_name(codec_id: int) -> str | None:
+    """``codec_id``'s stages as text (``msgpack+zstd+aes-gcm``), or None if it is not ours."""
+    if not known_codec_id(codec_id):
+        return None
+    parts = [SERIALIZER_NAMES[codec_id & SERIALIZER_BITS]]
+    compressor = codec_id >> COMPRESSION_SHIFT & 3
+    if compressor:
+        parts.append(COMPRESSOR_NAMES[compressor])
+    if codec_id & SEALED:
+        parts.append("aes-gcm")
+    return "+".join(parts)
 
 
 class CorruptPayload(Exception):
@@ -170,6 +198,13 @@ def _untag(value: Any) -> Any:
     return value
 
 
+# Opens payloads with stages (msgpack, compression) for a JsonCodec or PickleCodec of a service
+# with no codec options, so any service reads what another wrote: ``cache_service.codecs``
+# sets it when imported (the services import it). Arguments: the codec, codec id, body, key.
+STAGE_READER: list[Callable[[Any, int, bytes, str], Any]] = []
+STAGE_OPENS: list[Callable[[Any, int], bool]] = []  # whether that reader opens an id
+
+
 class JsonCodec:
     """JSON via orjson; values JSON would change (tuple, UUID, ...) take a tagged form."""
 
@@ -199,8 +234,18 @@ class JsonCodec:
                 return _untag(orjson.loads(body))
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
             raise CorruptPayload(f"undecodable JSON payload ({type(exc).__name__})") from None
+        if STAGE_READER and known_codec_id(codec_id) and not codec_id & SEALED:
+            return STAGE_READER[0](self, codec_id, body, key)
         raise CorruptPayload(f"payload codec {codec_id} needs a codec this service lacks",
-                             remove=codec_id not in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE))
+                             remove=not known_codec_id(codec_id))
+
+    def opens(self, codec_id: int) -> bool:
+        """Whether this codec decodes payloads of ``codec_id`` (stages: with what is
+        installed)."""
+        if codec_id in (PLAIN_JSON, TAGGED_JSON):
+            return True
+        return bool(STAGE_READER) and known_codec_id(codec_id) and not codec_id & SEALED \
+            and codec_id & SERIALIZER_BITS != SIGNED_PICKLE and STAGE_OPENS[0](self, codec_id)
 
 
 # A signing key must not be guessable: anyone who can compute it and write to Redis runs code
@@ -272,8 +317,37 @@ class PickleCodec(JsonCodec):
         except Exception as exc:
             raise CorruptPayload(f"signed pickle did not load ({type(exc).__name__})") from None
 
+    def opens(self, codec_id: int) -> bool:
+        """Whether this codec decodes payloads of ``codec_id``."""
+        if codec_id == SIGNED_PICKLE:
+            return True
+        if codec_id & SERIALIZER_BITS == SIGNED_PICKLE:
+            return bool(STAGE_READER) and not codec_id & SEALED and \
+                STAGE_OPENS[0](self, codec_id)
+        return super().opens(codec_id)
 
-_PREFIXES = {cid: MAGIC + bytes([cid]) for cid in (PLAIN_JSON, TAGGED_JSON, SIGNED_PICKLE)}
+
+class Sealer(Protocol):
+    """A codec whose payloads with the ``SEALED`` bit are encrypted with the header bound in:
+    ``pack`` hands it the header, ``unpack`` the whole payload."""
+
+    def seal(self, head: bytes, body: bytes, key: str) -> bytes: ...
+
+    def unseal(self, raw: bytes, key: str) -> Any: ...
+
+
+def lacks(codec: Codec, codec_id: int) -> bool:
+    """Whether ``codec_id`` is a sound payload kind of ours that ``codec`` cannot open (a
+    value of another service sharing the prefix: a miss here, not ours to replace)."""
+    if not known_codec_id(codec_id):
+        return False
+    opens = getattr(codec, "opens", None)
+    if opens is not None:
+        return not opens(codec_id)
+    return codec_id not in (PLAIN_JSON, TAGGED_JSON)
+
+
+_PREFIXES = {cid: MAGIC + bytes([cid]) for cid in range(1, STAGE_BITS)}
 
 
 # A plain JSON payload of ours starts with this; both codecs decode it with orjson.loads of
@@ -285,7 +359,11 @@ PLAIN_CODECS = (JsonCodec, PickleCodec)
 def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> bytes:
     """Encode ``value`` for ``key`` with a header; raises before anything is written."""
     codec_id, body = codec.encode(value, key)
-    payload = b"".join((_PREFIXES[codec_id], stamp.to_bytes(8, "big"), body))
+    if codec_id & SEALED:
+        head = _PREFIXES[codec_id] + stamp.to_bytes(8, "big")
+        payload = head + cast(Sealer, codec).seal(head, body, key)
+    else:
+        payload = b"".join((_PREFIXES[codec_id], stamp.to_bytes(8, "big"), body))
     if len(payload) > max_bytes:
         raise ValueTooLargeError(
             f"value for {key!r} encodes to {len(payload)} bytes, over max_value_bytes={max_bytes}"
@@ -297,5 +375,12 @@ def unpack(codec: Codec, raw: bytes, key: str) -> Any:
     """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
         raise CorruptPayload("a string without the cache_service header", foreign=True)
+    codec_id = raw[2]
+    if codec_id & SEALED and codec_id < STAGE_BITS:
+        unseal = getattr(codec, "unseal", None)
+        if unseal is None:
+            raise CorruptPayload("an encrypted payload: this service has no encryption keys",
+                                 remove=False)
+        return unseal(raw, key)
     # A bytes slice, not a memoryview: orjson parses bytes faster, which outweighs the copy.
-    return codec.decode(raw[2], raw[HEADER_SIZE:], key)
+    return codec.decode(codec_id, raw[HEADER_SIZE:], key)

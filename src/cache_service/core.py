@@ -19,7 +19,8 @@ from cache_service._near.store import NearCache, NearStore, near_config
 from cache_service._ops.context import TTL, OpContext
 from cache_service._runtime.target import Target
 from cache_service._runtime.targets import get_target
-from cache_service.codec import PLAIN_CODECS, Codec, JsonCodec
+from cache_service.codec import PLAIN_CODECS, Codec
+from cache_service.codecs import PipelineCodec, build_codec
 from cache_service.config import (
     CONNECTIONS,
     Location,
@@ -78,6 +79,12 @@ class ServiceCore:
         connection: str | None = None,
         state_dir: str | os.PathLike[str] | bool | None = None,
         codec: Codec | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        compress_min_bytes: int = 1024,
+        compression_level: int | None = None,
+        encryption_keys: str | bytes | list[str | bytes] | None = None,
+        encryption_keys_env: str | None = None,
         near_cache: bool | NearCache = False,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] | None = None,
@@ -89,7 +96,12 @@ class ServiceCore:
                 or max_value_bytes <= 0:
             raise ConfigurationError(f"max_value_bytes must be a positive int, got "
                                      f"{max_value_bytes!r}")
-        self._codec: Codec = codec if codec is not None else JsonCodec()
+        # serializer -> compression -> encryption: a PipelineCodec when any stage is asked
+        self._codec: Codec = build_codec(
+            codec, serializer=serializer, compression=compression,
+            compress_min_bytes=compress_min_bytes, compression_level=compression_level,
+            encryption_keys=encryption_keys, encryption_keys_env=encryption_keys_env,
+            max_bytes=max_value_bytes)
         deferred: Target | None = None
         try:
             self._location: Location = resolve_location(
@@ -127,7 +139,7 @@ class ServiceCore:
         # ``clock`` (the memory store's, monotonic and per host).
         self._ctx = OpContext(
             keys=self._keys, head=self._keys.head, codec=self._codec,
-            plain=type(self._codec) in PLAIN_CODECS,
+            plain=type(self._codec) in PLAIN_CODECS or type(self._codec) is PipelineCodec,
             default_ttl=default_seconds, max_value_bytes=max_value_bytes,
             counters=self._counters, location=self._location, target=self._target,
             near=self._near, wall=wall_clock or time.time)
@@ -159,8 +171,11 @@ class ServiceCore:
         return self._keys.full(key)
 
     def _stats(self) -> dict[str, Any]:
-        return {"prefix": self.prefix, **self._counters.snapshot(),
-                "target": self._target.snapshot()}
+        found = {"prefix": self.prefix, **self._counters.snapshot(),
+                 "target": self._target.snapshot()}
+        if type(self._codec) is PipelineCodec and self._codec.keyring is not None:
+            found["codec"] = self._codec.stats()  # what encryption refused
+        return found
 
 
 def _connection(given: str | None, kind: str, ready_made: bool) -> str:

@@ -28,7 +28,7 @@ from cache_service._ops.scripts import DROP_IF_SAME
 from cache_service._ops.tags import Tagged, memory_tokens, validate_tags, wrap
 from cache_service._ops.write import kept
 from cache_service._redis.cluster import by_slot
-from cache_service.codec import HEADER_SIZE, PLAIN_CODECS, PLAIN_HEADER, STAMPER, pack
+from cache_service.codec import HEADER_SIZE, PLAIN_HEADER, STAMPER, pack
 from cache_service.config import ttl_seconds
 from cache_service.errors import ConfigurationError
 from cache_service.keys import MAX_KEY_LENGTH
@@ -39,7 +39,6 @@ __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
 MAX_BATCH = 10_000  # keys per get_many / set_many call
 _PLAIN = PLAIN_HEADER
-_FAST_CODECS = PLAIN_CODECS  # both decode codec id 1 as plain orjson
 
 # KEYS: the keys of one slot; ARGV[1]: PX; ARGV[1 + i]: the payload for KEYS[i].
 SET_MANY = """
@@ -113,7 +112,7 @@ def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
     c = ctx.counters
     t = ctx.target
     # late-write tombstones to check (for a while after a recovery): the single-key rules
-    fast = type(ctx.codec) in _FAST_CODECS and not t.guard.until
+    fast = ctx.plain and not t.guard.until
     loads = orjson.loads
     discards: list[tuple[str, str | None]] = []
     tagged: list[tuple[str, Tagged]] = []

@@ -30,6 +30,7 @@ from cache_service._ops.loading import (
 from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service._ops.requests import Script, Set
 from cache_service._ops.tags import validate_tags
+from cache_service.codecs import PipelineCodec
 from cache_service.config import ttl_seconds
 from cache_service.keys import redact
 
@@ -79,7 +80,9 @@ def _lead(ctx: OpContext, flight: Any, key: str, ttl: TTL, policy: LoadPolicy, *
     outcome = Outcome(retry=True)  # cancelled or interrupted: the waiters try again
     try:
         value = yield from _load(ctx, key, ttl, policy, stale=stale, tags=tags)
-        outcome = Outcome(value, codec=ctx.codec, key=k)
+        # waiters get copies through the serializer alone (no compression, no encryption)
+        codec = ctx.codec.serializer if type(ctx.codec) is PipelineCodec else ctx.codec
+        outcome = Outcome(value, codec=codec, key=k)
         return value
     except Exception as exc:
         outcome = Outcome(error=exc)

@@ -28,7 +28,7 @@ from cache_service._ops.tags import (
     wrap,
 )
 from cache_service._ops.write import kept
-from cache_service.codec import HEADER_SIZE, MAGIC, SIGNED_PICKLE, STAMPER, PickleCodec, pack
+from cache_service.codec import HEADER_SIZE, MAGIC, STAMPER, lacks, pack
 from cache_service.config import ttl_seconds
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
@@ -77,7 +77,7 @@ def foreign_codec(ctx: OpContext, raw: bytes) -> bool:
     (signed pickle read by a JSON service: another service's live value)."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
         return True
-    return raw[2:3] == bytes([SIGNED_PICKLE]) and not isinstance(ctx.codec, PickleCodec)
+    return lacks(ctx.codec, raw[2])
 
 
 def held(ctx: OpContext, k: str) -> bool:

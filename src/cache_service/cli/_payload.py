@@ -9,18 +9,21 @@ from cache_service._ops.tags import TAGGED, is_tagged, open_tagged
 from cache_service.codec import (
     HEADER_SIZE,
     MAGIC,
-    PLAIN_JSON,
+    SEALED,
+    SERIALIZER_BITS,
     SIGNED_PICKLE,
-    TAGGED_JSON,
     CorruptPayload,
     JsonCodec,
+    codec_name,
     stamp_of,
     unpack,
 )
+from cache_service.codecs import PipelineCodec
 
 __all__ = ["Payload", "describe_header", "describe_payload"]
 
-CODECS = {PLAIN_JSON: "json", TAGGED_JSON: "json+types", SIGNED_PICKLE: "signed pickle"}
+# Reads every unencrypted JSON or msgpack payload whose compression library is installed.
+_READER = PipelineCodec(JsonCodec(), max_bytes=1 << 30)
 
 
 @dataclass
@@ -41,7 +44,7 @@ def describe_header(head: bytes) -> Payload:
     if head[:2] != MAGIC or len(head) < HEADER_SIZE:
         return Payload("foreign", problem="no cache_service header")
     codec_id = head[2] & ~TAGGED & 0xFF
-    name = CODECS.get(codec_id)
+    name = codec_name(codec_id)
     if name is None:
         return Payload("corrupt", problem=f"unknown codec id {head[2]}")
     stamp = stamp_of(head)
@@ -62,11 +65,14 @@ def describe_payload(key: str, raw: bytes) -> Payload:
             return Payload("corrupt", found.codec, found.writer, problem="malformed tag section")
         found.tags = tuple(tagged.tags)
         plain = tagged.plain
-    if plain[2] == SIGNED_PICKLE:
+    if plain[2] & SERIALIZER_BITS == SIGNED_PICKLE:
         found.problem = "signed pickle: not decoded (needs the signing key; unpickling runs code)"
         return found
+    if plain[2] & SEALED:
+        found.problem = "encrypted: not decoded (needs the encryption keys)"
+        return found
     try:
-        found.value = unpack(JsonCodec(), plain, key)
+        found.value = unpack(_READER, plain, key)
     except CorruptPayload as exc:
         return Payload("corrupt", found.codec, found.writer, found.tags, problem=str(exc))
     found.decoded = True

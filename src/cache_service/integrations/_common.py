@@ -17,6 +17,7 @@ from typing import Any
 
 from cache_service.aio import AsyncCacheService
 from cache_service.codec import MIN_KEY_DISTINCT, PickleCodec, check_signing_key
+from cache_service.codecs import OPTION_ALIASES, serializer_name
 from cache_service.config import parse_url
 from cache_service.core import ServiceCore
 from cache_service.errors import ConfigurationError
@@ -115,12 +116,14 @@ def build_services(
     error: Callable[[str], Exception] = ConfigurationError,
 ) -> tuple[CacheService, AsyncCacheService]:
     """The sync and async services for ``url`` with ``options`` (service option names, any
-    case); a bad value raises ``error`` naming the setting: ``settings`` are the framework's
-    names for the URL and for the options."""
+    case; django-redis' ``SERIALIZER``/``COMPRESSOR`` too); a bad value raises ``error``
+    naming the setting: ``settings`` are the framework's names for the URL and for the
+    options. Values are signed pickles unless ``serializer`` is json or msgpack."""
     url_setting, setting = settings
     kwargs: dict[str, Any] = {}
     for raw_name, value in options.items():
         name = str(raw_name).lower()
+        name = OPTION_ALIASES.get(name, name)  # django-redis' COMPRESSOR
         if name not in SERVICE_OPTIONS:
             raise error(f"{setting}: unknown option {raw_name!r}; the options are "
                         f"{', '.join(sorted(SERVICE_OPTIONS))}")
@@ -133,7 +136,16 @@ def build_services(
     except ConfigurationError as exc:
         raise error(f"{url_setting}: {exc}") from None
     codec = kwargs.pop("codec", None)
-    if codec is None:
+    serializer = kwargs.pop("serializer", None)
+    try:
+        chosen = "pickle" if serializer is None else serializer_name(serializer)
+    except ConfigurationError as exc:
+        raise error(f"{setting}: {exc}") from None
+    if chosen != "pickle":  # json or msgpack: no signing key, values of exact types only
+        if codec is not None:
+            raise error(f"{setting}: give codec or serializer, not both")
+        kwargs["serializer"] = chosen
+    elif codec is None:
         try:
             key = keys.resolve()
         except ConfigurationError as exc:

@@ -21,7 +21,9 @@ Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, el
 Flask-Caching) ``CACHE_SIGNING_KEY``, else ``$CACHE_SERVICE_SIGNING_KEY`` (16+ bytes each),
 else (under Flask-Caching) one derived from the app's ``SECRET_KEY`` (32+ characters); the
 first that is set is used, and a weak one is a startup error naming it. cachelib's
-``serializer`` attribute is not used (the codec is). Redis failing never raises: calls go to
+``serializer`` attribute is not used (the codec is); the ``serializer`` option (``json``,
+``msgpack``: no signing key, exact types only), ``compression`` and ``encryption_keys`` go in
+``CACHE_OPTIONS`` like every service option. Redis failing never raises: calls go to
 the memory fallback.
 """
 

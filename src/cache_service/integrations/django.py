@@ -17,7 +17,10 @@ exactly are stored as JSON). The key is ``OPTIONS["SIGNING_KEY"]`` (16+ bytes) o
 derived from ``SECRET_KEY`` (32+ characters; a shorter one is a startup error); every process
 sharing the cache needs the same one. ``OPTIONS`` take the
 service's constructor options (any case) plus ``SIGNING_KEY`` and ``PREFIX`` (the service
-namespace; default ``django`` plus ``KEY_PREFIX``). ``clear()`` removes the keys of that
+namespace; default ``django`` plus ``KEY_PREFIX``), e.g. ``"compression": "zstd"``,
+``"encryption_keys": [...]``; django-redis' ``SERIALIZER`` (pickle, json, msgpack; json and
+msgpack need no signing key but store only their exact types) and ``COMPRESSOR`` (zlib, zstd,
+lz4, identity) class paths are accepted. ``clear()`` removes the keys of that
 namespace only (never FLUSHDB). The ``a*`` methods are native, on ``AsyncCacheService``.
 
 Redis failing never reaches a view: calls go to the bounded memory fallback at once, as for

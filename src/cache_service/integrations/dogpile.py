@@ -12,7 +12,8 @@
 ``prefix`` (service namespace, default ``dogpile``), ``redis_expiration_time`` (seconds a value
 lives in Redis; default: no expiry, dogpile's ``expiration_time`` decides freshness),
 ``distributed_lock`` (default True), ``lock_timeout`` (seconds a Redis lock lives, default 30),
-``lock_sleep`` (poll interval, default 0.05), plus the service options. Arguments this backend
+``lock_sleep`` (poll interval, default 0.05), plus the service options (``compression``,
+``encryption_keys``... apply to the pickled CachedValues). Arguments this backend
 does not know are ignored with a warning (dogpile passes a region's whole argument dict).
 
 ``get_multi``/``set_multi``/``delete_multi`` are one MGET / pipeline / DEL. ``get_mutex`` is a
@@ -38,6 +39,7 @@ from cache_service._ops.loading import UNLOCK, lock_key, new_token
 from cache_service._ops.protocol import Op, Unavailable, WrongType
 from cache_service._ops.requests import Exists, Script, Set
 from cache_service._runtime.view import runtime_view
+from cache_service.codecs import serializer_name
 from cache_service.errors import ConfigurationError, ValueTooLargeError
 from cache_service.integrations._common import (
     ENV_KEY,
@@ -157,6 +159,12 @@ class CacheServiceBackend(CacheBackend):
             raise ConfigurationError(
                 f"dogpile arguments['redis_expiration_time'] must be seconds >= 0, got {expiry!r}")
         self._ttl = float(expiry) if expiry else FOREVER
+        if args.get("serializer") is not None and serializer_name(
+                args["serializer"], "dogpile arguments['serializer']") != "pickle":
+            raise ConfigurationError("dogpile arguments['serializer']: dogpile hands the "
+                                     "backend CachedValue objects, which only the signed "
+                                     "pickle stores; drop it (compression and encryption_keys "
+                                     "work with the pickle)")
         url = args.pop("url", None)
         prefix = args.pop("prefix", "dogpile")
         keys = SigningKeys((("dogpile arguments['signing_key']", args.pop("signing_key", None)),
