@@ -12,7 +12,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from .support.common import FLAVOURS
+
 _counter = itertools.count()
+
+on_each_server = pytest.mark.parametrize("fresh_redis_server", FLAVOURS, indirect=True)
+"""Run the test once per server flavour (Redis, Valkey): its ``fresh_redis_server`` (and the
+``chaos_proxy`` in front of it) is that flavour's server (see conftest's server matrix)."""
 
 
 def unique(name: str = "t") -> str:
