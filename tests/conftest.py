@@ -96,6 +96,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture
+def server_flavour(request: pytest.FixtureRequest) -> Flavour:
+    """The flavour for a test that starts its own servers: ``@on_each("server_flavour")``
+    runs it once per flavour; unparametrized it is Redis."""
+    return _need(getattr(request, "param", "redis"))
+
+
 @pytest.fixture(scope="session")
 def valkey_server() -> Iterator[RedisServer]:
     """Like ``redis_server``, on ``valkey-server``."""

@@ -18,9 +18,17 @@ from .support.common import FLAVOURS
 
 _counter = itertools.count()
 
-on_each_server = pytest.mark.parametrize("fresh_redis_server", FLAVOURS, indirect=True)
-"""Run the test once per server flavour (Redis, Valkey): its ``fresh_redis_server`` (and the
-``chaos_proxy`` in front of it) is that flavour's server (see conftest's server matrix)."""
+
+
+def on_each(fixture: str) -> pytest.MarkDecorator:
+    """Run the test once per server flavour (Redis, Valkey): ``fixture`` takes the flavour as
+    its indirect parameter (``getattr(request, "param", "redis")``)."""
+    return pytest.mark.parametrize(fixture, FLAVOURS, indirect=True)
+
+
+on_each_server = on_each("fresh_redis_server")
+"""The test runs once per flavour: its ``fresh_redis_server`` (and the ``chaos_proxy`` in
+front of it) is that flavour's server (see conftest's server matrix)."""
 
 
 def unique(name: str = "t") -> str:
