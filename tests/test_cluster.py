@@ -21,7 +21,7 @@ from redis.crc import key_slot
 from cache_service import AsyncCacheService, CacheService, ConfigurationError
 
 from .failover import FailoverRun, async_failover
-from .helpers import eventually, on_each, unique
+from .helpers import eventually, on_each, on_flavours, unique
 from .servers import ClusterDeployment, free_port
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
@@ -129,9 +129,7 @@ def test_down_at_construction_serves_memory_fast() -> None:
 FIRST_CALLS = ["get", "delete-many", "invalidate", "get-many", "set-many"]
 
 
-@pytest.mark.parametrize(("cluster", "first"),
-                         [("redis", first) for first in FIRST_CALLS]
-                         + [("valkey", "get"), ("valkey", "delete-many")], indirect=["cluster"])
+@on_flavours("cluster", "first", redis=FIRST_CALLS, valkey=["get", "delete-many"])
 def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str) -> None:
     """A hung primary costs about one socket timeout, whatever the first call is (a
     multi-key delete too), then the breaker answers from memory; once the node answers again

@@ -18,7 +18,7 @@ from cache_service import AsyncCacheService, CacheService, ConfigurationError, N
 from cache_service._near.store import MISS, NearStore
 from cache_service._redis.backend import drop_idle
 
-from .helpers import eventually, on_each_server, unique
+from .helpers import eventually, on_each_server, on_flavours, unique
 from .near_chaos import chaos_run
 from .servers import ChaosProxy, RedisServer
 from .workers import Worker
@@ -455,9 +455,7 @@ def test_the_value_a_fill_returns_is_not_the_one_kept(svc: CacheService, value: 
     assert svc.get("k") == value
 
 
-@pytest.mark.parametrize(("fresh_redis_server", "mode"),
-                         [("redis", "sync"), ("redis", "asyncio"), ("redis", "uvloop"),
-                          ("valkey", "sync")], indirect=["fresh_redis_server"])
+@on_flavours("fresh_redis_server", "mode", redis=["sync", "asyncio", "uvloop"], valkey=["sync"])
 def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
         fresh_redis_server: RedisServer, mode: str) -> None:
     """Redis' push to the reader is held back 2 s by a proxy; the write moves the key's slot
