@@ -220,6 +220,8 @@ BACKENDS: dict[str, Builder] = {
     "valkey-cluster": _valkey_cluster,
     "near-valkey-cluster": _near(_valkey_cluster),
     "valkey-sentinel": _valkey_sentinel,
+    "wire-valkey": _wire(_valkey, 2),  # our own connection layer: its HELLO on Valkey
+    "async-wire-valkey": _async(_wire(_valkey, 2)),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
@@ -227,7 +229,8 @@ REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redi
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
                 "uvloop-wire-redis", "near-wire-redis", "wire-tls", "valkey", "async-valkey",
-                "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel"}
+                "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
+                "wire-valkey", "async-wire-valkey"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}
