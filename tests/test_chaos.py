@@ -12,11 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from cache_service import CacheService
 
-from .helpers import eventually, unique
+from .helpers import eventually, on_each_server, on_flavours, unique
 from .servers import ChaosProxy, RedisServer
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.2,
@@ -48,8 +46,9 @@ ACTIONS: dict[str, Callable[[CacheService], Any]] = {
 }
 
 
-@pytest.mark.parametrize("mode", ["cut", "hang"])
-@pytest.mark.parametrize("action", list(ACTIONS))
+@on_flavours("fresh_redis_server", "action, mode",
+             redis=[(action, mode) for mode in ("cut", "hang") for action in ACTIONS],
+             valkey=[("pattern", "cut"), ("delete", "hang")])
 def test_no_stale_read_after_invalidating_during_outage(
         chaos_proxy: ChaosProxy, fresh_redis_server: RedisServer, mode: str, action: str) -> None:
     svc = service(chaos_proxy)
@@ -91,6 +90,7 @@ def test_other_writers_truth_wins_over_our_outage_copy(
     assert raw.exists(svc.full_key("read-only-in-memory")) == 0
 
 
+@on_each_server
 def test_restarted_empty(fresh_redis_server: RedisServer) -> None:
     with ChaosProxy(*fresh_redis_server.address) as proxy:
         svc = service(proxy)
@@ -123,6 +123,7 @@ def test_journal_overflow_clears_the_affected_prefixes_only(
     assert bystander.get("k") == "untouched"
 
 
+@on_each_server
 def test_replay_cut_halfway_resumes_and_loses_nothing(
         chaos_proxy: ChaosProxy, fresh_redis_server: RedisServer) -> None:
     svc = service(chaos_proxy, socket_timeout=0.5)
@@ -176,6 +177,7 @@ def test_late_write_of_ours_is_never_served(chaos_proxy: ChaosProxy,
     assert svc.get("k") == "v2"
 
 
+@on_each_server
 def test_frozen_server_applies_buffered_writes_late_without_stale_reads(
         fresh_redis_server: RedisServer) -> None:
     svc = CacheService(unique(), url=fresh_redis_server.url, **FAST)
@@ -248,6 +250,7 @@ def test_eight_threads_through_cut_heal_hang_heal(chaos_proxy: ChaosProxy) -> No
     assert ops[0] > 1000
 
 
+@on_each_server
 def test_recovery_within_two_seconds_with_default_settings(chaos_proxy: ChaosProxy) -> None:
     svc = CacheService(unique(), url=chaos_proxy.url)  # default timeouts and backoff
     svc.set("k", 1)

@@ -1,9 +1,11 @@
 """Redis Cluster: keys across slots, pattern invalidation on every primary, and failovers.
 
-The whole contract suite also runs over the session's ``redis_cluster`` (tests/backends.py);
-this module adds what only a cluster has. The failover tests build their services on the
-nodes listed in another order, so they get their own target and breaker settings, and call
-``ensure_healthy()`` afterwards. They come last in the module.
+The whole contract suite also runs over the session's ``redis_cluster`` and ``valkey_cluster``
+(tests/backends.py); this module adds what only a cluster has, on Valkey as well where a test
+is marked so (the server matrix: the slot spread, SCAN paging, a frozen primary, a failover).
+The failover tests build their services on the nodes listed in another order, so they get
+their own target and breaker settings, and call ``ensure_healthy()`` afterwards. They come
+last in the module.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from redis.crc import key_slot
 from cache_service import AsyncCacheService, CacheService, ConfigurationError
 
 from .failover import FailoverRun, async_failover
-from .helpers import eventually, unique
+from .helpers import eventually, on_each, on_flavours, unique
 from .servers import ClusterDeployment, free_port
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
@@ -37,10 +39,13 @@ def slot(full_key: str) -> int:
 
 
 @pytest.fixture
-def cluster(redis_cluster: ClusterDeployment) -> Iterator[ClusterDeployment]:
-    """The session cluster, made whole again after a test that kills or freezes nodes."""
-    yield redis_cluster
-    redis_cluster.ensure_healthy()
+def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterDeployment]:
+    """The session cluster (of the flavour given as indirect parameter, else Redis), made
+    whole again after a test that kills or freezes nodes."""
+    deployment: ClusterDeployment = request.getfixturevalue(
+        f"{getattr(request, 'param', 'redis')}_cluster")
+    yield deployment
+    deployment.ensure_healthy()
 
 
 def keys_per_primary(cluster: ClusterDeployment, svc: CacheService) -> dict[int, int]:
@@ -65,11 +70,11 @@ def test_configuration_by_url_and_by_flag(redis_cluster: ClusterDeployment) -> N
         CacheService(prefix, url=redis_cluster.cluster_url.replace("/0", "/3"))
 
 
-def test_keys_of_one_prefix_spread_over_every_primary(redis_cluster: ClusterDeployment) -> None:
-    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+def test_keys_of_one_prefix_spread_over_every_primary(each_cluster: ClusterDeployment) -> None:
+    svc = CacheService(unique(), url=each_cluster.cluster_url)
     for i in range(60):
         svc.set(f"user:{i}", i)
-    counts = keys_per_primary(redis_cluster, svc)
+    counts = keys_per_primary(each_cluster, svc)
     assert len(counts) == 3
     assert all(n > 0 for n in counts.values()), counts
     assert sum(counts.values()) == 60
@@ -87,22 +92,22 @@ def test_multi_key_delete_spans_slots(redis_cluster: ClusterDeployment) -> None:
 
 
 def test_pattern_invalidation_pages_through_every_primary(
-        redis_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+        each_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
     """Small SCAN pages force several cursors per node; every match on every primary goes,
     and foreign keys matching the pattern stay."""
     monkeypatch.setattr("cache_service._ops.remove.SCAN_COUNT", 5)
-    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+    svc = CacheService(unique(), url=each_cluster.cluster_url)
     for i in range(150):
         svc.set(f"user:{i}", i)
         svc.set(f"order:{i}", i)
-    with redis_cluster.client() as raw:
+    with each_cluster.client() as raw:
         raw.set(svc.full_key("user:foreign-string"), b"not ours")
         raw.hset(svc.full_key("user:foreign-hash"), "f", "v")
     assert svc.invalidate_pattern("user:*") == 150
     assert all(svc.get(f"user:{i}") is None for i in range(150))
     assert svc.get("order:7") == 7
     assert svc.clear_all() == 150
-    with redis_cluster.client() as raw:
+    with each_cluster.client() as raw:
         left = sorted(raw.scan_iter(f"cs:{svc.prefix}::*"))
         assert left == sorted([svc.full_key("user:foreign-hash").encode(),
                                svc.full_key("user:foreign-string").encode()])
@@ -121,7 +126,10 @@ def test_down_at_construction_serves_memory_fast() -> None:
     assert svc.stats()["target"]["breaker_state"] != "closed"
 
 
-@pytest.mark.parametrize("first", ["get", "delete-many", "invalidate", "get-many", "set-many"])
+FIRST_CALLS = ["get", "delete-many", "invalidate", "get-many", "set-many"]
+
+
+@on_flavours("cluster", "first", redis=FIRST_CALLS, valkey=["get", "delete-many"])
 def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str) -> None:
     """A hung primary costs about one socket timeout, whatever the first call is (a
     multi-key delete too), then the breaker answers from memory; once the node answers again
@@ -170,6 +178,7 @@ def victims_on(cluster: ClusterDeployment, svc: Any, count: int) -> tuple[Any, l
     return node, victims
 
 
+@on_each("cluster")
 def test_failover_under_load(cluster: ClusterDeployment, record_property: Any) -> None:
     """Kill the primary owning the victims' slots mid-load: no exception, the replica is
     promoted and the service returns to Redis by itself, and no value invalidated during the

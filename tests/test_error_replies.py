@@ -40,7 +40,7 @@ from cache_service._redis.backend import OUTAGES, classify_error, reply_code, re
 from cache_service.errors import NotAnIntegerError
 
 from .helpers import eventually, unique
-from .servers import RedisServer, free_port
+from .servers import FLAVOURS, RedisServer, flavour_available, free_port
 
 FAST = {"socket_timeout": 1.0, "connect_timeout": 1.0,
         "breaker_min_backoff": 0.05, "breaker_max_backoff": 0.2}
@@ -184,9 +184,13 @@ DENIALS = {"set": ["-set"], "scripts": ["-@scripting"], "unlink": ["-unlink", "-
            "reads": ["-get", "-mget"], "scan": ["-scan"]}
 
 
-@pytest.fixture(scope="module")
-def acl_server() -> Iterator[RedisServer]:
-    with RedisServer(name="acl") as server:
+@pytest.fixture(scope="module", params=FLAVOURS)
+def acl_server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """Users denied one thing each, on Redis and on Valkey (which words a denial met inside a
+    script differently: see ``_SCRIPT_DENIED``)."""
+    if not flavour_available(request.param):
+        pytest.skip(f"no {request.param}-server executable")
+    with RedisServer(name="acl", flavour=request.param) as server:
         with server.client() as admin:
             for mode in MODES:
                 for name, rules in DENIALS.items():
@@ -380,6 +384,12 @@ EXAMPLES: list[tuple[BaseException, str, str]] = [
     (_pipeline_error(), "reply", "OOM"),
     (NoPermissionError("this user has no permissions to run the 'set' command"), "denied",
      "NOPERM"),
+    (ResponseError("The user executing the script can't run this command or subcommand "
+                   "script: 0123456789abcdef0123456789abcdef01234567, on @user_script:8."),
+     "denied", "NOPERM"),  # Redis 7
+    (ResponseError("ACL failure in script: User u has no permissions to run the 'set' command "
+                   "script: 0123456789abcdef0123456789abcdef01234567, on @user_script:8."),
+     "denied", "NOPERM"),  # Valkey 8
     (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
      "wrongtype", "WRONGTYPE"),
     (ResponseError("value is not an integer or out of range"), "reply", "ERR"),

@@ -1,5 +1,6 @@
 """The near cache against real servers: hits without I/O, coherence with other processes'
-writes, the fill races, and the near cache emptying whenever coherence is lost."""
+writes, the fill races, and the near cache emptying whenever coherence is lost. The coherence
+tests run on Valkey as well (``@on_each_server``: the server matrix)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cache_service import AsyncCacheService, CacheService, ConfigurationError, N
 from cache_service._near.store import MISS, NearStore
 from cache_service._redis.backend import drop_idle
 
-from .helpers import eventually, unique
+from .helpers import eventually, on_each_server, on_flavours, unique
 from .near_chaos import chaos_run
 from .servers import ChaosProxy, RedisServer
 from .workers import Worker
@@ -97,6 +98,7 @@ def test_construction_touches_nothing_and_memory_urls_have_none() -> None:
 
 # -- hits ------------------------------------------------------------------------------------
 
+@on_each_server
 def test_a_hit_does_no_io_and_hands_out_fresh_copies(svc: CacheService,
                                                      fresh_redis_server: RedisServer) -> None:
     svc.set("flat", {"a": 1, "b": "x"})
@@ -137,6 +139,7 @@ def test_async_service_shares_the_near_cache(svc: CacheService) -> None:
     assert near_of(svc).snapshot()["near_hits"] - hits == 50
 
 
+@on_each_server
 def test_entries_are_bounded_and_never_outlive_the_redis_ttl(
         fresh_redis_server: RedisServer) -> None:
     svc = CacheService(unique("near"), url=fresh_redis_server.url, near_cache=NearCache(
@@ -190,6 +193,7 @@ def test_get_or_set_is_served_near(svc: CacheService) -> None:
 
 # -- this process's own writes ---------------------------------------------------------------
 
+@on_each_server
 def test_own_writes_never_leave_the_old_value(svc: CacheService) -> None:
     other = CacheService(svc.prefix, url=svc._location.describe())  # same target, no near
     steps: list[tuple[str, Any]] = [
@@ -212,6 +216,7 @@ def test_own_writes_never_leave_the_old_value(svc: CacheService) -> None:
 
 # -- other processes' writes ---------------------------------------------------------------------
 
+@on_each_server
 def test_other_processes_writes_reach_the_near_cache(svc: CacheService,
                                                     fresh_redis_server: RedisServer) -> None:
     raw = redis.Redis(*fresh_redis_server.address)
@@ -239,6 +244,7 @@ def test_other_processes_writes_reach_the_near_cache(svc: CacheService,
     assert svc.stats()["target"]["near_invalidations"] >= 6
 
 
+@on_each_server
 def test_redis_evictions_reach_the_near_cache(svc: CacheService,
                                              fresh_redis_server: RedisServer) -> None:
     raw = redis.Redis(*fresh_redis_server.address)
@@ -263,6 +269,7 @@ def test_redis_evictions_reach_the_near_cache(svc: CacheService,
 
 # -- the races ----------------------------------------------------------------------------------
 
+@on_each_server
 def test_a_reply_read_before_a_write_but_arriving_after_its_invalidation_is_not_kept(
         fresh_redis_server: RedisServer) -> None:
     """The fill's reply is held back by a proxy while another client overwrites the key; the
@@ -313,6 +320,7 @@ def test_an_invalidation_during_a_fill_wins() -> None:
 
 # -- losing coherence ---------------------------------------------------------------------------
 
+@on_each_server
 def test_a_killed_listener_empties_the_near_cache_until_it_is_back(
         svc: CacheService, fresh_redis_server: RedisServer) -> None:
     svc.set("k", 1)
@@ -329,6 +337,7 @@ def test_a_killed_listener_empties_the_near_cache_until_it_is_back(
     filled(svc, "k", 2)
 
 
+@on_each_server
 def test_a_silently_hung_listener_stops_hits_within_half_a_second(
         fresh_redis_server: RedisServer) -> None:
     with ChaosProxy(*fresh_redis_server.address) as proxy:
@@ -405,6 +414,7 @@ def test_a_forked_child_starts_empty_and_stays_correct(svc: CacheService,
 
 
 @pytest.mark.slow
+@on_each_server
 def test_chaos_run_serves_no_version_older_than_an_acknowledged_one(
         fresh_redis_server: RedisServer) -> None:
     figures = chaos_run(fresh_redis_server)
@@ -445,7 +455,7 @@ def test_the_value_a_fill_returns_is_not_the_one_kept(svc: CacheService, value: 
     assert svc.get("k") == value
 
 
-@pytest.mark.parametrize("mode", ["sync", "asyncio", "uvloop"])
+@on_flavours("fresh_redis_server", "mode", redis=["sync", "asyncio", "uvloop"], valkey=["sync"])
 def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
         fresh_redis_server: RedisServer, mode: str) -> None:
     """Redis' push to the reader is held back 2 s by a proxy; the write moves the key's slot
@@ -473,6 +483,7 @@ def test_a_write_by_another_process_of_the_host_is_seen_before_its_push(
             reader.exit()
 
 
+@on_each_server
 def test_a_redis_that_refuses_tracking_is_named_once_and_bypassed(
         fresh_redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
     with fresh_redis_server.client() as raw:

@@ -1,5 +1,6 @@
 """The near cache on Sentinel and Cluster: the tracker follows the primary (one link per
-primary on Cluster), and a failover under load serves nothing invalidated meanwhile."""
+primary on Cluster), and a failover under load serves nothing invalidated meanwhile; on Redis
+and on Valkey (the server matrix)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from cache_service import CacheService
 
 from .failover import FailoverRun
-from .helpers import eventually, unique
+from .helpers import eventually, on_each, unique
 from .servers import ClusterDeployment, SentinelDeployment
 from .test_cluster import own_url as cluster_url
 from .test_cluster import victims_on
@@ -23,15 +24,22 @@ FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3, "near_cache": T
 
 
 @pytest.fixture
-def deployment(sentinel_deployment: SentinelDeployment) -> Iterator[SentinelDeployment]:
-    yield sentinel_deployment
-    sentinel_deployment.ensure_healthy()
+def deployment(request: pytest.FixtureRequest) -> Iterator[SentinelDeployment]:
+    """The session's Sentinel deployment of the flavour given (indirectly), made whole after."""
+    flavour = getattr(request, "param", "redis")
+    shared: SentinelDeployment = request.getfixturevalue(
+        "valkey_sentinel" if flavour == "valkey" else "sentinel_deployment")
+    yield shared
+    shared.ensure_healthy()
 
 
 @pytest.fixture
-def cluster(redis_cluster: ClusterDeployment) -> Iterator[ClusterDeployment]:
-    yield redis_cluster
-    redis_cluster.ensure_healthy()
+def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterDeployment]:
+    """The session's cluster of the flavour given (indirectly), made whole after."""
+    shared: ClusterDeployment = request.getfixturevalue(
+        f"{getattr(request, 'param', 'redis')}_cluster")
+    yield shared
+    shared.ensure_healthy()
 
 
 def check_other_process_writes_reach(svc: CacheService, url: str, keys: list[str]) -> None:
@@ -56,6 +64,7 @@ def after_failover(svc: CacheService, url: str, run: FailoverRun, links: int, *,
     check_other_process_writes_reach(svc, url, ["after:a", "after:b"])
 
 
+@on_each("deployment")
 def test_sentinel_tracks_the_primary_and_follows_a_failover(
         deployment: SentinelDeployment, record_property: Any) -> None:
     url = sentinel_url(deployment)
@@ -76,6 +85,7 @@ def test_sentinel_tracks_the_primary_and_follows_a_failover(
     svc.close()
 
 
+@on_each("cluster")
 def test_cluster_links_every_primary_and_follows_a_failover(
         cluster: ClusterDeployment, record_property: Any) -> None:
     url = cluster_url(cluster)

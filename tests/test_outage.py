@@ -10,7 +10,7 @@ import pytest
 
 from cache_service import CacheService
 
-from .helpers import eventually, unique
+from .helpers import eventually, on_each_server, on_flavours, unique
 from .servers import RedisServer, free_port
 
 # Every guarantee here holds over redis-py's clients and over our own layer.
@@ -45,6 +45,7 @@ def test_down_at_construction_serves_memory_then_moves_to_redis() -> None:
         assert svc.get("k") == "redis value"
 
 
+@on_each_server
 def test_killed_mid_run_then_restarted(fresh_redis_server: Any) -> None:
     svc = CacheService(unique(), url=fresh_redis_server.url, **FAST)
     svc.set("a", 1)
@@ -62,6 +63,7 @@ def test_killed_mid_run_then_restarted(fresh_redis_server: Any) -> None:
     assert svc.get("c") == 3
 
 
+@on_each_server
 def test_frozen_server_bounds_each_call_and_opens_the_breaker(fresh_redis_server: Any) -> None:
     svc = CacheService(unique(), url=fresh_redis_server.url, socket_timeout=0.2,
                        connect_timeout=0.2, breaker_min_backoff=0.3, breaker_max_backoff=0.3)
@@ -126,7 +128,8 @@ def test_one_warning_per_outage_and_one_info_on_recovery(
     assert "replayed 1 invalidation" in infos[0].getMessage()
 
 
-@pytest.mark.parametrize("action", ["delete", "overwrite", "pattern", "clear_all"])
+@on_flavours("fresh_redis_server", "action", redis=["delete", "overwrite", "pattern", "clear_all"],
+             valkey=["pattern"])
 def test_invalidations_made_during_an_outage_are_replayed(fresh_redis_server: Any,
                                                           action: str) -> None:
     svc = CacheService(unique(), url=fresh_redis_server.url, **FAST)

@@ -12,11 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from cache_service import AsyncCacheService, CacheService
 
-from .helpers import unique
+from .helpers import on_flavours, unique
 from .servers import ChaosProxy, RedisServer
 from .test_chaos import outage, recover, service
 
@@ -32,8 +30,9 @@ WRITES: dict[str, tuple[Callable[[CacheService], Any], Any]] = {
 }
 
 
-@pytest.mark.parametrize("mode", ["cut", "hang"])
-@pytest.mark.parametrize("op", list(WRITES))
+@on_flavours("fresh_redis_server", "op, mode",
+             redis=[(op, mode) for mode in ("cut", "hang") for op in WRITES],
+             valkey=[(op, "cut") for op in WRITES])
 def test_writes_during_an_outage_leave_nothing_stale(
         chaos_proxy: ChaosProxy, fresh_redis_server: RedisServer, mode: str, op: str) -> None:
     svc = service(chaos_proxy)
@@ -60,7 +59,7 @@ def test_writes_during_an_outage_leave_nothing_stale(
         assert svc.incr("user:1") == 1
 
 
-@pytest.mark.parametrize("mode", ["cut", "hang"])
+@on_flavours("fresh_redis_server", "mode", redis=["cut", "hang"], valkey=["hang"])
 def test_tags_invalidated_during_an_outage(chaos_proxy: ChaosProxy,
                                            fresh_redis_server: RedisServer, mode: str) -> None:
     svc = service(chaos_proxy)
@@ -166,7 +165,7 @@ def test_late_write_of_ours_is_never_served_by_get_many(chaos_proxy: ChaosProxy,
     assert raw.exists(svc.full_key("k")) == 0
 
 
-@pytest.mark.parametrize("mode", ["cut", "hang"])
+@on_flavours("fresh_redis_server", "mode", redis=["cut", "hang"], valkey=["cut"])
 def test_async_service_through_an_outage(chaos_proxy: ChaosProxy,
                                          fresh_redis_server: RedisServer, mode: str) -> None:
     """The same operations driven by ``Target.arun``: the asyncio pipeline and scripts fail

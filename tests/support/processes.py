@@ -1,5 +1,6 @@
-"""``redis-server`` processes: a standalone ``RedisServer`` (optionally TLS) and a
-``SentinelServer``, each in its own temp dir, plus replication helpers the deployments use."""
+"""``redis-server`` (or ``valkey-server``) processes: a standalone ``RedisServer`` (optionally
+TLS) and a ``SentinelServer``, each in its own temp dir, plus replication helpers the
+deployments use. ``flavour`` picks the server executable (see ``common.server_binaries``)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ import redis.cluster
 
 from .common import (
     LOOPBACK,
-    REDIS_SERVER,
     Address,
+    Flavour,
     _Managed,
     _register,
     _unregister,
     no_retry,
+    server_binaries,
     wait_until,
 )
 from .ports import _AVOID_PORTS, free_port
@@ -53,9 +55,13 @@ class _RedisProcess(_Managed):
 
     _cluster_bus = False
 
-    def __init__(self, port: int | None, *, name: str, startup_timeout: float) -> None:
+    def __init__(
+        self, port: int | None, *, name: str, startup_timeout: float, flavour: Flavour = "redis"
+    ) -> None:
         if port is not None and (port in _AVOID_PORTS or port <= 0):
             raise ValueError(f"refusing to use port {port}")
+        self.flavour: Flavour = flavour
+        self.server_binary: str = server_binaries(flavour)[0]
         self.host: str = LOOPBACK
         self._auto_port = port is None
         self.port: int = port if port is not None else free_port(cluster_bus=self._cluster_bus)
@@ -250,7 +256,7 @@ class _RedisProcess(_Managed):
 
 
 class RedisServer(_RedisProcess):
-    """One standalone ``redis-server`` on 127.0.0.1.
+    """One standalone ``redis-server`` (``flavour="valkey"``: ``valkey-server``) on 127.0.0.1.
 
     Data is not persisted (``--save "" --appendonly no``) unless ``durable=True``
     (AOF with fsync always, so even kill() keeps acknowledged writes).  restart() on the
@@ -273,10 +279,11 @@ class RedisServer(_RedisProcess):
         name: str = "redis",
         startup_timeout: float = 10.0,
         unixsocket: bool = False,
+        flavour: Flavour = "redis",
     ) -> None:
         args = list(extra_args)
         self._cluster_bus = "--cluster-enabled" in args
-        super().__init__(port, name=name, startup_timeout=startup_timeout)
+        super().__init__(port, name=name, startup_timeout=startup_timeout, flavour=flavour)
         # With ``unixsocket=True`` the server also listens on ``redis.sock`` in its temp dir.
         self.unixsocket: str | None = str(self.dir / "redis.sock") if unixsocket else None
         self.password = password
@@ -331,7 +338,7 @@ class RedisServer(_RedisProcess):
 
     def _argv(self) -> list[str]:
         args = [
-            REDIS_SERVER, str(self.dir / "redis.conf"),
+            self.server_binary, str(self.dir / "redis.conf"),
             "--bind", self.host,
             "--dir", str(self.dir),
             "--logfile", str(self.logfile),
@@ -418,9 +425,14 @@ class SentinelServer(_RedisProcess):
     """
 
     def __init__(
-        self, port: int | None = None, *, config: str, startup_timeout: float = 10.0
+        self,
+        port: int | None = None,
+        *,
+        config: str,
+        startup_timeout: float = 10.0,
+        flavour: Flavour = "redis",
     ) -> None:
-        super().__init__(port, name="sentinel", startup_timeout=startup_timeout)
+        super().__init__(port, name="sentinel", startup_timeout=startup_timeout, flavour=flavour)
         self.config_path = self.dir / "sentinel.conf"
         self._config = config
 
@@ -433,7 +445,7 @@ class SentinelServer(_RedisProcess):
             self.config_path.write_text(header + self._config)
 
     def _argv(self) -> list[str]:
-        return [REDIS_SERVER, str(self.config_path), "--sentinel"]
+        return [self.server_binary, str(self.config_path), "--sentinel"]
 
     def restart(self) -> None:
         """SIGKILL and start again with the (rewritten) config on the same port."""

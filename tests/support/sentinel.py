@@ -10,6 +10,7 @@ import redis.cluster
 from .common import (
     LOOPBACK,
     Address,
+    Flavour,
     _Managed,
     _pairs,
     _register,
@@ -51,7 +52,9 @@ class SentinelDeployment(_Managed):
         quorum: int = 2,
         num_sentinels: int = 3,
         startup_timeout: float = 15.0,
+        flavour: Flavour = "redis",
     ) -> None:
+        self.flavour: Flavour = flavour
         self.service_name = service_name
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -81,10 +84,10 @@ class SentinelDeployment(_Managed):
         if self.servers:
             return self
         data_args = ["--repl-diskless-sync-delay", "0"]
-        primary = RedisServer(extra_args=data_args, name="sentinel-primary")
+        primary = RedisServer(extra_args=data_args, name="sentinel-primary", flavour=self.flavour)
         self.servers.append(primary)
         primary.start()
-        replica = RedisServer(extra_args=data_args, name="sentinel-replica")
+        replica = RedisServer(extra_args=data_args, name="sentinel-replica", flavour=self.flavour)
         _set_replicaof(replica, primary.address)
         self.servers.append(replica)
         replica.start()
@@ -121,7 +124,7 @@ class SentinelDeployment(_Managed):
                 for other, other_port in enumerate(ports)
                 if other != index
             ]
-            sentinel = SentinelServer(port, config="\n".join(lines) + "\n")
+            sentinel = SentinelServer(port, config="\n".join(lines) + "\n", flavour=self.flavour)
             self.sentinel_servers.append(sentinel)
         for sentinel in self.sentinel_servers:
             sentinel.start()

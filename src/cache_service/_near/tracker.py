@@ -283,7 +283,7 @@ class Tracker:
         if why != self.refused:
             self.refused = why
             log.warning("cache_service: the near cache of %s is bypassed: %s (it needs Redis "
-                        ">= 6 and permission for HELLO 3 and CLIENT TRACKING)",
+                        ">= 6 or Valkey, and permission for HELLO 3 and CLIENT TRACKING)",
                         self.target.location.describe(), why)
 
     def _unlink(self) -> None:

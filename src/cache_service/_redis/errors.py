@@ -146,8 +146,13 @@ _PIPELINE = " of pipeline caused error: "
 _MOVED = ("MOVED", "ASK", "CLUSTERDOWN", "MASTERDOWN")
 # Replies that say the node is not (or no longer) a writable primary.
 _NOT_PRIMARY = ("READONLY", "NOREPLICAS")
-# An ACL denial met inside a script comes as ERR with this text (Redis 7).
-_SCRIPT_DENIED = "user executing the script can't run this command"
+# An ACL denial met inside a script comes as ERR with one of these texts (Redis 7: "The user
+# executing the script can't run this command or subcommand"; Valkey 8: "ACL failure in
+# script: User u has no permissions to run the 'set' command"): read from the reply itself.
+_SCRIPT_DENIED = ("user executing the script can't run this command", "ACL failure in script")
+
+
+_SCRIPT_NAMED = re.compile(r" script: [0-9a-f]{40}\b.*")
 
 
 def reply_text(exc: BaseException) -> str:
@@ -163,7 +168,7 @@ def reply_code(exc: BaseException) -> str | None:
     is not one."""
     if not isinstance(exc, (ResponseError, BusyLoadingError)):
         return None
-    if _SCRIPT_DENIED in str(exc):
+    if any(text in str(exc) for text in _SCRIPT_DENIED):
         return "NOPERM"
     code = getattr(exc, "status_code", None)
     if isinstance(code, str) and _CODE.fullmatch(code):
@@ -228,7 +233,7 @@ def refusal_message(exc: BaseException, location: Location) -> str:
     a key or a secret."""
     where = f"Redis at {location.describe()}"
     # one message per problem: without the script and line a denial inside a script names
-    text = reply_text(exc).replace("\n", " ").split(" script: ", 1)[0][:160]
+    text = _SCRIPT_NAMED.sub("", reply_text(exc).replace("\n", " "))[:160]
     if reply_code(exc) == "READONLY":
         message = (f"{where} is a read-only replica (READONLY): point the location at the "
                    "primary; writes are refused until then")

@@ -89,6 +89,15 @@ def _our_keys(conn: Connection, limit: int) -> tuple[Counter[str], int, bool]:
     return per_prefix, scanned, False
 
 
+def server_identity(server: dict[str, Any]) -> tuple[str, Any, Any]:
+    """(name, version, mode) of a server from its own INFO fields: Valkey names itself
+    (``server_name``, ``valkey_version``, ``server_mode``) and keeps ``redis_version`` at the
+    Redis release it is compatible with; Redis has only the ``redis_*`` fields."""
+    name = str(server.get("server_name") or "redis")
+    version = server.get(f"{name}_version", server.get("redis_version"))
+    return name, version, server.get("server_mode", server.get("redis_mode"))
+
+
 @click.command()
 @redis_url_option
 @timeout_option
@@ -120,9 +129,10 @@ def info(redis_url: str | None, timeout: float, scan_limit: int) -> None:
     except (redis.RedisError, OSError) as exc:
         conn.failed(exc)
     conn.close()
+    name, version, mode = server_identity(server)
     out.print(_section("Server", [
-        ("location", conn.location), ("version", server.get("redis_version")),
-        ("mode", server.get("redis_mode")), ("os", server.get("os")),
+        ("location", conn.location), ("server", name), ("version", version),
+        ("mode", mode), ("os", server.get("os")),
         ("uptime", f"{int(server.get('uptime_in_seconds', 0))} s")]))
     out.print(_section("Topology", topology))
     out.print(_section("Memory", [
