@@ -237,3 +237,18 @@ def over_both_connections(request: pytest.FixtureRequest,
     target is fixed by the first service of its location."""
     monkeypatch.setenv("CACHE_SERVICE_CONNECTION", request.param)
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _close_the_tests_targets() -> Iterator[None]:
+    """Close the targets a test made (their clients, trackers and recoverers): a recoverer
+    left behind probes its test's dead server for the rest of the session, and hundreds of
+    them made the timing tests late in the run slow. A target used again reopens what it
+    needs on its next call."""
+    from cache_service._runtime import targets
+
+    before = set(targets.targets_now())
+    yield
+    for target in targets.targets_now():
+        if target not in before:
+            target.close()

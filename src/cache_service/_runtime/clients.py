@@ -95,7 +95,9 @@ class Clients(TargetState):
             await closer.aclose()
 
     def close(self) -> None:
-        """Close the sync client's connections."""
+        """Close the sync client's connections; stop the background threads (tracking, the
+        recoverer: the next call that needs one starts it again)."""
+        self.recovery.stop()
         if self.tracker is not None:
             self.tracker.stop()
         with self._client_lock:

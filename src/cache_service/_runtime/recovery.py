@@ -56,6 +56,7 @@ class Recovery:
         self.target = target
         self._lock = threading.Lock()
         self.running = False  # read without the lock by every call during an outage
+        self._turn = 0  # which thread may run: a stopped one sees another turn and ends
         self.wake = threading.Event()
         self._next_log = 0.0
         _all.add(self)
@@ -71,16 +72,28 @@ class Recovery:
             if self.running:
                 return
             self.running = True
+            self._turn += 1
+            turn = self._turn
         name = f"cache_service-recovery-{self.target.location.describe()}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        threading.Thread(target=self._run, args=(turn,), name=name, daemon=True).start()
 
-    def _run(self) -> None:
+    def stop(self) -> None:
+        """End the thread (``close()``): the next call that finds the breaker open starts
+        another, so nothing probes a location no one uses any more."""
+        with self._lock:
+            self.running = False
+            self._turn += 1
+        self.wake.set()
+
+    def _run(self, turn: int) -> None:
         target = self.target
         backoff = target.breaker.min_backoff
         next_try = time.monotonic() + backoff
         while True:
             breaker = target.breaker  # re-read: a failing disk can swap the host state
             with self._lock:
+                if self._turn != turn:  # stopped
+                    return
                 if not breaker.is_open:
                     self.running = False
                     return
@@ -89,7 +102,7 @@ class Recovery:
                     self.wake.wait(min(breaker.min_backoff, 0.25))
                     continue
                 try:
-                    while target.breaker is breaker and breaker.is_open:
+                    while target.breaker is breaker and breaker.is_open and self._turn == turn:
                         delay = next_try - time.monotonic()
                         if delay > 0:
                             self.wake.wait(delay)

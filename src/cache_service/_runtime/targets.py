@@ -15,7 +15,7 @@ from cache_service._runtime.target import Target
 from cache_service.config import Location, TargetOptions
 from cache_service.forking import at_fork_child
 
-__all__ = ["get_target"]
+__all__ = ["get_target", "targets_now"]
 
 log = logging.getLogger("cache_service")
 
@@ -45,3 +45,9 @@ def get_target(location: Location, options: TargetOptions,
         log.debug("target %s keeps the options of the first service that named it",
                   location.describe())
     return target
+
+
+def targets_now() -> list[Target]:
+    """Every target of this process (for tests and tools that close what they made)."""
+    with _targets_lock:
+        return list(_targets.values())
