@@ -197,25 +197,27 @@ def verdicts(comparisons: list[Comparison]) -> str:
         r = ratio(ours, cmp.variants[0])
         lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
                      f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
-    hot = [(cmp, limit) for cmp in comparisons for prefix, limit in HOT_TARGETS.items()
-           if cmp.title.startswith(prefix)]
-    if hot:
-        lines.append("hot paths:")
-    for cmp, limit in hot:
-        ours = next(v for v in cmp.variants if v.name.startswith("CacheService"))
-        r = ratio(ours, cmp.variants[0])
-        lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
-                     f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
-    wired = [(cmp, limit) for cmp in comparisons for prefix, limit in WIRE_TARGETS.items()
-             if cmp.title.startswith(prefix)]
-    if wired:
-        lines.append("our connection layer (issue 18; connection='wire'):")
-    for cmp, limit in wired:
-        ours = next(v for v in cmp.variants if v.name.endswith("connection='wire'"))
-        r = ratio(ours, cmp.variants[0])
-        lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
-                     f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
+    lines += _target_lines(comparisons, HOT_TARGETS, "hot paths:",
+                           lambda v: v.name.startswith("CacheService"))
+    lines += _target_lines(comparisons, WIRE_TARGETS,
+                           "our connection layer (issue 18; connection='wire'):",
+                           lambda v: v.name.endswith("connection='wire'"))
     return "\n".join(lines)
+
+
+def _target_lines(comparisons: list[Comparison], targets: dict[str, float], heading: str,
+                  ours: Callable[[Variant], bool]) -> list[str]:
+    """PASS/FAIL lines of the comparisons named (by title prefix) in ``targets``: the first
+    variant that ``ours`` picks, against the comparison's first row."""
+    lines = []
+    for cmp in comparisons:
+        limit = next((v for k, v in targets.items() if cmp.title.startswith(k)), None)
+        if limit is None:
+            continue
+        r = ratio(next(v for v in cmp.variants if ours(v)), cmp.variants[0])
+        lines.append(f"  {'PASS' if r <= limit else 'FAIL'}  {cmp.title}: {r:.3f}x "
+                     f"{cmp.variants[0].name} (target <= {limit:.2f}x)")
+    return [heading, *lines] if lines else []
 
 
 # Issue 18's targets for the services on our own connection layer, vs raw redis-py.
