@@ -51,6 +51,8 @@ from cache_service._redis.sentinel import (
     _SentinelSSLConnection,
 )
 from cache_service._redis.wire_client import AsyncWireClient, WireClient
+from cache_service._redis.wire_sentinel import SentinelPlan
+from cache_service._redis.wire_sentinel_client import AsyncSentinelWireClient, SentinelWireClient
 from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions
 
@@ -100,7 +102,8 @@ def drop_idle(client: Any) -> Any:
     After an outage or a server-side idle timeout the pooled connections are dead, and with
     retries off the first command on each would fail.
     """
-    if isinstance(client, (WireClient, AsyncWireClient)):
+    if isinstance(client, (WireClient, AsyncWireClient, SentinelWireClient,
+                           AsyncSentinelWireClient)):
         return client.drop_idle()
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
@@ -190,6 +193,8 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
             **kwargs,
         )
     kwargs["retry"] = flavour.retry(NoBackoff(), 0)
+    if location.kind == "sentinel" and options.connection == "wire":
+        return _wire_sentinel(location, options, flavour)
     if location.kind == "sentinel":
         sentinel = flavour.sentinel(
             list(location.hosts),
@@ -228,6 +233,31 @@ def wire_settings(location: Location, options: TargetOptions) -> WireSettings:
                         request_timeout=options.socket_timeout)
 
 
+def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """A Sentinel client on our own layer; redis-py's Sentinel client is its side client
+    (the CLI's admin commands), and a plain redis-py client per primary makes the near
+    cache's tracking links."""
+    sentinels = tuple(
+        WireSettings(host=host, port=port, password=location.sentinel_password,
+                     connect_timeout=options.connect_timeout,
+                     request_timeout=options.socket_timeout)
+        for host, port in location.hosts)
+    plan = SentinelPlan(location.service_name or "", sentinels,
+                        wire_settings(location, options), _discovery_timeout(options))
+    wire = AsyncSentinelWireClient if flavour is _ASYNC_FLAVOUR else SentinelWireClient
+    side = partial(_build, location, replace(options, connection="redis-py"), flavour)
+    client = wire(plan, side, read_from_replicas=location.read_from_replicas)
+    client.tracking_client = partial(_node_client, location, options)
+    return client
+
+
+def _node_client(location: Location, options: TargetOptions, address: tuple[str, int]) -> Any:
+    """A plain sync redis-py client of one node a sentinel named (no I/O until used)."""
+    host, port = address
+    return redis.Redis(host=host, port=port, db=location.db, max_connections=pool_size(options),
+                       **_common(location, options))
+
+
 def build_sync_client(location: Location, options: TargetOptions) -> Any:
     """A redis-py client for ``location``."""
     return _build(location, options, _SYNC)
@@ -255,6 +285,8 @@ def refresh_topology(client: Any) -> None:
             manager.stale = False
     elif isinstance(client, SentinelClient) and isinstance(client.sentinel, _RememberingSentinel):
         client.sentinel.rediscover(client.service_name)
+    elif isinstance(client, SentinelWireClient):
+        client.rediscover()
 
 
 
@@ -282,6 +314,13 @@ def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
         return {node.name: partial(_fresh_resp3,
                                    client.get_redis_connection(node).connection_pool)
                 for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+    if isinstance(client, SentinelWireClient):
+        address = client.primary_address
+        if address is None:
+            return {}
+        assert client.tracking_client is not None
+        pool = client.tracking_client(address).connection_pool
+        return {f"{address[0]}:{address[1]}": partial(_fresh_resp3, pool)}
     pool = (client.primary if isinstance(client, SentinelClient) else client).connection_pool
     return {name: partial(_fresh_resp3, pool) for name in tracking_names(client)}
 
@@ -294,5 +333,8 @@ def tracking_names(client: Any) -> frozenset[str]:
     if isinstance(client, SentinelClient):
         sentinel = client.sentinel
         known = getattr(sentinel, "known_primaries", {}).get(client.service_name)
+        return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
+    if isinstance(client, SentinelWireClient):
+        known = client.primary_address
         return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
     return frozenset({"server"})

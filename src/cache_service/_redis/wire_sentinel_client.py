@@ -1,0 +1,329 @@
+"""Sentinel clients on our own connection layer (``connection="wire"``): they route each call
+to a standalone wire client of the node the sentinels named, and follow failovers.
+
+Shaped like ``wire_client.WireClient``/``AsyncWireClient`` (the same methods, redis-py's
+return values and exception classes). The primary is remembered (``SentinelBook``), so calls
+never wait for the sentinels while it answers. A connectivity failure forgets it (that call
+fails; the next asks every sentinel at once, bounded by one discovery timeout). A READONLY
+reply means the primary moved: the sentinels are asked at once and the call is sent once
+more to the new primary, so a failover the client did not see is not an outage. If they
+still name the demoted node (``ROLE`` says replica), the READONLY stands: an outage, the
+breaker journals and replays. NOREPLICAS (``min-replicas-to-write``) forgets the primary
+and stands, as with redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from cache_service._redis.wire_client import AsyncWireClient, WireClient, _Side
+from cache_service._redis.wire_sentinel import (
+    Address,
+    SentinelBook,
+    SentinelPlan,
+    ask_all,
+    ask_all_async,
+    no_primary,
+    primary_flow,
+    replicas_flow,
+)
+from cache_service._wire import ConnectivityError, ReplyError
+
+__all__ = ["AsyncSentinelWireClient", "SentinelWireClient", "moved"]
+
+# How long "no replica is up" is believed before replica reads ask the sentinels again.
+NO_REPLICA_FOR = 5.0
+
+
+def moved(book: SentinelBook, address: Address, exc: BaseException) -> bool:
+    """After ``exc`` on ``address``: forget the address when the failure says the node is
+    gone or not (or no longer) a writable primary; True when the reply says the primary
+    moved (READONLY): ask the sentinels and send the call once more."""
+    cause = exc.__cause__
+    if isinstance(cause, ConnectivityError):
+        book.forget(address)
+    elif isinstance(cause, ReplyError) and cause.code in ("READONLY", "NOREPLICAS"):
+        book.forget(address)
+        return cause.code == "READONLY"
+    return False
+
+
+class _Routing:
+    """What both twins share: the plan, the book, a client per node, the side client."""
+
+    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], client: type,
+                 read_from_replicas: bool) -> None:
+        self.plan = plan
+        self.service_name = plan.service_name
+        self.book = SentinelBook()
+        self.read_from_replicas = read_from_replicas
+        self._client = client
+        self._nodes: dict[Address, Any] = {}
+        self._nodes_lock = threading.Lock()
+        self._no_replica_since = -NO_REPLICA_FOR
+        self._side = _Side(side)
+        # a redis-py client of one node (the near cache's tracking links); set by the builder
+        self.tracking_client: Callable[[Address], Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # what is off the data path (CLI admin commands, tracking links) goes to redis-py
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._side.get(), name)
+
+    @property
+    def side(self) -> Any:
+        """The redis-py Sentinel client for what is off the data path."""
+        return self._side.get()
+
+    @property
+    def primary_address(self) -> Address | None:
+        """The primary the sentinels last named (None: not known now)."""
+        return self.book.primary
+
+    def node(self, address: Address) -> Any:
+        """The standalone wire client of ``address`` (made on first use)."""
+        node = self._nodes.get(address)
+        if node is None:
+            with self._nodes_lock:
+                node = self._nodes.get(address)
+                if node is None:
+                    node = self._nodes[address] = self._client(
+                        self.plan.node_at(address), self._side.get)
+        return node
+
+    def _every_node(self) -> list[Any]:
+        with self._nodes_lock:
+            return list(self._nodes.values())
+
+    def _replicas_wanted(self) -> bool:
+        """Whether replica reads should ask the sentinels for replicas now."""
+        return self.book.replicas is None or (
+            not self.book.replicas
+            and time.monotonic() - self._no_replica_since > NO_REPLICA_FOR)
+
+    def _replicas_found(self, found: list[Address] | None) -> None:
+        self.book.replicas = found or []
+        if not found:
+            self._no_replica_since = time.monotonic()
+
+    def _flows(self, flow: Callable[[SentinelPlan, int], Any]) -> list[Any]:
+        return [flow(self.plan, index) for index in range(len(self.plan.sentinels))]
+
+
+class SentinelWireClient(_Routing):
+    """The blocking Sentinel client (each node's client: one connection per thread)."""
+
+    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
+        super().__init__(plan, side, WireClient, read_from_replicas)
+
+    def discover(self) -> Address:
+        """Ask every sentinel at once for the primary (checked with ROLE); remember it.
+        Raises redis-py's ``MasterNotFoundError`` (a ConnectionError) when none names one
+        within the discovery timeout."""
+        found, errors = ask_all(self._flows(primary_flow), self.plan.discovery_timeout)
+        if found is None:
+            raise no_primary(self.plan, errors)
+        self.book.primary = found
+        return found  # type: ignore[no-any-return]
+
+    def rediscover(self) -> None:
+        """Ask the sentinels now (the prober); keep the remembered primary if none answers."""
+        found, _ = ask_all(self._flows(primary_flow), self.plan.discovery_timeout)
+        if found is not None:
+            self.book.primary = found
+        self.book.replicas = None
+
+    def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        address = self.book.primary or self.discover()
+        try:
+            return getattr(self.node(address), method)(*args, **kwargs)
+        except RedisError as exc:
+            if not moved(self.book, address, exc):
+                raise
+            try:
+                again = self.discover()
+            except RedisError:
+                raise exc from exc.__cause__
+            if again == address:
+                raise
+        return getattr(self.node(again), method)(*args, **kwargs)
+
+    def get(self, name: Any) -> Any:
+        if self.read_from_replicas:
+            if self._replicas_wanted():
+                found, _ = ask_all(self._flows(replicas_flow), self.plan.discovery_timeout)
+                self._replicas_found(found)
+            address = self.book.replica()
+            if address is not None:
+                try:
+                    return self.node(address).get(name)
+                except RedisError as exc:
+                    moved(self.book, address, exc)
+                    raise
+        return self._on_primary("get", name)
+
+    def execute_command(self, *args: Any) -> Any:
+        return self._on_primary("execute_command", *args)
+
+    def set(self, name: Any, value: Any, **kwargs: Any) -> Any:
+        return self._on_primary("set", name, value, **kwargs)
+
+    def mget(self, *keys: Any) -> Any:
+        return self._on_primary("mget", *keys)
+
+    def pexpire(self, name: Any, px: int) -> bool:
+        return bool(self._on_primary("pexpire", name, px))
+
+    def exists(self, *names: Any) -> Any:
+        return self._on_primary("exists", *names)
+
+    def unlink(self, *names: Any) -> Any:
+        return self._on_primary("unlink", *names)
+
+    def scan(self, cursor: int = 0, match: Any = None, count: Any = None) -> Any:
+        return self._on_primary("scan", cursor, match, count)
+
+    def ping(self) -> bool:
+        return bool(self._on_primary("ping"))
+
+    def evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:
+        return self._on_primary("evalsha", sha, numkeys, *args)
+
+    def eval(self, script: str, numkeys: int, *args: Any) -> Any:
+        return self._on_primary("eval", script, numkeys, *args)
+
+    def set_all(self, items: tuple[tuple[str, bytes], ...], px: int) -> list[Any]:
+        """``SET k v PX px`` for every item, in one write, on the primary."""
+        return self._on_primary("set_all", items, px)  # type: ignore[no-any-return]
+
+    def drop_idle(self) -> None:
+        """Close this thread's connections (the next call makes fresh ones)."""
+        for node in self._every_node():
+            node.drop_idle()
+
+    disconnect = drop_idle
+
+    def close(self) -> None:
+        """Close every node's connections and the side client."""
+        for node in self._every_node():
+            node.close()
+        side, self._side.client = self._side.client, None
+        if side is not None:
+            side.close()
+
+
+class AsyncSentinelWireClient(_Routing):
+    """The asyncio Sentinel client of one event loop (each node: one auto-pipelined
+    connection); concurrent callers share one discovery."""
+
+    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
+        super().__init__(plan, side, AsyncWireClient, read_from_replicas)
+        self._discovery: asyncio.Future[Address] | None = None
+
+    async def discover(self) -> Address:
+        """Ask every sentinel at once (one discovery shared by the callers waiting for it);
+        raises ``MasterNotFoundError`` as the blocking client does."""
+        pending = self._discovery
+        if pending is None or pending.done():
+            pending = self._discovery = asyncio.ensure_future(self._ask())
+        return await asyncio.shield(pending)
+
+    async def _ask(self) -> Address:
+        found, errors = await ask_all_async(self._flows(primary_flow),
+                                            self.plan.discovery_timeout)
+        if found is None:
+            raise no_primary(self.plan, errors)
+        self.book.primary = found
+        return found  # type: ignore[no-any-return]
+
+    async def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        address = self.book.primary or await self.discover()
+        try:
+            return await getattr(self.node(address), method)(*args, **kwargs)
+        except RedisError as exc:
+            if not moved(self.book, address, exc):
+                raise
+            try:
+                again = await self.discover()
+            except RedisError:
+                raise exc from exc.__cause__
+            if again == address:
+                raise
+        return await getattr(self.node(again), method)(*args, **kwargs)
+
+    async def get(self, name: Any) -> Any:
+        if self.read_from_replicas:
+            if self._replicas_wanted():
+                found, _ = await ask_all_async(self._flows(replicas_flow),
+                                               self.plan.discovery_timeout)
+                self._replicas_found(found)
+            address = self.book.replica()
+            if address is not None:
+                try:
+                    return await self.node(address).get(name)
+                except RedisError as exc:
+                    moved(self.book, address, exc)
+                    raise
+        return await self._on_primary("get", name)
+
+    async def execute_command(self, *args: Any) -> Any:
+        return await self._on_primary("execute_command", *args)
+
+    async def set(self, name: Any, value: Any, **kwargs: Any) -> Any:
+        return await self._on_primary("set", name, value, **kwargs)
+
+    async def mget(self, *keys: Any) -> Any:
+        return await self._on_primary("mget", *keys)
+
+    async def pexpire(self, name: Any, px: int) -> bool:
+        return bool(await self._on_primary("pexpire", name, px))
+
+    async def exists(self, *names: Any) -> Any:
+        return await self._on_primary("exists", *names)
+
+    async def unlink(self, *names: Any) -> Any:
+        return await self._on_primary("unlink", *names)
+
+    async def scan(self, cursor: int = 0, match: Any = None, count: Any = None) -> Any:
+        return await self._on_primary("scan", cursor, match, count)
+
+    async def ping(self) -> bool:
+        return bool(await self._on_primary("ping"))
+
+    async def evalsha(self, sha: str, numkeys: int, *args: Any) -> Any:
+        return await self._on_primary("evalsha", sha, numkeys, *args)
+
+    async def eval(self, script: str, numkeys: int, *args: Any) -> Any:
+        return await self._on_primary("eval", script, numkeys, *args)
+
+    async def set_all(self, items: tuple[tuple[str, bytes], ...], px: int) -> list[Any]:
+        """``SET k v PX px`` for every item, in one write, on the primary."""
+        return await self._on_primary("set_all", items, px)  # type: ignore[no-any-return]
+
+    async def drop_idle(self) -> None:
+        """Forget failed connections (healthy ones are shared by every task)."""
+        for node in self._every_node():
+            await node.drop_idle()
+
+    async def disconnect(self) -> None:
+        """Close every node's connection now; the next call makes fresh ones (for tests
+        of what a new connection costs)."""
+        for node in self._every_node():
+            await node.aclose()  # a node client connects again on its next call
+
+    async def aclose(self) -> None:
+        """Close every node's connection and the side client."""
+        for node in self._every_node():
+            await node.aclose()
+        side, self._side.client = self._side.client, None
+        if side is not None:
+            await side.aclose()
