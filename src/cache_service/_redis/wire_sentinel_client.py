@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from cache_service._redis.wire_client import AsyncWireClient, WireClient, _Side
@@ -52,6 +53,13 @@ def moved(book: SentinelBook, address: Address, exc: BaseException) -> bool:
         book.forget(address)
         return cause.code == "READONLY"
     return False
+
+
+def demoted(address: Address) -> RedisConnectionError:
+    """The error of a call that met READONLY where no other primary is named yet."""
+    return RedisConnectionError(
+        f"{address[0]}:{address[1]}, the primary the sentinels named, is now a replica "
+        "(READONLY) and they name no other primary yet")
 
 
 class _Routing:
@@ -151,9 +159,9 @@ class SentinelWireClient(_Routing):
             try:
                 again = self.discover()
             except RedisError:
-                raise exc from exc.__cause__
+                raise demoted(address) from exc
             if again == address:
-                raise
+                raise demoted(address) from exc
         return getattr(self.node(again), method)(*args, **kwargs)
 
     def get(self, name: Any) -> Any:
@@ -255,9 +263,9 @@ class AsyncSentinelWireClient(_Routing):
             try:
                 again = await self.discover()
             except RedisError:
-                raise exc from exc.__cause__
+                raise demoted(address) from exc
             if again == address:
-                raise
+                raise demoted(address) from exc
         return await getattr(self.node(again), method)(*args, **kwargs)
 
     async def get(self, name: Any) -> Any:
