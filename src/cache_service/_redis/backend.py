@@ -315,14 +315,17 @@ def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
                                    client.get_redis_connection(node).connection_pool)
                 for node in client.get_primaries()}  # type: ignore[no-untyped-call]
     if isinstance(client, SentinelWireClient):
-        address = client.primary_address
-        if address is None:
-            return {}
-        assert client.tracking_client is not None
-        pool = client.tracking_client(address).connection_pool
-        return {f"{address[0]}:{address[1]}": partial(_fresh_resp3, pool)}
+        return {name: partial(_wire_sentinel_link, client) for name in tracking_names(client)}
     pool = (client.primary if isinstance(client, SentinelClient) else client).connection_pool
     return {name: partial(_fresh_resp3, pool) for name in tracking_names(client)}
+
+
+def _wire_sentinel_link(client: SentinelWireClient) -> Any:
+    """A fresh RESP3 redis-py connection to the primary the sentinels name (asked now if
+    not known: the tracker may link before the first data call)."""
+    address = client.primary_address or client.discover()
+    assert client.tracking_client is not None
+    return _fresh_resp3(client.tracking_client(address).connection_pool)
 
 
 def tracking_names(client: Any) -> frozenset[str]:

@@ -99,7 +99,11 @@ def primary_flow(plan: SentinelPlan, index: int) -> Flow:
     address = primary_in(reply)
     if address is None:
         raise NotNamed(f"does not know {plan.service_name!r}")
-    role = yield plan.node_at(address), ("ROLE",)
+    try:
+        role = yield plan.node_at(address), ("ROLE",)
+    except WireError as exc:
+        raise NotNamed(f"named {address[0]}:{address[1]}, which did not answer ROLE "
+                       f"({exc})") from exc
     if not is_primary(role):
         raise NotNamed(f"named {address[0]}:{address[1]}, which is not a primary")
     return address
@@ -115,7 +119,8 @@ def no_primary(plan: SentinelPlan, errors: dict[int, BaseException]) -> MasterNo
     """redis-py's error for a service no sentinel could name: each sentinel with what it
     answered (never a password: the errors name addresses only)."""
     def said(exc: BaseException) -> str:
-        return repr(redis_error(exc)) if isinstance(exc, WireError) else repr(exc)
+        shown = redis_error(exc) if isinstance(exc, WireError) else exc
+        return f"{type(shown).__name__}: {shown}"
 
     parts = [f"{where} - {said(errors[i])}" if i in errors else
              f"{where} - no answer within {plan.discovery_timeout:g}s"
@@ -151,16 +156,22 @@ class SentinelBook:
 # -- the drivers: every sentinel at once -------------------------------------------------------
 
 def _run_sync(flow: Flow) -> Any:
-    """Run ``flow``, each step on a fresh blocking connection."""
-    reply: object = None
+    """Run ``flow``, each step on a fresh blocking connection (a step's error is thrown
+    into the flow)."""
+    step = next(flow)
     try:
         while True:
-            settings, command = flow.send(reply)
-            connection = SyncConnection(settings)
+            settings, command = step
             try:
-                reply = connection.execute(*command)
-            finally:
-                connection.close()
+                connection = SyncConnection(settings)
+                try:
+                    reply = connection.execute(*command)
+                finally:
+                    connection.close()
+            except WireError as exc:
+                step = flow.throw(exc)
+            else:
+                step = flow.send(reply)
     except StopIteration as done:
         return done.value
 
@@ -194,16 +205,21 @@ def ask_all(flows: Sequence[Flow], timeout: float) -> tuple[Any, dict[int, BaseE
 
 
 async def _run_async(flow: Flow) -> Any:
-    """Run ``flow``, each step on a fresh asyncio connection."""
-    reply: object = None
+    """``_run_sync`` on fresh asyncio connections."""
+    step = next(flow)
     try:
         while True:
-            settings, command = flow.send(reply)
-            connection = await connect(settings)
+            settings, command = step
             try:
-                reply = await connection.execute(*command)
-            finally:
-                connection.close()
+                connection = await connect(settings)
+                try:
+                    reply = await connection.execute(*command)
+                finally:
+                    connection.close()
+            except WireError as exc:
+                step = flow.throw(exc)
+            else:
+                step = flow.send(reply)
     except StopIteration as done:
         return done.value
 
