@@ -213,6 +213,7 @@ BACKENDS: dict[str, Builder] = {
     "uvloop-wire-redis": _async(_wire(_redis, 2), "uvloop"),
     "near-wire-redis": _near(_wire(_redis, 2)),
     "wire-tls": _wire(_tls, 2),
+    "wire-sentinel": _wire(_sentinel, 2),  # discovery and failover on our own layer
     # the server matrix: Valkey standalone (sync, async, near), cluster (sync, near), Sentinel
     "valkey": _valkey,
     "async-valkey": _async(_valkey),
@@ -228,7 +229,7 @@ BACKENDS: dict[str, Builder] = {
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
-                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "valkey", "async-valkey",
+                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-sentinel", "valkey", "async-valkey",
                 "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
                 "wire-valkey", "async-wire-valkey"}
 
