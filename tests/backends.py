@@ -229,9 +229,9 @@ BACKENDS: dict[str, Builder] = {
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
-                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-sentinel", "valkey", "async-valkey",
-                "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
-                "wire-valkey", "async-wire-valkey"}
+                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-sentinel", "valkey",
+                "async-valkey", "near-valkey", "valkey-cluster", "near-valkey-cluster",
+                "valkey-sentinel", "wire-valkey", "async-wire-valkey"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}
