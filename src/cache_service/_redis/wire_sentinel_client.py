@@ -243,6 +243,7 @@ class AsyncSentinelWireClient(_Routing):
         pending = self._discovery
         if pending is None or pending.done():
             pending = self._discovery = asyncio.ensure_future(self._ask())
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # all left
         return await asyncio.shield(pending)
 
     async def _ask(self) -> Address:
