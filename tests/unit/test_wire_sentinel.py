@@ -20,7 +20,7 @@ from cache_service._redis.wire_sentinel import (
     replicas_flow,
     replicas_in,
 )
-from cache_service._redis.wire_sentinel_client import moved
+from cache_service._redis.wire_sentinel_client import DISCOVER, after_failure, moved, on_primary
 from cache_service._wire import ConnectFailed, ReplyError, WireSettings
 
 PLAN = SentinelPlan("mymaster", (WireSettings(port=26379), WireSettings(port=26380)),
@@ -82,9 +82,7 @@ def test_the_book_forgets_a_failed_address_and_turns_through_replicas() -> None:
     assert book.primary is None
     assert book.replicas == [("r", 1), ("r", 2)]
     book.primary = ("p", 1)
-    read_only = ReadOnlyError("You can't write against a read only replica.")
-    read_only.__cause__ = ReplyError("READONLY You can't write against a read only replica.")
-    assert moved(book, ("p", 1), read_only) is True  # ask again and send once more
+    assert moved(book, ("p", 1), read_only()) is True  # ask again and send once more
     assert book.primary is None
     book.primary = ("p", 1)
     no_replicas = ReplyError("NOREPLICAS Not enough good replicas to write.")
@@ -105,3 +103,36 @@ def test_no_primary_names_each_sentinel_and_what_it_said() -> None:
     assert "127.0.0.1:26379 - NotNamed: does not know 'mymaster'" in text
     assert "127.0.0.1:26380 - no answer within 0.3s" in text
     assert "pw" not in text
+
+
+def read_only() -> ReadOnlyError:
+    error = ReadOnlyError("You can't write against a read only replica.")
+    error.__cause__ = ReplyError("READONLY You can't write against a read only replica.")
+    return error
+
+
+def test_a_call_asks_for_the_primary_and_follows_readonly_once() -> None:
+    book = SentinelBook()
+    call = ("set", ("k", b"v"), {"px": 10})
+    flow = on_primary(book, call)
+    assert next(flow) == DISCOVER
+    book.primary = ("old", 1)  # what the driver's discovery remembers
+    assert flow.send(("old", 1)) == (("old", 1), call)
+    assert flow.throw(read_only()) == DISCOVER  # the primary moved: ask again
+    assert book.primary is None
+    assert flow.send(("new", 2)) == (("new", 2), call)  # sent once more, there
+    with pytest.raises(StopIteration) as done:
+        flow.send(True)
+    assert done.value.value is True
+
+
+def test_readonly_stands_when_the_sentinels_name_the_same_node() -> None:
+    book = SentinelBook()
+    book.primary = ("old", 1)
+    flow = after_failure(book, ("old", 1), read_only(), ("delete", ("k",), {}))
+    assert next(flow) == DISCOVER
+    with pytest.raises(RedisConnectionError, match="is now a replica"):
+        flow.send(("old", 1))
+    lost = RedisConnectionError("lost")
+    with pytest.raises(RedisConnectionError, match="lost"):
+        next(after_failure(book, ("old", 1), lost, ("get", ("k",), {})))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,7 +36,8 @@ from cache_service._redis.wire_sentinel import (
 )
 from cache_service._wire import ConnectivityError, ReplyError
 
-__all__ = ["AsyncSentinelWireClient", "SentinelWireClient", "moved"]
+__all__ = ["AsyncSentinelWireClient", "SentinelWireClient", "after_failure", "moved",
+           "on_primary"]
 
 # How long "no replica is up" is believed before replica reads ask the sentinels again.
 NO_REPLICA_FOR = 5.0
@@ -53,6 +54,39 @@ def moved(book: SentinelBook, address: Address, exc: BaseException) -> bool:
         book.forget(address)
         return cause.code == "READONLY"
     return False
+
+
+# What a call flow asks its driver for: the primary (``DISCOVER``: ask every sentinel at
+# once), or ``(address, call)``: a call ``(method, args, kwargs)`` on that node's client.
+DISCOVER = "discover"
+Call = tuple[str, tuple[Any, ...], dict[str, Any]]
+CallFlow = Generator[tuple[Address, Call] | str, Any, Any]
+
+
+def on_primary(book: SentinelBook, call: Call) -> CallFlow:
+    """Send ``call`` to the primary, asking the sentinels first when none is known."""
+    address = book.primary
+    if address is None:
+        address = yield DISCOVER
+    try:
+        return (yield address, call)
+    except RedisError as exc:
+        return (yield from after_failure(book, address, exc, call))
+
+
+def after_failure(book: SentinelBook, address: Address, exc: RedisError, call: Call
+                  ) -> CallFlow:
+    """A call to ``address`` failed with ``exc``: raise it, or (READONLY: the primary moved)
+    ask the sentinels and send the call once more to the new primary."""
+    if not moved(book, address, exc):
+        raise exc
+    try:
+        again = yield DISCOVER
+    except RedisError:
+        raise demoted(address) from exc
+    if again == address:
+        raise demoted(address) from exc
+    return (yield again, call)
 
 
 def demoted(address: Address) -> RedisConnectionError:
@@ -150,19 +184,32 @@ class SentinelWireClient(_Routing):
         self.book.replicas = None
 
     def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        address = self.book.primary or self.discover()
-        try:
-            return getattr(self.node(address), method)(*args, **kwargs)
-        except RedisError as exc:
-            if not moved(self.book, address, exc):
-                raise
+        address = self.book.primary
+        if address is not None:  # the common case: one call, no flow
             try:
-                again = self.discover()
-            except RedisError:
-                raise demoted(address) from exc
-            if again == address:
-                raise demoted(address) from exc
-        return getattr(self.node(again), method)(*args, **kwargs)
+                return getattr(self.node(address), method)(*args, **kwargs)
+            except RedisError as exc:
+                return self._run(after_failure(self.book, address, exc, (method, args, kwargs)))
+        return self._run(on_primary(self.book, (method, args, kwargs)))
+
+    def _run(self, flow: CallFlow) -> Any:
+        """Drive a call flow: the discoveries and calls here, the decisions in the flow."""
+        reply: Any = None
+        error: RedisError | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                if isinstance(step, str):
+                    reply = self.discover()
+                else:
+                    address, (method, args, kwargs) = step
+                    reply = getattr(self.node(address), method)(*args, **kwargs)
+                error = None
+            except RedisError as exc:
+                error = exc
 
     def get(self, name: Any) -> Any:
         if self.read_from_replicas:
@@ -255,19 +302,33 @@ class AsyncSentinelWireClient(_Routing):
         return found  # type: ignore[no-any-return]
 
     async def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        address = self.book.primary or await self.discover()
-        try:
-            return await getattr(self.node(address), method)(*args, **kwargs)
-        except RedisError as exc:
-            if not moved(self.book, address, exc):
-                raise
+        address = self.book.primary
+        if address is not None:  # the common case: one call, no flow
             try:
-                again = await self.discover()
-            except RedisError:
-                raise demoted(address) from exc
-            if again == address:
-                raise demoted(address) from exc
-        return await getattr(self.node(again), method)(*args, **kwargs)
+                return await getattr(self.node(address), method)(*args, **kwargs)
+            except RedisError as exc:
+                flow = after_failure(self.book, address, exc, (method, args, kwargs))
+                return await self._run(flow)
+        return await self._run(on_primary(self.book, (method, args, kwargs)))
+
+    async def _run(self, flow: CallFlow) -> Any:
+        """The blocking client's ``_run``, awaiting."""
+        reply: Any = None
+        error: RedisError | None = None
+        while True:
+            try:
+                step = flow.send(reply) if error is None else flow.throw(error)
+            except StopIteration as done:
+                return done.value
+            try:
+                if isinstance(step, str):
+                    reply = await self.discover()
+                else:
+                    address, (method, args, kwargs) = step
+                    reply = await getattr(self.node(address), method)(*args, **kwargs)
+                error = None
+            except RedisError as exc:
+                error = exc
 
     async def get(self, name: Any) -> Any:
         if self.read_from_replicas:
