@@ -21,6 +21,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import AuthenticationError
 from redis.sentinel import MasterNotFoundError
 
 from cache_service._redis.wire_client import redis_error
@@ -120,6 +121,10 @@ def no_primary(plan: SentinelPlan, errors: dict[int, BaseException]) -> MasterNo
     answered (never a password: the errors name addresses only)."""
     def said(exc: BaseException) -> str:
         shown = redis_error(exc) if isinstance(exc, WireError) else exc
+        if isinstance(shown, AuthenticationError):
+            # as redis-py's Sentinel says it: an outage naming the sentinel, whose own
+            # password (sentinel_password=) is not the data nodes' credentials
+            return f"{type(shown).__name__} (check sentinel_password=)"
         return f"{type(shown).__name__}: {shown}"
 
     parts = [f"{where} - {said(errors[i])}" if i in errors else
