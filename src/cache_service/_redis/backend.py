@@ -234,9 +234,9 @@ def wire_settings(location: Location, options: TargetOptions) -> WireSettings:
 
 
 def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
-    """A Sentinel client on our own layer; redis-py's Sentinel client is its side client
-    (the CLI's admin commands), and a plain redis-py client per primary makes the near
-    cache's tracking links."""
+    """A Sentinel client on our own layer. Each node it sends to has a plain redis-py client
+    on the side (made on first use), for the CLI's admin commands and the near cache's
+    tracking links: no redis-py Sentinel class is involved."""
     sentinels = tuple(
         WireSettings(host=host, port=port, password=location.sentinel_password,
                      connect_timeout=options.connect_timeout,
@@ -245,17 +245,17 @@ def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour
     plan = SentinelPlan(location.service_name or "", sentinels,
                         wire_settings(location, options), _discovery_timeout(options))
     wire = AsyncSentinelWireClient if flavour is _ASYNC_FLAVOUR else SentinelWireClient
-    side = partial(_build, location, replace(options, connection="redis-py"), flavour)
-    client = wire(plan, side, read_from_replicas=location.read_from_replicas)
-    client.tracking_client = partial(_node_client, location, options)
-    return client
+    side = partial(_node_client, location, options, flavour)
+    return wire(plan, side, read_from_replicas=location.read_from_replicas)
 
 
-def _node_client(location: Location, options: TargetOptions, address: tuple[str, int]) -> Any:
-    """A plain sync redis-py client of one node a sentinel named (no I/O until used)."""
+def _node_client(location: Location, options: TargetOptions, flavour: _Flavour,
+                 address: tuple[str, int]) -> Any:
+    """A plain fail-fast redis-py client of one node a sentinel named (no I/O until used)."""
     host, port = address
-    return redis.Redis(host=host, port=port, db=location.db, max_connections=pool_size(options),
-                       **_common(location, options))
+    return flavour.redis(host=host, port=port, db=location.db,
+                         max_connections=pool_size(options), retry=flavour.retry(NoBackoff(), 0),
+                         **_common(location, options))
 
 
 def build_sync_client(location: Location, options: TargetOptions) -> Any:
@@ -324,8 +324,7 @@ def _wire_sentinel_link(client: SentinelWireClient) -> Any:
     """A fresh RESP3 redis-py connection to the primary the sentinels name (asked now if
     not known: the tracker may link before the first data call)."""
     address = client.primary_address or client.discover()
-    assert client.tracking_client is not None
-    return _fresh_resp3(client.tracking_client(address).connection_pool)
+    return _fresh_resp3(client.side_of(address).connection_pool)
 
 
 def tracking_names(client: Any) -> frozenset[str]:

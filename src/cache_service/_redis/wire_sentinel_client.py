@@ -18,12 +18,13 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from cache_service._redis.wire_client import AsyncWireClient, WireClient, _Side
+from cache_service._redis.wire_client import AsyncWireClient, WireClient
 from cache_service._redis.wire_sentinel import (
     Address,
     SentinelBook,
@@ -97,9 +98,10 @@ def demoted(address: Address) -> RedisConnectionError:
 
 
 class _Routing:
-    """What both twins share: the plan, the book, a client per node, the side client."""
+    """What both twins share: the plan, the book, a client per node (each with its plain
+    redis-py side client, made on first use, for what is off the data path)."""
 
-    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], client: type,
+    def __init__(self, plan: SentinelPlan, side: Callable[[Address], Any], client: type,
                  read_from_replicas: bool) -> None:
         self.plan = plan
         self.service_name = plan.service_name
@@ -109,20 +111,22 @@ class _Routing:
         self._nodes: dict[Address, Any] = {}
         self._nodes_lock = threading.Lock()
         self._no_replica_since = -NO_REPLICA_FOR
-        self._side = _Side(side)
-        # a redis-py client of one node (the near cache's tracking links); set by the builder
-        self.tracking_client: Callable[[Address], Any] | None = None
+        self._side = side
 
     def __getattr__(self, name: str) -> Any:
-        # what is off the data path (CLI admin commands, tracking links) goes to redis-py
+        # what is off the data path (the CLI's admin commands) goes to a plain redis-py
+        # client of the primary
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._side.get(), name)
+        return getattr(self.side_of(self.book.primary or self._primary_now()), name)
 
-    @property
-    def side(self) -> Any:
-        """The redis-py Sentinel client for what is off the data path."""
-        return self._side.get()
+    def _primary_now(self) -> Address:
+        raise RedisConnectionError(f"the sentinels of {self.service_name!r} have not named "
+                                   "a primary yet")
+
+    def side_of(self, address: Address) -> Any:
+        """The plain redis-py client of the node at ``address`` (made on first use)."""
+        return self.node(address).side
 
     @property
     def primary_address(self) -> Address | None:
@@ -137,7 +141,7 @@ class _Routing:
                 node = self._nodes.get(address)
                 if node is None:
                     node = self._nodes[address] = self._client(
-                        self.plan.node_at(address), self._side.get)
+                        self.plan.node_at(address), partial(self._side, address))
         return node
 
     def _every_node(self) -> list[Any]:
@@ -162,9 +166,12 @@ class _Routing:
 class SentinelWireClient(_Routing):
     """The blocking Sentinel client (each node's client: one connection per thread)."""
 
-    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], *,
+    def __init__(self, plan: SentinelPlan, side: Callable[[Address], Any], *,
                  read_from_replicas: bool = False) -> None:
         super().__init__(plan, side, WireClient, read_from_replicas)
+
+    def _primary_now(self) -> Address:
+        return self.discover()
 
     def discover(self) -> Address:
         """Ask every sentinel at once for the primary (checked with ROLE); remember it.
@@ -267,19 +274,16 @@ class SentinelWireClient(_Routing):
     disconnect = drop_idle
 
     def close(self) -> None:
-        """Close every node's connections and the side client."""
+        """Close every node's connections and side clients."""
         for node in self._every_node():
             node.close()
-        side, self._side.client = self._side.client, None
-        if side is not None:
-            side.close()
 
 
 class AsyncSentinelWireClient(_Routing):
     """The asyncio Sentinel client of one event loop (each node: one auto-pipelined
     connection); concurrent callers share one discovery."""
 
-    def __init__(self, plan: SentinelPlan, side: Callable[[], Any], *,
+    def __init__(self, plan: SentinelPlan, side: Callable[[Address], Any], *,
                  read_from_replicas: bool = False) -> None:
         super().__init__(plan, side, AsyncWireClient, read_from_replicas)
         self._discovery: asyncio.Future[Address] | None = None
@@ -391,9 +395,6 @@ class AsyncSentinelWireClient(_Routing):
             await node.aclose()  # a node client connects again on its next call
 
     async def aclose(self) -> None:
-        """Close every node's connection and the side client."""
+        """Close every node's connection and side client."""
         for node in self._every_node():
             await node.aclose()
-        side, self._side.client = self._side.client, None
-        if side is not None:
-            await side.aclose()
