@@ -20,7 +20,14 @@ from cache_service._redis.wire_sentinel import (
     replicas_flow,
     replicas_in,
 )
-from cache_service._redis.wire_sentinel_client import DISCOVER, after_failure, moved, on_primary
+from cache_service._redis.wire_sentinel_client import (
+    DISCOVER,
+    MAX_NODES,
+    SentinelWireClient,
+    after_failure,
+    moved,
+    on_primary,
+)
 from cache_service._wire import ConnectFailed, ReplyError, WireSettings
 
 PLAN = SentinelPlan("mymaster", (WireSettings(port=26379), WireSettings(port=26380)),
@@ -136,3 +143,14 @@ def test_readonly_stands_when_the_sentinels_name_the_same_node() -> None:
     lost = RedisConnectionError("lost")
     with pytest.raises(RedisConnectionError, match="lost"):
         next(after_failure(book, ("old", 1), lost, ("get", ("k",), {})))
+
+
+def test_node_clients_of_addresses_no_longer_named_are_closed_past_the_bound() -> None:
+    client = SentinelWireClient(PLAN, lambda address: None)
+    client.book.primary = ("primary", 1)
+    first = client.node(("primary", 1))
+    for port in range(MAX_NODES * 2):  # a node per failover, each at a new address
+        client.node(("moved", port))
+    assert len(client._nodes) <= MAX_NODES
+    assert client.node(("primary", 1)) is first  # the named primary's client is kept
+    client.close()

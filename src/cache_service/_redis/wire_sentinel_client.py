@@ -42,6 +42,9 @@ __all__ = ["AsyncSentinelWireClient", "SentinelWireClient", "after_failure", "mo
 
 # How long "no replica is up" is believed before replica reads ask the sentinels again.
 NO_REPLICA_FOR = 5.0
+# Node clients kept; past this, those of nodes the sentinels no longer name are closed (a
+# deployment whose nodes change address at each failover must not leak connections).
+MAX_NODES = 16
 
 
 def moved(book: SentinelBook, address: Address, exc: BaseException) -> bool:
@@ -140,9 +143,20 @@ class _Routing:
             with self._nodes_lock:
                 node = self._nodes.get(address)
                 if node is None:
+                    if len(self._nodes) >= MAX_NODES:
+                        self._retire_unnamed(keep=address)
                     node = self._nodes[address] = self._client(
                         self.plan.node_at(address), partial(self._side, address))
         return node
+
+    def _retire_unnamed(self, keep: Address) -> None:
+        """Close the node clients of addresses the sentinels do not name now (lock held)."""
+        named = {keep, self.book.primary, *(self.book.replicas or ())}
+        for address in [a for a in self._nodes if a not in named]:
+            self._retire(self._nodes.pop(address))
+
+    def _retire(self, node: Any) -> None:
+        raise NotImplementedError
 
     def _every_node(self) -> list[Any]:
         with self._nodes_lock:
@@ -172,6 +186,9 @@ class SentinelWireClient(_Routing):
 
     def _primary_now(self) -> Address:
         return self.discover()
+
+    def _retire(self, node: Any) -> None:
+        node.close()
 
     def discover(self) -> Address:
         """Ask every sentinel at once for the primary (checked with ROLE); remember it.
@@ -287,6 +304,12 @@ class AsyncSentinelWireClient(_Routing):
                  read_from_replicas: bool = False) -> None:
         super().__init__(plan, side, AsyncWireClient, read_from_replicas)
         self._discovery: asyncio.Future[Address] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    def _retire(self, node: Any) -> None:
+        closing = asyncio.ensure_future(node.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def discover(self) -> Address:
         """Ask every sentinel at once (one discovery shared by the callers waiting for it);

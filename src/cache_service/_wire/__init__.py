@@ -2,8 +2,8 @@
 
 Private; the services use it for a standalone Redis with ``connection="wire"``, through the
 redis-py-shaped clients of ``_redis/wire_client.py``, and for Sentinel through
-``_redis/wire_sentinel.py`` (discovery) and ``_redis/wire_sentinel_client.py``. No redis-py in it. What each module
-holds (each imports only those above it)::
+``_redis/wire_sentinel.py`` (discovery) and ``_redis/wire_sentinel_client.py``. No redis-py
+in it. What each module holds (each imports only those above it)::
 
     errors.py      the error tree, classified at the source: connectivity (ConnectFailed,
                    HandshakeError, ConnectionLost > WireTimeout, ProtocolError) vs an error reply
