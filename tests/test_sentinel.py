@@ -343,3 +343,27 @@ def test_wire_follows_a_primary_moved_behind_its_back_without_an_outage() -> Non
             assert raw.get(svc.full_key("k")) is not None
         assert svc.get("k") == "after"
         svc.close()
+
+
+def test_an_acl_user_reaches_the_primary(sentinel_deployment: SentinelDeployment,
+                                         layer: str) -> None:
+    """``user:password@`` in a Sentinel URL authenticates to the data nodes (the sentinels
+    take ``sentinel_password=``), on both layers."""
+    deployment = sentinel_deployment
+    nodes = [deployment.primary(), *deployment.replicas()]
+    for node in nodes:  # ACL users are not replicated: each node gets its own
+        with node.client() as raw:
+            raw.execute_command("ACL", "SETUSER", "cache-app", "on", ">app-pw", "~*", "+@all")
+    try:
+        url = own_url(deployment, rotate=1, layer=layer).replace("://", "://cache-app:app-pw@")
+        svc = CacheService(unique(), url=url, connection=layer)
+        svc.set("k", {"v": 1})
+        assert svc.get("k") == {"v": 1}
+        assert svc.is_redis_available() is True
+        with deployment.primary().client() as raw:
+            assert raw.exists(svc.full_key("k")) == 1
+        svc.close()
+    finally:
+        for node in nodes:
+            with node.client() as raw:
+                raw.execute_command("ACL", "DELUSER", "cache-app")
