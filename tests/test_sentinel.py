@@ -367,3 +367,28 @@ def test_an_acl_user_reaches_the_primary(sentinel_deployment: SentinelDeployment
         for node in nodes:
             with node.client() as raw:
                 raw.execute_command("ACL", "DELUSER", "cache-app")
+
+
+def test_wire_follows_switch_master_while_the_old_primary_still_accepts_writes() -> None:
+    """SENTINEL FAILOVER leaves the old primary a writable primary for ~10 s (writes sent
+    there meanwhile are lost). Our own layer subscribes to ``+switch-master``: its writes go
+    to the new primary as soon as the sentinels announce it, with no outage."""
+    with SentinelDeployment() as private:
+        svc = CacheService(unique(), url=private.url, connection="wire", **FAST)
+        svc.set("k", "before")  # the first discovery starts the subscription
+        private.wait_for_replication()
+        old = private.primary()
+        with private.sentinel_client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", private.service_name)
+        new = private.wait_for_failover(old.address)
+        with old.client() as raw:
+            assert raw.info("replication")["role"] == "master"  # not converted yet
+
+        def lands_on_the_new_primary() -> bool:
+            svc.set("fresh", "after")  # written after the switch: only the new one has it
+            with private.server_for(new).client() as raw:
+                return bool(raw.exists(svc.full_key("fresh")))
+
+        assert eventually(lands_on_the_new_primary, timeout=3)
+        assert svc.stats()["target"]["breaker_opened"] == 0
+        svc.close()

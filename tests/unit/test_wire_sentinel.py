@@ -28,6 +28,7 @@ from cache_service._redis.wire_sentinel_client import (
     moved,
     on_primary,
 )
+from cache_service._redis.wire_sentinel_watch import switched_to
 from cache_service._wire import ConnectFailed, ReplyError, WireSettings
 
 PLAN = SentinelPlan("mymaster", (WireSettings(port=26379), WireSettings(port=26380)),
@@ -154,3 +155,14 @@ def test_node_clients_of_addresses_no_longer_named_are_closed_past_the_bound() -
     assert len(client._nodes) <= MAX_NODES
     assert client.node(("primary", 1)) is first  # the named primary's client is kept
     client.close()
+
+
+def test_a_switch_message_names_the_new_primary_of_our_service_only() -> None:
+    assert switched_to(PLAN, b"mymaster 10.0.0.5 6379 10.0.0.6 6380") == ("10.0.0.6", 6380)
+    assert switched_to(PLAN, b"other 10.0.0.5 6379 10.0.0.6 6380") is None
+    assert switched_to(PLAN, b"mymaster garbage") is None
+    book = SentinelBook()
+    book.primary, book.replicas = ("old", 1), [("r", 1)]
+    book.switched(("new", 2))
+    assert book.primary == ("new", 2)
+    assert book.replicas is None

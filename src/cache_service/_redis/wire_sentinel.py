@@ -149,6 +149,11 @@ class SentinelBook:
         if self.replicas is not None and address in self.replicas:
             self.replicas = None
 
+    def switched(self, address: Address) -> None:
+        """The sentinels announced a new primary (``+switch-master``)."""
+        self.primary = address
+        self.replicas = None
+
     def replica(self) -> Address | None:
         """The next live replica in turn (None: none known up, read from the primary)."""
         replicas = self.replicas

@@ -35,6 +35,7 @@ from cache_service._redis.wire_sentinel import (
     primary_flow,
     replicas_flow,
 )
+from cache_service._redis.wire_sentinel_watch import unwatch, watch
 from cache_service._wire import ConnectivityError, ReplyError
 
 __all__ = ["AsyncSentinelWireClient", "SentinelWireClient", "after_failure", "moved",
@@ -115,6 +116,21 @@ class _Routing:
         self._nodes_lock = threading.Lock()
         self._no_replica_since = -NO_REPLICA_FOR
         self._side = side
+        self._watching = False
+
+    def _found(self, address: Address) -> Address:
+        """Remember the primary a discovery found; follow the service's switches from now
+        on (the first discovery that worked starts the subscription)."""
+        self.book.primary = address
+        if not self._watching:
+            self._watching = True
+            watch(self.plan, self.book)
+        return address
+
+    def _stop_watching(self) -> None:
+        if self._watching:
+            self._watching = False
+            unwatch(self.plan, self.book)
 
     def __getattr__(self, name: str) -> Any:
         # what is off the data path (the CLI's admin commands) goes to a plain redis-py
@@ -197,14 +213,13 @@ class SentinelWireClient(_Routing):
         found, errors = ask_all(self._flows(primary_flow), self.plan.discovery_timeout)
         if found is None:
             raise no_primary(self.plan, errors)
-        self.book.primary = found
-        return found  # type: ignore[no-any-return]
+        return self._found(found)
 
     def rediscover(self) -> None:
         """Ask the sentinels now (the prober); keep the remembered primary if none answers."""
         found, _ = ask_all(self._flows(primary_flow), self.plan.discovery_timeout)
         if found is not None:
-            self.book.primary = found
+            self._found(found)
         self.book.replicas = None
 
     def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -291,7 +306,8 @@ class SentinelWireClient(_Routing):
     disconnect = drop_idle
 
     def close(self) -> None:
-        """Close every node's connections and side clients."""
+        """Close every node's connections and side clients; stop following switches."""
+        self._stop_watching()
         for node in self._every_node():
             node.close()
 
@@ -325,8 +341,7 @@ class AsyncSentinelWireClient(_Routing):
                                             self.plan.discovery_timeout)
         if found is None:
             raise no_primary(self.plan, errors)
-        self.book.primary = found
-        return found  # type: ignore[no-any-return]
+        return self._found(found)
 
     async def _on_primary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         address = self.book.primary
@@ -418,6 +433,7 @@ class AsyncSentinelWireClient(_Routing):
             await node.aclose()  # a node client connects again on its next call
 
     async def aclose(self) -> None:
-        """Close every node's connection and side client."""
+        """Close every node's connection and side client; stop following switches."""
+        self._stop_watching()
         for node in self._every_node():
             await node.aclose()
