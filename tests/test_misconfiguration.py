@@ -52,7 +52,7 @@ def test_bad_or_missing_password_is_a_misconfiguration(
     caplog.set_level(logging.INFO, logger="cache_service")
     svc = CacheService(unique(), url=locked_server.url, password=password, **FAST)
     svc.get("first")
-    assert _fast_calls(svc) < 0.15  # never a 0.25 s timeout: the fallback serves, probing is elsewhere
+    assert _fast_calls(svc) < 0.15  # no 0.25 s timeout: the fallback serves
     time.sleep(0.5)  # several background probes: still one ERROR
     errors = _messages(caplog, logging.ERROR)
     assert len(errors) == 1, errors
