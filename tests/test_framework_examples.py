@@ -88,7 +88,8 @@ def test_litestar_example(redis_server: RedisServer, up: bool) -> None:
     app = litestar_app.create_app(url)
     with TestClient(app=app) as client:
         first, second = client.get("/report").json(), client.get("/report").json()
-        assert first == second and first["render"] == 1
+        assert first == second
+        assert first["render"] == 1
         assert [client.get("/search?q=a").status_code for _ in range(6)] == [200] * 5 + [429]
         assert client.post("/login?user=ann").json() == {"ok": "logged in"}
         assert client.get("/me").json() == {"user": "ann"}
