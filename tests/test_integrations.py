@@ -94,6 +94,9 @@ def test_flask_bad_url_names_the_setting() -> None:
     app.config.update(CACHE_REDIS_URL="memory://", CACHE_OPTIONS={"bogus": 1})
     with pytest.raises(ConfigurationError, match="CACHE_OPTIONS: unknown option 'bogus'"):
         Cache(app)
+    app.config.update(CACHE_OPTIONS={}, CACHE_ARGS=[60])
+    with pytest.raises(ConfigurationError, match="CACHE_ARGS: this backend takes no"):
+        Cache(app)
 
 
 def test_flask_old_cache_type_path_names_the_factory() -> None:

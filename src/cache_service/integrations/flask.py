@@ -11,7 +11,7 @@ values is ``CACHE_SIGNING_KEY``, else ``$CACHE_SERVICE_SIGNING_KEY`` (16+ bytes 
 derived from the app's ``SECRET_KEY`` (32+ characters); the first that is set is used, and a
 weak one is a startup error naming it. Settings read: ``CACHE_REDIS_URL`` (required: any URL
 the service takes, ``memory://`` included), ``CACHE_KEY_PREFIX``, ``CACHE_DEFAULT_TIMEOUT``,
-``CACHE_IGNORE_ERRORS``, ``CACHE_ARGS``, ``CACHE_OPTIONS`` (service options, e.g.
+``CACHE_IGNORE_ERRORS``, ``CACHE_OPTIONS`` (service options, e.g.
 ``{"near_cache": True}``), ``CACHE_SIGNING_KEY``, ``SECRET_KEY``.
 """
 
@@ -38,6 +38,9 @@ def make_cache(app: Any, config: Mapping[str, Any], args: list[Any],
 
     ``options`` is ``default_timeout``, ``ignore_delete_many_errors`` and ``CACHE_OPTIONS``.
     """
+    if args:
+        raise ConfigurationError(f"CACHE_ARGS: this backend takes no positional arguments, got "
+                                 f"{len(args)}; put service options in CACHE_OPTIONS")
     options = dict(kwargs)
     secret = config.get("SECRET_KEY", app.config.get("SECRET_KEY"))
     keys = SigningKeys((("signing_key", options.pop("signing_key", None)),
@@ -58,4 +61,4 @@ def make_cache(app: Any, config: Mapping[str, Any], args: list[Any],
         raise ConfigurationError(
             "CACHE_REDIS_URL: the cache's location is required (redis://, rediss://, unix://, "
             "redis+sentinel://, redis+cluster:// or memory://)")
-    return CachelibCache(url, *args, setting_names=_SETTINGS, **options)
+    return CachelibCache(url, setting_names=_SETTINGS, **options)
