@@ -15,6 +15,7 @@ import importlib
 import os
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -29,10 +30,12 @@ from tests.peer.skips import FLASK_CACHING, FLASK_CACHING_REPLACED
 URL, MODE = os.environ["PEER_URL"], os.environ["PEER_MODE"]
 FACTORY = "cache_service.integrations.flask.make_cache"
 SIGNING_KEY = "peer-suite-signing-key"
-MODULES: tuple[ModuleType, ...] = tuple(importlib.import_module(name) for name in (
-    "test_backend_cache", "test_basic_app", "test_cache", "test_cachelib", "test_hash_method",
-    "test_init", "test_memoize", "test_py314_annotations", "test_serializer", "test_signals",
-    "test_subclassing", "test_templates", "test_view"))
+NAMES = ("test_backend_cache", "test_basic_app", "test_cache", "test_cachelib", "test_hash_method",
+         "test_init", "test_memoize", "test_py314_annotations", "test_serializer", "test_signals",
+         "test_subclassing", "test_templates", "test_view")
+_FOUND = {path.stem for path in Path(peer_conftest.__file__).parent.glob("test_*.py")}
+assert _FOUND == set(NAMES), f"Flask-Caching's test modules changed: {sorted(_FOUND ^ set(NAMES))}"
+MODULES: tuple[ModuleType, ...] = tuple(importlib.import_module(name) for name in NAMES)
 
 
 def _config() -> dict[str, Any]:
