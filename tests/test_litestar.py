@@ -74,6 +74,11 @@ def test_store_protocol(url: str) -> None:
         assert await store.get("k") is None
         await store.service.set(":foreign", {"not": "bytes"})  # not a store's value: a miss
         assert await store.get("foreign") is None
+        await store.service.set(":foreign", "text beyond Latin-1: \u20ac")
+        assert await store.get("foreign") is None
+        every_byte = bytes(range(256)) * 4
+        await store.set("binary", every_byte)
+        assert await store.get("binary") == every_byte
         await store.service.aclose()
 
     run(main)

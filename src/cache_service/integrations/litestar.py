@@ -16,7 +16,10 @@ a store's keys are ``<namespace path>:<key>`` in the service's prefix, and ``del
 removes its namespace and every child namespace (the root store: the whole service prefix,
 never another app's keys). ``expires_in=None`` (or 0) keeps a value with no expiry (100
 years); ``expires_in(key)`` is then ``None``, as Litestar's protocol says. Keys over 1,024
-characters (or not UTF-8 encodable) are stored under a SHA-256 digest. A value over the
+characters (or not UTF-8 encodable) are stored under a SHA-256 digest. Values are kept as
+Latin-1 text (one character per byte): with the default codec a plain JSON string, ~8x cheaper
+to encode and decode than the base64 form JSON needs for bytes when the payload is mostly text
+(as Litestar's JSON, msgpack-framed responses and sessions are). A value over the
 service's ``max_value_bytes`` is not stored (the key is removed, a warning is logged).
 """
 
@@ -99,7 +102,7 @@ class CacheServiceStore(NamespacedStore):
         ttl = _seconds(expires_in) if expires_in else FOREVER
         made = self._key(key)
         try:
-            await self._service.set(made, data, ttl)
+            await self._service.set(made, data.decode("latin-1"), ttl)
         except ValueTooLargeError as exc:  # not cached, as the other framework backends
             await self._service.delete(made)
             log.warning("not cached: %s (raise the max_value_bytes option to cache it)", exc)
@@ -107,8 +110,15 @@ class CacheServiceStore(NamespacedStore):
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         """The value, or None; ``renew_for`` gives a value that expires a new expiry."""
         made = self._key(key)
-        value = await self._service.get(made)
-        if type(value) is not bytes:  # a miss, or a value no store of ours wrote
+        found = await self._service.get(made)
+        if type(found) is str:
+            try:
+                value = found.encode("latin-1")
+            except UnicodeEncodeError:  # text some other writer put there
+                return None
+        elif type(found) is bytes:  # written as bytes by another service
+            value = found
+        else:  # a miss, or a value no store of ours wrote
             return None
         if renew_for:
             left = await self._service.ttl(made)
