@@ -4,8 +4,8 @@
 1 KB bytes value (a small cached response) on one private redis-server, against a raw
 ``redis.asyncio`` GET/SET of the same bytes. Variants run interleaved in rounds on one event
 loop, one call timed at a time; a ratio is the median over rounds of (variant median / raw
-median). CacheServiceStore runs with the default codec (bytes as tagged JSON) and with
-``serializer="msgpack"`` (bytes as they are).
+median). CacheServiceStore runs with the default codec and with ``serializer="msgpack"``;
+``AsyncCacheService`` get/set of the same value shows what the store adds to the service.
 
 **Down.** p50/p99 of ``get`` with Redis refused (a port nobody listens on): CacheServiceStore
 serves from its memory fallback; RedisStore raises (the time to raise is what a request
@@ -90,6 +90,9 @@ async def _up(url: str, rounds: int, calls: int) -> list[str]:
         assert await store.get("k") == VALUE
     gets: dict[str, Call] = {"raw redis.asyncio GET": lambda: raw.get("raw")}
     sets: dict[str, Call] = {"raw redis.asyncio SET EX": lambda: raw.set("raw", VALUE, ex=60)}
+    text = VALUE.decode("latin-1")  # what the store hands the service
+    gets["AsyncCacheService.get (same value)"] = lambda: ours.service.get(":k")
+    sets["AsyncCacheService.set (same value)"] = lambda: ours.service.set(":k", text, 60)
     for name, store in stores.items():
         gets[name] = lambda s=store: s.get("k")
         sets[name] = lambda s=store: s.set("k", VALUE, expires_in=60)
