@@ -96,9 +96,22 @@ class _Routing:
         self._side = _Side(side)
 
     def __getattr__(self, name: str) -> Any:
+        # the CLI's INFO, CLUSTER INFO, TYPE... go to redis-py; a node of ours it names
+        # (``target_nodes=client.get_primaries()[0]``) becomes redis-py's node
         if name.startswith("_"):
             raise AttributeError(name)
-        return getattr(self._side.get(), name)
+        side = self._side.get()
+        found = getattr(side, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            target = kwargs.get("target_nodes")
+            if isinstance(target, Node):
+                kwargs["target_nodes"] = side.get_node(host=target.host, port=target.port)
+            return found(*args, **kwargs)
+
+        return call
 
     @property
     def side(self) -> Any:
