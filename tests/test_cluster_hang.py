@@ -33,7 +33,8 @@ from cache_service._redis.backend import (
     refresh_topology,
     slot_of,
 )
-from cache_service._redis.wire_cluster import AsyncWireClusterClient, WireClusterClient
+from cache_service._redis.wire_cluster import WireClusterClient
+from cache_service._redis.wire_cluster_async import AsyncWireClusterClient
 from cache_service.config import TargetOptions, parse_url
 
 from .helpers import hammer, unique

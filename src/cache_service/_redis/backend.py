@@ -52,7 +52,8 @@ from cache_service._redis.sentinel import (
 )
 from cache_service._redis.slots import Node
 from cache_service._redis.wire_client import AsyncWireClient, WireClient
-from cache_service._redis.wire_cluster import AsyncWireClusterClient, WireClusterClient
+from cache_service._redis.wire_cluster import WireClusterClient
+from cache_service._redis.wire_cluster_async import AsyncWireClusterClient
 from cache_service._redis.wire_topology import topology_for
 from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions

@@ -95,9 +95,6 @@ class SlotMap:
         """Whether every slot is served."""
         return None not in self._owner
 
-    def __len__(self) -> int:
-        return len(self.primaries)
-
 
 class Redirect(NamedTuple):
     """A MOVED or ASK error reply: ``slot`` is (for good / for this request) on ``node``."""
