@@ -9,6 +9,7 @@ command), and a MOVED patches one slot (``slots.SlotMap.moved``).
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Generator
@@ -32,6 +33,10 @@ class Topology:
         self.seeds = seeds
         self.settings = settings
         self.map: SlotMap | None = None
+        self._lock = threading.Lock()
+
+    def reset_lock(self) -> None:
+        """A fresh lock (in a forked child: the parent's may have been held)."""
         self._lock = threading.Lock()
 
     def settings_for(self, node: Node) -> WireSettings:
@@ -115,6 +120,17 @@ def _drive(connection: SyncConnection, flow: Flow) -> SlotMap:
 _topologies: weakref.WeakValueDictionary[tuple[object, ...], Topology] = (
     weakref.WeakValueDictionary())
 _topologies_lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A child forked while a thread held a lock here would wait for it forever."""
+    global _topologies_lock
+    _topologies_lock = threading.Lock()
+    for topology in list(_topologies.values()):
+        topology.reset_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def topology_for(seeds: tuple[Node, ...], settings: WireSettings) -> Topology:
