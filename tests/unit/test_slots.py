@@ -19,11 +19,14 @@ from cache_service._redis.slots import (
     Unserved,
     crc16,
     group_by,
+    join_replies,
     key_slot,
     parse_shards,
     parse_slots,
     read_topology,
     redirect_of,
+    slot_of_command,
+    split_keys,
 )
 from cache_service._wire import ReplyError
 
@@ -212,3 +215,22 @@ def test_unserved_slot_and_group_by() -> None:
     with pytest.raises(Unserved):
         Batch(SlotMap([(0, 10, A, [])]), [(11, ("GET", "x"))]).first()
     assert group_by(["a", "bb", "c", "dd"], len) == {1: [0, 2], 2: [1, 3]}
+
+
+def test_a_multi_key_command_split_by_slot_and_joined_back() -> None:
+    keys = [f"k{i}" for i in range(30)] + ["{t}a", "{t}b"]
+    requests = split_keys("MGET", keys)
+    assert len(requests) > 10
+    assert all(len({key_slot(k) for k in command[1:]}) == 1 for _, command in requests)
+    assert ["{t}a", "{t}b"] in [command[1:] for _, command in requests]
+    replies = [[f"v-{k}" for k in command[1:]] for _, command in requests]
+    assert join_replies("MGET", requests, replies, keys) == [f"v-{k}" for k in keys]
+    unlinks = split_keys("UNLINK", keys)
+    assert join_replies("UNLINK", unlinks, [len(c) - 1 for _, c in unlinks], keys) == 32
+
+
+def test_the_slot_a_raw_command_is_routed_by() -> None:
+    assert slot_of_command(("GET", "k1")) == key_slot("k1")
+    assert slot_of_command(("EVALSHA", "sha", 2, "{a}x", "{a}y", "arg")) == key_slot("a")
+    assert slot_of_command(("EVAL", "return 1", 0, "arg")) is None
+    assert slot_of_command(("PING",)) is None

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 __all__ = ["SLOTS", "Batch", "Node", "Redirect", "Send", "SlotMap", "TopologyError", "Unserved",
            "crc16",
-           "group_by", "key_slot", "parse_shards", "parse_slots", "read_topology",
-           "redirect_in", "redirect_of"]
+           "group_by", "join_replies", "key_slot", "parse_shards", "parse_slots", "read_topology",
+           "redirect_in", "redirect_of", "slot_of_command",
+           "split_keys"]
 
 SLOTS = 16384
 
@@ -293,3 +294,33 @@ class Batch:
             groups.setdefault((redirect.node, redirect.ask), []).append(position)
         return [Send(node, [self.requests[i][1] for i in where], where, ask)
                 for (node, ask), where in groups.items()]
+
+
+def slot_of_command(args: Sequence[Any]) -> int | None:
+    """The slot a raw command is routed by: its first key (a script's first key; none for
+    a script without keys or a command without arguments)."""
+    name = str(args[0]).upper() if args else ""
+    if name in ("EVAL", "EVALSHA"):
+        return key_slot(args[3]) if len(args) > 3 and int(args[2]) > 0 else None
+    return key_slot(args[1]) if len(args) > 1 else None
+
+
+def split_keys(name: str, keys: Sequence[Any]) -> list[tuple[int, list[Any]]]:
+    """``name keys...`` (MGET, UNLINK, EXISTS...) as one command per slot, keys in their
+    order within each."""
+    groups: dict[int, list[Any]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key), []).append(key)
+    return [(slot, [name, *group]) for slot, group in groups.items()]
+
+
+def join_replies(name: str, requests: Sequence[tuple[int, Sequence[Any]]],
+                 replies: Sequence[Any], keys: Sequence[Any]) -> Any:
+    """One reply from the per-slot replies of ``split_keys`` (no error reply among them): a
+    sum (UNLINK, EXISTS...), or MGET's values in the order of ``keys``."""
+    if name != "MGET":
+        return sum(int(r) for r in replies)
+    found: dict[Any, object] = {}
+    for (_, command), values in zip(requests, replies, strict=True):
+        found.update(zip(command[1:], values, strict=True))
+    return [found[key] for key in keys]

@@ -20,7 +20,18 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from cache_service._redis.slots import Batch, Node, Send, SlotMap, Unserved, key_slot, redirect_in
+from cache_service._redis.slots import (
+    Batch,
+    Node,
+    Send,
+    SlotMap,
+    Unserved,
+    join_replies,
+    key_slot,
+    redirect_in,
+    slot_of_command,
+    split_keys,
+)
 from cache_service._redis.wire_client import (
     _scan_args,
     _set_all,
@@ -45,36 +56,13 @@ def _keys(args: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(args)
 
 
-def _slot_of(args: Sequence[Any]) -> int | None:
-    """The slot a raw command is routed by: its first key (a script's first key; none for
-    a script without keys or a command without arguments)."""
-    name = str(args[0]).upper() if args else ""
-    if name in ("EVAL", "EVALSHA"):
-        return key_slot(args[3]) if len(args) > 3 and int(args[2]) > 0 else None
-    return key_slot(args[1]) if len(args) > 1 else None
-
-
-def _per_slot(name: str, keys: Sequence[Any]) -> list[tuple[int, list[Any]]]:
-    """``name keys...`` as one command per slot (keys kept in order within each)."""
-    groups: dict[int, list[Any]] = {}
-    for key in keys:
-        groups.setdefault(key_slot(key), []).append(key)
-    return [(slot, [name, *group]) for slot, group in groups.items()]
-
-
 def _merge(name: str, requests: list[tuple[int, list[Any]]], replies: list[object],
            keys: Sequence[Any]) -> Any:
-    """One reply from the per-slot replies of ``_per_slot``: a sum, or MGET's values in the
-    order of ``keys``."""
+    """``slots.join_replies``, an error reply among them raised as redis-py's exception."""
     for reply in replies:
         if isinstance(reply, ReplyError):
             raise redis_error(reply) from reply
-    if name != "MGET":
-        return sum(int(r) for r in replies)  # type: ignore[call-overload]
-    found: dict[Any, object] = {}
-    for (_, command), values in zip(requests, replies, strict=True):
-        found.update(zip(command[1:], values, strict=True))  # type: ignore[call-overload]
-    return [found[key] for key in keys]
+    return join_replies(name, requests, replies, keys)
 
 
 def _unserved(exc: Unserved) -> RedisConnectionError:
@@ -216,7 +204,7 @@ class WireClusterClient(_Routing):
             raise _unserved(exc) from exc
 
     def _split(self, name: str, keys: Sequence[Any]) -> Any:
-        requests = _per_slot(name, keys)
+        requests = split_keys(name, keys)
         if len(requests) == 1:
             return self._one(requests[0][0], requests[0][1])
         return _merge(name, requests, self._many(requests), keys)
@@ -225,7 +213,7 @@ class WireClusterClient(_Routing):
         name = str(args[0]).upper() if args else ""
         if name == "MGET" or name in _SUMMED:
             return self._split(name, args[1:])
-        return self._one(_slot_of(args), args)
+        return self._one(slot_of_command(args), args)
 
     def get(self, name: Any) -> Any:
         return self._one(key_slot(name), ("GET", name))

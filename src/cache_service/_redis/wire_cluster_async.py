@@ -11,7 +11,17 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from cache_service._redis.slots import Batch, Node, Send, SlotMap, Unserved, key_slot, redirect_in
+from cache_service._redis.slots import (
+    Batch,
+    Node,
+    Send,
+    SlotMap,
+    Unserved,
+    key_slot,
+    redirect_in,
+    slot_of_command,
+    split_keys,
+)
 from cache_service._redis.wire_client import (
     AsyncWireClient,
     _scan_args,
@@ -27,10 +37,8 @@ from cache_service._redis.wire_cluster import (
     _keys,
     _merge,
     _node_of,
-    _per_slot,
     _Routing,
     _scan_reply,
-    _slot_of,
     _unserved,
 )
 from cache_service._redis.wire_topology import Topology
@@ -124,7 +132,7 @@ class AsyncWireClusterClient(_Routing):
             raise _unserved(exc) from exc
 
     async def _split(self, name: str, keys: Sequence[Any]) -> Any:
-        requests = _per_slot(name, keys)
+        requests = split_keys(name, keys)
         if len(requests) == 1:
             return await self._one(requests[0][0], requests[0][1])
         return _merge(name, requests, await self._many(requests), keys)
@@ -133,7 +141,7 @@ class AsyncWireClusterClient(_Routing):
         name = str(args[0]).upper() if args else ""
         if name == "MGET" or name in _SUMMED:
             return await self._split(name, args[1:])
-        return await self._one(_slot_of(args), args)
+        return await self._one(slot_of_command(args), args)
 
     async def get(self, name: Any) -> Any:
         return await self._one(key_slot(name), ("GET", name))
