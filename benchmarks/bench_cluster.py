@@ -10,7 +10,8 @@ async: N tasks (1, 100) share one client and await GET hits back to back: raw
 ``redis.asyncio.cluster.RedisCluster`` vs ``AsyncWireClusterClient`` (one auto-pipelined
 connection per node) and ``AsyncCacheService.get`` over each. Many short rounds in shuffled
 order; a ratio is the median over rounds of (time / raw's time in that round), so machine load
-hits both sides.
+hits both sides. batches (sync): ``get_many``/``set_many`` of 100 keys (about 100 slots) over
+each layer, against raw ``RedisCluster.mget_nonatomic`` / ``mset_nonatomic``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,50 @@ def bench_sync(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     svc_wire.close()
 
 
+def bench_batches(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
+    host, port = cluster.startup_nodes[0]
+    raw = RedisCluster(startup_nodes=[ClusterNode(host, port)])
+    url_py, url_wire = _urls(cluster)
+    svc_py = CacheService("batch", url=url_py, connection="redis-py", socket_timeout=2.0)
+    svc_wire = CacheService("batch", url=url_wire, connection="wire", socket_timeout=2.0)
+    names = [f"many:{i}" for i in range(100)]
+    values = dict.fromkeys(names, VALUE.decode())
+    full = [svc_py.full_key(n) for n in names]
+    raw_keys = [f"raw:{n}" for n in names]
+    svc_py.set_many(values)
+    cases: dict[str, Callable[[], object]] = {
+        "raw mget_nonatomic(100)": lambda: raw.mget_nonatomic(full),
+        "get_many(100), redis-py": lambda: svc_py.get_many(names),
+        "get_many(100), wire": lambda: svc_wire.get_many(names),
+        "raw mset_nonatomic(100)": lambda: raw.mset_nonatomic(dict.fromkeys(raw_keys, VALUE)),
+        "set_many(100), redis-py": lambda: svc_py.set_many(values),
+        "set_many(100), wire": lambda: svc_wire.set_many(values),
+    }
+    assert svc_wire.get_many(names) == values
+    calls = max(ops // 50, 10)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        order = list(cases.items())
+        random.shuffle(order)
+        for name, call in order:
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            times[name].append((time.perf_counter() - start) / calls * 1e6)
+    gets = _ratios({k: v for k, v in times.items() if "get" in k}, "raw mget_nonatomic(100)")
+    sets = _ratios({k: v for k, v in times.items() if "set" in k}, "raw mset_nonatomic(100)")
+    print("sync batches of 100 keys (µs per call, median; ratio to raw in the same round)")
+    for name, runs in times.items():
+        ratio = gets.get(name) or sets[name]
+        print(f"  {name:30s} {statistics.median(runs):8.0f} µs   {ratio:5.2f}x")
+    assert svc_wire.get_many(names) == svc_py.get_many(names) == values
+    svc_py.clear_all()
+    raw.delete(*raw_keys)
+    raw.close()
+    svc_py.close()
+    svc_wire.close()
+
+
 async def bench_async(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     host, port = cluster.startup_nodes[0]
     raw = AsyncRedisCluster(host=host, port=port, max_connections=2000)
@@ -145,6 +190,7 @@ def main() -> None:
     rounds, ops = (3, 1000) if args.quick else (args.rounds, args.ops)
     with ClusterDeployment() as cluster:
         bench_sync(cluster, rounds, ops)
+        bench_batches(cluster, rounds, ops)
         asyncio.run(bench_async(cluster, rounds, ops))
 
 
