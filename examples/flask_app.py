@@ -18,7 +18,7 @@ def create_app(url: str | None = None) -> tuple[Flask, Cache]:
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=os.environ.get("FLASK_SECRET_KEY", "example-only-secret-key-change-me"),
-        CACHE_TYPE="cache_service.integrations.cachelib.CachelibCache",
+        CACHE_TYPE="cache_service.integrations.flask.make_cache",
         CACHE_REDIS_URL=url or os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/0"),
         CACHE_KEY_PREFIX="flask-example:",
         CACHE_DEFAULT_TIMEOUT=300,

@@ -104,6 +104,21 @@ def _wire(builder: Builder, db: int) -> Builder:
     return build
 
 
+def _wire_cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
+    """The session's Redis Cluster through our own connection layer: its nodes listed in
+    another order (a location, and target, of its own; a cluster has only db 0)."""
+    hosts = request.getfixturevalue("redis_cluster").startup_nodes
+    hosts = hosts[3:] + hosts[:3]
+    url = _patient("redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0",
+                   connection="wire")
+
+    def wired(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("connection", "wire")
+        return CacheService(*args, **kwargs)
+
+    return url, wired
+
+
 # -- async kinds: AsyncCacheService behind a blocking adapter ---------------------------------
 T = TypeVar("T")
 
@@ -213,6 +228,8 @@ BACKENDS: dict[str, Builder] = {
     "uvloop-wire-redis": _async(_wire(_redis, 2), "uvloop"),
     "near-wire-redis": _near(_wire(_redis, 2)),
     "wire-tls": _wire(_tls, 2),
+    "wire-cluster": _wire_cluster,
+    "async-wire-cluster": _async(_wire_cluster),
     "wire-sentinel": _wire(_sentinel, 2),  # discovery and failover on our own layer
     # the server matrix: Valkey standalone (sync, async, near), cluster (sync, near), Sentinel
     "valkey": _valkey,
@@ -229,9 +246,10 @@ BACKENDS: dict[str, Builder] = {
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
-                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-sentinel", "valkey",
-                "async-valkey", "near-valkey", "valkey-cluster", "near-valkey-cluster",
-                "valkey-sentinel", "wire-valkey", "async-wire-valkey"}
+                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-cluster",
+                "async-wire-cluster", "wire-sentinel", "valkey", "async-valkey",
+                "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
+                "wire-valkey", "async-wire-valkey"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}

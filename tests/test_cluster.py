@@ -5,7 +5,9 @@ The whole contract suite also runs over the session's ``redis_cluster`` and ``va
 is marked so (the server matrix: the slot spread, SCAN paging, a frozen primary, a failover).
 The failover tests build their services on the nodes listed in another order, so they get
 their own target and breaker settings, and call ``ensure_healthy()`` afterwards. They come
-last in the module.
+last in the module. Every test runs over both connection layers (``layer``: redis-py's
+RedisCluster and our own ``wire`` cluster client); a wire service lists the nodes in yet another
+order, so it has a target (and a connection option) of its own.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.crc import key_slot
 
 from cache_service import AsyncCacheService, CacheService, ConfigurationError
+from cache_service._redis.slots import key_slot
 
 from .failover import FailoverRun, async_failover
 from .helpers import eventually, on_each, on_flavours, unique
@@ -27,15 +29,32 @@ from .servers import ClusterDeployment, free_port
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
 
 
-def own_url(cluster: ClusterDeployment) -> str:
-    """The cluster's URL with its nodes listed in another order (another target)."""
-    hosts = list(reversed(cluster.startup_nodes))
+@pytest.fixture(params=["redis-py", "wire"])
+def layer(request: pytest.FixtureRequest) -> str:
+    """The connection layer the test's services use."""
+    return str(request.param)
+
+
+def url_of(hosts: list[tuple[str, int]], layer: str) -> str:
+    """A cluster URL of ``hosts``; on the wire layer rotated by one (another target)."""
+    if layer == "wire":
+        hosts = hosts[1:] + hosts[:1]
     return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0"
+
+
+def own_url(cluster: ClusterDeployment, layer: str = "redis-py") -> str:
+    """The cluster's URL with its nodes listed in another order (another target)."""
+    return url_of(list(reversed(cluster.startup_nodes)), layer)
+
+
+def session_url(cluster: ClusterDeployment, layer: str) -> str:
+    """The session's cluster URL (redis-py), or the wire layer's own."""
+    return cluster.cluster_url if layer == "redis-py" else url_of(cluster.startup_nodes, layer)
 
 
 def slot(full_key: str) -> int:
     """The hash slot of a Redis key."""
-    return key_slot(full_key.encode())
+    return key_slot(full_key)
 
 
 @pytest.fixture
@@ -57,11 +76,11 @@ def keys_per_primary(cluster: ClusterDeployment, svc: CacheService) -> dict[int,
     return counts
 
 
-def test_configuration_by_url_and_by_flag(redis_cluster: ClusterDeployment) -> None:
-    host, port = redis_cluster.startup_nodes[0]
+def test_configuration_by_url_and_by_flag(redis_cluster: ClusterDeployment, layer: str) -> None:
+    host, port = redis_cluster.startup_nodes[0 if layer == "redis-py" else 1]
     prefix = unique()
-    by_url = CacheService(prefix, url=redis_cluster.cluster_url)
-    by_flag = CacheService(prefix, host=host, port=port, cluster=True)
+    by_url = CacheService(prefix, url=session_url(redis_cluster, layer), connection=layer)
+    by_flag = CacheService(prefix, host=host, port=port, cluster=True, connection=layer)
     assert by_flag.location.startswith("redis+cluster://")
     by_url.set("k", [1, 2])
     assert by_flag.get("k") == [1, 2]
@@ -70,8 +89,9 @@ def test_configuration_by_url_and_by_flag(redis_cluster: ClusterDeployment) -> N
         CacheService(prefix, url=redis_cluster.cluster_url.replace("/0", "/3"))
 
 
-def test_keys_of_one_prefix_spread_over_every_primary(each_cluster: ClusterDeployment) -> None:
-    svc = CacheService(unique(), url=each_cluster.cluster_url)
+def test_keys_of_one_prefix_spread_over_every_primary(each_cluster: ClusterDeployment,
+                                                      layer: str) -> None:
+    svc = CacheService(unique(), url=session_url(each_cluster, layer), connection=layer)
     for i in range(60):
         svc.set(f"user:{i}", i)
     counts = keys_per_primary(each_cluster, svc)
@@ -81,8 +101,8 @@ def test_keys_of_one_prefix_spread_over_every_primary(each_cluster: ClusterDeplo
     assert svc.clear_all() == 60
 
 
-def test_multi_key_delete_spans_slots(redis_cluster: ClusterDeployment) -> None:
-    svc = CacheService(unique(), url=redis_cluster.cluster_url)
+def test_multi_key_delete_spans_slots(redis_cluster: ClusterDeployment, layer: str) -> None:
+    svc = CacheService(unique(), url=session_url(redis_cluster, layer), connection=layer)
     keys = [f"k{i}" for i in range(20)]
     for key in keys:
         svc.set(key, key)
@@ -92,11 +112,11 @@ def test_multi_key_delete_spans_slots(redis_cluster: ClusterDeployment) -> None:
 
 
 def test_pattern_invalidation_pages_through_every_primary(
-        each_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+        each_cluster: ClusterDeployment, monkeypatch: pytest.MonkeyPatch, layer: str) -> None:
     """Small SCAN pages force several cursors per node; every match on every primary goes,
     and foreign keys matching the pattern stay."""
     monkeypatch.setattr("cache_service._ops.remove.SCAN_COUNT", 5)
-    svc = CacheService(unique(), url=each_cluster.cluster_url)
+    svc = CacheService(unique(), url=session_url(each_cluster, layer), connection=layer)
     for i in range(150):
         svc.set(f"user:{i}", i)
         svc.set(f"order:{i}", i)
@@ -114,10 +134,10 @@ def test_pattern_invalidation_pages_through_every_primary(
         raw.delete(*left)
 
 
-def test_down_at_construction_serves_memory_fast() -> None:
+def test_down_at_construction_serves_memory_fast(layer: str) -> None:
     dead = ",".join(f"127.0.0.1:{free_port()}" for _ in range(3))
     started = time.perf_counter()
-    svc = CacheService(unique(), url=f"redis+cluster://{dead}", **FAST)
+    svc = CacheService(unique(), url=f"redis+cluster://{dead}", connection=layer, **FAST)
     svc.set("k", "memory")
     assert svc.get("k") == "memory"
     assert svc.invalidate_pattern("*") == 1
@@ -130,12 +150,14 @@ FIRST_CALLS = ["get", "delete-many", "invalidate", "get-many", "set-many"]
 
 
 @on_flavours("cluster", "first", redis=FIRST_CALLS, valkey=["get", "delete-many"])
-def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str) -> None:
+def test_frozen_primary_bounds_each_call(cluster: ClusterDeployment, first: str,
+                                         layer: str) -> None:
     """A hung primary costs about one socket timeout, whatever the first call is (a
     multi-key delete too), then the breaker answers from memory; once the node answers again
     the service is back on Redis."""
-    svc = CacheService(unique(), url=own_url(cluster), socket_timeout=0.2, connect_timeout=0.2,
-                       breaker_min_backoff=0.3, breaker_max_backoff=0.3)
+    svc = CacheService(unique(), url=own_url(cluster, layer), socket_timeout=0.2,
+                       connect_timeout=0.2, breaker_min_backoff=0.3, breaker_max_backoff=0.3,
+                       connection=layer)
     keys = [f"k{i}" for i in range(40)]
     for key in keys:
         svc.set(key, "v")
@@ -179,11 +201,12 @@ def victims_on(cluster: ClusterDeployment, svc: Any, count: int) -> tuple[Any, l
 
 
 @on_each("cluster")
-def test_failover_under_load(cluster: ClusterDeployment, record_property: Any) -> None:
+def test_failover_under_load(cluster: ClusterDeployment, record_property: Any,
+                             layer: str) -> None:
     """Kill the primary owning the victims' slots mid-load: no exception, the replica is
     promoted and the service returns to Redis by itself, and no value invalidated during the
     failover is ever served again."""
-    svc = CacheService(unique(), url=own_url(cluster), **FAST)
+    svc = CacheService(unique(), url=own_url(cluster, layer), connection=layer, **FAST)
     node, victims = victims_on(cluster, svc, 6)
     run = FailoverRun(svc, victims=victims)
     run.prepare(cluster.wait_for_replication)
@@ -194,19 +217,19 @@ def test_failover_under_load(cluster: ClusterDeployment, record_property: Any) -
     run.wait_back_on_redis()
     figures = run.finish()
     svc.close()
-    figures.check("cluster", record_property)
+    figures.check(f"cluster[{layer}]", record_property)
     with cluster.client() as raw:  # deleted, and overwritten in memory: gone everywhere
         assert sum(raw.exists(svc.full_key(k)) for k in victims) == 0
 
 
 def test_async_service_through_a_failover(cluster: ClusterDeployment,
-                                          record_property: Any) -> None:
-    """AsyncCacheService (redis.asyncio's RedisCluster) through a primary kill."""
-    hosts = cluster.startup_nodes[1:] + cluster.startup_nodes[:1]
-    url = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0"
+                                          record_property: Any, layer: str) -> None:
+    """AsyncCacheService (redis.asyncio's RedisCluster, or ours) through a primary kill."""
+    hosts = cluster.startup_nodes[2:] + cluster.startup_nodes[:2]
+    url = url_of(hosts, layer)
 
     async def main() -> Any:
-        async with AsyncCacheService(unique(), url=url, **FAST) as svc:
+        async with AsyncCacheService(unique(), url=url, connection=layer, **FAST) as svc:
             for i in range(30):
                 await svc.set(f"user:{i}", i)
             assert await svc.delete("user:1", "user:2", "user:3") == 3
@@ -217,4 +240,4 @@ def test_async_service_through_a_failover(cluster: ClusterDeployment,
             return await async_failover(svc, victims, replicate=cluster.wait_for_replication,
                                         kill=lambda: cluster.kill_primary(node))
 
-    asyncio.run(main()).check("cluster_asyncio", record_property)
+    asyncio.run(main()).check(f"cluster_asyncio[{layer}]", record_property)

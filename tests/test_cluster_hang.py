@@ -6,6 +6,10 @@ under a lock every other caller queues on. The clients ``build_sync_client`` and
 ``build_async_client`` make for a cluster defer that to ``refresh_topology`` (the prober) or
 bound it, so with every primary SIGSTOPped each call costs about one socket timeout.
 
+Our own cluster client (``connection="wire"``) never refreshes on a caller's path at all: a
+MOVED patches one slot, the prober re-reads the map; only a client without a map yet reads one
+(bounded, shared). Every test runs over both layers (``layer``).
+
 These tests use a private cluster with a long node timeout, so freezing every primary for a
 second or two starts no failover and leaves nothing to repair for other modules.
 """
@@ -17,6 +21,7 @@ import gc
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,6 +33,8 @@ from cache_service._redis.backend import (
     refresh_topology,
     slot_of,
 )
+from cache_service._redis.wire_cluster import WireClusterClient
+from cache_service._redis.wire_cluster_async import AsyncWireClusterClient
 from cache_service.config import TargetOptions, parse_url
 
 from .helpers import hammer, unique
@@ -37,6 +44,23 @@ pytestmark = pytest.mark.slow
 
 FAIL_FAST = TargetOptions(socket_timeout=0.25, connect_timeout=0.25)
 BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core machine
+
+
+@pytest.fixture(params=["redis-py", "wire"])
+def options(request: pytest.FixtureRequest) -> TargetOptions:
+    """Fail-fast options on one connection layer."""
+    return replace(FAIL_FAST, connection=request.param)
+
+
+def wire(options: TargetOptions) -> bool:
+    return options.connection == "wire"
+
+
+def slot_owner_port(client: Any, slot: int) -> int:
+    """The port of the node ``client`` sends ``slot`` to."""
+    if isinstance(client, (WireClusterClient, AsyncWireClusterClient)):
+        return int(client.topology.map.node_for(slot).port)
+    return int(client.nodes_manager.get_node_from_slot(slot).port)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +92,9 @@ class Frozen:
             node.thaw()
 
 
-def test_sync_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeployment) -> None:
-    client = build_sync_client(parse_url(cluster.cluster_url), FAIL_FAST)
+def test_sync_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeployment,
+                                                      options: TargetOptions) -> None:
+    client = build_sync_client(parse_url(cluster.cluster_url), options)
     keys = spread_keys()
     for key in keys:
         client.set(key, b"v")
@@ -110,11 +135,12 @@ def assert_back(check: Any, started: float) -> None:
         time.sleep(0.02)
 
 
-def test_async_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeployment) -> None:
+def test_async_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeployment,
+                                                       options: TargetOptions) -> None:
     keys = spread_keys()
 
     async def main() -> tuple[list[float], int, float]:
-        client = build_async_client(parse_url(cluster.cluster_url), FAIL_FAST)
+        client = build_async_client(parse_url(cluster.cluster_url), options)
         try:
             for key in keys:
                 await client.set(key, b"v")
@@ -152,17 +178,19 @@ def test_async_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeploymen
     assert back_after < 2.0
 
 
-def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment) -> None:
+def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment,
+                                                    options: TargetOptions) -> None:
     """A refresh stuck on a hung node holds each command up for at most one socket
-    timeout, and one refresh serves every waiting task."""
+    timeout, and one refresh serves every waiting task (on the wire layer: the first read
+    of the slot map, the one refresh a client ever makes itself)."""
     keys = spread_keys(6)
 
     async def main() -> list[float]:
-        client = build_async_client(parse_url(cluster.cluster_url), FAIL_FAST)
+        client = build_async_client(parse_url(cluster.cluster_url), options)
         try:
             for key in keys:
                 await client.set(key, b"v")
-            client._initialize = True  # as after a connection error: a refresh is owed
+            owe_refresh(client)
             with Frozen(cluster):
                 durations = []
                 for _ in range(3):
@@ -179,20 +207,37 @@ def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment) 
     assert max(durations) < BOUND, durations
 
 
-def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment) -> None:
+def owe_refresh(client: Any) -> None:
+    """Put ``client`` in the state after a connection error: a refresh is owed (on the wire
+    layer: it has no slot map yet)."""
+    if isinstance(client, AsyncWireClusterClient):
+        client.topology.map = None
+    else:
+        client._initialize = True
+
+
+def pending_refresh(client: Any) -> Any:
+    """The refresh task ``client`` runs (or ran)."""
+    if isinstance(client, AsyncWireClusterClient):
+        return client.loading
+    return client._refresh_task
+
+
+def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment,
+                                             options: TargetOptions) -> None:
     """Closing while a refresh hangs cancels it, so it cannot reopen connections after
     the close (they would leak: "Unclosed RedisCluster client")."""
 
     async def main() -> Any:
-        client = build_async_client(parse_url(cluster.cluster_url), FAIL_FAST)
+        client = build_async_client(parse_url(cluster.cluster_url), options)
         await client.ping()
-        client._initialize = True  # a refresh is owed
+        owe_refresh(client)
         for node in cluster.nodes:
             node.freeze()
         try:
             with pytest.raises(CONNECTIVITY_ERRORS):
                 await client.ping()  # the refresh is stuck on a hung node
-            assert not client._refresh_task.done()
+            assert not pending_refresh(client).done()
             await client.aclose()
         finally:
             for node in cluster.nodes:
@@ -201,8 +246,11 @@ def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment) -> None
         return client
 
     client = asyncio.run(main())
-    assert client._refresh_task.cancelled()
-    assert client._initialize is True  # closed, nothing reopened
+    assert pending_refresh(client).cancelled()
+    if wire(options):
+        assert client.topology.map is None  # closed, nothing read
+    else:
+        assert client._initialize is True  # closed, nothing reopened
     del client
     gc.collect()  # an unclosed client or connection would raise a ResourceWarning here
 
@@ -242,7 +290,8 @@ class SlotMove:
             setslot(node, self.slot, "NODE", self.dst_id)
 
 
-def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment) -> None:
+def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment,
+                                                     options: TargetOptions) -> None:
     prefix = unique("move")
     keys = [f"{{{prefix}}}:{i}" for i in range(3)]
     new_key = f"{{{prefix}}}:new"
@@ -253,8 +302,12 @@ def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment)
     move = SlotMove(cluster, slot, src, dst)
 
     async def main() -> None:
-        sync = build_sync_client(parse_url(cluster.cluster_url), FAIL_FAST)
-        aio = build_async_client(parse_url(cluster.cluster_url), FAIL_FAST)
+        sync = build_sync_client(parse_url(cluster.cluster_url), options)
+        # the wire clients of one location share a slot map: the asyncio one gets its own
+        hosts = cluster.startup_nodes[1:] + cluster.startup_nodes[:1]
+        other = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts)
+        aio = build_async_client(parse_url(other if wire(options) else cluster.cluster_url),
+                                 options)
         try:
             for i, key in enumerate(keys):
                 sync.set(key, f"v{i}".encode())
@@ -268,8 +321,8 @@ def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment)
             move.finish()  # src answers MOVED: both clients patch their tables
             assert [sync.get(k) for k in keys] == expected
             assert [await aio.get(k) for k in keys] == expected
-            assert sync.nodes_manager.get_node_from_slot(slot).port == dst.port
-            assert aio.nodes_manager.get_node_from_slot(slot).port == dst.port
+            assert slot_owner_port(sync, slot) == dst.port
+            assert slot_owner_port(aio, slot) == dst.port
             assert sync.get(new_key) == await aio.get(new_key) == b"during"
         finally:
             sync.close()

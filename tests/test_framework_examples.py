@@ -75,6 +75,31 @@ def test_flask_example(redis_server: RedisServer, up: bool) -> None:
 
 
 @pytest.mark.parametrize("up", [True, False], ids=["redis-up", "redis-refused"])
+def test_litestar_example(redis_server: RedisServer, up: bool) -> None:
+    pytest.importorskip("litestar")
+    from litestar.testing import TestClient
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import litestar_app
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    url = redis_server.url if up else refused_url()
+    app = litestar_app.create_app(url)
+    with TestClient(app=app) as client:
+        first, second = client.get("/report").json(), client.get("/report").json()
+        assert first == second
+        assert first["render"] == 1
+        assert [client.get("/search?q=a").status_code for _ in range(6)] == [200] * 5 + [429]
+        assert client.post("/login?user=ann").json() == {"ok": "logged in"}
+        assert client.get("/me").json() == {"user": "ann"}
+    if up:
+        keys = {k.decode() for k in redis_server.client().keys("cs:litestar-example::*")}
+        assert {k.split("::", 1)[1].split(":", 1)[0] for k in keys} >= {
+            "response_cache", "rate_limit", "sessions"}
+
+
+@pytest.mark.parametrize("up", [True, False], ids=["redis-up", "redis-refused"])
 def test_dogpile_example(redis_server: RedisServer, up: bool) -> None:
     pytest.importorskip("dogpile.cache")
     sys.path.insert(0, str(EXAMPLES))

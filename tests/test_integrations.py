@@ -83,9 +83,34 @@ def test_flask_bad_url_names_the_setting() -> None:
     from flask_caching import Cache
 
     app = Flask("bad")
-    app.config.update(SECRET_KEY="s" * 20, CACHE_REDIS_URL="redis:/oops",
-                      CACHE_TYPE="cache_service.integrations.cachelib.CachelibCache")
+    app.config.update(SECRET_KEY="bad-url-test-secret-0123456789abcdef",
+                      CACHE_REDIS_URL="redis:/oops",
+                      CACHE_TYPE="cache_service.integrations.flask.make_cache")
     with pytest.raises(ConfigurationError, match="CACHE_REDIS_URL"):
+        Cache(app)
+    app.config.pop("CACHE_REDIS_URL")
+    with pytest.raises(ConfigurationError, match="CACHE_REDIS_URL: the cache's location"):
+        Cache(app)
+    app.config.update(CACHE_REDIS_URL="memory://", CACHE_OPTIONS={"bogus": 1})
+    with pytest.raises(ConfigurationError, match="CACHE_OPTIONS: unknown option 'bogus'"):
+        Cache(app)
+    app.config.update(CACHE_OPTIONS={}, CACHE_ARGS=[60])
+    with pytest.raises(ConfigurationError, match="CACHE_ARGS: this backend takes no"):
+        Cache(app)
+
+
+def test_flask_old_cache_type_path_names_the_factory() -> None:
+    """The pre-factory ``CACHE_TYPE`` fails at ``Cache(app)``, naming the path to use now."""
+    pytest.importorskip("flask_caching")
+    from flask import Flask
+    from flask_caching import Cache
+
+    app = Flask("old")
+    app.config.update(SECRET_KEY="old-path-test-secret-0123456789abcdef",
+                      CACHE_REDIS_URL="memory://",
+                      CACHE_TYPE="cache_service.integrations.cachelib.CachelibCache")
+    with pytest.raises(ConfigurationError,
+                       match=r"CACHE_TYPE = 'cache_service\.integrations\.flask\.make_cache'"):
         Cache(app)
 
 
@@ -222,9 +247,6 @@ def test_cachelib_and_dogpile_oversized_values(redis_server: RedisServer) -> Non
     assert not region.backend.service.exists("k")
 
 
-make_cache = CachelibCache.factory  # Flask-Caching's factory protocol, at a path of one's own
-
-
 def test_flask_caching_factory_protocol(redis_server: RedisServer) -> None:
     pytest.importorskip("flask_caching")
     from flask import Flask
@@ -232,7 +254,7 @@ def test_flask_caching_factory_protocol(redis_server: RedisServer) -> None:
 
     app = Flask("factory")
     app.config.update(SECRET_KEY="factory-secret-key-0123456789abcdef",
-                      CACHE_TYPE="tests.test_integrations.make_cache",
+                      CACHE_TYPE="cache_service.integrations.flask.make_cache",
                       CACHE_REDIS_URL=redis_server.url, CACHE_KEY_PREFIX="factory:",
                       CACHE_DEFAULT_TIMEOUT=30)
     cache = Cache(app)

@@ -52,7 +52,7 @@ def test_bad_or_missing_password_is_a_misconfiguration(
     caplog.set_level(logging.INFO, logger="cache_service")
     svc = CacheService(unique(), url=locked_server.url, password=password, **FAST)
     svc.get("first")
-    assert _fast_calls(svc) < 0.05  # never slowed: the fallback serves, probing is elsewhere
+    assert _fast_calls(svc) < 0.15  # no 0.25 s timeout: the fallback serves
     time.sleep(0.5)  # several background probes: still one ERROR
     errors = _messages(caplog, logging.ERROR)
     assert len(errors) == 1, errors
@@ -89,7 +89,7 @@ def test_tls_client_to_a_plain_server(
     url = redis_server.url.replace("redis://", "rediss://").rpartition("/")[0] + f"/{db}"
     svc = CacheService(unique(), url=url, ssl_ca_certs=tls_files.ca_cert, **FAST)
     svc.get("first")  # waits for the handshake once (a TLS client sees only a timeout)
-    assert _fast_calls(svc) < 0.05
+    assert _fast_calls(svc) < 0.15  # below one 0.25 s connect or reply timeout
     assert eventually(lambda: svc.stats()["target"]["misconfiguration"], timeout=3.0)
     problem = svc.stats()["target"]["misconfiguration"]
     assert "does not speak TLS" in problem
@@ -104,7 +104,7 @@ def test_plain_client_to_a_tls_server(
     user, password = tls_server.acl_user
     svc = CacheService(unique(), url=url, username=user, password=password, **FAST)
     svc.get("first")
-    assert _fast_calls(svc) < 0.05
+    assert _fast_calls(svc) < 0.15  # below one 0.25 s connect or reply timeout
     assert eventually(lambda: svc.stats()["target"]["misconfiguration"], timeout=3.0)
     problem = svc.stats()["target"]["misconfiguration"]
     assert "speaks TLS" in problem

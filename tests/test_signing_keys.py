@@ -137,7 +137,7 @@ def test_weak_secrets_are_refused_on_every_path(
 
 
 def _flask_makers(secret: Any, **config: Any) -> list[Callable[[], object]]:
-    """Flask-Caching building our cache by its CACHE_TYPE path and by the factory protocol."""
+    """Flask-Caching building our cache through its factory ``CACHE_TYPE``."""
 
     def build(cache_type: str) -> Callable[[], object]:
         def make() -> object:
@@ -148,11 +148,7 @@ def _flask_makers(secret: Any, **config: Any) -> list[Callable[[], object]]:
             return app.extensions["cache"][cache]
         return make
 
-    return [build("cache_service.integrations.cachelib.CachelibCache"),
-            build("tests.test_signing_keys.make_cache")]
-
-
-make_cache = CachelibCache.factory
+    return [build("cache_service.integrations.flask.make_cache")]
 
 
 def test_explicit_keys_win_over_a_derived_one_and_a_weak_one_is_never_skipped(

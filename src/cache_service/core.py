@@ -179,20 +179,20 @@ class ServiceCore:
 
 
 # The location kinds our own connection layer serves.
-_WIRE_KINDS = ("standalone", "memory", "sentinel")
+_WIRE_KINDS = ("standalone", "memory", "sentinel", "cluster")
 
 
 def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     """How the target talks to Redis: ``given``, else ``$CACHE_SERVICE_CONNECTION``, else
-    redis-py. Our own layer (``"wire"``) serves standalone and Sentinel locations for now:
+    redis-py. Our own layer (``"wire"``) serves standalone, Sentinel and Cluster locations:
     asked for by name elsewhere it is an error; asked for by the environment, those use
     redis-py."""
     if given is not None:
         if given == "wire" and kind not in _WIRE_KINDS:
             raise ConfigurationError(
                 f"connection='wire' works with a standalone Redis (redis://, rediss://, "
-                f"unix://) or Sentinel (redis+sentinel://) for now; {kind} locations use "
-                "connection='redis-py'")
+                f"unix://), Sentinel (redis+sentinel://) and Cluster (redis+cluster://); "
+                f"{kind} locations use connection='redis-py'")
         return given
     chosen = os.environ.get(CONNECTION_ENV) or "redis-py"
     if chosen not in CONNECTIONS:

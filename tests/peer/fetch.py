@@ -6,6 +6,7 @@ each framework, the test files of its sdist under ``$CACHE_SERVICE_PEER_SUITES``
 
     django-5.2.19/cache/...      tests/cache/ of Django's sdist
     cachelib-0.17.0/tests/...    tests/ of cachelib's sdist
+    flask-caching-2.5.1/tests/... tests/ of Flask-Caching's sdist
 
 dogpile.cache ships its suites in the wheel (``dogpile.testing``): nothing to fetch. A cached
 suite is never downloaded again; without network and without a cache, this fails saying so.
@@ -23,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # distribution -> (member prefix in the sdist, directory it becomes)
-SUITES = {"django": ("tests/cache/", "cache"), "cachelib": ("tests/", "tests")}
+SUITES = {"django": ("tests/cache/", "cache"), "cachelib": ("tests/", "tests"),
+          "flask-caching": ("tests/", "tests")}
 
 
 def suites_dir() -> Path:

@@ -9,3 +9,56 @@ from __future__ import annotations
 DJANGO: dict[str, dict[str, str]] = {"up": {}, "down": {}, "restart": {}}
 CACHELIB: dict[str, dict[str, str]] = {"up": {}, "down": {}, "restart": {}}
 DOGPILE: dict[str, dict[str, str]] = {"up": {}, "down": {}, "restart": {}}
+
+# Flask-Caching's test_backend_cache classes for its own backends: not run; one class runs
+# their shared GenericCacheTests on ours instead (tests/peer/flask_caching_suite.py).
+FLASK_CACHING_REPLACED: dict[str, str] = {
+    "TestSimpleCache": "Flask-Caching's SimpleCache (its own backend; reads its _cache)",
+    "TestFileSystemCache": "Flask-Caching's FileSystemCache (its own backend)",
+    "TestRedisCache": "Flask-Caching's RedisCache on a redis-server it starts on port 6360",
+    "TestRedisCacheClientsOverride": "Flask-Caching's RedisCache clients (its internals)",
+    "TestMemcachedCache": "Flask-Caching's memcached backends on a memcached on port 11212",
+    "TestNullCache": "Flask-Caching's NullCache (its own backend)",
+}
+_FC_CLOCK = ("advances the fake clock Flask-Caching's conftest patches into cachelib.simple "
+             "and cachelib.file (SimpleCache's and FileSystemCache's internals) and expects "
+             "expiry; Redis and our fallback keep real time (real-sleep expiry: "
+             "GenericCacheTests.test_generic_timeout here, cachelib's suite)")
+_FC_SERIALIZER = ("expects the backend to hold a cachelib `serializer` attribute that "
+                  "CACHE_SERIALIZER replaces (cachelib's own backends' internals); ours "
+                  "encodes with its codec (signed pickle, or json/msgpack via CACHE_OPTIONS), "
+                  "and Flask-Caching warns that CACHE_SERIALIZER is not used")
+_FC_REDIS = ("Flask-Caching's own RedisCache, on a redis-server its conftest starts on port "
+             "6360 (another backend, and a port this suite does not own)")
+_FC_BY_MODE: dict[str, str] = {
+    "test_init_app_multi_apps": _FC_REDIS,
+    "test_app_redis_cache_backend_url_default_db": _FC_REDIS,
+    "test_app_redis_cache_backend_url_custom_db": _FC_REDIS,
+    "test_app_redis_cache_backend_url_explicit_db_arg": _FC_REDIS,
+    "test_cache_unlink": _FC_REDIS,
+    "test_init_nullcache[MemcachedCache]": "builds Flask-Caching's MemcachedCache, which needs "
+                                           "a memcached client library (another backend)",
+    "test_cache_cached_function": _FC_CLOCK,
+    "test_cache_accepts_multiple_ciphers": _FC_CLOCK,
+    "test_memoize": _FC_CLOCK,
+    "test_memoize_hashes": _FC_CLOCK,
+    "test_memoize_timeout": _FC_CLOCK,
+    "test_memoize_entry_written_late_keeps_its_own_timeout": _FC_CLOCK,
+    "test_memoize_version_key_expires_once_its_entries_have": _FC_CLOCK,
+    "test_cached_view": _FC_CLOCK,
+    "test_cached_view_class": _FC_CLOCK,
+    "test_cache_timeout_property": _FC_CLOCK,
+    "test_cache_timeout_dynamic_via_cached_reponse": _FC_CLOCK,
+    "test_hit_cache": _FC_CLOCK,
+    "test_cached_view_http_exception_expires": _FC_CLOCK,
+    "test_backend_uses_cachelib_serializer": _FC_SERIALIZER,
+    "test_default_keeps_the_cachelib_serializer": _FC_SERIALIZER,
+    "test_instance_is_used_as_is": _FC_SERIALIZER,
+    "test_class_is_instantiated": _FC_SERIALIZER,
+    "test_serializer_read_from_extension_config": _FC_SERIALIZER,
+    "test_configured_serializer_is_used_for_get_and_set": _FC_SERIALIZER,
+    "test_values_are_stored_in_the_configured_format":
+        _FC_SERIALIZER + "; it also reads SimpleCache's private _cache",
+}
+FLASK_CACHING: dict[str, dict[str, str]] = {mode: dict(_FC_BY_MODE)
+                                            for mode in ("up", "down", "restart")}

@@ -23,6 +23,7 @@ from cache_service._ops.context import MISSING, TTL, OpContext
 from cache_service._ops.loading import SWR_MARK
 from cache_service._ops.protocol import Op, Unavailable
 from cache_service._ops.read import Discard
+from cache_service._ops.remove import splits_by_slot
 from cache_service._ops.requests import Command, MGet, PipelineSet, Script
 from cache_service._ops.scripts import DROP_IF_SAME
 from cache_service._ops.tags import Tagged, memory_tokens, validate_tags, wrap
@@ -81,7 +82,7 @@ def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
     t = ctx.target
     groups = [(full, names)]
     if t.gate() is Gate.REDIS:
-        if t.location.kind == "cluster":
+        if splits_by_slot(t):
             of = dict(zip(full, names, strict=True))
             groups = [(group, [of[k] for k in group]) for group in by_slot(list(of))]
         done = 0
@@ -210,7 +211,7 @@ def set_many(ctx: OpContext, mapping: Mapping[str, Any], ttl: TTL = None,
         if tag_keys:
             tokens = yield from write.tag_tokens(ctx, tag_keys, px)
             pairs = [(k, wrap(payload, tag_names, tokens)) for k, payload in pairs]
-        if t.location.kind != "cluster":
+        if not splits_by_slot(t):  # our cluster client: one pipeline per node
             yield PipelineSet(tuple(pairs), px)
             return
         payloads = dict(pairs)

@@ -5,12 +5,15 @@ script or command may only touch keys of one slot), and SCAN on every primary.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cache_service._ops.protocol import Op
 from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
 from cache_service._redis.cluster import by_slot, scan_node, scan_primaries
 from cache_service.codec import MAGIC
 
-__all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "unlink_keys", "unlink_owned"]
+__all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "splits_by_slot", "unlink_keys",
+           "unlink_owned"]
 
 # Unlinks the given keys that hold a string starting with our header: never a foreign key.
 UNLINK_OWNED = """
@@ -23,6 +26,13 @@ end
 return n
 """
 SCAN_COUNT = 1000
+
+
+def splits_by_slot(t: Any) -> bool:
+    """Whether an operation splits a batch by slot itself: on a cluster through redis-py.
+    Our own cluster client (``connection="wire"``) takes the whole batch and sends one
+    pipeline per node (at most one timeout when a node hangs, as here)."""
+    return bool(t.location.kind == "cluster" and t.options.connection != "wire")
 
 
 def scan_unlink(cluster: bool, pattern: str) -> Op[int]:

@@ -50,9 +50,13 @@ from cache_service._redis.sentinel import (
     _SentinelConnection,
     _SentinelSSLConnection,
 )
+from cache_service._redis.slots import Node
 from cache_service._redis.wire_client import AsyncWireClient, WireClient
+from cache_service._redis.wire_cluster import WireClusterClient
+from cache_service._redis.wire_cluster_async import AsyncWireClusterClient
 from cache_service._redis.wire_sentinel import SentinelPlan
 from cache_service._redis.wire_sentinel_client import AsyncSentinelWireClient, SentinelWireClient
+from cache_service._redis.wire_topology import topology_for
 from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions
 
@@ -102,8 +106,8 @@ def drop_idle(client: Any) -> Any:
     After an outage or a server-side idle timeout the pooled connections are dead, and with
     retries off the first command on each would fail.
     """
-    if isinstance(client, (WireClient, AsyncWireClient, SentinelWireClient,
-                           AsyncSentinelWireClient)):
+    if isinstance(client, (WireClient, AsyncWireClient, WireClusterClient,
+                           AsyncWireClusterClient, SentinelWireClient, AsyncSentinelWireClient)):
         return client.drop_idle()
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
@@ -177,6 +181,9 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
     """A fail-fast client of ``flavour`` for ``location`` (no I/O, except a sync cluster's
     constructor, which contacts a node)."""
     kwargs = _common(location, options)
+    if location.kind == "cluster" and options.connection == "wire" \
+            and not location.read_from_replicas:  # replica reads: redis-py's cluster
+        return _wire_cluster(location, options, flavour)
     if location.kind == "cluster":
         extra: dict[str, Any] = {}
         if flavour is _ASYNC_FLAVOUR:
@@ -233,6 +240,16 @@ def wire_settings(location: Location, options: TargetOptions) -> WireSettings:
                         request_timeout=options.socket_timeout)
 
 
+def _wire_cluster(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """A cluster client on our connection layer; its slot map is the one every client of
+    ``location`` shares (no I/O here: the map is read on first use)."""
+    wire = AsyncWireClusterClient if flavour is _ASYNC_FLAVOUR else WireClusterClient
+    seeds = tuple(Node(host, port) for host, port in location.hosts)
+    topology = topology_for(seeds, wire_settings(location, options))
+    return wire(topology, partial(_build, location, replace(options, connection="redis-py"),
+                                  flavour))
+
+
 def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
     """A Sentinel client on our own layer. Each node it sends to has a plain redis-py client
     on the side (made on first use), for the CLI's admin commands and the near cache's
@@ -278,7 +295,11 @@ def refresh_topology(client: Any) -> None:
     answers), or ask the sentinels for the primary again (a sync Sentinel client; keeps
     the known address if none answers). Other clients: nothing to do. For the prober,
     before its PING."""
-    if isinstance(client, RedisCluster):
+    if isinstance(client, WireClusterClient):
+        client.refresh()
+        if client.built_side is not None:  # the near cache's tracking links follow it
+            refresh_topology(client.built_side)
+    elif isinstance(client, RedisCluster):
         manager = client.nodes_manager
         NodesManager.initialize(manager)
         if isinstance(manager, _DeferringNodesManager):
@@ -310,6 +331,8 @@ def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
     """The primaries a near cache must hear from (named as ``tracking_names`` names them),
     each with a factory of a fresh, unconnected RESP3 connection to it. A sync client only;
     no I/O."""
+    if isinstance(client, WireClusterClient):  # tracking links go through redis-py
+        client = client.side
     if isinstance(client, RedisCluster):
         return {node.name: partial(_fresh_resp3,
                                    client.get_redis_connection(node).connection_pool)
@@ -330,6 +353,8 @@ def _wire_sentinel_link(client: SentinelWireClient) -> Any:
 def tracking_names(client: Any) -> frozenset[str]:
     """Who the data clients now send to: the cluster's primaries, the primary Sentinel
     last named, or the one server. No I/O."""
+    if isinstance(client, WireClusterClient):
+        client = client.side
     if isinstance(client, RedisCluster):
         return frozenset(node.name for node in client.get_primaries())  # type: ignore[no-untyped-call]
     if isinstance(client, SentinelClient):

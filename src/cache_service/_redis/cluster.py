@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import NodesManager, RedisCluster
-from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from cache_service._redis.slots import key_slot
 
 __all__ = ["PRIMARIES", "by_slot", "ping_primaries", "scan_node", "scan_primaries", "slot_of"]
 
@@ -27,7 +28,7 @@ PRIMARIES = "primaries"  # redis-py's node flag for "every primary of the cluste
 
 def slot_of(key: bytes | str) -> int:
     """The cluster hash slot of ``key`` (scripts may only touch keys of one slot)."""
-    return key_slot(key.encode() if isinstance(key, str) else key)
+    return key_slot(key)
 
 
 def by_slot(keys: list[K]) -> list[list[K]]:

@@ -1,4 +1,5 @@
-"""cachelib / Flask-Caching backend on CacheService (extras ``flask``).
+"""cachelib backend on CacheService (extras ``flask``); Flask-Caching uses it through
+``cache_service.integrations.flask.make_cache``.
 
 Directly::
 
@@ -6,34 +7,23 @@ Directly::
     cache = CachelibCache("redis://127.0.0.1:6379/0", key_prefix="app:",
                           signing_key=os.environ["CACHE_SIGNING_KEY"])
 
-With Flask-Caching::
-
-    app.config.update(CACHE_TYPE="cache_service.integrations.cachelib.CachelibCache",
-                      CACHE_REDIS_URL="redis://127.0.0.1:6379/0", CACHE_KEY_PREFIX="app:",
-                      CACHE_DEFAULT_TIMEOUT=300)   # CACHE_OPTIONS: service options
-    cache = Cache(app)
-
 cachelib semantics: ``timeout=None`` is the default timeout, ``0`` never expires (a negative
 one expires at once), ``set``/``add`` return a bool, ``inc`` on a missing key starts at 0,
 ``clear()`` removes only this prefix's keys (never FLUSHDB); a value over
 ``max_value_bytes`` is not cached (``set`` returns False, the key is removed, it is logged).
-Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, else (under
-Flask-Caching) ``CACHE_SIGNING_KEY``, else ``$CACHE_SERVICE_SIGNING_KEY`` (16+ bytes each),
-else (under Flask-Caching) one derived from the app's ``SECRET_KEY`` (32+ characters); the
-first that is set is used, and a weak one is a startup error naming it. cachelib's
-``serializer`` attribute is not used (the codec is); the ``serializer`` option (``json``,
-``msgpack``: no signing key, exact types only), ``compression`` and ``encryption_keys`` go in
-``CACHE_OPTIONS`` like every service option. Redis failing never raises: calls go to
-the memory fallback.
+Values are pickled and signed (``PickleCodec``): the key is ``signing_key=``, else
+``$CACHE_SERVICE_SIGNING_KEY`` (16+ bytes each); a weak one is a startup error naming it.
+cachelib's ``serializer`` attribute is not used (the codec is); the ``serializer`` option
+(``json``, ``msgpack``: no signing key, exact types only), ``compression`` and
+``encryption_keys`` are keyword options like every service option. Redis failing never
+raises: calls go to the memory fallback.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from types import FrameType
 from typing import Any
 
 from cachelib import BaseCache
@@ -48,42 +38,13 @@ from cache_service.integrations._common import (
 )
 from cache_service.redis_glob import escape_glob
 
-__all__ = ["CachelibCache"]
+__all__ = ["FLASK_FACTORY", "CachelibCache"]
 
-_KEY_HELP = ("pass signing_key= (16+ bytes) or set $CACHE_SERVICE_SIGNING_KEY; under "
-             "Flask-Caching set CACHE_SIGNING_KEY (16+ bytes) or SECRET_KEY (32+ characters)")
+FLASK_FACTORY = "cache_service.integrations.flask.make_cache"
+"""The ``CACHE_TYPE`` that gives Flask-Caching this backend."""
 
-
-def _keys(signing_key: object, config: Mapping[str, Any] | None) -> SigningKeys:
-    """Explicit keys first (argument, Flask's CACHE_SIGNING_KEY, the environment), then one
-    derived from Flask's SECRET_KEY."""
-    explicit: tuple[tuple[str, object], ...] = (("signing_key", signing_key),)
-    if config is not None:
-        explicit += (("CACHE_SIGNING_KEY", config.get("CACHE_SIGNING_KEY")),)
-    explicit += ((f"${ENV_KEY}", os.environ.get(ENV_KEY)),)
-    secret = ("SECRET_KEY", config.get("SECRET_KEY")) if config is not None else None
-    return SigningKeys(explicit, secret, "cachelib", _KEY_HELP)
-
-
-def _flask_config() -> Mapping[str, Any] | None:
-    """The config Flask-Caching is building this cache from, if it is the caller.
-
-    Flask-Caching calls any ``CACHE_TYPE`` whose path contains "cachelib" as
-    ``cls(default_timeout=..., **CACHE_OPTIONS)`` instead of through ``factory`` (its rule for
-    ``cachelib.*`` types), so the URL and prefix settings are read from that call's frame.
-    """
-    try:
-        frame: FrameType | None = sys._getframe(2)
-    except ValueError:  # called from the outermost frame
-        return None
-    for _ in range(4):
-        if frame is None:
-            return None
-        if frame.f_code.co_name == "_set_cache" and "flask_caching" in frame.f_code.co_filename:
-            config = frame.f_locals.get("config")
-            return config if isinstance(config, Mapping) else None
-        frame = frame.f_back
-    return None
+_KEY_HELP = "pass signing_key= (16+ bytes) or set $CACHE_SERVICE_SIGNING_KEY"
+_DIRECT = ("CachelibCache(url=...)", "CachelibCache options")
 
 
 class CachelibCache(BaseCache):
@@ -98,34 +59,22 @@ class CachelibCache(BaseCache):
         signing_key: bytes | str | None = None,
         prefix: str = "cachelib",
         ignore_delete_many_errors: bool = True,
+        setting_names: tuple[str, str] = _DIRECT,
         **options: Any,
     ) -> None:
-        config = _flask_config() if url is None else None
-        if config is not None:
-            url = config.get("CACHE_REDIS_URL")
-            key_prefix = key_prefix or config.get("CACHE_KEY_PREFIX")
+        """``setting_names``: what errors call the URL and the options (a framework adapter
+        passes its settings' names)."""
+        if url is None:  # how Flask-Caching calls a CACHE_TYPE path containing "cachelib"
+            raise ConfigurationError(
+                "CachelibCache needs the Redis URL: CachelibCache(url=...). Under "
+                f"Flask-Caching set CACHE_TYPE = {FLASK_FACTORY!r} (the factory reads "
+                "CACHE_REDIS_URL); CACHE_TYPE = "
+                "'cache_service.integrations.cachelib.CachelibCache' is no longer supported")
         super().__init__(default_timeout, ignore_delete_many_errors=ignore_delete_many_errors)
         self.key_prefix = key_prefix or ""
-        settings = ("CACHE_REDIS_URL", "CACHE_OPTIONS") if config is not None else (
-            "CachelibCache(url=...)", "CachelibCache options")
-        # Flask-Caching passes a copy of app.config, SECRET_KEY included
-        self._service, _ = build_services(settings, url, prefix, options,
-                                          keys=_keys(signing_key, config))
-
-    @classmethod
-    def factory(cls, app: Any, config: Mapping[str, Any], args: list[Any],
-                kwargs: dict[str, Any]) -> CachelibCache:
-        """Flask-Caching's factory protocol, for a ``CACHE_TYPE`` path of one's own without
-        "cachelib" in it (``make_cache = CachelibCache.factory`` in ``myapp/caching.py``,
-        ``CACHE_TYPE="myapp.caching.make_cache"``)."""
-        kwargs.setdefault("key_prefix", config.get("CACHE_KEY_PREFIX"))
-        keys = _keys(kwargs.pop("signing_key", None),
-                     {**config, "SECRET_KEY": app.config.get("SECRET_KEY")})
-        try:
-            kwargs["signing_key"] = keys.resolve()
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{exc} ({_KEY_HELP})") from None
-        return cls(config.get("CACHE_REDIS_URL"), *args, **kwargs)
+        keys = SigningKeys((("signing_key", signing_key), (f"${ENV_KEY}", os.environ.get(ENV_KEY))),
+                           None, "cachelib", _KEY_HELP)
+        self._service, _ = build_services(setting_names, url, prefix, options, keys=keys)
 
     @property
     def service(self) -> Any:
