@@ -5,7 +5,7 @@ Without it a switch is followed when the old primary fails or answers READONLY; 
 within milliseconds of the sentinels' announcement, even while a gracefully demoted primary
 still accepts writes (``SENTINEL FAILOVER`` leaves it a primary for ~10 s: writes sent there
 meanwhile are lost). The subscription uses redis-py's public ``PubSub`` (off the data path).
-A sentinel that fails or stops answering its health check is left for the next one. The
+A sentinel that fails, or stays silent and then does not answer a PING, is left for the next. The
 thread stops when the last book of its service is gone (closed clients unregister theirs)
 and is started again in a forked child on its next use.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -27,7 +28,7 @@ __all__ = ["switched_to", "unwatch", "watch"]
 log = logging.getLogger("cache_service")
 
 CHANNEL = "+switch-master"
-_HEALTH_CHECK = 2  # seconds of silence before the sentinel must answer a PING
+_HEALTH_CHECK = 2.0  # seconds of silence before the sentinel must answer a PING
 _BACKOFF = (0.1, 2.0)  # between attempts on the next sentinel: first, most
 
 
@@ -73,14 +74,23 @@ class _Watcher:
     def _listen(self, host: str, port: int, password: str | None, connect_timeout: float,
                 timeout: float) -> None:
         client = redis.Redis(host=host, port=port, password=password,
-                             socket_connect_timeout=connect_timeout, socket_timeout=timeout,
-                             health_check_interval=_HEALTH_CHECK)
+                             socket_connect_timeout=connect_timeout, socket_timeout=timeout)
         pubsub: Any = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(CHANNEL)
+            heard, pinged = time.monotonic(), 0.0
             while not self.stop.is_set() and len(self.books):
                 message = pubsub.get_message(timeout=0.5)
-                if message is None or message.get("type") != "message":
+                now = time.monotonic()
+                if message is None:
+                    if pinged and now - pinged > timeout + 0.5:  # a hung sentinel
+                        raise TimeoutError(f"{host}:{port} did not answer PING")
+                    if not pinged and now - heard > _HEALTH_CHECK:
+                        pubsub.ping()
+                        pinged = now
+                    continue
+                heard, pinged = now, 0.0
+                if message.get("type") != "message":
                     continue
                 address = switched_to(self.plan, message.get("data"))
                 if address is not None:
