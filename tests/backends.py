@@ -230,6 +230,7 @@ BACKENDS: dict[str, Builder] = {
     "wire-tls": _wire(_tls, 2),
     "wire-cluster": _wire_cluster,
     "async-wire-cluster": _async(_wire_cluster),
+    "wire-sentinel": _wire(_sentinel, 2),  # discovery and failover on our own layer
     # the server matrix: Valkey standalone (sync, async, near), cluster (sync, near), Sentinel
     "valkey": _valkey,
     "async-valkey": _async(_valkey),
@@ -246,7 +247,7 @@ REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redi
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
                 "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
                 "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-cluster",
-                "async-wire-cluster", "valkey", "async-valkey",
+                "async-wire-cluster", "wire-sentinel", "valkey", "async-valkey",
                 "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
                 "wire-valkey", "async-wire-valkey"}
 

@@ -4,7 +4,9 @@ The session's ``sentinel_deployment`` is a primary, a replica and three sentinel
 ports. Tests that fail it over call ``ensure_healthy()`` afterwards; each builds its services
 on its own list of sentinels (the same sentinels, another order) so it gets its own target,
 with its own breaker settings, and never disturbs another test's target. Tests marked so run
-on Valkey's Sentinel as well (``valkey_sentinel``: the server matrix).
+on Valkey's Sentinel as well (``valkey_sentinel``: the server matrix). Every test runs on
+both connection layers (``layer``: redis-py's Sentinel client, and our own ``connection="wire"``,
+whose URLs list the sentinels in reverse: targets of their own).
 """
 
 from __future__ import annotations
@@ -24,13 +26,28 @@ from .helpers import eventually, on_each, unique
 from .servers import Flavour, SentinelDeployment, free_port
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
+LAYERS = ["redis-py", "wire"]
 
 
-def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "") -> str:
+def layer_hosts(deployment: SentinelDeployment, layer: str = "redis-py") -> list[tuple[str, int]]:
+    """The sentinels in the order ``layer``'s tests list them (reversed for "wire")."""
+    hosts = list(deployment.sentinels)
+    return hosts[::-1] if layer == "wire" else hosts
+
+
+def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "",
+            layer: str = "redis-py") -> str:
     """The deployment's URL with the sentinels listed in another order (another target)."""
-    hosts = deployment.sentinels[rotate:] + deployment.sentinels[:rotate]
+    hosts = layer_hosts(deployment, layer)
+    hosts = hosts[rotate:] + hosts[:rotate]
     listed = ",".join(f"{h}:{p}" for h, p in hosts)
     return f"redis+sentinel://{listed}/{deployment.service_name}/0{query}"
+
+
+@pytest.fixture(params=LAYERS)
+def layer(request: pytest.FixtureRequest) -> str:
+    """The connection layer the test's services use (``connection=``)."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -45,13 +62,16 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[SentinelDeployment]:
 
 
 def test_url_arguments_and_env_reach_the_primary(
-        sentinel_deployment: SentinelDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
+        sentinel_deployment: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
+        layer: str) -> None:
     deployment = sentinel_deployment
     prefix = unique()
-    by_url = CacheService(prefix, url=deployment.url)
-    by_args = CacheService(prefix, sentinels=deployment.sentinels,
-                           service_name=deployment.service_name)
-    monkeypatch.setenv("REDIS_URL", deployment.url)
+    url = own_url(deployment, rotate=0, layer=layer)
+    by_url = CacheService(prefix, url=url, connection=layer)
+    by_args = CacheService(prefix, sentinels=layer_hosts(deployment, layer),
+                           service_name=deployment.service_name, connection=layer)
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("CACHE_SERVICE_CONNECTION", layer)
     by_env = CacheService(prefix)
     assert by_url.location == by_args.location == by_env.location
     assert by_url.location.startswith("redis+sentinel://")
@@ -63,7 +83,8 @@ def test_url_arguments_and_env_reach_the_primary(
     assert by_env.clear_all() == 1
 
 
-def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture) -> None:
+def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture,
+                                               layer: str) -> None:
     """Sentinels that require a password: the right one reaches Redis, a wrong one is an
     outage (memory, one short WARNING naming each sentinel, no secret in it)."""
     with SentinelDeployment() as private:
@@ -71,10 +92,11 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
         for sentinel in private.sentinel_servers:
             with sentinel.client() as raw:
                 raw.execute_command("ACL", "SETUSER", "default", "on", ">s3cret-sentinel")
-        by_url = CacheService(unique(), url=private.url + "?sentinel_password=s3cret-sentinel")
+        by_url = CacheService(unique(), url=private.url + "?sentinel_password=s3cret-sentinel",
+                              connection=layer)
         by_args = CacheService(unique(), sentinels=private.sentinels,
                                service_name=private.service_name,
-                               sentinel_password="s3cret-sentinel")
+                               sentinel_password="s3cret-sentinel", connection=layer)
         for svc in (by_url, by_args):
             svc.set("k", "v")
             assert svc.is_redis_available() is True
@@ -84,7 +106,7 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
         caplog.set_level(logging.WARNING, logger="cache_service")
         wrong = CacheService(unique(), sentinels=private.sentinels,
                              service_name=private.service_name, sentinel_password="wrong-pw",
-                             **FAST)
+                             connection=layer, **FAST)
         wrong.set("k", "memory")
         assert wrong.get("k") == "memory"
         assert wrong.is_redis_available() is False
@@ -98,7 +120,7 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_batches_counters_and_tags_through_sentinel(
-        each_sentinel: SentinelDeployment, kind: str) -> None:
+        each_sentinel: SentinelDeployment, kind: str, layer: str) -> None:
     """The operations of issue 9 reach the primary the sentinels name (pipeline, scripts,
     MGET go through the Sentinel client like GET and SET)."""
 
@@ -117,14 +139,15 @@ def test_batches_counters_and_tags_through_sentinel(
         assert await call(svc.exists("a")) is False
         await call(svc.clear_all())
 
+    url = own_url(each_sentinel, rotate=0, layer=layer)
     if kind == "sync":
         async def now(value: Any) -> Any:
             return value
 
-        asyncio.run(body(CacheService(unique(), url=each_sentinel.url), now))
+        asyncio.run(body(CacheService(unique(), url=url, connection=layer), now))
     else:
         async def main() -> None:
-            async with AsyncCacheService(unique(), url=each_sentinel.url) as svc:
+            async with AsyncCacheService(unique(), url=url, connection=layer) as svc:
                 async def awaited(value: Any) -> Any:
                     return await value
 
@@ -134,10 +157,11 @@ def test_batches_counters_and_tags_through_sentinel(
 
 
 def test_read_from_replicas_reads_a_replica_and_writes_the_primary(
-        sentinel_deployment: SentinelDeployment) -> None:
+        sentinel_deployment: SentinelDeployment, layer: str) -> None:
     deployment = sentinel_deployment
-    svc = CacheService(unique(), url=own_url(deployment, rotate=2,
-                                             query="?read_from_replicas=true"))
+    svc = CacheService(unique(), url=own_url(deployment, rotate=2, layer=layer,
+                                             query="?read_from_replicas=true"),
+                       connection=layer)
     try:
         svc.set("k", "v")
         deployment.wait_for_replication()
@@ -155,12 +179,13 @@ def test_read_from_replicas_reads_a_replica_and_writes_the_primary(
 
 
 def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
-        sentinel_deployment: SentinelDeployment) -> None:
+        sentinel_deployment: SentinelDeployment, layer: str) -> None:
     dead = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
     for svc in (
-        CacheService(unique(), sentinels=sentinel_deployment.sentinels,
-                     service_name="no-such-service", **FAST),
-        CacheService(unique(), sentinels=dead, service_name="mymaster", **FAST),
+        CacheService(unique(), sentinels=layer_hosts(sentinel_deployment, layer),
+                     service_name="no-such-service", connection=layer, **FAST),
+        CacheService(unique(), sentinels=dead, service_name="mymaster", connection=layer,
+                     **FAST),
     ):
         started = time.perf_counter()
         svc.set("k", "memory")
@@ -174,10 +199,11 @@ def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
 
 @on_each("deployment")
 def test_failover_under_load(deployment: SentinelDeployment,
-                             record_property: Any) -> None:
+                             record_property: Any, layer: str) -> None:
     """Kill the primary mid-load: no exception, back on the new primary by itself, and no
     value invalidated during the failover is ever served again."""
-    svc = CacheService(unique(), url=own_url(deployment), **FAST)
+    svc = CacheService(unique(), url=own_url(deployment, layer=layer), connection=layer,
+                       **FAST)
     run = FailoverRun(svc, victims=[f"victim:{i}" for i in range(6)])
     run.prepare(deployment.wait_for_replication)
     run.start()
@@ -187,7 +213,7 @@ def test_failover_under_load(deployment: SentinelDeployment,
     run.wait_back_on_redis()
     figures = run.finish()
     svc.close()
-    figures.check("sentinel", record_property)
+    figures.check(f"sentinel-{layer}", record_property)
     with deployment.server_for(new).client() as raw:  # deleted, and overwritten in memory
         assert raw.exists(svc.full_key("victim:0"), svc.full_key("victim:1")) == 0
 
@@ -204,13 +230,14 @@ def write_until_back_on_redis(svc: CacheService, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def test_manual_failover_with_min_replicas_to_write() -> None:
+def test_manual_failover_with_min_replicas_to_write(layer: str) -> None:
     """SENTINEL FAILOVER leaves the old primary alive, and still a primary, for ~10 s until
     the sentinels convert it. With ``min-replicas-to-write 1`` (see the README) it refuses
     writes as soon as its replica left: an outage for the service, which journals and
-    replays on the new primary, so nothing written to the old one is lost."""
+    replays on the new primary, so nothing written to the old one is lost. (Our own layer
+    usually sends the write to the new primary already: it follows ``+switch-master``.)"""
     with SentinelDeployment() as private:
-        svc = CacheService(unique(), url=private.url, **FAST)
+        svc = CacheService(unique(), url=private.url, connection=layer, **FAST)
         svc.set("k", "before")
         svc.set("gone", "old")
         private.wait_for_replication()
@@ -224,7 +251,8 @@ def test_manual_failover_with_min_replicas_to_write() -> None:
             assert eventually(lambda: raw.info("replication")["connected_slaves"] == 0)
             assert raw.info("replication")["role"] == "master"  # not converted yet
         svc.delete("gone")  # NOREPLICAS from the old primary: journalled
-        assert svc.stats()["target"]["breaker_opened"] == 1
+        if layer == "redis-py":  # ours follows +switch-master: this went to the new one
+            assert svc.stats()["target"]["breaker_opened"] == 1
         write_until_back_on_redis(svc)
         assert svc.get("gone") is None
         with private.server_for(new).client() as raw:
@@ -233,31 +261,43 @@ def test_manual_failover_with_min_replicas_to_write() -> None:
         svc.close()
 
 
+def swap_roles(private: SentinelDeployment) -> Any:
+    """Make the replica the primary and the primary its replica, behind the sentinels' back
+    (the clients connected to the old primary stay connected); the new primary."""
+    primary = private.primary()
+    (replica,) = private.replicas()
+    with replica.client() as raw:
+        raw.execute_command("REPLICAOF", "NO", "ONE")
+    with primary.client() as raw:
+        raw.execute_command("REPLICAOF", replica.host, str(replica.port))
+    return replica
+
+
+def monitor(private: SentinelDeployment, node: Any) -> None:
+    """Make every sentinel monitor ``node`` as the service's primary."""
+    for sentinel in private.sentinel_servers:
+        with sentinel.client() as raw:
+            raw.execute_command("SENTINEL", "REMOVE", private.service_name)
+            raw.execute_command("SENTINEL", "MONITOR", private.service_name,
+                                node.host, str(node.port), "2")
+
+
 @on_each("server_flavour")
 def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
-        caplog: pytest.LogCaptureFixture, server_flavour: Flavour) -> None:
+        caplog: pytest.LogCaptureFixture, server_flavour: Flavour, layer: str) -> None:
     """A primary demoted behind the service's back (REPLICAOF, its clients kept) answers
     writes with READONLY: that is an outage; the service journals, asks the sentinels again
     and replays on the new primary."""
     caplog.set_level(logging.INFO, logger="cache_service")
     with SentinelDeployment(flavour=server_flavour) as private:
-        svc = CacheService(unique(), url=private.url, **FAST)
+        svc = CacheService(unique(), url=private.url, connection=layer, **FAST)
         svc.set("k", "before")
         svc.set("other", "before")
         private.wait_for_replication()
-        primary = private.primary()
-        (replica,) = private.replicas()
-        with replica.client() as raw:
-            raw.execute_command("REPLICAOF", "NO", "ONE")
-        with primary.client() as raw:
-            raw.execute_command("REPLICAOF", replica.host, str(replica.port))
+        replica = swap_roles(private)
         svc.delete("other")  # READONLY: journalled, replayed once the sentinels agree
         assert svc.stats()["target"]["breaker_opened"] == 1
-        for sentinel in private.sentinel_servers:
-            with sentinel.client() as raw:
-                raw.execute_command("SENTINEL", "REMOVE", private.service_name)
-                raw.execute_command("SENTINEL", "MONITOR", private.service_name,
-                                    replica.host, str(replica.port), "2")
+        monitor(private, replica)
         write_until_back_on_redis(svc)
         assert svc.get("other") is None
         svc.set("k", "on the new primary")
@@ -266,16 +306,17 @@ def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
             assert raw.exists(svc.full_key("other")) == 0
         assert svc.get("k") == "on the new primary"
         svc.close()
-    assert any("previous master is now a slave" in r.getMessage() for r in caplog.records)
+    said = "previous master is now a slave" if layer == "redis-py" else "is now a replica"
+    assert any(said in r.getMessage() for r in caplog.records)
 
 
 def test_async_service_through_a_failover(deployment: SentinelDeployment,
-                                          record_property: Any) -> None:
+                                          record_property: Any, layer: str) -> None:
     """AsyncCacheService (redis.asyncio's Sentinel client) through a primary kill."""
 
     async def main() -> Any:
-        async with AsyncCacheService(unique(), url=own_url(deployment, rotate=2),
-                                     **FAST) as svc:
+        async with AsyncCacheService(unique(), url=own_url(deployment, rotate=2, layer=layer),
+                                     connection=layer, **FAST) as svc:
             await svc.set("k", {"v": 1})
             assert await svc.get("k") == {"v": 1}
             assert await svc.invalidate_pattern("*") == 1
@@ -284,4 +325,72 @@ def test_async_service_through_a_failover(deployment: SentinelDeployment,
                                         replicate=deployment.wait_for_replication,
                                         kill=deployment.kill_primary)
 
-    asyncio.run(main()).check("sentinel_asyncio", record_property)
+    asyncio.run(main()).check(f"sentinel_asyncio-{layer}", record_property)
+
+
+def test_wire_follows_a_primary_moved_behind_its_back_without_an_outage() -> None:
+    """Our own layer reads READONLY as "the primary moved": it asks the sentinels at once
+    (checking with ROLE) and sends the write again to the new primary, so a failover it did
+    not see costs that call one discovery, not an outage. (redis-py's Sentinel client turns
+    READONLY into a ConnectionError: an outage, journalled and replayed.)"""
+    with SentinelDeployment() as private:
+        svc = CacheService(unique(), url=private.url, connection="wire", **FAST)
+        svc.set("k", "before")
+        private.wait_for_replication()
+        replica = swap_roles(private)
+        monitor(private, replica)  # the sentinels name the new primary
+        svc.set("k", "after")  # READONLY from the old primary, then sent to the new one
+        assert svc.stats()["target"]["breaker_opened"] == 0
+        with replica.client() as raw:
+            assert raw.get(svc.full_key("k")) is not None
+        assert svc.get("k") == "after"
+        svc.close()
+
+
+def test_an_acl_user_reaches_the_primary(sentinel_deployment: SentinelDeployment,
+                                         layer: str) -> None:
+    """``user:password@`` in a Sentinel URL authenticates to the data nodes (the sentinels
+    take ``sentinel_password=``), on both layers."""
+    deployment = sentinel_deployment
+    nodes = [deployment.primary(), *deployment.replicas()]
+    for node in nodes:  # ACL users are not replicated: each node gets its own
+        with node.client() as raw:
+            raw.execute_command("ACL", "SETUSER", "cache-app", "on", ">app-pw", "~*", "+@all")
+    try:
+        url = own_url(deployment, rotate=1, layer=layer).replace("://", "://cache-app:app-pw@")
+        svc = CacheService(unique(), url=url, connection=layer)
+        svc.set("k", {"v": 1})
+        assert svc.get("k") == {"v": 1}
+        assert svc.is_redis_available() is True
+        with deployment.primary().client() as raw:
+            assert raw.exists(svc.full_key("k")) == 1
+        svc.close()
+    finally:
+        for node in nodes:
+            with node.client() as raw:
+                raw.execute_command("ACL", "DELUSER", "cache-app")
+
+
+def test_wire_follows_switch_master_while_the_old_primary_still_accepts_writes() -> None:
+    """SENTINEL FAILOVER leaves the old primary a writable primary for ~10 s (writes sent
+    there meanwhile are lost). Our own layer subscribes to ``+switch-master``: its writes go
+    to the new primary as soon as the sentinels announce it, with no outage."""
+    with SentinelDeployment() as private:
+        svc = CacheService(unique(), url=private.url, connection="wire", **FAST)
+        svc.set("k", "before")  # the first discovery starts the subscription
+        private.wait_for_replication()
+        old = private.primary()
+        with private.sentinel_client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", private.service_name)
+        new = private.wait_for_failover(old.address)
+        with old.client() as raw:
+            assert raw.info("replication")["role"] == "master"  # not converted yet
+
+        def lands_on_the_new_primary() -> bool:
+            svc.set("fresh", "after")  # written after the switch: only the new one has it
+            with private.server_for(new).client() as raw:
+                return bool(raw.exists(svc.full_key("fresh")))
+
+        assert eventually(lands_on_the_new_primary, timeout=3)
+        assert svc.stats()["target"]["breaker_opened"] == 0
+        svc.close()

@@ -9,6 +9,8 @@ for at most about one timeout. A failover is still followed.
 Each test runs its own deployment: freezing sentinels can make them fail over (or enter
 TILT) on resume, which later tests of the shared deployment must not inherit. Sentinels
 stay frozen well under 2 s, so they do not enter TILT and fail over at once afterwards.
+Every test runs on both connection layers (``layer``: redis-py's Sentinel client and our own
+``connection="wire"``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -28,6 +31,7 @@ from cache_service._redis.backend import (
     classify_error,
     refresh_topology,
 )
+from cache_service._redis.wire_sentinel_client import AsyncSentinelWireClient, SentinelWireClient
 from cache_service.config import TargetOptions, parse_url
 
 from .helpers import hammer, unique
@@ -41,6 +45,29 @@ BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core m
 # 0.3 s) and a connect timeout: 0.8 s, plus scheduling on a loaded machine (0.96 s seen).
 # Asking the sentinels one by one would cost at least 1.4 s.
 GONE_BOUND = 1.2
+
+
+@pytest.fixture(params=["redis-py", "wire"])
+def options(request: pytest.FixtureRequest) -> TargetOptions:
+    """``FAIL_FAST`` on each connection layer."""
+    return replace(FAIL_FAST, connection=request.param)
+
+
+def fresh(client: Any) -> Any:
+    """Drop the client's idle data connections: the next call makes a new one (awaitable for
+    an asyncio client)."""
+    if isinstance(client, (SentinelWireClient, AsyncSentinelWireClient)):
+        return client.disconnect()
+    pools = [c.connection_pool for c in (client.primary, client.replica) if c is not None]
+    done = [pool.disconnect(inuse_connections=False) for pool in pools]
+    return done[0]  # asyncio: only the primary's is awaited (no replica reads there)
+
+
+def primary_of(client: Any) -> Any:
+    """The primary the client sends to now."""
+    if isinstance(client, SentinelWireClient):
+        return client.primary_address
+    return client.primary.connection_pool.get_master_address()
 
 
 @pytest.fixture
@@ -103,8 +130,9 @@ def eventually_ok(fn: Callable[[], Any], timeout: float) -> float:
 
 
 def test_sync_hung_sentinels_cost_nothing_then_a_failover_is_followed(
-        deployment: SentinelDeployment) -> None:
-    client = build_sync_client(parse_url(deployment.url), FAIL_FAST)
+        deployment: SentinelDeployment, options: TargetOptions) -> None:
+    client = build_sync_client(parse_url(deployment.url), options)
+    assert isinstance(client, SentinelWireClient) == (options.connection == "wire")
     key = unique("sentinel-hang")
     client.set(key, b"before")
     deployment.wait_for_replication()
@@ -113,7 +141,7 @@ def test_sync_hung_sentinels_cost_nothing_then_a_failover_is_followed(
 
     def new_connection_each_call(n: int) -> None:
         for _ in range(5):
-            client.primary.connection_pool.disconnect(inuse_connections=False)
+            fresh(client)
             assert fine.call(lambda: client.get(key)) == b"before"
 
     with frozen(deployment.sentinel_servers):
@@ -131,14 +159,14 @@ def test_sync_hung_sentinels_cost_nothing_then_a_failover_is_followed(
     assert any(type(e).__name__ == "MasterNotFoundError" for e in gone.failures)
     new = deployment.wait_for_failover(primary.address)
     eventually_ok(lambda: client.set(key, b"after"), timeout=5)
-    assert client.primary.connection_pool.get_master_address() == new
+    assert primary_of(client) == new
     with deployment.server_for(new).client() as raw:
         assert raw.get(key) == b"after"
     client.close()
 
 
 def test_async_hung_sentinels_cost_nothing_then_a_frozen_primary_is_failed_over(
-        deployment: SentinelDeployment) -> None:
+        deployment: SentinelDeployment, options: TargetOptions) -> None:
     key = unique("sentinel-hang")
 
     async def timed(fn: Callable[[], Any], durations: list[float]) -> Any:
@@ -151,7 +179,7 @@ def test_async_hung_sentinels_cost_nothing_then_a_frozen_primary_is_failed_over(
             durations.append(time.perf_counter() - started)
 
     async def main() -> tuple[list[float], list[float], list[Any]]:
-        client = build_async_client(parse_url(deployment.url), FAIL_FAST)
+        client = build_async_client(parse_url(deployment.url), options)
         try:
             await client.set(key, b"before")
             deployment.wait_for_replication()
@@ -160,7 +188,7 @@ def test_async_hung_sentinels_cost_nothing_then_a_frozen_primary_is_failed_over(
             old = deployment.primary()
 
             async def fresh_get() -> Any:
-                await client.primary.connection_pool.disconnect(inuse_connections=False)
+                await fresh(client)
                 return await client.get(key)
 
             with frozen(deployment.sentinel_servers):
@@ -194,15 +222,16 @@ def test_async_hung_sentinels_cost_nothing_then_a_frozen_primary_is_failed_over(
     assert any(type(f).__name__ == "MasterNotFoundError" for f in failures), failures
 
 
-def test_a_failover_is_followed_with_healthy_sentinels(deployment: SentinelDeployment) -> None:
+def test_a_failover_is_followed_with_healthy_sentinels(deployment: SentinelDeployment,
+                                                       options: TargetOptions) -> None:
     """The remembered primary is dropped when it dies; the next connection finds the new
     one (sync and asyncio)."""
     key = unique("sentinel-follow")
-    client = build_sync_client(parse_url(deployment.url), FAIL_FAST)
+    client = build_sync_client(parse_url(deployment.url), options)
     client.set(key, b"v1")
 
     async def async_set(value: bytes) -> None:
-        aclient = build_async_client(parse_url(deployment.url), FAIL_FAST)
+        aclient = build_async_client(parse_url(deployment.url), options)
         try:
             await aclient.set(key, value)
         finally:
@@ -221,12 +250,13 @@ def test_a_failover_is_followed_with_healthy_sentinels(deployment: SentinelDeplo
     client.close()
 
 
-def test_replica_reads_skip_hung_sentinels(deployment: SentinelDeployment) -> None:
+def test_replica_reads_skip_hung_sentinels(deployment: SentinelDeployment,
+                                           options: TargetOptions) -> None:
     """With ``read_from_replicas`` the live replicas are remembered too: new replica
     connections cost nothing while the sentinels hang, and a dead replica is dropped (reads
     fall back to the primary)."""
     url = deployment.url + "?read_from_replicas=true"
-    client = build_sync_client(parse_url(url), FAIL_FAST)
+    client = build_sync_client(parse_url(url), options)
     key = unique("sentinel-replica")
     client.set(key, b"v")
     deployment.wait_for_replication()
@@ -235,13 +265,13 @@ def test_replica_reads_skip_hung_sentinels(deployment: SentinelDeployment) -> No
     reads = Timings()
     with frozen(deployment.sentinel_servers):
         for _ in range(5):
-            client.replica.connection_pool.disconnect(inuse_connections=False)
+            fresh(client)
             assert reads.call(lambda: client.get(key)) == b"v"
         with replica.client() as raw:
             assert raw.info("commandstats").get("cmdstat_get", {}).get("calls", 0) >= 5
         replica.kill()
         for _ in range(3):
-            client.replica.connection_pool.disconnect(inuse_connections=False)
+            fresh(client)
             reads.call(lambda: client.get(key))
         assert reads.call(lambda: client.get(key)) == b"v"  # from the primary
     assert reads.slowest < BOUND, reads.durations

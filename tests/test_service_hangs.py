@@ -126,7 +126,8 @@ def test_cluster_one_primary_hung(cluster: ClusterDeployment) -> None:
     assert back < BACK_BOUND
 
 
-def test_sentinel_primary_and_sentinels_hung(sentinel: SentinelDeployment) -> None:
+def test_sentinel_primary_and_sentinels_hung(sentinel: SentinelDeployment,
+                                             over_both_connections: str) -> None:
     svc = CacheService(unique(), url=sentinel.url, **TIMEOUTS)
     frozen = [sentinel.primary(), *sentinel.sentinel_servers]
     calls, back = _hang_and_resume(svc, lambda: [p.freeze() for p in frozen],

@@ -132,7 +132,8 @@ class TargetOptions:
         if self.connection not in CONNECTIONS:
             raise ConfigurationError(
                 f"connection must be 'redis-py' (redis-py's clients) or 'wire' (our own "
-                f"connection layer: standalone Redis and Cluster for now), got {self.connection!r}")
+                f"connection layer: standalone Redis, Sentinel and Cluster), got "
+                f"{self.connection!r}")
         if not (self.state_dir is None or isinstance(self.state_dir, (bool, str, os.PathLike))):
             raise ConfigurationError(
                 "state_dir must be a directory path, None ($CACHE_SERVICE_DIR or the temp "

@@ -178,17 +178,21 @@ class ServiceCore:
         return found
 
 
+# The location kinds our own connection layer serves.
+_WIRE_KINDS = ("standalone", "memory", "sentinel", "cluster")
+
+
 def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     """How the target talks to Redis: ``given``, else ``$CACHE_SERVICE_CONNECTION``, else
-    redis-py. Our own layer (``"wire"``) serves standalone and Cluster locations for now:
+    redis-py. Our own layer (``"wire"``) serves standalone, Sentinel and Cluster locations:
     asked for by name elsewhere it is an error; asked for by the environment, those use
     redis-py."""
     if given is not None:
-        if given == "wire" and kind not in ("standalone", "memory", "cluster"):
+        if given == "wire" and kind not in _WIRE_KINDS:
             raise ConfigurationError(
                 f"connection='wire' works with a standalone Redis (redis://, rediss://, "
-                f"unix://) and a Cluster (redis+cluster://) for now; {kind} locations use "
-                f"connection='redis-py'")
+                f"unix://), Sentinel (redis+sentinel://) and Cluster (redis+cluster://); "
+                f"{kind} locations use connection='redis-py'")
         return given
     chosen = os.environ.get(CONNECTION_ENV) or "redis-py"
     if chosen not in CONNECTIONS:
@@ -198,4 +202,4 @@ def _connection(given: str | None, kind: str, ready_made: bool) -> str:
             return "redis-py"
         raise ConfigurationError(f"{CONNECTION_ENV} must be one of {', '.join(CONNECTIONS)}, "
                                  f"got {chosen!r}")
-    return chosen if kind in ("standalone", "memory", "cluster") else "redis-py"
+    return chosen if kind in _WIRE_KINDS else "redis-py"

@@ -54,6 +54,8 @@ from cache_service._redis.slots import Node
 from cache_service._redis.wire_client import AsyncWireClient, WireClient
 from cache_service._redis.wire_cluster import WireClusterClient
 from cache_service._redis.wire_cluster_async import AsyncWireClusterClient
+from cache_service._redis.wire_sentinel import SentinelPlan
+from cache_service._redis.wire_sentinel_client import AsyncSentinelWireClient, SentinelWireClient
 from cache_service._redis.wire_topology import topology_for
 from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions
@@ -105,7 +107,7 @@ def drop_idle(client: Any) -> Any:
     retries off the first command on each would fail.
     """
     if isinstance(client, (WireClient, AsyncWireClient, WireClusterClient,
-                           AsyncWireClusterClient)):
+                           AsyncWireClusterClient, SentinelWireClient, AsyncSentinelWireClient)):
         return client.drop_idle()
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
@@ -198,6 +200,8 @@ def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any
             **kwargs,
         )
     kwargs["retry"] = flavour.retry(NoBackoff(), 0)
+    if location.kind == "sentinel" and options.connection == "wire":
+        return _wire_sentinel(location, options, flavour)
     if location.kind == "sentinel":
         sentinel = flavour.sentinel(
             list(location.hosts),
@@ -246,6 +250,31 @@ def _wire_cluster(location: Location, options: TargetOptions, flavour: _Flavour)
                                   flavour))
 
 
+def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """A Sentinel client on our own layer. Each node it sends to has a plain redis-py client
+    on the side (made on first use), for the CLI's admin commands and the near cache's
+    tracking links: no redis-py Sentinel class is involved."""
+    sentinels = tuple(
+        WireSettings(host=host, port=port, password=location.sentinel_password,
+                     connect_timeout=options.connect_timeout,
+                     request_timeout=options.socket_timeout)
+        for host, port in location.hosts)
+    plan = SentinelPlan(location.service_name or "", sentinels,
+                        wire_settings(location, options), _discovery_timeout(options))
+    wire = AsyncSentinelWireClient if flavour is _ASYNC_FLAVOUR else SentinelWireClient
+    side = partial(_node_client, location, options, flavour)
+    return wire(plan, side, read_from_replicas=location.read_from_replicas)
+
+
+def _node_client(location: Location, options: TargetOptions, flavour: _Flavour,
+                 address: tuple[str, int]) -> Any:
+    """A plain fail-fast redis-py client of one node a sentinel named (no I/O until used)."""
+    host, port = address
+    return flavour.redis(host=host, port=port, db=location.db,
+                         max_connections=pool_size(options), retry=flavour.retry(NoBackoff(), 0),
+                         **_common(location, options))
+
+
 def build_sync_client(location: Location, options: TargetOptions) -> Any:
     """A redis-py client for ``location``."""
     return _build(location, options, _SYNC)
@@ -277,6 +306,8 @@ def refresh_topology(client: Any) -> None:
             manager.stale = False
     elif isinstance(client, SentinelClient) and isinstance(client.sentinel, _RememberingSentinel):
         client.sentinel.rediscover(client.service_name)
+    elif isinstance(client, SentinelWireClient):
+        client.rediscover()
 
 
 
@@ -306,8 +337,17 @@ def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
         return {node.name: partial(_fresh_resp3,
                                    client.get_redis_connection(node).connection_pool)
                 for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+    if isinstance(client, SentinelWireClient):
+        return {name: partial(_wire_sentinel_link, client) for name in tracking_names(client)}
     pool = (client.primary if isinstance(client, SentinelClient) else client).connection_pool
     return {name: partial(_fresh_resp3, pool) for name in tracking_names(client)}
+
+
+def _wire_sentinel_link(client: SentinelWireClient) -> Any:
+    """A fresh RESP3 redis-py connection to the primary the sentinels name (asked now if
+    not known: the tracker may link before the first data call)."""
+    address = client.primary_address or client.discover()
+    return _fresh_resp3(client.side_of(address).connection_pool)
 
 
 def tracking_names(client: Any) -> frozenset[str]:
@@ -320,5 +360,8 @@ def tracking_names(client: Any) -> frozenset[str]:
     if isinstance(client, SentinelClient):
         sentinel = client.sentinel
         known = getattr(sentinel, "known_primaries", {}).get(client.service_name)
+        return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
+    if isinstance(client, SentinelWireClient):
+        known = client.primary_address
         return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
     return frozenset({"server"})
