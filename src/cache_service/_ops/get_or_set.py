@@ -68,25 +68,22 @@ def get_or_set(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
     stale: Stale | None = found if found is not MISSING else None
     while True:
         flight, leading = join(ctx.target, k, task)
-        if leading and (not policy.timed or not (yield Spawn(ctx.target, _lead(
-                ctx, flight, key, ttl, policy, stale=stale, tags=tags, background=True),
-                redact(k)))):  # no deadline, or the background is full: load here
-            return (yield from _lead(ctx, flight, key, ttl, policy, stale=stale, tags=tags))
+        patience = _patience(policy, stale, started)
+        if leading:
+            if patience is None:  # this caller has no deadline: it loads
+                return (yield from _lead(ctx, flight, key, ttl, policy, stale=stale, tags=tags))
+            if not (yield Spawn(ctx.target, _lead(ctx, flight, key, ttl, policy, stale=stale,
+                                                  tags=tags, background=True), redact(k))):
+                land(ctx.target, k, flight, RETRY)  # the background is full: stop waiting
+                return _give_up(ctx, k, policy, stale, default, "the background is full")
         if stale is not None and _age(ctx, stale) <= policy.serve_stale_for:
             return stale.value  # another caller (or the background) is refreshing it
         if not leading and flight.would_deadlock(task):  # e.g. the loader asks for its key
             return (yield from _load(ctx, key, ttl, policy, stale=stale, tags=tags))
-        outcome: Outcome | None = yield Wait(flight, _patience(policy, stale, started))
+        outcome: Outcome | None = yield Wait(flight, patience)
         if outcome is None:  # past the deadline: the load goes on in the background
-            next(ctx.target.counters.load_timeouts)
-            if stale is not None:
-                return stale.value
-            if default is not MISSING:
-                return default
-            raise LoadTimeout(f"loading {redact(k)} took longer than hard_timeout="
-                              f"{policy.hard_timeout:g}s and no stale value was kept; the "
-                              "load goes on in the background (pass default= to get a value "
-                              "instead of this error)")
+            return _give_up(ctx, k, policy, stale, default, "the load goes on in the "
+                            "background")
         if not outcome.retry:
             return outcome.result()
         # the leader was cancelled: look again, and maybe lead
@@ -94,6 +91,19 @@ def get_or_set(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
         if found is not MISSING and type(found) is not Stale:
             return found.value if type(found) is Fresh else found
         stale = found if found is not MISSING else None
+
+def _give_up(ctx: OpContext, k: str, policy: LoadPolicy, stale: Stale | None,
+             default: Any, why: str) -> Any:
+    """What a caller who stops waiting gets: the stale value, else ``default``, else
+    ``LoadTimeout``."""
+    next(ctx.target.counters.load_timeouts)
+    if stale is not None:
+        return stale.value
+    if default is not MISSING:
+        return default
+    raise LoadTimeout(f"loading {redact(k)} did not finish within hard_timeout="
+                      f"{policy.hard_timeout:g}s and no stale value was kept ({why}); pass "
+                      "default= to get a value instead of this error")
 
 def _patience(policy: LoadPolicy, stale: Stale | None, started: float) -> float | None:
     """Seconds a caller still waits for a load: to ``soft_timeout`` with a stale value to
