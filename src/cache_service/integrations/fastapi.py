@@ -58,6 +58,7 @@ import orjson
 from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -238,6 +239,7 @@ def cache_response(
             if request.method not in CACHEABLE_METHODS:
                 return await call()
             own: list[Any] = []  # what this request's own call of the endpoint produced
+            replied: dict[str, str] = {}  # headers we set on ``response`` when answering
 
             async def load() -> dict[str, Any] | None:
                 """The entry to share, or None: not to be stored (nor shared by a waiter)."""
@@ -248,7 +250,9 @@ def cache_response(
                 body = jsonable_encoder(result)
                 entry = {"etag": _etag(body), "body": body}
                 own.append(entry)
-                return entry if storable(response.headers) else None
+                # a load that ends after the request was answered (in the background, past a
+                # timeout) judges the endpoint's headers, not those our answer added
+                return entry if storable(_without(response.headers, replied)) else None
 
             shared = policy.shares(request)
             asked = directives(request.headers.get("cache-control"))
@@ -274,7 +278,8 @@ def cache_response(
             if own and isinstance(own[0], Response):
                 return own[0]
             status = "HIT" if not own else "MISS" if entry is not None else "BYPASS"
-            return _reply(request, response, policy, own[0] if own else entry, status)
+            return _reply(request, response, policy, own[0] if own else entry, status,
+                          replied=replied)
 
         async def invalidate(path: str | None = None) -> None:
             await service.invalidate_tags(
@@ -300,10 +305,21 @@ def _take(kwargs: dict[str, Any], name: str) -> Any:
     return kwargs.pop(name) if name.startswith("_cache_") else kwargs[name]
 
 
+def _without(headers: Any, ours: dict[str, str]) -> Any:
+    """``headers`` without those ``_reply`` set (``ours``) and still holding our value."""
+    if not ours:
+        return headers
+    own = MutableHeaders(raw=list(headers.raw))
+    for name, value in ours.items():
+        if own.get(name) == value:
+            del own[name]
+    return own
+
+
 def _reply(request: Request, response: Response, policy: RoutePolicy, served: Any,
-           status: str) -> Any:
+           status: str, *, replied: dict[str, str]) -> Any:
     """The body (or a 304) with ETag, X-Cache, Cache-Control (the endpoint's own, if it set
-    one on this request's computation) and Vary."""
+    one on this request's computation) and Vary (noted in ``replied``)."""
     headers = {"ETag": served["etag"], "X-Cache": status}
     if status == "HIT" or "cache-control" not in response.headers:
         headers["Cache-Control"] = policy.cache_control(status != "BYPASS")
@@ -314,6 +330,7 @@ def _reply(request: Request, response: Response, policy: RoutePolicy, served: An
         not_modified.raw_headers.extend(
             item for item in response.raw_headers if item[0] == b"set-cookie")
         return not_modified
+    replied.update(headers)
     response.headers.update(headers)
     return served["body"]
 
