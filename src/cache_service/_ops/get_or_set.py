@@ -14,6 +14,7 @@ from typing import Any
 from cache_service._ops import read, write
 from cache_service._ops.context import MISSING, TTL, UNCOUNTED, OpContext
 from cache_service._ops.loading import (
+    CHECKPOINT,
     LOAD,
     RETRY,
     UNLOCK,
@@ -141,7 +142,8 @@ def _lead(ctx: OpContext, flight: Any, key: str, ttl: TTL, policy: LoadPolicy, *
     k = ctx.keys.full(key)
     outcome = RETRY  # cancelled or interrupted: the waiters try again
     try:
-        value = yield from _load(ctx, key, ttl, policy, stale=stale, tags=tags, early=early)
+        value = yield from _load(ctx, key, ttl, policy, stale=stale, tags=tags, early=early,
+                                 background=background)
         # waiters get copies through the serializer alone (no compression, no encryption)
         codec = ctx.codec.serializer if type(ctx.codec) is PipelineCodec else ctx.codec
         outcome = Outcome(value, codec=codec, key=k)
@@ -153,7 +155,8 @@ def _lead(ctx: OpContext, flight: Any, key: str, ttl: TTL, policy: LoadPolicy, *
         land(ctx.target, k, flight, outcome)
 
 def _load(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
-          stale: Stale | None, tags: object = (), early: bool = False) -> Flow[Any]:
+          stale: Stale | None, tags: object = (), early: bool = False,
+          background: bool = False) -> Flow[Any]:
     """Optionally lock across processes, look again, run the loader and store its value.
     ``early`` (eager refresh): never wait for the lock; whoever holds it is refreshing."""
     name = lock_key(ctx.keys.prefix, key)
@@ -175,6 +178,8 @@ def _load(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
             value = _value(found)  # filled while we were becoming the loader
         else:
             stale = found if type(found) is Stale else None
+            if background:
+                yield CHECKPOINT
             try:
                 value = yield LOAD
             except Exception as exc:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from cache_service._runtime.target import Target
 
 __all__ = [
+    "CHECKPOINT",
     "LOAD",
     "RETRY",
     "SWR_MARK",
@@ -388,6 +389,23 @@ class _Load(Effect):
 
 
 LOAD = _Load()
+
+
+class _Checkpoint(Effect):
+    """Before a background task loads: honour a cancellation that a dependency swallowed
+    (``asyncio.run`` cancels every task at its end; a Redis client may absorb that cancel
+    mid-request and return its reply, and the loader would then run on, unwaited for)."""
+
+    def perform(self, loader: Callable[[], Any]) -> Any:
+        return None
+
+    async def aperform(self, loader: Callable[[], Any]) -> Any:
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python >= 3.11
+        if cancelling is not None and cancelling():
+            raise asyncio.CancelledError
+
+
+CHECKPOINT = _Checkpoint()
 
 
 class Sleep(Effect):
