@@ -81,7 +81,8 @@ def get_or_set(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
             return stale.value  # another caller (or the background) is refreshing it
         if not leading and flight.would_deadlock(task):  # e.g. the loader asks for its key
             return (yield from _load(ctx, key, ttl, policy, stale=stale, tags=tags))
-        outcome: Outcome | None = yield Wait(flight, patience)
+        # the deadline again: starting the background load took time
+        outcome: Outcome | None = yield Wait(flight, _patience(policy, stale, started))
         if outcome is None:  # past the deadline: the load goes on in the background
             return _give_up(ctx, k, policy, stale, default, "the load goes on in the "
                             "background")
