@@ -73,8 +73,8 @@ def get_or_set(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
         if leading:
             if patience is None:  # this caller has no deadline: it loads
                 return (yield from _lead(ctx, flight, key, ttl, policy, stale=stale, tags=tags))
-            if not (yield Spawn(ctx.target, _lead(ctx, flight, key, ttl, policy, stale=stale,
-                                                  tags=tags, background=True), redact(k))):
+            if not (yield from _spawn(ctx, flight, k, _lead(
+                    ctx, flight, key, ttl, policy, stale=stale, tags=tags, background=True))):
                 land(ctx.target, k, flight, RETRY)  # the background is full: stop waiting
                 return _give_up(ctx, k, policy, stale, default, "the background is full")
         if stale is not None and _age(ctx, stale) <= policy.serve_stale_for:
@@ -127,10 +127,19 @@ def _refresh_early(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy,
     """Start one background refresh of ``key`` unless a load of it is already running."""
     k = ctx.keys.full(key)
     flight, leading = join(ctx.target, k, task)
-    if leading and not (yield Spawn(ctx.target, _lead(
-            ctx, flight, key, ttl, policy, stale=None, tags=tags, background=True, early=True),
-            redact(k))):
+    if leading and not (yield from _spawn(ctx, flight, k, _lead(
+            ctx, flight, key, ttl, policy, stale=None, tags=tags, background=True, early=True))):
         land(ctx.target, k, flight, RETRY)  # refused: the next hit past it tries again
+
+def _spawn(ctx: OpContext, flight: Any, k: str, lead: Flow[Any]) -> Flow[bool]:
+    """Hand ``lead`` (which lands ``flight``) to the background; False if refused. If it
+    cannot even start (no thread to be had, no running loop), the flight is handed back."""
+    try:
+        started: bool = yield Spawn(ctx.target, lead, redact(k))
+    except BaseException:
+        land(ctx.target, k, flight, RETRY)
+        raise
+    return started
 
 def _lead(ctx: OpContext, flight: Any, key: str, ttl: TTL, policy: LoadPolicy, *,
           stale: Stale | None, tags: object = (), background: bool = False,
