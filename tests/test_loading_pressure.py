@@ -613,3 +613,31 @@ def test_background_threads_carry_the_callers_context(
     gate.open()
     drain()
     assert seen == ["request-42"]
+
+
+def test_the_exporters_publish_the_loading_counters() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from prometheus_client import CollectorRegistry
+
+    from cache_service.integrations import otel, prometheus
+
+    svc = CacheService(unique(), url=f"memory://{unique()}")
+    load = Gate("v")
+    assert svc.get_or_set("k", load, hard_timeout=SLOW, default=0) == 0
+    load.open()
+    drain()
+    reg = CollectorRegistry()
+    prometheus.register(reg)
+    labels = {"target": svc.location}
+    assert reg.get_sample_value("cache_service_background_loads_total", labels) == 1
+    assert reg.get_sample_value("cache_service_load_timeouts_total", labels) == 1
+    assert reg.get_sample_value("cache_service_background_refused_total", labels) == 0
+    reader = InMemoryMetricReader()
+    otel.instrument(MeterProvider(metric_readers=[reader]))
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics
+             for m in sm.metrics}
+    assert {"cache_service.background.loads", "cache_service.background.errors",
+            "cache_service.background.refused", "cache_service.load_timeouts"} <= names
