@@ -1,11 +1,10 @@
 """Loading through the cache: single-flight, a cross-process lock, TTL jitter, stale values.
 
-``flows.get_or_set`` is ONE generator *flow*. Like every operation it yields
-Redis requests (tuples); it also yields three effects that only the caller's world can perform:
-
-- ``LOAD``: call the loader (``loader()``, awaited when it returns an awaitable under asyncio);
-- ``Wait(flight)``: wait until another caller's load of the same key has finished;
-- ``Sleep(seconds)``: pause between polls of a Redis lock held by another process.
+``get_or_set.get_or_set`` is ONE generator *flow*. Like every operation it yields
+Redis requests; it also yields effects that only the caller's world can perform (``effects``,
+re-exported here): ``LOAD`` (call the loader), ``Wait(flight)`` (until another caller's load of
+the key has finished), ``Sleep(seconds)`` (between polls of a lock another process holds),
+``Spawn`` (a load in the background) and ``CHECKPOINT``.
 
 ``Target.run`` (blocking) and ``Target.arun`` (asyncio) drive flows like every other
 operation, performing the effects with the caller's loader; they are the only sync/async
@@ -30,30 +29,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import math
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from cache_service._ops.effects import CHECKPOINT, LOAD, Effect, Sleep, Spawn, Wait
 from cache_service.codec import Codec, pack, unpack
 from cache_service.config import MAX_TTL, shown
 from cache_service.errors import ConfigurationError
 from cache_service.forking import at_fork_child
 from cache_service.keys import NAMESPACE
 
-if TYPE_CHECKING:
-    from cache_service._runtime.target import Target
-
 __all__ = [
     "CHECKPOINT",
     "LOAD",
     "RETRY",
     "SWR_MARK",
+    "Effect",
     "Flight",
     "Flow",
     "Fresh",
@@ -352,108 +348,3 @@ def land(target: Hashable, key: str, flight: Flight, outcome: Outcome) -> None:
 def in_flight() -> int:
     """How many keys are being loaded now in this process (for tests and stats)."""
     return len(_flights)
-
-
-# -- effects: what a flow asks its interpreter to do ------------------------------------------
-class Effect:
-    """Something a flow needs done outside Redis; blocking and asyncio forms."""
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        """Do it, blocking."""
-        raise NotImplementedError
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        """Do it under asyncio."""
-        raise NotImplementedError
-
-
-class _Load(Effect):
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        value = loader()
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            func = getattr(loader, "func", loader)  # @cached passes functools.partial(f, ...)
-            raise TypeError(
-                f"{getattr(func, '__qualname__', func)!s} returned an awaitable to a blocking "
-                "call that cannot await it: declare it `async def` for @cached, or use "
-                "AsyncCacheService.get_or_set"
-            )
-        return value
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
-        return value
-
-
-LOAD = _Load()
-
-
-class _Checkpoint(Effect):
-    """Before a background task loads: honour a cancellation that a dependency swallowed
-    (``asyncio.run`` cancels every task at its end; a Redis client may absorb that cancel
-    mid-request and return its reply, and the loader would then run on, unwaited for)."""
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        return None
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python >= 3.11
-        if cancelling is not None and cancelling():
-            raise asyncio.CancelledError
-
-
-CHECKPOINT = _Checkpoint()
-
-
-class Sleep(Effect):
-    """Pause (between polls of a lock held by another process)."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        time.sleep(self.seconds)
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        await asyncio.sleep(self.seconds)
-
-
-class Wait(Effect):
-    """Wait for a flight led by another caller; the reply is its Outcome, or None when
-    ``timeout`` seconds passed first."""
-
-    __slots__ = ("flight", "timeout")
-
-    def __init__(self, flight: Flight, timeout: float | None = None) -> None:
-        self.flight = flight
-        self.timeout = timeout
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        return self.flight.wait(self.timeout)
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        return await self.flight.wait_async(self.timeout)
-
-
-class Spawn(Effect):
-    """Drive ``flow`` in the background with the caller's loader: a thread for a blocking
-    caller, a task on its loop for an asyncio one. The reply: False if the runner refused
-    it (``flow`` then never started)."""
-
-    __slots__ = ("flow", "label", "target")
-
-    def __init__(self, target: Target, flow: Flow[Any], label: str) -> None:
-        self.target = target
-        self.flow = flow
-        self.label = label
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        return self.target.spawn(self.flow, loader, self.label)
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        return self.target.aspawn(self.flow, loader, self.label)
