@@ -64,6 +64,30 @@ def expired_keys(svc: CacheService, n: int, tag: str) -> list[str]:
     return keys
 
 
+def floor_sync(n: int) -> list[float]:
+    """The platform's floor: how late ``threading.Event().wait(SOFT)`` returns."""
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        threading.Event().wait(SOFT)
+        out.append(time.perf_counter() - started - SOFT)
+    return out
+
+
+def floor_async(n: int) -> list[float]:
+    """The event loop's floor: how late ``asyncio.sleep(SOFT)`` returns."""
+    out: list[float] = []
+
+    async def main() -> None:
+        for _ in range(n):
+            started = time.perf_counter()
+            await asyncio.sleep(SOFT)
+            out.append(time.perf_counter() - started - SOFT)
+
+    asyncio.run(main())
+    return out
+
+
 def timed_sync(url: str, n: int, burst: int) -> dict[str, list[float]]:
     svc = CacheService("bench-loading-sync", url=url)
     svc.clear_all()
@@ -218,17 +242,18 @@ def render(timed: dict[str, list[float]], eager: dict[str, dict[str, Any]], quic
         "",
         f"overshoot past soft_timeout={SOFT * 1e3:.0f} ms, loader = {DB:.0f} s, a stale value "
         "exists (target: <= 1 ms)",
-        f"  {'callers':44} {'n':>5} {'median':>9} {'p95':>9} {'max':>9}",
+        "(a floor row: the same wait with no cache at all, in the same run)",
+        f"  {'callers':52} {'n':>5} {'median':>9} {'p95':>9} {'max':>9}",
     ]
     for name, samples in timed.items():
         med, p95, top = quantiles(samples)
-        lines.append(f"  {name:44} {len(samples):>5} {med:>7.3f}ms {p95:>7.3f}ms "
+        lines.append(f"  {name:52} {len(samples):>5} {med:>7.3f}ms {p95:>7.3f}ms "
                      f"{top:>7.3f}ms")
     lines += ["", "eager refresh, eager_refresh=0.5, loader 50 ms, 10 expiries of the hot key "
               "(target: 0 misses)",
               f"  {'callers':44} {'requests':>9} {'misses':>7} {'loads':>6} {'slowest':>9}"]
     for name, row in eager.items():
-        lines.append(f"  {name:44} {row['requests']:>9} {row['misses']:>7} {row['loads']:>6} "
+        lines.append(f"  {name:52} {row['requests']:>9} {row['misses']:>7} {row['loads']:>6} "
                      f"{row['slowest_ms']:>7.1f}ms")
     return "\n".join(lines) + "\n"
 
@@ -240,7 +265,9 @@ def main() -> None:
     n, burst = (20, 20) if args.quick else (100, 50)
     ttl = 0.5 if args.quick else 1.0
     with RedisServer(name="bench-loading") as server:
-        timed = {f"blocking: {k}": v for k, v in timed_sync(server.url, n, burst).items()}
+        timed = {"blocking: floor, Event().wait(soft_timeout) alone": floor_sync(n)}
+        timed.update({f"blocking: {k}": v for k, v in timed_sync(server.url, n, burst).items()})
+        timed["asyncio: floor, asyncio.sleep(soft_timeout) alone"] = floor_async(n)
         timed.update({f"asyncio: {k}": v for k, v in timed_async(server.url, n, burst).items()})
         eager = {f"{4} threads, ttl {ttl:g}s": eager_sync(server.url, ttl, 4),
                  f"{20} tasks, ttl {ttl:g}s": eager_async(server.url, ttl, 20)}
