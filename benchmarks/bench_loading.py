@@ -251,7 +251,7 @@ def render(timed: dict[str, list[float]], eager: dict[str, dict[str, Any]], quic
                      f"{top:>7.3f}ms")
     lines += ["", "eager refresh, eager_refresh=0.5, loader 50 ms, 10 expiries of the hot key "
               "(target: 0 misses)",
-              f"  {'callers':44} {'requests':>9} {'misses':>7} {'loads':>6} {'slowest':>9}"]
+              f"  {'callers':52} {'requests':>9} {'misses':>7} {'loads':>6} {'slowest':>9}"]
     for name, row in eager.items():
         lines.append(f"  {name:52} {row['requests']:>9} {row['misses']:>7} {row['loads']:>6} "
                      f"{row['slowest_ms']:>7.1f}ms")
