@@ -12,11 +12,13 @@ from cache_service.decorators import cached
 from cache_service.errors import (
     CacheError,
     ConfigurationError,
+    LoadTimeout,
     NotAnIntegerError,
     SerializationError,
     ValueTooLargeError,
 )
 from cache_service.instances import api_cache, session_cache, user_cache
+from cache_service.loaded import Loaded
 from cache_service.service import CacheService
 
 __all__ = [
@@ -26,6 +28,8 @@ __all__ = [
     "Codec",
     "ConfigurationError",
     "JsonCodec",
+    "LoadTimeout",
+    "Loaded",
     "NearCache",
     "NotAnIntegerError",
     "PickleCodec",

@@ -38,6 +38,7 @@ from cache_service._host.breaker import Gate
 from cache_service._host.state import GEN, NEAR_USED, key_slot
 from cache_service._near.store import MISS
 from cache_service._ops import batch, incr, keyops, read, write
+from cache_service._ops.context import MISSING
 from cache_service._ops.get_or_set import get_or_set as get_or_set_op
 from cache_service._ops.loading import load_policy
 from cache_service._ops.read import Discard
@@ -206,7 +207,9 @@ class AsyncCacheService(ServiceCore):
         self, key: str, loader: Callable[[], Any], ttl: TTL = None, *, cache_none: bool = False,
         jitter: float = 0.0, lock: bool = False, lock_ttl: float = 10.0, lock_wait: float = 5.0,
         stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
-        tags: Iterable[str] = (),
+        tags: Iterable[str] = (), soft_timeout: float | None = None,
+        hard_timeout: float | None = None, eager_refresh: float | None = None,
+        default: Any = MISSING,
     ) -> Any:
         """The cached value for ``key``, or ``loader()``'s (awaited) result, cached for ``ttl``.
 
@@ -218,11 +221,20 @@ class AsyncCacheService(ServiceCore):
         ``stale_while_revalidate=S`` serves the expired value for S seconds while one caller
         reloads it; ``stale_if_error=E`` (default: S) serves it up to E seconds past expiry
         when the loader raises.
+
+        Under pressure: past ``soft_timeout`` seconds a caller with a stale value to serve
+        gets it while the load finishes in the background (and fills the cache); past
+        ``hard_timeout`` every caller stops waiting (the stale value, else ``default`` if
+        given, else ``LoadTimeout``). ``eager_refresh=F`` (0 < F < 1): a hit older than F of
+        ``ttl`` starts one background refresh and returns at once. ``loader`` may return
+        ``Loaded(value, ttl=..., tags=..., cache=False)`` to choose how its value is cached.
         """
         return await self._target.arun(get_or_set_op(self._ctx, key, ttl, load_policy(
             cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
             lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-            stale_if_error=stale_if_error), task=asyncio.current_task(), tags=tags), loader)
+            stale_if_error=stale_if_error, soft_timeout=soft_timeout,
+            hard_timeout=hard_timeout, eager_refresh=eager_refresh),
+            task=asyncio.current_task(), tags=tags, default=default), loader)
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this service plus its target's breaker, journal and memory figures."""

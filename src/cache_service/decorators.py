@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import orjson
 
+from cache_service._ops.context import MISSING
 from cache_service._ops.get_or_set import get_or_set as get_or_set_op
 from cache_service._ops.loading import load_policy
 from cache_service._ops.tags import validate_tags
@@ -94,6 +95,10 @@ def cached(
     stale_while_revalidate: float = 0.0,
     stale_if_error: float | None = None,
     tags: Iterable[str] | Callable[..., Iterable[str]] = (),
+    soft_timeout: float | None = None,
+    hard_timeout: float | None = None,
+    eager_refresh: float | None = None,
+    default: Any = MISSING,
     **service_options: Any,
 ) -> Callable[[F], F]:
     """Cache results of a function (or ``async def``) in a ``CacheService``.
@@ -106,7 +111,11 @@ def cached(
 
     Concurrent calls that miss the same key run the function once (per process; ``lock=True``:
     once across processes too); ``jitter``, ``stale_while_revalidate`` and ``stale_if_error``
-    are those of ``CacheService.get_or_set``. An ``async def`` is awaited and its result cached.
+    are those of ``CacheService.get_or_set``, and so are ``soft_timeout``, ``hard_timeout``
+    (and its ``default``) and ``eager_refresh``: with a timeout, the function runs in the
+    background (a thread, or a task on the caller's loop). The function may return
+    ``Loaded(value, ttl=..., tags=..., cache=False)``; callers get ``value``.
+    An ``async def`` is awaited and its result cached.
     ``tags`` (an iterable of str, or a callable given the call's arguments, like ``key_func``)
     are attached to each cached result, for ``cache.invalidate_tags``.
     """
@@ -124,7 +133,8 @@ def cached(
     tags_of: Callable[..., Any] | None = tags if callable(tags) else None
     policy = load_policy(cache_none=cache_none, jitter=jitter, lock=lock, lock_ttl=lock_ttl,
                          lock_wait=lock_wait, stale_while_revalidate=stale_while_revalidate,
-                         stale_if_error=stale_if_error)
+                         stale_if_error=stale_if_error, soft_timeout=soft_timeout,
+                         hard_timeout=hard_timeout, eager_refresh=eager_refresh)
 
     def decorate(func: F) -> F:
         if inspect.isasyncgenfunction(func) or inspect.isgeneratorfunction(func):
@@ -152,7 +162,8 @@ def cached(
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = get_or_set_op(
                     view.context, call_key(args, kwargs), ttl, policy, task=asyncio.current_task(),
-                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
+                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs),
+                    default=default)
                 return await target.arun(flow, functools.partial(func, *args, **kwargs))
 
             wrapper: Any = async_wrapper
@@ -161,7 +172,8 @@ def cached(
             def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
                 flow = get_or_set_op(
                     view.context, call_key(args, kwargs), ttl, policy, task=None,
-                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs))
+                    tags=static_tags if tags_of is None else tags_of(*args, **kwargs),
+                    default=default)
                 return target.run(flow, functools.partial(func, *args, **kwargs))
 
             wrapper = sync_wrapper

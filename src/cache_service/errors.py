@@ -6,6 +6,8 @@
     │   └── ValueTooLargeError      also ValueError: encoded value over ``max_value_bytes``
     │                               (or a counter leaving ±(2**53 - 1))
     ├── NotAnIntegerError           also TypeError: incr/decr on a value that is not an int
+    ├── LoadTimeout                 also TimeoutError: a load passed ``hard_timeout`` and
+    │                               there was no stale value nor ``default`` to serve
     └── (a miss is never an exception; Redis errors never reach callers)
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 __all__ = [
     "CacheError",
     "ConfigurationError",
+    "LoadTimeout",
     "NotAnIntegerError",
     "SerializationError",
     "ValueTooLargeError",
@@ -38,3 +41,8 @@ class ValueTooLargeError(SerializationError, ValueError):
 
 class NotAnIntegerError(CacheError, TypeError):
     """``incr``/``decr`` found a value that is not an int counter; it was left unchanged."""
+
+
+class LoadTimeout(CacheError, TimeoutError):
+    """A load did not finish within ``hard_timeout`` and there was nothing else to serve (no
+    stale value, no ``default``); the load goes on in the background and fills the cache."""

@@ -57,7 +57,8 @@ class ServiceCounters:
 class TargetCounters:
     """What happened on one Redis location, whichever service caused it."""
 
-    __slots__ = ("corrupt", "entries_dropped", "errors", "memory_reads", "memory_writes",
+    __slots__ = ("background_errors", "background_loads", "background_refused", "corrupt",
+                 "entries_dropped", "errors", "load_timeouts", "memory_reads", "memory_writes",
                  "replays", "reply_errors", "stale_blocked")
 
     def __init__(self) -> None:
@@ -69,6 +70,10 @@ class TargetCounters:
         self.corrupt = itertools.count()
         self.stale_blocked = itertools.count()
         self.reply_errors = itertools.count()  # error replies: the breaker did not move
+        self.background_loads = itertools.count()  # loads started in the background
+        self.background_errors = itertools.count()  # ... that raised
+        self.background_refused = itertools.count()  # ... refused: the runner was full
+        self.load_timeouts = itertools.count()  # callers that stopped waiting for a load
 
     def snapshot(self) -> dict[str, int]:
         """A copy as a dict."""

@@ -1,11 +1,10 @@
 """Loading through the cache: single-flight, a cross-process lock, TTL jitter, stale values.
 
-``flows.get_or_set`` is ONE generator *flow*. Like every operation it yields
-Redis requests (tuples); it also yields three effects that only the caller's world can perform:
-
-- ``LOAD``: call the loader (``loader()``, awaited when it returns an awaitable under asyncio);
-- ``Wait(flight)``: wait until another caller's load of the same key has finished;
-- ``Sleep(seconds)``: pause between polls of a Redis lock held by another process.
+``get_or_set.get_or_set`` is ONE generator *flow*. Like every operation it yields
+Redis requests; it also yields effects that only the caller's world can perform (``effects``,
+re-exported here): ``LOAD`` (call the loader), ``Wait(flight)`` (until another caller's load of
+the key has finished), ``Sleep(seconds)`` (between polls of a lock another process holds),
+``Spawn`` (a load in the background) and ``CHECKPOINT``.
 
 ``Target.run`` (blocking) and ``Target.arun`` (asyncio) drive flows like every other
 operation, performing the effects with the caller's loader; they are the only sync/async
@@ -17,6 +16,12 @@ outcome. Waiters SHARE the outcome: the leader's value (each waiter gets its own
 or the leader's exception (nothing is cached), so a failing backend sees one call per burst
 instead of one per waiter. If the leader is cancelled or interrupted (``BaseException``), the
 waiters retry and one of them leads. The in-flight map holds only keys being loaded now.
+
+Loading under pressure: with ``soft_timeout``/``hard_timeout`` the leader hands its load to
+the background (``Spawn``) and waits for it like any waiter, up to a deadline
+(``Wait(flight, seconds)``); with ``eager_refresh`` a hit past that fraction of its TTL
+spawns one background refresh and returns at once. Values are then stored wrapped with their
+freshness (the stale-while-revalidate envelope), which a read returns as ``Fresh``.
 """
 
 from __future__ import annotations
@@ -24,16 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import math
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cache_service._ops.effects import CHECKPOINT, LOAD, Effect, Sleep, Spawn, Wait
 from cache_service.codec import Codec, pack, unpack
 from cache_service.config import MAX_TTL, shown
 from cache_service.errors import ConfigurationError
@@ -41,13 +45,18 @@ from cache_service.forking import at_fork_child
 from cache_service.keys import NAMESPACE
 
 __all__ = [
+    "CHECKPOINT",
     "LOAD",
+    "RETRY",
     "SWR_MARK",
+    "Effect",
     "Flight",
     "Flow",
+    "Fresh",
     "LoadPolicy",
     "Outcome",
     "Sleep",
+    "Spawn",
     "Stale",
     "Wait",
     "jittered",
@@ -111,6 +120,9 @@ class LoadPolicy:
     lock_wait: float = 5.0
     stale_while_revalidate: float = 0.0
     stale_if_error: float | None = None
+    soft_timeout: float | None = None
+    hard_timeout: float | None = None
+    eager_refresh: float | None = None
     # Derived in __post_init__ (the hot path reads them on every call):
     serve_stale_for: float = field(init=False)
     """Seconds past expiry a stale value is served at once while one caller refreshes."""
@@ -120,6 +132,11 @@ class LoadPolicy:
     """Seconds a value is kept past its TTL (0: no stale-while-revalidate metadata)."""
     lock_px: int = field(init=False)
     """The lock's expiry in milliseconds."""
+    timed: bool = field(init=False)
+    """A timeout is set: the leader loads in the background and waits up to a deadline."""
+    read_mode: int = field(init=False)
+    """How get_or_set reads (``read.get``'s ``stale``): 0 plain, 1 ``Stale`` past freshness,
+    2 also ``Fresh`` for values stored with their freshness (eager refresh)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or \
@@ -131,24 +148,57 @@ class LoadPolicy:
         _non_negative("lock_wait", self.lock_wait)
         if _non_negative("lock_ttl", self.lock_ttl) == 0:
             raise ConfigurationError("lock_ttl must be positive")
+        soft = _timeout("soft_timeout", self.soft_timeout)
+        hard = _timeout("hard_timeout", self.hard_timeout)
+        if soft is not None and hard is not None and soft > hard:
+            raise ConfigurationError(f"soft_timeout ({soft:g}s) must not exceed hard_timeout "
+                                     f"({hard:g}s): the caller stops waiting at hard_timeout")
+        eager = self.eager_refresh
+        if eager is not None and (isinstance(eager, bool) or not isinstance(eager, (int, float))
+                                  or not 0 < eager < 1):
+            raise ConfigurationError("eager_refresh must be a fraction of the TTL strictly "
+                                     f"between 0 and 1 (e.g. 0.8), got {shown(eager)}")
+        keep = max(serve, on_error)
         for name, value in (("serve_stale_for", serve), ("stale_on_error_for", on_error),
-                            ("keep_stale", max(serve, on_error)),
-                            ("lock_px", max(1, math.ceil(self.lock_ttl * 1000)))):
+                            ("keep_stale", keep),
+                            ("lock_px", max(1, math.ceil(self.lock_ttl * 1000))),
+                            ("timed", soft is not None or hard is not None),
+                            ("read_mode", 2 if eager is not None else 1 if keep > 0 else 0)):
             object.__setattr__(self, name, value)
+
+
+def _timeout(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if _non_negative(name, value) == 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got 0")
+    return float(value)
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: False must not pass as a cached 0
 def load_policy(*, cache_none: bool = False, jitter: float = 0.0, lock: bool = False,
                 lock_ttl: float = 10.0, lock_wait: float = 5.0,
                 stale_while_revalidate: float = 0.0,
-                stale_if_error: float | None = None) -> LoadPolicy:
+                stale_if_error: float | None = None, soft_timeout: float | None = None,
+                hard_timeout: float | None = None,
+                eager_refresh: float | None = None) -> LoadPolicy:
     """A validated policy, cached so per-call options cost a dict lookup."""
     return LoadPolicy(cache_none, jitter, lock, lock_ttl, lock_wait, stale_while_revalidate,
-                      stale_if_error)
+                      stale_if_error, soft_timeout, hard_timeout, eager_refresh)
 
 
 class Stale:
     """A value past its freshness that is still kept for stale-while-revalidate."""
+
+    __slots__ = ("fresh_until", "value")
+
+    def __init__(self, value: Any, fresh_until: float) -> None:
+        self.value = value
+        self.fresh_until = fresh_until
+
+
+class Fresh:
+    """A fresh value stored with its freshness (read when the call may refresh it early)."""
 
     __slots__ = ("fresh_until", "value")
 
@@ -216,14 +266,24 @@ class Flight:
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
                 loop.call_soon_threadsafe(_wake, future)
 
-    def wait(self) -> Outcome:
-        """Block until settled."""
-        self._event.wait()
+    def adopt(self) -> None:
+        """The caller running this now leads the flight (a background load took it over)."""
+        self.thread = threading.get_ident()
+        try:
+            self.task = asyncio.current_task()
+        except RuntimeError:  # no loop runs in this thread
+            self.task = None
+
+    def wait(self, timeout: float | None = None) -> Outcome | None:
+        """Block until settled (None: ``timeout`` seconds passed first)."""
+        if not self._event.wait(timeout):
+            return None
         assert self.outcome is not None
         return self.outcome
 
-    async def wait_async(self) -> Outcome:
-        """Await until settled (cancelling this await leaves the flight untouched)."""
+    async def wait_async(self, timeout: float | None = None) -> Outcome | None:
+        """Await until settled (None: ``timeout`` seconds passed first); cancelling this
+        await leaves the flight untouched."""
         loop = asyncio.get_running_loop()
         with self._lock:
             if self.outcome is not None:
@@ -232,7 +292,12 @@ class Flight:
             entry = (loop, future)
             self._futures.append(entry)
         try:
-            await future
+            if timeout is None:
+                await future
+            else:
+                done, _ = await asyncio.wait((future,), timeout=timeout)
+                if not done:
+                    return None
         finally:
             with self._lock:
                 if entry in self._futures:
@@ -283,70 +348,3 @@ def land(target: Hashable, key: str, flight: Flight, outcome: Outcome) -> None:
 def in_flight() -> int:
     """How many keys are being loaded now in this process (for tests and stats)."""
     return len(_flights)
-
-
-# -- effects: what a flow asks its interpreter to do ------------------------------------------
-class Effect:
-    """Something a flow needs done outside Redis; blocking and asyncio forms."""
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        """Do it, blocking."""
-        raise NotImplementedError
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        """Do it under asyncio."""
-        raise NotImplementedError
-
-
-class _Load(Effect):
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        value = loader()
-        if inspect.isawaitable(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            func = getattr(loader, "func", loader)  # @cached passes functools.partial(f, ...)
-            raise TypeError(
-                f"{getattr(func, '__qualname__', func)!s} returned an awaitable to a blocking "
-                "call that cannot await it: declare it `async def` for @cached, or use "
-                "AsyncCacheService.get_or_set"
-            )
-        return value
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        value = loader()
-        if inspect.isawaitable(value):
-            value = await value
-        return value
-
-
-LOAD = _Load()
-
-
-class Sleep(Effect):
-    """Pause (between polls of a lock held by another process)."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        time.sleep(self.seconds)
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        await asyncio.sleep(self.seconds)
-
-
-class Wait(Effect):
-    """Wait for a flight led by another caller; the reply is its Outcome."""
-
-    __slots__ = ("flight",)
-
-    def __init__(self, flight: Flight) -> None:
-        self.flight = flight
-
-    def perform(self, loader: Callable[[], Any]) -> Any:
-        return self.flight.wait()
-
-    async def aperform(self, loader: Callable[[], Any]) -> Any:
-        return await self.flight.wait_async()

@@ -18,7 +18,7 @@ from cache_service._host.breaker import Gate
 from cache_service._host.memory_store import NO_VALUE
 from cache_service._near.store import MISS
 from cache_service._ops.context import OpContext
-from cache_service._ops.loading import SWR_MARK, Stale
+from cache_service._ops.loading import SWR_MARK, Fresh, Stale
 from cache_service._ops.protocol import Op, ReplyError, Unavailable, WrongType
 from cache_service._ops.requests import Get, MGet, Script
 from cache_service._ops.scripts import DROP_IF_SAME, GET_WITH_PTTL
@@ -54,9 +54,10 @@ class Discard:
 
 
 def get(ctx: OpContext, key: str, default: Any, counters: ServiceCounters | None = None,
-        stale: bool = False, looked: bool = False) -> Op[Any]:
+        stale: int = False, looked: bool = False) -> Op[Any]:
     """The value at ``key`` or ``default``; with ``stale``, a value kept past its
-    freshness for stale-while-revalidate comes back as a ``Stale``. ``looked``: the near
+    freshness for stale-while-revalidate comes back as a ``Stale`` (and with ``stale=2``
+    one stored with its freshness and still fresh as a ``Fresh``). ``looked``: the near
     cache was already asked."""
     c = ctx.counters if counters is None else counters
     k = ctx.keys.full(key)
@@ -126,7 +127,7 @@ def decoder(ctx: OpContext, k: str) -> Callable[[bytes], Any]:
     return lambda raw: unpack(codec, raw, k)
 
 
-def from_redis(ctx: OpContext, k: str, raw: bytes | None, default: Any, stale: bool,
+def from_redis(ctx: OpContext, k: str, raw: bytes | None, default: Any, stale: int,
                c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
               ) -> Any:
     """What a GET reply means: the value, ``default`` on a miss (a foreign string is one,
@@ -158,7 +159,7 @@ def from_redis(ctx: OpContext, k: str, raw: bytes | None, default: Any, stale: b
     return value
 
 
-def from_memory(ctx: OpContext, k: str, default: Any, stale: bool, c: ServiceCounters) -> Any:
+def from_memory(ctx: OpContext, k: str, default: Any, stale: int, c: ServiceCounters) -> Any:
     """The memory store's value for ``k`` (a fresh copy), or ``default``. No I/O."""
     t = ctx.target
     next(t.counters.memory_reads)
@@ -193,7 +194,7 @@ def from_memory(ctx: OpContext, k: str, default: Any, stale: bool, c: ServiceCou
     return default
 
 
-def opened(ctx: OpContext, value: list[Any], raw: bytes, default: Any, stale: bool,
+def opened(ctx: OpContext, value: list[Any], raw: bytes, default: Any, stale: int,
            c: ServiceCounters, *, keep: Callable[[Any, bytes], None] | None = None
           ) -> Any:
     """A decoded list: unwrap it if it is a stale-while-revalidate envelope of ours
@@ -206,6 +207,9 @@ def opened(ctx: OpContext, value: list[Any], raw: bytes, default: Any, stale: bo
         if ctx.wall() >= value[2]:
             next(c.misses)
             return Stale(value[3], value[2]) if stale else default
+        if stale == 2:  # the caller may refresh it early
+            next(c.hits)
+            return Fresh(value[3], value[2])
         value = value[3]
     elif keep is not None:
         keep(value, raw)
@@ -244,7 +248,7 @@ def is_available(ctx: OpContext) -> Op[bool]:
     return True
 
 
-def check_tagged(ctx: OpContext, tagged: Tagged, default: Any, stale: bool,
+def check_tagged(ctx: OpContext, tagged: Tagged, default: Any, stale: int,
                  c: ServiceCounters) -> Op[Any]:
     """Serve a tagged value read from Redis if its tags still hold its tokens (one MGET
     of tag keys, all in one cluster slot); a dead one is removed (if unchanged)."""

@@ -68,12 +68,14 @@ def kept(codec: Codec, value: Any, payload: bytes, k: str) -> Any:
 
 
 def put(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-        jitter: float = 0.0, *, tags: object = (), polite: bool = False) -> Op[None]:
+        jitter: float = 0.0, *, tags: object = (), polite: bool = False,
+        wrap: bool = False) -> Op[None]:
     """Store ``value``; ``jitter`` shortens the TTL by up to that fraction at random;
-    ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR);
-    ``tags``: see ``_ops.tags``; ``polite``: never over a foreign key (get_or_set's fill)."""
+    ``keep_stale`` keeps it that much longer wrapped with its freshness (get_or_set SWR;
+    ``wrap``: wrapped even with no ``keep_stale``, for eager refresh); ``tags``: see
+    ``_ops.tags``; ``polite``: never over a foreign key (get_or_set's fill)."""
     tagged = validate_tags(tags) if tags else ()
-    k, payload, seconds, value = encode(ctx, key, value, ttl, keep_stale, jitter)
+    k, payload, seconds, value = encode(ctx, key, value, ttl, keep_stale, jitter, wrap)
     px = max(1, math.ceil(seconds * 1000))
     if tagged:
         yield from put_tagged(ctx, k, payload, seconds, px, tagged, polite=polite)
@@ -82,7 +84,7 @@ def put(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
 
 
 def encode(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0.0,
-           jitter: float = 0.0) -> tuple[str, bytes, float, Any]:
+           jitter: float = 0.0, wrap: bool = False) -> tuple[str, bytes, float, Any]:
     """Validate and encode a set (raises before anything is written) and count it:
     ``(redis key, payload, seconds, the value as stored)``."""
     k = ctx.keys.full(key)
@@ -90,7 +92,7 @@ def encode(ctx: OpContext, key: str, value: Any, ttl: TTL, keep_stale: float = 0
     if jitter:
         seconds = jittered(seconds, jitter)
     stamp = STAMPER.next()
-    if keep_stale:
+    if keep_stale or wrap:
         value = [SWR_MARK, stamp, ctx.wall() + seconds, value]
         seconds += keep_stale
     payload = pack(ctx.codec, value, k, ctx.max_value_bytes, stamp)

@@ -21,6 +21,8 @@ from cache_service._host.shared_store import SharedStore
 from cache_service._host.state import mark_written
 from cache_service._near.store import NearCache, NearStore
 from cache_service._near.tracker import Tracker
+from cache_service._ops.protocol import Op
+from cache_service._runtime.background import RUNNER
 from cache_service._runtime.recovery import Recovery
 from cache_service._runtime.replay import Replay
 from cache_service._runtime.target_state import UNATTACHED
@@ -62,6 +64,15 @@ class Target(Replay):
             assert self.tracker is not None
             self.tracker.add_prefix(head)
             return self.near
+
+    def spawn(self, op: Op[Any], loader: Callable[[], Any], label: str) -> bool:
+        """Drive ``op`` with ``run`` on a background thread (bounded: False if refused)."""
+        return RUNNER.start(lambda: self.run(op, loader), self.counters, label)
+
+    def aspawn(self, op: Op[Any], loader: Callable[[], Any], label: str) -> bool:
+        """Drive ``op`` with ``arun`` as a task on the running loop (bounded: False if
+        refused)."""
+        return RUNNER.astart(self.arun(op, loader), self.counters, label)
 
     def written(self, keys: list[str] | None, pattern: str | None) -> None:
         """This process wrote ``keys`` (or ``pattern``): near-cache copies go now, not when

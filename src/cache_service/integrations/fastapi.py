@@ -58,10 +58,12 @@ import orjson
 from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cache_service import aio
+from cache_service._ops.loading import load_policy
 from cache_service.aio import AsyncCacheService
 from cache_service.config import ttl_seconds
 from cache_service.core import TTL
@@ -190,6 +192,8 @@ def cache_response(
     key: Callable[[Request], str] | None = None, vary: Iterable[str] = (), public: bool = False,
     max_age: float | None = None, lock: bool = False, jitter: float = 0.0,
     stale_while_revalidate: float = 0.0, stale_if_error: float | None = None,
+    soft_timeout: float | None = None, hard_timeout: float | None = None,
+    eager_refresh: float | None = None,
 ) -> Callable[[F], F]:
     """Cache a route's JSON responses (place it below ``@app.get(...)``); see the module doc.
 
@@ -200,17 +204,21 @@ def cache_response(
     request carrying credentials the route did not declare is not cached. ``public=True``
     declares the response the same for everyone (credentials or not); browsers and proxies may
     then keep it for ``max_age`` seconds (default: the TTL; ``invalidate`` cannot reach them,
-    so ``max_age=0`` makes them revalidate each time). ``lock``, ``jitter`` and
-    the stale options are those of ``get_or_set``. The decorated endpoint gains ``await
+    so ``max_age=0`` makes them revalidate each time). ``lock``, ``jitter``, the stale
+    options, ``soft_timeout``, ``hard_timeout`` and ``eager_refresh`` are those of
+    ``get_or_set`` (past ``hard_timeout`` with no stale response: ``LoadTimeout``, for an
+    exception handler to answer, e.g. with a 503). The decorated endpoint gains ``await
     endpoint.invalidate()`` (every entry of this route) and ``await
     endpoint.invalidate("/some/path")`` (one path). Entries carry three tags (route, path,
     route + path), so both invalidations cost one ``UNLINK`` whatever else the database holds.
     """
     service = cache if cache is not None else _default_service()
     make_key = key if key is not None else default_key
-    if max_age is None:
-        max_age = service.default_ttl if ttl is None else ttl_seconds(ttl)
-    policy = RoutePolicy.build(vary, public=public, custom_key=key is not None, max_age=max_age)
+    policy = RoutePolicy.build(vary, public=public, custom_key=key is not None,
+                               max_age=_max_age(service, ttl, max_age))
+    load_policy(jitter=jitter, lock=lock, stale_while_revalidate=stale_while_revalidate,
+                stale_if_error=stale_if_error, soft_timeout=soft_timeout,
+                hard_timeout=hard_timeout, eager_refresh=eager_refresh)  # raises now if bad
 
     def decorate(endpoint: F) -> F:
         scope = f"{_SCOPE}{endpoint.__module__}.{endpoint.__qualname__}:"
@@ -231,6 +239,7 @@ def cache_response(
             if request.method not in CACHEABLE_METHODS:
                 return await call()
             own: list[Any] = []  # what this request's own call of the endpoint produced
+            replied: dict[str, str] = {}  # headers we set on ``response`` when answering
 
             async def load() -> dict[str, Any] | None:
                 """The entry to share, or None: not to be stored (nor shared by a waiter)."""
@@ -241,7 +250,9 @@ def cache_response(
                 body = jsonable_encoder(result)
                 entry = {"etag": _etag(body), "body": body}
                 own.append(entry)
-                return entry if storable(response.headers) else None
+                # a load that ends after the request was answered (in the background, past a
+                # timeout) judges the endpoint's headers, not those our answer added
+                return entry if storable(_without(response.headers, replied)) else None
 
             shared = policy.shares(request)
             asked = directives(request.headers.get("cache-control"))
@@ -260,13 +271,15 @@ def cache_response(
                     entry = await service.get_or_set(
                         k, load, ttl, lock=lock, jitter=jitter,
                         stale_while_revalidate=stale_while_revalidate,
-                        stale_if_error=stale_if_error, tags=tags)
+                        stale_if_error=stale_if_error, tags=tags, soft_timeout=soft_timeout,
+                        hard_timeout=hard_timeout, eager_refresh=eager_refresh)
                     if entry is None and not own:  # a waiter on a load that was not shared
                         await load()
             if own and isinstance(own[0], Response):
                 return own[0]
             status = "HIT" if not own else "MISS" if entry is not None else "BYPASS"
-            return _reply(request, response, policy, own[0] if own else entry, status)
+            return _reply(request, response, policy, own[0] if own else entry, status,
+                          replied=replied)
 
         async def invalidate(path: str | None = None) -> None:
             await service.invalidate_tags(
@@ -280,15 +293,33 @@ def cache_response(
     return decorate
 
 
+def _max_age(service: AsyncCacheService, ttl: TTL, max_age: float | None) -> float:
+    """What browsers and proxies may keep a public response: ``max_age``, else the TTL."""
+    if max_age is not None:
+        return max_age
+    return service.default_ttl if ttl is None else ttl_seconds(ttl)
+
+
 def _take(kwargs: dict[str, Any], name: str) -> Any:
     """A parameter FastAPI filled for us; ours (``_cache_*``) are not passed to the endpoint."""
     return kwargs.pop(name) if name.startswith("_cache_") else kwargs[name]
 
 
+def _without(headers: Any, ours: dict[str, str]) -> Any:
+    """``headers`` without those ``_reply`` set (``ours``) and still holding our value."""
+    if not ours:
+        return headers
+    own = MutableHeaders(raw=list(headers.raw))
+    for name, value in ours.items():
+        if own.get(name) == value:
+            del own[name]
+    return own
+
+
 def _reply(request: Request, response: Response, policy: RoutePolicy, served: Any,
-           status: str) -> Any:
+           status: str, *, replied: dict[str, str]) -> Any:
     """The body (or a 304) with ETag, X-Cache, Cache-Control (the endpoint's own, if it set
-    one on this request's computation) and Vary."""
+    one on this request's computation) and Vary (noted in ``replied``)."""
     headers = {"ETag": served["etag"], "X-Cache": status}
     if status == "HIT" or "cache-control" not in response.headers:
         headers["Cache-Control"] = policy.cache_control(status != "BYPASS")
@@ -299,6 +330,7 @@ def _reply(request: Request, response: Response, policy: RoutePolicy, served: An
         not_modified.raw_headers.extend(
             item for item in response.raw_headers if item[0] == b"set-cookie")
         return not_modified
+    replied.update(headers)
     response.headers.update(headers)
     return served["body"]
 

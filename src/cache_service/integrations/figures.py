@@ -106,7 +106,18 @@ NEAR = (  # only targets with a near cache (``near_cache=...``) have these
     Figure("near_coherent", "gauge", "target", "near_coherent",
            "1 while the near cache is trusted (its tracker hears from every primary)."),
 )
-GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS, NEAR)
+LOADING = (  # get_or_set / @cached under pressure (timeouts, eager refresh)
+    Figure("background_loads", "counter", "target", "background_loads",
+           "Loads started in the background (past a timeout, or an eager refresh)."),
+    Figure("background_errors", "counter", "target", "background_errors",
+           "Background loads that raised (logged, rate-limited)."),
+    Figure("background_refused", "counter", "target", "background_refused",
+           "Background loads refused because the per-process limit was running."),
+    Figure("load_timeouts", "counter", "target", "load_timeouts",
+           "Callers that stopped waiting for a load (soft_timeout or hard_timeout)."),
+)
+GROUPS: tuple[tuple[Figure, ...], ...] = (SERVICE, BREAKER, JOURNAL, FALLBACK, PAYLOADS, NEAR,
+                                          LOADING)
 FIGURES: tuple[Figure, ...] = tuple(f for group in GROUPS for f in group)
 BREAKER_STATES = ("closed", "open", "draining")
 

@@ -30,7 +30,7 @@ from cache_service.integrations.figures import BREAKER_STATES, FIGURES, Figure, 
 __all__ = ["instrument", "otel_name"]
 
 TARGET, PREFIX = "cache_service.target", "cache_service.prefix"
-_GROUPS = ("breaker", "fallback", "journal", "near")
+_GROUPS = ("background", "breaker", "fallback", "journal", "near")
 _TRANSITIONS = {"breaker_opened": "open", "breaker_closed": "closed"}
 _instrumented: weakref.WeakKeyDictionary[MeterProvider, Meter] = weakref.WeakKeyDictionary()
 _global: list[Meter] = []
@@ -53,7 +53,8 @@ def _unit(figure: Figure) -> str:
     if figure.name.endswith("_coherent"):  # 0 or 1
         return "1"
     word = figure.name.rsplit("_", 1)[-1]
-    singular = {"entries": "entry", "misses": "miss", "hits": "hit"}.get(word, word.rstrip("s"))
+    singular = {"entries": "entry", "misses": "miss", "hits": "hit",
+                "refused": "load"}.get(word, word.rstrip("s"))
     return "{" + singular + "}"
 
 

@@ -19,7 +19,9 @@ per target ``cache_service_breaker_state{target,state}`` (1 for the current stat
 ``cache_service_fallback_entries``, ``cache_service_fallback_bytes``,
 ``cache_service_fallback_{evictions,reads,writes,dropped_entries}_total``,
 ``cache_service_errors_total``, ``cache_service_reply_errors_total``,
-``cache_service_corrupt_payloads_total`` and
+``cache_service_corrupt_payloads_total``,
+``cache_service_background_{loads,errors,refused}_total``,
+``cache_service_load_timeouts_total`` and
 ``cache_service_misconfigured{target,reason}`` (1 while Redis refuses us for a reason only a
 setting can fix; ``reason`` says which). The list is in the README, section "Metrics".
 """
