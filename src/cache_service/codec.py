@@ -51,6 +51,7 @@ _ORJSON_OPTS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+Buffer = bytes | memoryview  # a body read in place (the stages of ``cache_service.codecs``)
 ALLOWED_TYPES = (
     "str, int, float, bool, None, list, dict (str keys, or any keys of these types), tuple, set, "
     "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID, Decimal and Ellipsis"
@@ -371,11 +372,16 @@ def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> byte
     return payload
 
 
-def unpack(codec: Codec, raw: bytes, key: str) -> Any:
-    """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
+def header_id(raw: bytes) -> int:
+    """The codec byte of a payload of ours; CorruptPayload (foreign) for anything else."""
     if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
         raise CorruptPayload("a string without the cache_service header", foreign=True)
-    codec_id = raw[2]
+    return raw[2]
+
+
+def unpack(codec: Codec, raw: bytes, key: str) -> Any:
+    """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
+    codec_id = header_id(raw)
     if codec_id & SEALED and codec_id < STAGE_BITS:
         unseal = getattr(codec, "unseal", None)
         if unseal is None:
