@@ -372,16 +372,16 @@ def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> byte
     return payload
 
 
-def header_id(raw: bytes) -> int:
-    """The codec byte of a payload of ours; CorruptPayload (foreign) for anything else."""
-    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
-        raise CorruptPayload("a string without the cache_service header", foreign=True)
-    return raw[2]
+def not_ours() -> CorruptPayload:
+    """What ``unpack`` raises for a string without our header (a miss, left alone)."""
+    return CorruptPayload("a string without the cache_service header", foreign=True)
 
 
 def unpack(codec: Codec, raw: bytes, key: str) -> Any:
     """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
-    codec_id = header_id(raw)
+    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:  # (inline: a frame costs ~1% of a hit)
+        raise not_ours()
+    codec_id = raw[2]
     if codec_id & SEALED and codec_id < STAGE_BITS:
         unseal = getattr(codec, "unseal", None)
         if unseal is None:

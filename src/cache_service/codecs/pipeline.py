@@ -11,6 +11,7 @@ from orjson import loads
 from cache_service.codec import (
     COMPRESSION_SHIFT,
     HEADER_SIZE,
+    MAGIC,
     MSGPACK,
     PLAIN_JSON,
     SEALED,
@@ -24,8 +25,8 @@ from cache_service.codec import (
     CorruptPayload,
     JsonCodec,
     PickleCodec,
-    header_id,
     known_codec_id,
+    not_ours,
 )
 from cache_service.codecs._extras import available
 from cache_service.codecs.compression import Compressor, decompressor
@@ -119,7 +120,9 @@ class PipelineCodec:
     def open_payload(self, raw: bytes, key: str) -> Any:
         """``unpack``'s work for this codec with fewer steps (the get paths call it): a
         compressed, msgpack or sealed body is read in place, not copied out of ``raw``."""
-        codec_id = header_id(raw)
+        if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
+            raise not_ours()
+        codec_id = raw[2]
         if codec_id in _IN_PLACE:
             return self.decode(codec_id, memoryview(raw)[HEADER_SIZE:], key)
         if codec_id & SEALED and codec_id < STAGE_BITS:
