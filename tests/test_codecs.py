@@ -273,12 +273,18 @@ def test_the_get_paths_opener_refuses_what_unpack_refuses_and_counts_once() -> N
     assert c.stats() == {"auth_failures": 1, "unknown_keys": 0}  # truncated: not counted
     assert outcome(codec("json", None, [KEY_B]).open_payload, payload) == ("miss", False, False)
     assert outcome(c.open_payload, b"plain text") == ("miss", False, True)
+    # small and large (a body past 4 KB is read through a memoryview), compressed or not
+    values = [{"b": b"\x00" * 2000, "t": (1, 2)}, {"b": os.urandom(6000), "t": (1, 2)},
+              [secrets.token_hex(6000), b"x"]]
     for pipeline in (("msgpack", None, None), ("msgpack", "zstd", [KEY_A]), ("json", "lz4", None),
-                     ("pickle", "zlib", None)):
+                     ("pickle", "zlib", None), ("msgpack", "zlib", None)):
         c = codec(*pipeline)
-        value = {"b": b"\x00" * 2000, "t": (1, 2)} if pipeline[0] != "json" else ["x" * 2000]
-        got = c.open_payload(pack(c, value, "k", LIMIT, STAMP), "k")
-        assert same(got, value)  # bytes come back as bytes, not views of the reply
+        for value in values:
+            payload = pack(c, value, "k", LIMIT, STAMP)
+            got = c.open_payload(payload, "k")
+            assert same(got, as_msgpack(value))  # bytes come back as bytes, not reply views
+            assert outcome(c.open_payload, payload[:-3]) == outcome(partial(unpack, c),
+                                                                    payload[:-3])
 
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "zlib"])

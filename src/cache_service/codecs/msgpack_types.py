@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -73,10 +72,8 @@ class MsgpackSerializer:
             return decoders[code](data)
 
         self._default = default
-        # msgpack >= 1.0 defaults to raw=False (str as str) and use_list=True; no Python frame
-        # between the caller and unpackb (a small dict's get is mostly call overhead)
-        self._loads: Callable[[Buffer], Any] = partial(module.unpackb, ext_hook=ext_hook,
-                                                       strict_map_key=False)
+        self._ext_hook = ext_hook
+        self._unpackb = module.unpackb
 
     def _pack(self, value: Any) -> bytes:
         packed: bytes = self._msgpack.packb(value, default=self._default, strict_types=True,
@@ -84,7 +81,7 @@ class MsgpackSerializer:
         return packed
 
     def _unpack(self, body: Buffer) -> Any:
-        return self._loads(body)
+        return self._unpackb(body, ext_hook=self._ext_hook, strict_map_key=False)
 
     def encode(self, value: Any, key: str) -> tuple[int, bytes]:
         """``(4, msgpack bytes)``; SerializationError for a type it cannot store exactly."""
@@ -98,7 +95,7 @@ class MsgpackSerializer:
     def decode(self, codec_id: int, body: Buffer, key: str) -> Any:
         """The value of a msgpack body (bytes or a memoryview of them); anything that does
         not decode is CorruptPayload."""
-        try:
-            return self._loads(body)
+        try:  # unpack's call inline, with msgpack >= 1.0's defaults (raw=False, use_list)
+            return self._unpackb(body, ext_hook=self._ext_hook, strict_map_key=False)
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
             raise CorruptPayload(f"undecodable msgpack payload ({type(exc).__name__})") from None
