@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from cache_service.codec import HEADER_SIZE, MIN_KEY_DISTINCT, CorruptPayload
+from cache_service.codec import HEADER_SIZE, MIN_KEY_DISTINCT, VIEW_FROM, CorruptPayload
 from cache_service.codecs._extras import require
 from cache_service.errors import ConfigurationError
 
@@ -100,7 +100,7 @@ class Keyring:
     def open(self, raw: bytes, key: str) -> bytes:
         """The body of the whole sealed payload ``raw`` (header, key id, nonce, ciphertext and
         tag), or CorruptPayload: removed when it fails authentication, left alone when another
-        key (one this service lacks) wrote it. Reads the ciphertext in place (no copy)."""
+        key (one this service lacks) wrote it. Reads a large ciphertext in place (no copy)."""
         if len(raw) < HEADER_SIZE + _OVERHEAD:
             raise CorruptPayload("truncated encrypted payload")
         kid = raw[HEADER_SIZE:_NONCE]
@@ -109,10 +109,10 @@ class Keyring:
             next(self.unknown_keys)
             raise CorruptPayload(f"encrypted under key id {kid.hex()}, which this service "
                                  "does not hold", remove=False)
-        view = memoryview(raw)
+        view = memoryview(raw) if len(raw) >= VIEW_FROM else raw
         k = key.encode("utf-8", "surrogatepass")
         try:  # the header and key id precede the nonce: the authenticated data's first part
-            body: bytes = cipher.decrypt(view[_NONCE:_SEALED], view[_SEALED:], b"".join(
+            body: bytes = cipher.decrypt(raw[_NONCE:_SEALED], view[_SEALED:], b"".join(
                 (raw[:_NONCE], len(k).to_bytes(4, "big"), k)))
         except self._invalid_tag:
             next(self.auth_failures)

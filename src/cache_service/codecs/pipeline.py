@@ -21,6 +21,7 @@ from cache_service.codec import (
     STAGE_OPENS,
     STAGE_READER,
     TAGGED_JSON,
+    VIEW_FROM,
     Buffer,
     CorruptPayload,
     JsonCodec,
@@ -38,10 +39,8 @@ from cache_service.stats import value
 __all__ = ["STAGE_READ_LIMIT", "PipelineCodec", "Serializer"]
 
 _COUNTER = 2**53 - 1  # incr's bound (``_ops.incr.MAX_COUNTER``)
-# Codec ids whose body ``open_payload`` hands on as a memoryview, from _VIEW_FROM bytes: every
-# stage that reads them (a decompressor, msgpack) takes a buffer; orjson and pickle read bytes
-# faster, and below ~4 KB copying the body costs less than the view (counted with callgrind).
-_VIEW_FROM = 4096
+# Codec ids whose body ``open_payload`` hands on as a memoryview (from VIEW_FROM bytes): every
+# stage that reads them (a decompressor, msgpack) takes a buffer; orjson and pickle read bytes.
 _IN_PLACE = frozenset(i for i in range(STAGE_BITS) if known_codec_id(i) and not i & SEALED
                       and (i >> COMPRESSION_SHIFT & 3 or i & SERIALIZER_BITS == MSGPACK))
 
@@ -125,7 +124,7 @@ class PipelineCodec:
         if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
             raise not_ours()
         codec_id = raw[2]
-        if codec_id in _IN_PLACE and len(raw) >= _VIEW_FROM:
+        if codec_id in _IN_PLACE and len(raw) >= VIEW_FROM:
             return self.decode(codec_id, memoryview(raw)[HEADER_SIZE:], key)
         if codec_id & SEALED and codec_id < STAGE_BITS:
             return self.unseal(raw, key)
