@@ -120,7 +120,7 @@ class PipelineCodec:
 
     def open_payload(self, raw: bytes, key: str) -> Any:
         """``unpack``'s work for this codec with fewer steps (the get paths call it): a
-        compressed, msgpack or sealed body is read in place, not copied out of ``raw``."""
+        compressed, msgpack or sealed body of VIEW_FROM bytes or more is read in place."""
         if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
             raise not_ours()
         codec_id = raw[2]
@@ -132,7 +132,7 @@ class PipelineCodec:
 
     def decode(self, codec_id: int, body: Buffer, key: str) -> Any:
         """Decompress (bounded by ``max_bytes``) and deserialize an unsealed body (a
-        memoryview only for the ids of ``_IN_PLACE``: JSON and pickle read bytes)."""
+        memoryview only for the ids of ``_IN_PLACE``: JSON and pickle are handed bytes)."""
         if codec_id == MSGPACK and self._msgpack is not None:  # the one step of msgpack
             return self._msgpack.decode(codec_id, body, key)
         if codec_id >= STAGE_BITS or codec_id & SEALED:  # tagged, or no layout of ours
