@@ -1,19 +1,20 @@
 """Values as stored (issue 19): bytes and µs per set/get for each serializer x compressor
-(x encryption), against raw redis-py + orjson and raw redis-py + the same compression library.
+(x encryption), against raw redis-py + orjson, raw redis-py + the same compression library or
+msgpack, and django-redis with its zlib and zstd compressors.
 
 Documents: a ~2 KB and a ~50 KB JSON API response, a ~500 KB JSON document and a ~40 KB HTML
 fragment (as a str), made here from a seeded Random so every run stores the same bytes. For
 each: the payload's bytes (STRLEN) and Redis' ``MEMORY USAGE`` of the key, then get and set
 timed call by call, all variants of one comparison interleaved by round on one private
-``redis-server`` (pinned with this process to one CPU, as in bench_core). django-redis'
-compressors are measured too when they import (each over the same raw redis-py calls; its zstd
-one needs ``pyzstd``); otherwise the raw library rows stand for them.
+``redis-server`` (pinned with this process to one CPU, as in bench_core). django-redis is
+measured as a Django cache (``django_redis.cache.RedisCache``, its JSON serializer, its zlib
+and zstd compressors; the zstd one needs ``pyzstd``, in the bench extra) when it imports.
 
 Targets: zstd on the 50 KB response stores <= 0.3x the bytes at <= 1.3x the raw get time of
 the uncompressed value; msgpack get/set within 1.1x of JSON for a small dict; encryption
 adds <= 10 µs to a 1 KB get.
 
-Run: ``scripts/bench bench_codecs [--quick]``; writes benchmarks/results/codecs.txt.
+Run: ``scripts/bench bench_codecs [--quick] [--rounds N]``; writes benchmarks/results/codecs.txt.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import lz4.frame
+import msgpack
 import orjson
 import redis
 import zstandard
@@ -48,7 +51,7 @@ from benchmarks.bench_core import (
 )
 from cache_service import CacheService
 
-TTL = 300
+TTL = 3 * 3600  # longer than a full run: an expired key would time a miss
 KEY = secrets.token_hex(32)
 PIPELINES: list[tuple[str, dict[str, Any]]] = [
     (f"{ser}{'+' + comp if comp else ''}{'+aes' if aes else ''}",
@@ -91,24 +94,28 @@ def documents() -> list[tuple[str, Any]]:
             ("500 KB JSON", api_response(rng, 1600)), ("HTML fragment", html_fragment(rng, 260))]
 
 
-def django_redis_compressors() -> dict[str, Any]:
-    """django-redis' zlib and zstd compressors, each if it imports (its zstd one needs
-    ``pyzstd``, which the bench extra does not install)."""
+def django_redis_caches(url: str) -> dict[str, Any]:
+    """django-redis caches (its JSON serializer) with its zlib and zstd compressors, each if
+    it imports (its zstd compressor needs ``pyzstd``, in the bench extra)."""
     try:
         from django.conf import settings
 
         if not settings.configured:
             settings.configure()
+        from django_redis.cache import RedisCache
     except ImportError:
         return {}
     found: dict[str, Any] = {}
     for name, module, cls in (("zlib", "zlib", "ZlibCompressor"),
                               ("zstd", "zstd", "ZStdCompressor")):
         try:
-            mod = __import__(f"django_redis.compressors.{module}", fromlist=[cls])
+            __import__(f"django_redis.compressors.{module}", fromlist=[cls])
         except ImportError:
             continue
-        found[name] = getattr(mod, cls)({})
+        found[f"django-redis json+{name}"] = RedisCache(url, {
+            "TIMEOUT": TTL, "KEY_PREFIX": f"django-redis-{name}", "OPTIONS": {
+            "SERIALIZER": "django_redis.serializers.json.JSONSerializer",
+            "COMPRESSOR": f"django_redis.compressors.{module}.{cls}"}})
     return found
 
 
@@ -116,25 +123,23 @@ Codec = tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]
 
 
 def raw_codecs() -> list[Codec]:
-    """The baselines: orjson, orjson + zlib, orjson + zstd (and django-redis' compressors)."""
+    """The baselines: raw redis-py + orjson, + each compression library, + msgpack."""
     loads, dumps = orjson.loads, orjson.dumps
     zc, zd = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
-    found: list[Codec] = [
+    return [
         ("raw redis-py + orjson", dumps, loads),
-        ("raw redis-py + orjson + zlib", lambda v: zlib.compress(dumps(v)),
-         lambda b: loads(zlib.decompress(b))),
         ("raw redis-py + orjson + zstd", lambda v: zc.compress(dumps(v)),
          lambda b: loads(zd.decompress(b))),
+        ("raw redis-py + orjson + lz4", lambda v: lz4.frame.compress(dumps(v)),
+         lambda b: loads(lz4.frame.decompress(b))),
+        ("raw redis-py + orjson + zlib", lambda v: zlib.compress(dumps(v)),
+         lambda b: loads(zlib.decompress(b))),
+        ("raw redis-py + msgpack", msgpack.packb, msgpack.unpackb),
     ]
-    for name, comp in django_redis_compressors().items():
-        found.append((f"django-redis {name} compressor + orjson",
-                      lambda v, c=comp: c.compress(dumps(v)),
-                      lambda b, c=comp: loads(c.decompress(b))))
-    return found
 
 
-def document_rows(raw: redis.Redis, services: dict[str, CacheService], doc_name: str,
-                  doc: Any) -> tuple[list[str], list[Comparison], dict[str, int]]:
+def document_rows(raw: redis.Redis, services: dict[str, CacheService], peers: dict[str, Any],
+                  doc_name: str, doc: Any) -> tuple[list[str], list[Comparison], dict[str, int]]:
     """One document stored every way: size lines, its get and set comparisons, bytes by
     variant."""
     px = TTL * 1000
@@ -155,6 +160,17 @@ def document_rows(raw: redis.Redis, services: dict[str, CacheService], doc_name:
                      f"{len(stored) / raw_bytes:5.2f}x {raw.memory_usage(rk):>12}")
         gets.append(Variant(name, lambda rk=rk, d=decode: d(raw.get(rk))))
         sets.append(Variant(name, lambda rk=rk, e=encode, v=doc: raw.set(rk, e(v), px=px)))
+    for name, cache in peers.items():
+        cache.set(doc_name, doc)
+        assert cache.get(doc_name) == doc
+        pk = str(cache.make_key(doc_name))
+        stored = raw.get(pk)
+        assert isinstance(stored, bytes)
+        stored_bytes[name] = len(stored)
+        sizes.append(f"{doc_name:<15} {name:<38} {len(stored):>7} "
+                     f"{len(stored) / raw_bytes:5.2f}x {raw.memory_usage(pk):>12}")
+        gets.append(Variant(name, lambda c=cache, k=doc_name: c.get(k)))
+        sets.append(Variant(name, lambda c=cache, k=doc_name, v=doc: c.set(k, v)))
     for name, svc in services.items():
         svc.set(doc_name, doc)
         assert svc.get(doc_name) == doc
@@ -223,6 +239,7 @@ def measure(server: RedisServer, rounds: int, quick: bool
             ) -> tuple[list[str], list[Comparison], list[str]]:
     """The bytes table, the timed comparisons and the verdict lines."""
     raw = redis.Redis(host=server.host, port=server.port, db=0)
+    peers = django_redis_caches(server.url)
     services = {name: CacheService(f"bench-codecs-{i}", url=server.url, default_ttl=TTL,
                                    max_value_bytes=8 << 20, **options)
                 for i, (name, options) in enumerate(PIPELINES)}
@@ -230,7 +247,7 @@ def measure(server: RedisServer, rounds: int, quick: bool
     comparisons: list[Comparison] = []
     bytes50: dict[str, int] = {}
     for doc_name, doc in documents():
-        lines, cmps, stored = document_rows(raw, services, doc_name, doc)
+        lines, cmps, stored = document_rows(raw, services, peers, doc_name, doc)
         sizes += lines
         comparisons += cmps
         if doc_name.startswith("50 KB"):
@@ -242,6 +259,8 @@ def measure(server: RedisServer, rounds: int, quick: bool
         run_per_call(cmp, rounds, calls // (3 if quick else 1))
         print(f"  measured: {cmp.title}", file=sys.stderr)
     raw.close()
+    for cache in peers.values():
+        cache.close()
     for svc in services.values():
         svc.close()
     return sizes, comparisons, targets(comparisons, bytes50)
@@ -265,8 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--no-write", action="store_true", help="do not write results/")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 15, 3 quick)")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else 15
+    rounds = args.rounds or (3 if args.quick else 15)
     started = time.monotonic()
     with RedisServer(name="bench-codecs") as server:
         placement = pin(server)

@@ -133,6 +133,41 @@ def test_tampered_and_bomb_values_are_misses_counted_and_removed(
     assert raw_of(redis_server, cache, "bomb") is None
 
 
+def test_the_get_fast_path_of_a_pipeline_treats_refused_payloads_as_the_slow_path(
+        redis_server: RedisServer) -> None:
+    prefix = unique("refused")
+    cache = CacheService(prefix, url=redis_server.url, serializer="msgpack",
+                         compression="zstd", encryption_keys=[KEY_A])
+    other = CacheService(prefix, url=redis_server.url, codec=PickleCodec(SIGNING),
+                         compression="zstd")
+    client = redis_server.client()
+    client.set(cache.full_key("foreign"), b"not ours")
+    other.set("pickled", [complex(1, 2)] * 500)  # signed pickle + zstd: no key for it here
+    cache.set("corrupt", DOC)
+    raw = raw_of(redis_server, cache, "corrupt") or b""
+    client.set(cache.full_key("corrupt"), raw[:40])
+    for key in ("foreign", "pickled", "corrupt"):
+        assert cache.get(key, "d") == "d"
+    assert raw_of(redis_server, cache, "foreign") == b"not ours"  # left alone
+    assert raw_of(redis_server, cache, "pickled") is not None  # another service's codec
+    assert raw_of(redis_server, cache, "corrupt") is None  # removed
+    assert cache.stats()["misses"] == 3
+    assert cache.stats()["codec"] == {"auth_failures": 0, "unknown_keys": 0}
+
+
+def test_a_large_plain_json_value_is_read_in_place_exactly(redis_server: RedisServer) -> None:
+    cache = CacheService(unique("plain"), url=redis_server.url)
+    for value in ({"text": "é" * 5000, "n": [1.5, None, True]}, ["x" * 4085], "y" * 4093):
+        cache.set("v", value)
+        assert cache.get("v") == value
+        raw = raw_of(redis_server, cache, "v") or b""
+        assert raw[2] == 1  # plain JSON
+        assert len(raw) >= 4096  # past the view threshold
+    redis_server.client().set(cache.full_key("v"), raw[:-2] + b"!!")
+    assert cache.get("v", "d") == "d"
+    assert raw_of(redis_server, cache, "v") is None  # corrupt: removed
+
+
 def test_key_rotation_across_services(redis_server: RedisServer) -> None:
     prefix = unique("rotate")
     old = CacheService(prefix, url=redis_server.url, encryption_keys=[KEY_A])

@@ -6,7 +6,6 @@ readable under every pipeline; keys rotate; bad options name what is allowed."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -15,6 +14,7 @@ import uuid
 import zlib
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -118,7 +118,10 @@ def test_exact_round_trips_through_every_pipeline(pipeline: tuple[Any, ...], val
     if big:  # large and compressible: the compressor keeps its result
         value = [value, "abc" * 500]
     payload = pack(c, value, "k", LIMIT, STAMP)
-    assert same(unpack(c, payload, "k"), as_msgpack(value) if pipeline[0] == "msgpack" else value)
+    expected = as_msgpack(value) if pipeline[0] == "msgpack" else value
+    assert same(unpack(c, payload, "k"), expected)
+    if isinstance(c, PipelineCodec):  # the get paths' one call
+        assert same(c.open_payload(payload, "k"), expected)
     _, compression, keys = pipeline
     counter = type(value) is int and abs(value) <= MAX_COUNTER  # stays plain JSON for incr
     assert bool(payload[2] & SEALED) == (bool(keys) and not counter)
@@ -249,9 +252,39 @@ def test_corrupt_foreign_and_truncated_payloads_are_misses(pipeline: tuple[Any, 
     bad = [good[:n] for n in (0, 1, 2, 3, 10, HEADER_SIZE, HEADER_SIZE + 3, len(good) - 1)]
     bad += [good[:HEADER_SIZE] + os.urandom(40), b"plain text", b"\xc5\x01" + os.urandom(30)]
     bad += [MAGIC + bytes([cid]) + good[3:] for cid in range(0x40)]
+    opener = c.open_payload if isinstance(c, PipelineCodec) else partial(unpack, c)
     for raw in bad:
-        with contextlib.suppress(CorruptPayload):  # a value, or a miss: never another error
-            unpack(c, raw, "k")
+        assert outcome(opener, raw) == outcome(partial(unpack, c), raw)
+
+
+def outcome(opener: Any, raw: bytes) -> Any:
+    """A value, or how a miss is handled: (remove, foreign); never another error."""
+    try:
+        return opener(raw, "k")
+    except CorruptPayload as exc:
+        return ("miss", exc.remove, exc.foreign)
+
+
+def test_the_get_paths_opener_refuses_what_unpack_refuses_and_counts_once() -> None:
+    c, payload = sealed_payload()
+    tampered = payload[:-1] + bytes([payload[-1] ^ 1])
+    assert outcome(c.open_payload, tampered) == ("miss", True, False)
+    assert outcome(c.open_payload, payload[:HEADER_SIZE + 31]) == ("miss", True, False)
+    assert c.stats() == {"auth_failures": 1, "unknown_keys": 0}  # truncated: not counted
+    assert outcome(codec("json", None, [KEY_B]).open_payload, payload) == ("miss", False, False)
+    assert outcome(c.open_payload, b"plain text") == ("miss", False, True)
+    # small and large (a body past 4 KB is read through a memoryview), compressed or not
+    values = [{"b": b"\x00" * 2000, "t": (1, 2)}, {"b": os.urandom(6000), "t": (1, 2)},
+              [secrets.token_hex(6000), b"x"]]
+    for pipeline in (("msgpack", None, None), ("msgpack", "zstd", [KEY_A]), ("json", "lz4", None),
+                     ("pickle", "zlib", None), ("msgpack", "zlib", None)):
+        c = codec(*pipeline)
+        for value in values:
+            payload = pack(c, value, "k", LIMIT, STAMP)
+            got = c.open_payload(payload, "k")
+            assert same(got, as_msgpack(value))  # bytes come back as bytes, not reply views
+            assert outcome(c.open_payload, payload[:-3]) == outcome(partial(unpack, c),
+                                                                    payload[:-3])
 
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "zlib"])
@@ -261,9 +294,10 @@ def test_a_decompression_bomb_is_a_miss(compression: str, keys: Any) -> None:
     reader = codec("json", compression, keys, max_bytes=LIMIT)
     bomb = pack(writer, "a" * (8 * LIMIT), "k", 64 * LIMIT, STAMP)
     assert len(bomb) < LIMIT // 16
-    with pytest.raises(CorruptPayload, match="inflates past") as info:
-        unpack(reader, bomb, "k")
-    assert info.value.remove
+    for opener in (partial(unpack, reader), reader.open_payload):
+        with pytest.raises(CorruptPayload, match="inflates past") as info:
+            opener(bomb, "k")
+        assert info.value.remove
     fits = pack(writer, "a" * (LIMIT - 100), "k", 64 * LIMIT, STAMP)
     assert unpack(reader, fits, "k") == "a" * (LIMIT - 100)
 

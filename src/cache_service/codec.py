@@ -51,6 +51,10 @@ _ORJSON_OPTS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
 )
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+Buffer = bytes | memoryview  # a body read in place (the stages of ``cache_service.codecs``)
+# From this many bytes a stage reads a payload's body through a memoryview rather than a copy
+# (below it the copy costs fewer instructions than the view: counted with callgrind).
+VIEW_FROM = 4096
 ALLOWED_TYPES = (
     "str, int, float, bool, None, list, dict (str keys, or any keys of these types), tuple, set, "
     "frozenset, bytes, bytearray, datetime, date, time, timedelta, UUID, Decimal and Ellipsis"
@@ -371,10 +375,15 @@ def pack(codec: Codec, value: Any, key: str, max_bytes: int, stamp: int) -> byte
     return payload
 
 
+def not_ours() -> CorruptPayload:
+    """What ``unpack`` raises for a string without our header (a miss, left alone)."""
+    return CorruptPayload("a string without the cache_service header", foreign=True)
+
+
 def unpack(codec: Codec, raw: bytes, key: str) -> Any:
     """Decode a payload written by ``pack``; raises CorruptPayload for anything else."""
-    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:
-        raise CorruptPayload("a string without the cache_service header", foreign=True)
+    if raw[:2] != MAGIC or len(raw) < HEADER_SIZE:  # (inline: a frame costs ~1% of a hit)
+        raise not_ours()
     codec_id = raw[2]
     if codec_id & SEALED and codec_id < STAGE_BITS:
         unseal = getattr(codec, "unseal", None)

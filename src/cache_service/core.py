@@ -142,7 +142,8 @@ class ServiceCore:
             plain=type(self._codec) in PLAIN_CODECS or type(self._codec) is PipelineCodec,
             default_ttl=default_seconds, max_value_bytes=max_value_bytes,
             counters=self._counters, location=self._location, target=self._target,
-            near=self._near, wall=wall_clock or time.time)
+            near=self._near, wall=wall_clock or time.time,
+            opener=self._codec.open_payload if isinstance(self._codec, PipelineCodec) else None)
         # a ready-made instance (api_cache...): exporters show it once it counted something
         self._ready_made = _defer_location_error
         registry.add(self)

@@ -45,6 +45,8 @@ class OpContext:
     target: Target
     near: NearStore | None  # the location's near cache, if this service reads through it
     wall: Callable[[], float]  # wall time (stale-while-revalidate freshness, every host)
+    # ``unpack`` of ``codec`` in fewer steps, for the get fast paths (a pipeline of stages)
+    opener: Callable[[bytes, str], Any] | None = None
 
     def tag_keys(self, tags: tuple[str, ...] | list[str]) -> list[str]:
         """The Redis keys of ``tags`` (in the prefix's tag slot)."""

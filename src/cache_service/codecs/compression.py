@@ -7,7 +7,7 @@ import threading
 import zlib
 from typing import Any, Protocol
 
-from cache_service.codec import CorruptPayload
+from cache_service.codec import Buffer, CorruptPayload
 from cache_service.codecs._extras import available, require
 
 __all__ = ["COMPRESSORS", "Compressor", "compressor", "decompressor"]
@@ -21,7 +21,7 @@ class Compressor(Protocol):
 
     def compress(self, data: bytes) -> bytes: ...
 
-    def decompress(self, data: bytes, limit: int) -> bytes: ...
+    def decompress(self, data: Buffer, limit: int) -> bytes: ...
 
 
 def _bomb(limit: int) -> CorruptPayload:
@@ -40,7 +40,7 @@ class Zlib:
     def compress(self, data: bytes) -> bytes:
         return zlib.compress(data, self.level)
 
-    def decompress(self, data: bytes, limit: int) -> bytes:
+    def decompress(self, data: Buffer, limit: int) -> bytes:
         d = zlib.decompressobj()
         try:
             out = d.decompress(data, limit + 1)
@@ -62,22 +62,25 @@ class Zstd:
         self._zstd: Any = require("zstandard", "compression='zstd'")
         self.level = 3 if level is None else level
         self._local = threading.local()  # contexts are not safe to share between threads
-        self._contexts()
+        self._compressor()
+        self._decompressor()
 
-    def _contexts(self) -> Any:
-        local = self._local
+    def _compressor(self) -> Any:
         try:
-            return local.contexts
+            return self._local.compressor
         except AttributeError:
-            local.contexts = (self._zstd.ZstdCompressor(level=self.level),
-                              self._zstd.ZstdDecompressor())
-            return local.contexts
+            made = self._local.compressor = self._zstd.ZstdCompressor(level=self.level)
+            return made
+
+    def _decompressor(self) -> Any:
+        made = self._local.decompressor = self._zstd.ZstdDecompressor()
+        return made
 
     def compress(self, data: bytes) -> bytes:
-        out: bytes = self._contexts()[0].compress(data)
+        out: bytes = self._compressor().compress(data)
         return out
 
-    def decompress(self, data: bytes, limit: int) -> bytes:
+    def decompress(self, data: Buffer, limit: int) -> bytes:
         try:
             size = self._zstd.frame_content_size(data)
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
@@ -86,8 +89,12 @@ class Zstd:
             raise CorruptPayload("zstd body without its content size")
         if size > limit:
             raise _bomb(limit)
+        try:  # this thread's decompressor, made on its first read
+            d = self._local.decompressor
+        except AttributeError:
+            d = self._decompressor()
         try:
-            out: bytes = self._contexts()[1].decompress(data, max_output_size=limit)
+            out: bytes = d.decompress(data, max_output_size=limit)
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
             raise CorruptPayload(f"undecodable zstd body ({exc})") from None
         if len(out) != size:
@@ -108,7 +115,7 @@ class Lz4:
         out: bytes = self._frame.compress(data, compression_level=self.level, store_size=True)
         return out
 
-    def decompress(self, data: bytes, limit: int) -> bytes:
+    def decompress(self, data: Buffer, limit: int) -> bytes:
         d = self._frame.LZ4FrameDecompressor()
         try:
             out: bytes = d.decompress(data, max_length=limit + 1)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from cache_service.codec import MIN_KEY_DISTINCT, CorruptPayload
+from cache_service.codec import HEADER_SIZE, MIN_KEY_DISTINCT, VIEW_FROM, CorruptPayload
 from cache_service.codecs._extras import require
 from cache_service.errors import ConfigurationError
 
@@ -24,6 +24,8 @@ KEY_BYTES = 32
 KEY_ID_BYTES = 4
 NONCE_BYTES = 12
 _OVERHEAD = KEY_ID_BYTES + NONCE_BYTES + 16  # key id, nonce, GCM tag
+_NONCE = HEADER_SIZE + KEY_ID_BYTES  # where a sealed payload's nonce starts
+_SEALED = _NONCE + NONCE_BYTES  # and its ciphertext
 
 
 def key_id(key: bytes) -> bytes:
@@ -95,21 +97,23 @@ class Keyring:
         kid = self._write_id
         return b"".join((kid, nonce, self._write.encrypt(nonce, body, self._aad(head, kid, key))))
 
-    def open(self, head: bytes, sealed: bytes, key: str) -> bytes:
-        """The body inside ``sealed``, or CorruptPayload: removed when it fails
-        authentication, left alone when another key (one this service lacks) wrote it."""
-        if len(sealed) < _OVERHEAD:
+    def open(self, raw: bytes, key: str) -> bytes:
+        """The body of the whole sealed payload ``raw`` (header, key id, nonce, ciphertext and
+        tag), or CorruptPayload: removed when it fails authentication, left alone when another
+        key (one this service lacks) wrote it. Reads a large ciphertext in place (no copy)."""
+        if len(raw) < HEADER_SIZE + _OVERHEAD:
             raise CorruptPayload("truncated encrypted payload")
-        kid = sealed[:KEY_ID_BYTES]
+        kid = raw[HEADER_SIZE:_NONCE]
         cipher = self._by_id.get(kid)
         if cipher is None:
             next(self.unknown_keys)
             raise CorruptPayload(f"encrypted under key id {kid.hex()}, which this service "
                                  "does not hold", remove=False)
-        nonce = sealed[KEY_ID_BYTES:KEY_ID_BYTES + NONCE_BYTES]
-        try:
-            body: bytes = cipher.decrypt(nonce, sealed[KEY_ID_BYTES + NONCE_BYTES:],
-                                         self._aad(head, kid, key))
+        view = memoryview(raw) if len(raw) >= VIEW_FROM else raw
+        k = key.encode("utf-8", "surrogatepass")
+        try:  # the header and key id precede the nonce: the authenticated data's first part
+            body: bytes = cipher.decrypt(raw[_NONCE:_SEALED], view[_SEALED:], b"".join(
+                (raw[:_NONCE], len(k).to_bytes(4, "big"), k)))
         except self._invalid_tag:
             next(self.auth_failures)
             raise CorruptPayload("encrypted payload failed authentication") from None

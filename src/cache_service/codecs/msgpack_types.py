@@ -12,7 +12,7 @@ from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
-from cache_service.codec import ALLOWED_TYPES, MSGPACK, CorruptPayload
+from cache_service.codec import ALLOWED_TYPES, MSGPACK, Buffer, CorruptPayload
 from cache_service.errors import SerializationError
 
 __all__ = ["MsgpackSerializer"]
@@ -73,15 +73,15 @@ class MsgpackSerializer:
 
         self._default = default
         self._ext_hook = ext_hook
+        self._unpackb = module.unpackb
 
     def _pack(self, value: Any) -> bytes:
         packed: bytes = self._msgpack.packb(value, default=self._default, strict_types=True,
                                             use_bin_type=True)
         return packed
 
-    def _unpack(self, body: bytes) -> Any:
-        return self._msgpack.unpackb(body, ext_hook=self._ext_hook, raw=False,
-                                     strict_map_key=False, use_list=True)
+    def _unpack(self, body: Buffer) -> Any:
+        return self._unpackb(body, ext_hook=self._ext_hook, strict_map_key=False)
 
     def encode(self, value: Any, key: str) -> tuple[int, bytes]:
         """``(4, msgpack bytes)``; SerializationError for a type it cannot store exactly."""
@@ -92,9 +92,10 @@ class MsgpackSerializer:
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise SerializationError(f"cannot cache this value: {exc}") from None
 
-    def decode(self, codec_id: int, body: bytes, key: str) -> Any:
-        """The value of a msgpack body; anything that does not decode is CorruptPayload."""
-        try:
-            return self._unpack(body)
+    def decode(self, codec_id: int, body: Buffer, key: str) -> Any:
+        """The value of a msgpack body (bytes or a memoryview of them); anything that does
+        not decode is CorruptPayload."""
+        try:  # unpack's call inline, with msgpack >= 1.0's defaults (raw=False, use_list)
+            return self._unpackb(body, ext_hook=self._ext_hook, strict_map_key=False)
         except Exception as exc:  # anyone who can write to Redis chooses these bytes
             raise CorruptPayload(f"undecodable msgpack payload ({type(exc).__name__})") from None
