@@ -52,6 +52,7 @@ class FallbackStore(Protocol):
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None: ...
     def delete(self, keys: Iterable[str]) -> int: ...
     def delete_matching(self, glob: Glob) -> int: ...
+    def matching(self, glob: Glob, limit: int) -> list[str]: ...
     def new_epoch(self) -> None: ...
 
 
@@ -184,6 +185,12 @@ class MemoryStore:
         with self._lock:
             doomed = glob.select(self._data)
         return self.delete(doomed)
+
+    def matching(self, glob: Glob, limit: int) -> list[str]:
+        """Up to ``limit`` keys ``glob`` matches (as Redis would), live or not: the caller
+        checks each (listing keys)."""
+        with self._lock:
+            return glob.select(self._data)[:limit]
 
     def new_epoch(self) -> None:
         """Forget every entry: an outage started or ended."""
