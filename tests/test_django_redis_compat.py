@@ -130,6 +130,7 @@ def test_lock_semantics(redis_server: RedisServer) -> None:
     ({"PARSER_CLASS": "redis.connection._HiredisParser"}, "hiredis"),
     ({"CONNECTION_POOL_KWARGS": {"retry_on_timeout": True}}, "retry_on_timeout"),
     ({"CLOSE_CONNECTION": True}, "pooled per process"),
+    ({"PICKLE_VERSION": 2}, "highest protocol"),
     ({"COMPRESSOR": "django_redis.compressors.lzma.LZMACompressor"}, "zstd, lz4, zlib, none"),
     ({"SERIALIZER": "myapp.YamlSerializer"}, "json, msgpack, pickle"),
     ({"IGNORE_EXCEPTIONS": "yes"}, "must be a bool"),

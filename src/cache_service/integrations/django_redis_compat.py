@@ -47,6 +47,8 @@ _REFUSED = {
     "SENTINEL_KWARGS": "put the sentinel password in LOCATION or OPTIONS['sentinel_password']",
     "REPLICA_READ_ONLY": "one LOCATION per cache; read_from_replicas=True on a Cluster",
     "CONNECTION_FACTORY": "the connection layer is ours; see the service options",
+    "PICKLE_VERSION": "values are pickled with the highest protocol and signed (HMAC-SHA256); "
+                      "remove it",
 }
 # CLIENT_CLASS values: DefaultClient is what we are; the others, what to use instead
 _CLIENTS = {
