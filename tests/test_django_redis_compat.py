@@ -147,3 +147,13 @@ def test_mapped_options_reach_the_service() -> None:
         "REVERSE_KEY_FUNCTION": "django_redis.util.default_reverse_key"}})
     assert built.service.stats() is not None
     assert cache is not None  # the app's proxy imports
+
+
+def test_the_async_twins_are_native() -> None:
+    """Every a* twin of the django-redis API awaits the AsyncCacheService (no thread)."""
+    import inspect
+
+    for name in ("attl", "apttl", "aexpire", "apexpire", "aexpire_at", "apexpire_at",
+                 "apersist", "akeys", "adelete_pattern", "aincr", "aset"):
+        assert inspect.iscoroutinefunction(getattr(DjangoCache, name)), name
+    assert inspect.isasyncgenfunction(DjangoCache.aiter_keys)
