@@ -94,7 +94,10 @@ def django_redis_options(
                             "connections are pooled per process and location, shared with "
                             "the other services on it, and never closed per request")
         elif name == "REVERSE_KEY_FUNCTION":
-            reverse = import_string(value) if isinstance(value, str) else value
+            if value == "django_redis.util.default_reverse_key":  # without django-redis too
+                reverse = default_reverse_key
+            else:
+                reverse = import_string(value) if isinstance(value, str) else value
         elif name == "CONNECTION_POOL_KWARGS":
             if not isinstance(value, Mapping):
                 raise error(f"CACHES OPTIONS['CONNECTION_POOL_KWARGS'] must be a dict, got "
