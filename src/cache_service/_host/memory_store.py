@@ -187,10 +187,13 @@ class MemoryStore:
         return self.delete(doomed)
 
     def matching(self, glob: Glob, limit: int) -> list[str]:
-        """Up to ``limit`` keys ``glob`` matches (as Redis would), live or not: the caller
-        checks each (listing keys)."""
+        """Up to ``limit`` live keys ``glob`` matches (as Redis would) (listing keys)."""
+        now = self.clock()
         with self._lock:
-            return glob.select(self._data)[:limit]
+            data = self._data
+            live = [k for k in glob.select(data)
+                    if data[k][_EXPIRES] > now and data[k][_EPOCH] == self.epoch]
+        return live[:limit]
 
     def new_epoch(self) -> None:
         """Forget every entry: an outage started or ended."""
