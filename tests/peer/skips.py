@@ -23,7 +23,11 @@ _RATELIMIT = {f"CacheFailTests.{name}": _MEMCACHED for name in (
 # warns (cachalot.W001) of every cache backend not on its list, ours too (silenced in
 # projects with SILENCED_SYSTEM_CHECKS; this test calls run_checks, which does not filter)
 _CACHALOT = {"SettingsTestCase.test_database_compatibility":
-             "expects no cachalot.W001, which cachalot raises for any backend not on its list"}
+             "expects no cachalot.W001, which cachalot raises for any backend not on its list",
+             # invalidate(), then get_last_invalidation() within 0.1 s of time(): a wall-clock
+             # bound (0.1003 s on a machine at load 15; the project asserts no timings)
+             "APITestCase.test_get_last_invalidation":
+             "a 0.1 s wall-clock assertion, missed on a loaded machine"}
 DJANGO_APPS: dict[str, dict[str, dict[str, str]]] = {
     "django-ratelimit": {"up": _RATELIMIT, "down": _RATELIMIT, "restart": _RATELIMIT},
     "django-cachalot": {"up": _CACHALOT, "down": _CACHALOT, "restart": _CACHALOT},
