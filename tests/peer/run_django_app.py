@@ -78,6 +78,8 @@ for test in flat(suite):
 
 runner.setup_test_environment()
 old = runner.setup_databases()
+if os.environ.get("PEER_SUITE_STARTED"):  # the harness's outages begin now
+    Path(os.environ["PEER_SUITE_STARTED"]).touch()
 result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1).run(suite)
 failed_once: list[str] = []
 if mode == "restart" and (result.failures or result.errors):
