@@ -1,10 +1,12 @@
 """django-redis' ``lock()``: redis-py's ``Lock`` API (and redis.asyncio's) over a DjangoCache.
 
-The lock is the cache's own atomic ``add`` (SET NX PX on Redis; during an outage the
-host-shared fallback store, atomic across the host's processes) at the cache key, as
-django-redis keeps its lock at the cache key. Release and extend check the holder's token and
-then act: two round trips, where redis-py runs one script, so choose a ``timeout`` longer
-than the work it guards (with any expiring lock, a holder that outlives it has lost it).
+The lock is the cache's own atomic ``add`` (SET NX PX on Redis) at the cache key, as
+django-redis keeps its lock at the cache key. During an outage it is taken on the fallback
+store: atomic within the process, while two processes of the host could both take it in the
+same instant (the check and the write are two SQLite transactions). Release and extend
+check the holder's token and then act: two round trips, where redis-py runs one script, so
+choose a ``timeout`` longer than the work it guards (with any expiring lock, a holder that
+outlives it has lost it).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class _LockState:
 
 
 class DjangoLock(_LockState):
-    """redis-py's ``Lock`` API over the cache: ``add`` (SET NX PX) takes it, so it holds on
-    Redis and, during an outage, on the host-shared fallback store."""
+    """redis-py's ``Lock`` API over the cache: ``add`` (SET NX PX) takes it, on Redis or,
+    during an outage, on the fallback store."""
 
     def acquire(self, sleep: float | None = None, blocking: bool | None = None,
                 blocking_timeout: float | None = None, token: str | None = None) -> bool:
