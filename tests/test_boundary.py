@@ -153,6 +153,7 @@ def calls(m: Mode, key: Any, ttl: Any, tag: Any, pattern: Any) -> dict[str, Call
         "ttl": lambda: svc.ttl(key),
         "exists": lambda: svc.exists(key),
         "invalidate_pattern": lambda: svc.invalidate_pattern(pattern),
+        "keys_pattern": lambda: svc.keys(pattern),
         "invalidate_tags": lambda: svc.invalidate_tags(tag),
         "get_or_set": lambda: svc.get_or_set(key, lambda: 1, ttl, tags=[tag]),
         "aget": lambda: run(asvc.get(key)),

@@ -97,7 +97,7 @@ def subject(make_store: Callable[..., Subject]) -> Subject:
 def test_the_store_has_every_member_of_the_protocol(subject: Subject) -> None:
     members = [name for name in vars(FallbackStore)
                if not name.startswith("_") or name == "__len__"]
-    assert len(members) == 10, members
+    assert len(members) == 11, members
     assert [name for name in members if not hasattr(subject.store, name)] == []
 
 
@@ -219,6 +219,19 @@ def test_delete_matching_follows_redis_glob(subject: Subject, pattern: str,
     assert len(store) == len(KEYS) - len(matches)
     shared = subject.kind == "shared"
     assert store.nbytes == sum(size(k, k.encode(), shared) for k in KEYS if k not in matches)
+
+
+def test_matching_lists_live_keys_as_redis_glob(subject: Subject) -> None:
+    store = subject.store
+    for key in KEYS:
+        store.set(key, key.encode(), 60)
+    store.set("short-lived", b"v", 1)
+    subject.clock.advance(2)
+    assert sorted(store.matching(compile_glob("*"), 1000)) == sorted(KEYS)
+    assert len(store.matching(compile_glob("*"), 2)) == 2
+    assert store.matching(compile_glob("nothing*"), 10) == []
+    subject.outage_turns()  # entries of the last outage are never listed
+    assert store.matching(compile_glob("*"), 10) == []
 
 
 def test_delete_matching_everything_clears_and_counts_only_live_entries(

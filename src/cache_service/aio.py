@@ -37,7 +37,7 @@ from typing import Any
 from cache_service._host.breaker import Gate
 from cache_service._host.state import GEN, NEAR_USED, key_slot
 from cache_service._near.store import MISS
-from cache_service._ops import batch, incr, keyops, read, write
+from cache_service._ops import batch, incr, keyops, listing, read, write
 from cache_service._ops.context import MISSING
 from cache_service._ops.get_or_set import get_or_set as get_or_set_op
 from cache_service._ops.loading import load_policy
@@ -45,6 +45,7 @@ from cache_service._ops.read import Discard
 from cache_service._ops.tags import Tagged
 from cache_service._redis.backend import CONNECTIVITY_ERRORS, OUTAGES, classify_error, drop_idle
 from cache_service.core import TTL, ServiceCore
+from cache_service.errors import ConfigurationError
 from cache_service.keys import MAX_KEY_LENGTH, validate_key
 
 # unasync: sync: __all__ = ["CacheService"]
@@ -194,6 +195,13 @@ class AsyncCacheService(ServiceCore):
     async def invalidate_pattern(self, pattern: str) -> int:
         """Remove this service's keys matching the Redis glob ``pattern``; returns the count."""
         return await self._target.arun(write.invalidate_pattern(self._ctx, pattern))
+
+    async def keys(self, pattern: str = "*", *, limit: int = 100_000) -> list[str]:
+        """Up to ``limit`` of this service's keys matching the Redis glob ``pattern`` (SCAN
+        under the service's prefix only; the fallback store's keys while Redis is out)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(f"limit must be an int >= 1, got {limit!r}")
+        return await self._target.arun(listing.keys(self._ctx, pattern, limit))
 
     async def clear_all(self) -> int:
         """Remove every key of this service's prefix (and nothing else); returns the count."""

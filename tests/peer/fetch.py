@@ -7,9 +7,14 @@ each framework, the test files of its sdist under ``$CACHE_SERVICE_PEER_SUITES``
     django-5.2.19/cache/...      tests/cache/ of Django's sdist
     cachelib-0.17.0/tests/...    tests/ of cachelib's sdist
     flask-caching-2.5.1/tests/... tests/ of Flask-Caching's sdist
+    djangorestframework-3.18.3/tests/...   tests/ of DRF's sdist (its throttling tests)
+    django-axes-8.3.1/tests/...  tests/ of django-axes' sdist
+    django-cachalot-2.9.1/settings.py, runtests_urls.py   its test settings (the tests ship
+                                 in the wheel, as cachalot.tests)
 
-dogpile.cache ships its suites in the wheel (``dogpile.testing``): nothing to fetch. A cached
-suite is never downloaded again; without network and without a cache, this fails saying so.
+dogpile.cache ships its suites in the wheel (``dogpile.testing``), as django-ratelimit does
+(``django_ratelimit.tests``): nothing to fetch. A cached suite is never downloaded again;
+without network and without a cache, this fails saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +28,16 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# distribution -> (member prefix in the sdist, directory it becomes)
-SUITES = {"django": ("tests/cache/", "cache"), "cachelib": ("tests/", "tests"),
-          "flask-caching": ("tests/", "tests")}
+# distribution -> what to take from its sdist: (member prefix, directory it becomes); a
+# prefix naming one file is copied into that directory under its own name
+SUITES: dict[str, tuple[tuple[str, str], ...]] = {
+    "django": (("tests/cache/", "cache"),),
+    "cachelib": (("tests/", "tests"),),
+    "djangorestframework": (("tests/", "tests"),),
+    "django-axes": (("tests/", "tests"),),
+    "flask-caching": (("tests/", "tests"),),
+    "django-cachalot": (("settings.py", ""), ("runtests_urls.py", "")),
+}
 
 
 def suites_dir() -> Path:
@@ -35,7 +47,6 @@ def suites_dir() -> Path:
 def ensure(dist: str) -> Path:
     """The directory holding ``dist``'s cached suite (downloaded on first use)."""
     version = metadata.version(dist)
-    member, name = SUITES[dist]
     home = suites_dir() / f"{dist}-{version}"
     if (home / ".complete").exists():
         return home
@@ -51,9 +62,11 @@ def ensure(dist: str) -> Path:
         with tarfile.open(archives[0]) as tar:
             for info in tar.getmembers():
                 _top, _, rest = info.name.partition("/")
-                if not rest.startswith(member) or not info.isfile():
+                member, name = next(((m, n) for m, n in SUITES[dist] if rest.startswith(m)),
+                                    ("", ""))
+                if not member or not info.isfile():
                     continue
-                dest = home / name / rest[len(member):]
+                dest = home / name / (rest[len(member):] or Path(rest).name)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(info)
                 assert src is not None

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,12 +25,17 @@ MODES = ("up", "down", "restart")
 
 @contextmanager
 def outage(server: RedisServer, *, first: float = 2.0, down: float = 1.5,
-           times: int = 2) -> Iterator[list[str]]:
-    """A thread that kills ``server`` and restarts it (empty) ``times`` times; yields its log."""
+           times: int = 2, started: Path | None = None) -> Iterator[list[str]]:
+    """A thread that kills ``server`` and restarts it (empty) ``times`` times; yields its log.
+    With ``started``, the first kill comes ``first`` seconds after that file appears (the
+    suite's tests begin), not after the process starts."""
     stop = threading.Event()
     log: list[str] = []
 
     def chaos() -> None:
+        while started is not None and not started.exists():
+            if stop.wait(0.05):
+                return
         if stop.wait(first):
             return
         for _ in range(times):
@@ -52,10 +59,17 @@ def outage(server: RedisServer, *, first: float = 2.0, down: float = 1.5,
 
 
 def run_suite(script: str, args: Sequence[str], url: str, mode: str,
-              server: RedisServer | None, *, timeout: float = 240) -> dict[str, Any]:
-    """Run ``tests/peer/<script>`` with ``args + [url, mode]``; its JSON report (+ ``chaos``)."""
+              server: RedisServer | None, *, timeout: float = 240,
+              first_kill: float | None = None) -> dict[str, Any]:
+    """Run ``tests/peer/<script>`` with ``args + [url, mode]``; its JSON report (+ ``chaos``).
+    ``first_kill``: in the restart mode, kill the server that long after the script says its
+    tests begin (it creates the file named by ``$PEER_SUITE_STARTED``), not after it starts."""
     cmd = [sys.executable, str(ROOT / "tests" / "peer" / script), *args, url, mode]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    marker = None
+    if first_kill is not None:
+        marker = Path(tempfile.mkdtemp(prefix="peer-started-")) / "started"
+        env["PEER_SUITE_STARTED"] = str(marker)
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
@@ -63,13 +77,16 @@ def run_suite(script: str, args: Sequence[str], url: str, mode: str,
 
     if mode == "restart":
         assert server is not None
-        with outage(server) as log:
+        timing = {} if first_kill is None else {"first": first_kill, "started": marker}
+        with outage(server, **timing) as log:  # type: ignore[arg-type]
             proc = run()
     else:
         log, proc = [], run()
     lines = proc.stdout.strip().splitlines()
     assert lines, f"suite crashed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
     assert proc.returncode == 0, f"suite crashed:\n{proc.stdout}\n{proc.stderr[-6000:]}"
+    if marker is not None:
+        shutil.rmtree(marker.parent, ignore_errors=True)
     report: dict[str, Any] = json.loads(lines[-1])
     report["chaos"] = log
     report["stderr"] = proc.stderr[-6000:]

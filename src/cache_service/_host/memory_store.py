@@ -52,6 +52,7 @@ class FallbackStore(Protocol):
     def set(self, key: str, payload: bytes, ttl: float, value: Any = NO_VALUE) -> None: ...
     def delete(self, keys: Iterable[str]) -> int: ...
     def delete_matching(self, glob: Glob) -> int: ...
+    def matching(self, glob: Glob, limit: int) -> list[str]: ...
     def new_epoch(self) -> None: ...
 
 
@@ -184,6 +185,15 @@ class MemoryStore:
         with self._lock:
             doomed = glob.select(self._data)
         return self.delete(doomed)
+
+    def matching(self, glob: Glob, limit: int) -> list[str]:
+        """Up to ``limit`` live keys ``glob`` matches (as Redis would) (listing keys)."""
+        now = self.clock()
+        with self._lock:
+            data = self._data
+            live = [k for k in glob.select(data)
+                    if data[k][_EXPIRES] > now and data[k][_EPOCH] == self.epoch]
+        return live[:limit]
 
     def new_epoch(self) -> None:
         """Forget every entry: an outage started or ended."""

@@ -215,6 +215,19 @@ class SharedStore:
         with self.host.transaction() as db:
             return self._forget(db, "redis_match(?, key)", (glob.pattern,))
 
+    def matching(self, glob: Glob, limit: int) -> list[str]:
+        """Up to ``limit`` live keys ``glob`` matches (as Redis would) (listing keys); none
+        when the database cannot be read."""
+        try:
+            with self.host.read() as db:
+                rows = db.execute(
+                    "SELECT key FROM fallback WHERE redis_match(?, key) AND expires > ? "
+                    "AND gen = ? LIMIT ?",
+                    (glob.pattern, self.clock(), self._page[GEN], limit)).fetchall()
+        except sqlite3.Error:
+            return []
+        return [key for (key,) in rows]
+
     def new_epoch(self) -> None:
         """Nothing to do per process: rows of another generation are never served."""
 

@@ -20,8 +20,11 @@ service's constructor options (any case) plus ``SIGNING_KEY`` and ``PREFIX`` (th
 namespace; default ``django`` plus ``KEY_PREFIX``), e.g. ``"compression": "zstd"``,
 ``"encryption_keys": [...]``; django-redis' ``SERIALIZER`` (pickle, json, msgpack; json and
 msgpack need no signing key but store only their exact types) and ``COMPRESSOR`` (zlib, zstd,
-lz4, identity) class paths are accepted. ``clear()`` removes the keys of that
-namespace only (never FLUSHDB). The ``a*`` methods are native, on ``AsyncCacheService``.
+lz4, identity) class paths are accepted, as are its other OPTIONS where they map
+(``django_redis_compat``: the rest are refused, naming what to use instead). django-redis'
+extra API (``delete_pattern``, ``keys``, ``ttl``, ``lock``...) works as it does there.
+``clear()`` removes the keys of that namespace only (never FLUSHDB). The ``a*`` methods are
+native, on ``AsyncCacheService``.
 
 Redis failing never reaches a view: calls go to the bounded memory fallback at once, as for
 every service (see the README, "When Redis fails").
@@ -29,11 +32,9 @@ every service (see the README, "When Redis fails").
 
 from __future__ import annotations
 
-import logging
 import operator
-import pickle
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple, NoReturn
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.conf import settings
 from django.core.cache.backends.base import (
@@ -44,12 +45,23 @@ from django.core.cache.backends.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
-from cache_service.errors import ConfigurationError, SerializationError, ValueTooLargeError
+from cache_service.errors import ConfigurationError
 from cache_service.integrations._common import FOREVER, SigningKeys, build_services, service_prefix
+from cache_service.integrations._django_plan import (
+    CLEAR,
+    NOTHING,
+    NOTHING_FAILED,
+    Plan,
+    PlanRunner,
+    false,
+    no_failures,
+    nothing,
+    positive,
+)
+from cache_service.integrations.django_redis_compat import DjangoRedisAPI, django_redis_options
 
 __all__ = ["DjangoCache", "DjangoConfigurationError", "DjangoInvalidCacheKey"]
 
-log = logging.getLogger("cache_service")
 _MADE_KEYS = 4096  # made keys remembered per cache (the dict is emptied when full)
 
 
@@ -72,12 +84,13 @@ def _location(server: object) -> object:
     return server
 
 
-class DjangoCache(BaseCache):  # type: ignore[misc]
+class DjangoCache(DjangoRedisAPI, PlanRunner, BaseCache):  # type: ignore[misc]
     """``django.core.cache.backends.base.BaseCache`` over a CacheService."""
 
     def __init__(self, server: object, params: Mapping[str, Any]) -> None:
         super().__init__(params)
-        options = dict(params.get("OPTIONS") or {})
+        options, self._reverse_key = django_redis_options(
+            params.get("OPTIONS") or {}, DjangoConfigurationError)
         signing_key = options.pop("SIGNING_KEY", options.pop("signing_key", None))
         prefix = options.pop("PREFIX", options.pop("prefix", None))
         try:
@@ -139,81 +152,63 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
     # Every method but get is a plan: which service method to call with what, and how its
     # result becomes Django's. ``_run`` / ``_arun`` execute a plan on the CacheService / the
     # AsyncCacheService, so each rule below is written once for both families.
-    def _add(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
+    def _add(self, key: Any, value: Any, timeout: Any, version: int | None) -> Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:  # stored and expired at once: True if nothing was there
-            return _Plan("exists", (k,), operator.not_)
-        return _Plan("add", (k, value, ttl), values=(value,), oversize=_Plan("", finish=_false))
+            return Plan("exists", (k,), operator.not_)
+        return Plan("add", (k, value, ttl), values=(value,), oversize=Plan("", finish=false))
 
-    def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> _Plan:
+    def _set(self, key: Any, value: Any, timeout: Any, version: int | None) -> Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:
-            return _Plan("delete", (k,), _nothing)
-        return _Plan("set", (k, value, ttl), values=(value,),
-                     oversize=_Plan("delete", (k,), _nothing))
+            return Plan("delete", (k,), nothing)
+        return Plan("set", (k, value, ttl), values=(value,),
+                     oversize=Plan("delete", (k,), nothing))
 
-    def _touch(self, key: Any, timeout: Any, version: int | None) -> _Plan:
+    def _touch(self, key: Any, timeout: Any, version: int | None) -> Plan:
         k, ttl = self._key(key, version), self._ttl(timeout)
         if ttl is None:
-            return _Plan("delete", (k,), _positive)
-        return _Plan("touch", (k, ttl))
+            return Plan("delete", (k,), positive)
+        return Plan("touch", (k, ttl))
 
-    def _delete(self, key: Any, version: int | None) -> _Plan:
-        return _Plan("delete", (self._key(key, version),), _positive)
+    def _delete(self, key: Any, version: int | None) -> Plan:
+        return Plan("delete", (self._key(key, version),), positive)
 
-    def _get_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
+    def _get_many(self, keys: Iterable[Any], version: int | None) -> Plan:
         made = self._keys(keys, version)
-        return _Plan("get_many", (list(made),),
+        return Plan("get_many", (list(made),),
                      lambda found: {made[k]: v for k, v in found.items()})
 
-    def _has_key(self, key: Any, version: int | None) -> _Plan:
-        return _Plan("exists", (self._key(key, version),))
+    def _has_key(self, key: Any, version: int | None) -> Plan:
+        return Plan("exists", (self._key(key, version),))
 
-    def _incr(self, key: Any, delta: int, version: int | None) -> tuple[_Plan, _Plan]:
-        """Django's incr: ``ValueError`` on a missing key (ours would start it at 0)."""
+    def _incr(self, key: Any, delta: int, version: int | None,
+              ignore_key_check: bool) -> tuple[Plan, Plan]:
+        """Django's incr: ``ValueError`` on a missing key (ours would start it at 0);
+        django-redis' ``ignore_key_check=True`` starts it at 0 with the cache's TIMEOUT."""
         k = self._key(key, version)
+        if ignore_key_check:
+            return NOTHING, Plan("incr", (k, delta, self._ttl(DEFAULT_TIMEOUT) or FOREVER))
 
         def present(found: bool) -> None:
             if not found:
                 raise ValueError(f"Key '{key}' not found.")
 
-        return _Plan("exists", (k,), present), _Plan("incr", (k, delta))
+        return Plan("exists", (k,), present), Plan("incr", (k, delta))
 
-    def _set_many(self, data: Mapping[Any, Any], timeout: Any, version: int | None) -> _Plan:
+    def _set_many(self, data: Mapping[Any, Any], timeout: Any, version: int | None) -> Plan:
         made = {self._key(k, version): v for k, v in data.items()}
         ttl = self._ttl(timeout)
         if not made:
-            return _NOTHING_FAILED
+            return NOTHING_FAILED
         if ttl is None:
-            return _Plan("delete", tuple(made), _no_failures)
-        return _Plan("set_many", (made, ttl), _no_failures, tuple(made.values()),
-                     oversize=_Plan("delete", tuple(made), lambda _: list(data)))
+            return Plan("delete", tuple(made), no_failures)
+        return Plan("set_many", (made, ttl), no_failures, tuple(made.values()),
+                     oversize=Plan("delete", tuple(made), lambda _: list(data)))
 
-    def _delete_many(self, keys: Iterable[Any], version: int | None) -> _Plan:
+    def _delete_many(self, keys: Iterable[Any], version: int | None) -> Plan:
         made = tuple(self._keys(keys, version))
-        return _Plan("delete", made, _nothing) if made else _NOTHING
-
-    def _run(self, plan: _Plan) -> Any:
-        if not plan.method:
-            return plan.finish(None)
-        try:
-            result = getattr(self._service, plan.method)(*plan.args)
-        except ValueTooLargeError as exc:
-            return self._run(_oversized(plan, exc))
-        except SerializationError as exc:
-            _unpicklable(plan.values, exc)
-        return plan.finish(result)
-
-    async def _arun(self, plan: _Plan) -> Any:
-        if not plan.method:
-            return plan.finish(None)
-        try:
-            result = await getattr(self._aservice, plan.method)(*plan.args)
-        except ValueTooLargeError as exc:
-            return await self._arun(_oversized(plan, exc))
-        except SerializationError as exc:
-            _unpicklable(plan.values, exc)
-        return plan.finish(result)
+        return Plan("delete", made, nothing) if made else NOTHING
 
     # -- blocking API -------------------------------------------------------------------------
     def get(self, key: Any, default: Any = None, version: int | None = None) -> Any:
@@ -224,8 +219,13 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         return bool(self._run(self._add(key, value, timeout, version)))
 
     def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-            version: int | None = None) -> None:
+            version: int | None = None, *, nx: bool = False, xx: bool = False) -> Any:
+        """Django's set; django-redis' ``nx=True`` (only if absent: ``add``) and ``xx=True``
+        (only if present) return whether it was stored."""
+        if nx or xx:
+            return self._drive(self._flow_set(key, value, timeout, version, nx=nx))
         self._run(self._set(key, value, timeout, version))
+        return None
 
     def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         return bool(self._run(self._touch(key, timeout, version)))
@@ -239,8 +239,9 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
     def has_key(self, key: Any, version: int | None = None) -> bool:
         return bool(self._run(self._has_key(key, version)))
 
-    def incr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        check, incr = self._incr(key, delta, version)
+    def incr(self, key: Any, delta: int = 1, version: int | None = None, *,
+             ignore_key_check: bool = False) -> int:
+        check, incr = self._incr(key, delta, version, ignore_key_check)
         self._run(check)
         return int(self._run(incr))
 
@@ -253,7 +254,7 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
 
     def clear(self) -> None:
         """Remove this cache's keys (its namespace), nothing else."""
-        self._run(_CLEAR)
+        self._run(CLEAR)
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do per request: connections are pooled per process and target."""
@@ -267,8 +268,11 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         return bool(await self._arun(self._add(key, value, timeout, version)))
 
     async def aset(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT,
-                   version: int | None = None) -> None:
+                   version: int | None = None, *, nx: bool = False, xx: bool = False) -> Any:
+        if nx or xx:
+            return await self._adrive(self._flow_set(key, value, timeout, version, nx=nx))
         await self._arun(self._set(key, value, timeout, version))
+        return None
 
     async def atouch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT,
                      version: int | None = None) -> bool:
@@ -283,8 +287,9 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
     async def ahas_key(self, key: Any, version: int | None = None) -> bool:
         return bool(await self._arun(self._has_key(key, version)))
 
-    async def aincr(self, key: Any, delta: int = 1, version: int | None = None) -> int:
-        check, incr = self._incr(key, delta, version)
+    async def aincr(self, key: Any, delta: int = 1, version: int | None = None, *,
+                    ignore_key_check: bool = False) -> int:
+        check, incr = self._incr(key, delta, version, ignore_key_check)
         await self._arun(check)
         return int(await self._arun(incr))
 
@@ -297,60 +302,9 @@ class DjangoCache(BaseCache):  # type: ignore[misc]
         await self._arun(self._delete_many(keys, version))
 
     async def aclear(self) -> None:
-        await self._arun(_CLEAR)
+        await self._arun(CLEAR)
 
     async def aclose(self, **kwargs: Any) -> None:
         """Nothing to do per request (see ``close``)."""
 
 
-def _same(result: Any) -> Any:
-    return result
-
-
-def _nothing(result: Any) -> None:
-    return None
-
-
-def _false(result: Any) -> bool:
-    return False
-
-
-def _positive(result: Any) -> bool:
-    return bool(result > 0)
-
-
-def _no_failures(result: Any) -> list[Any]:
-    return []  # Django's set_many returns the keys that failed: a fallback write never does
-
-
-class _Plan(NamedTuple):
-    """One service call: the method's name ('' for none), its arguments, what Django gets
-    from its result, and the values it encodes (to report pickle's own error)."""
-
-    method: str
-    args: tuple[Any, ...] = ()
-    finish: Callable[[Any], Any] = _same
-    values: tuple[Any, ...] = ()
-    oversize: _Plan | None = None  # what to do instead when a value is over max_value_bytes
-
-
-_NOTHING = _Plan("", finish=_nothing)
-_NOTHING_FAILED = _Plan("", finish=_no_failures)
-_CLEAR = _Plan("clear_all", finish=_nothing)
-
-
-def _oversized(plan: _Plan, exc: ValueTooLargeError) -> _Plan:
-    """A value over ``max_value_bytes`` is not cached (as memcached drops values over its
-    limit): the key is removed, so no older value is served in its place, and it is logged."""
-    if plan.oversize is None:
-        raise exc
-    log.warning("not cached: %s (raise OPTIONS['max_value_bytes'] to cache it)", exc)
-    return plan.oversize
-
-
-def _unpicklable(values: tuple[Any, ...], exc: SerializationError) -> NoReturn:
-    """Raise pickle's own error for a value pickle refuses (as Django's backends do), else
-    ``exc``."""
-    for value in values:
-        pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-    raise exc
