@@ -17,6 +17,9 @@ holds (each imports only those above it)::
                    inside, SELECT; AUTH + CLIENT SETNAME for a server without HELLO)
     sync_conn.py   SyncConnection (blocking; the lean path: encode, sendall, recv_into a kept
                    buffer, feed, gets) and ThreadConnections (one connection per thread)
+    sockread.py    non-blocking reads that keep the GIL (libc ``recv`` through ctypes)
+    push_conn.py   PushConnection: RESP3, sends without waiting, reads what arrived without
+                   blocking (pushes to a handler); the near cache's tracking links
     async_conn.py  AsyncConnection on asyncio.Protocol with automatic pipelining, an in-flight
                    window, one deadline timer per connection; connect()
 
@@ -66,6 +69,7 @@ from cache_service._wire.errors import (
     WireError,
     WireTimeout,
 )
+from cache_service._wire.push_conn import PushConnection
 from cache_service._wire.settings import TLSSettings, WireSettings
 from cache_service._wire.sync_conn import SyncConnection, ThreadConnections
 
@@ -77,6 +81,7 @@ __all__ = [
     "EncodeError",
     "HandshakeError",
     "ProtocolError",
+    "PushConnection",
     "ReplyError",
     "SyncConnection",
     "TLSSettings",
