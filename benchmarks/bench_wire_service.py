@@ -197,22 +197,31 @@ Table = dict[str, list[float]]
 
 
 async def run_async(server: RedisServer, rounds: int, ops: int, cpu_gets: int
-                    ) -> tuple[dict[int, Table], dict[str, str], dict[str, float]]:
-    """Seconds per GET by task count and library; libraries that failed (and why); server
-    CPU seconds per 100,000 GETs at 100 tasks."""
+                    ) -> tuple[dict[int, Table], dict[int, Table], dict[str, str],
+                               dict[str, float]]:
+    """Wall seconds and the client's CPU seconds per GET by task count and library;
+    libraries that failed (and why); server CPU seconds per 100,000 GETs at 100 tasks."""
     getters, closers = await async_getters(server)
     failed: dict[str, str] = {}
     broken: set[tuple[str, int]] = set()
     tables: dict[int, Table] = {tasks: {} for tasks in TASKS}
+    spent: dict[int, Table] = {tasks: {} for tasks in TASKS}
     info = redis.Redis(host=server.host, port=server.port)
 
     async def timed(name: str, tasks: int, count: int) -> float | None:
+        """Wall seconds per GET (None once the library failed at this task count); the
+        process' CPU seconds per GET (every thread: GLIDE's Rust core too) go to ``spent``."""
         if (name, tasks) in broken:
             return None
         try:
+            cpu_start = time.process_time()
             if tasks == 1:
-                return await sequential(getters[name], count)
-            return await concurrent(getters[name], count, tasks)
+                seconds = await sequential(getters[name], count)
+            else:
+                seconds = await concurrent(getters[name], count, tasks)
+            gets = count if tasks == 1 else max(1, count // tasks) * tasks
+            spent[tasks].setdefault(name, []).append((time.process_time() - cpu_start) / gets)
+            return seconds
         except Exception as exc:  # a library that breaks under this load: say so, go on
             broken.add((name, tasks))
             failed[f"{name}, {tasks} tasks"] = f"{type(exc).__name__}: {exc}"[:160]
@@ -221,6 +230,8 @@ async def run_async(server: RedisServer, rounds: int, ops: int, cpu_gets: int
     for tasks in TASKS:  # warm up: connections (a pool opens one per concurrent task), paths
         for name in getters:
             await timed(name, tasks, max(ops, tasks * 2))
+    for table in spent.values():  # the warm-up's CPU is not a round's
+        table.clear()
     names = list(getters)
     for _ in range(rounds):
         for tasks in TASKS:
@@ -242,7 +253,8 @@ async def run_async(server: RedisServer, rounds: int, ops: int, cpu_gets: int
         await close()
     for (name, tasks) in broken:  # a library that failed late lost its round alignment
         tables[tasks].pop(name, None)
-    return tables, failed, cpu
+        spent[tasks].pop(name, None)
+    return tables, spent, failed, cpu
 
 
 def _server_cpu(client: redis.Redis) -> float:
@@ -254,8 +266,8 @@ def _median_ratio(runs: list[float], base: list[float]) -> float:
     return statistics.median(t / b for t, b in zip(runs, base, strict=True))
 
 
-def render_async(tables: dict[int, Table], failed: dict[str, str], cpu: dict[str, float],
-                 rounds: int) -> tuple[list[str], dict[str, float]]:
+def render_async(tables: dict[int, Table], spent: dict[int, Table], failed: dict[str, str],
+                 cpu: dict[str, float], rounds: int) -> tuple[list[str], dict[str, float]]:
     """The async tables, and the figures the targets read."""
     lines: list[str] = []
     figures: dict[str, float] = {}
@@ -263,16 +275,20 @@ def render_async(tables: dict[int, Table], failed: dict[str, str], cpu: dict[str
         raw = table["raw redis.asyncio"]
         label = "sequential (1 task)" if tasks == 1 else f"{tasks} tasks"
         lines += [f"async get hit, {label}, {rounds} rounds",
-                  f"  {'library':<30}{'µs/GET':>10}{'vs raw':>9}{'throughput':>12}"]
+                  f"  {'library':<30}{'µs/GET':>10}{'vs raw':>9}{'throughput':>12}"
+                  f"{'client CPU µs/GET':>19}"]
         for name, runs in table.items():
             r = _median_ratio(runs, raw)
             lines.append(f"  {name:<30}{statistics.median(runs) * 1e6:>10.1f}{r:>8.2f}x"
-                         f"{1 / r:>11.1f}x")
+                         f"{1 / r:>11.1f}x{statistics.median(spent[tasks][name]) * 1e6:>19.1f}")
             figures[f"{tasks}:{name}"] = r
         if "Valkey GLIDE" in table:
             vs = _median_ratio(table["Valkey GLIDE"], table["cache_service, wire"])
             figures[f"{tasks}:wire vs GLIDE"] = vs
-            lines.append(f"  cache_service, wire: {vs:.1f}x the throughput of Valkey GLIDE")
+            used = spent[tasks]
+            by_cpu = _median_ratio(used["Valkey GLIDE"], used["cache_service, wire"])
+            lines.append(f"  cache_service, wire: {vs:.1f}x the throughput of Valkey GLIDE; "
+                         f"GLIDE's client CPU per GET is {by_cpu:.1f}x ours")
         lines.append("")
     lines += ["redis-server CPU (INFO cpu: used_cpu_sys + used_cpu_user) per 100,000 GETs, "
               "100 tasks",
@@ -338,8 +354,8 @@ def main() -> None:
             run_per_call(cmp, rounds, calls if "many" not in cmp.title else calls // 3)
         close()
         unpin(server)
-        tables, failed, cpu = asyncio.run(run_async(server, async_rounds, ops, cpu_gets))
-    async_lines, figures = render_async(tables, failed, cpu, async_rounds)
+        tables, spent, failed, cpu = asyncio.run(run_async(server, async_rounds, ops, cpu_gets))
+    async_lines, figures = render_async(tables, spent, failed, cpu, async_rounds)
     header = [
         "issue 18: the services on our own connection layer (benchmarks/bench_wire_service.py)",
         f"python {platform.python_version()}, redis-py {redis.__version__}, valkey-glide "
