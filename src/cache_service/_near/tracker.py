@@ -1,7 +1,8 @@
 """The near cache's listener: Redis tells it which keys changed (``CLIENT TRACKING``).
 
 One daemon thread per target serves the sync and the asyncio services alike (no event loop
-is ever blocked by it). It holds one dedicated RESP3 connection per primary (one on
+is ever blocked by it). It holds one dedicated RESP3 connection per primary (our own
+``_wire.PushConnection``, never a redis-py connection's internals; one on
 standalone and Sentinel, one per primary on Cluster) with ``CLIENT TRACKING ON BCAST PREFIX
 <each near-cached prefix>``: every write, delete, expiry, eviction or flush of a key under
 those prefixes, by any client, is pushed to it as ``invalidate`` and drops the key here.
@@ -26,8 +27,8 @@ the tracker links again with the breaker's backoff, and fills resume once it has
 Under the GIL a thread busy serving near hits (no I/O, so it never releases the GIL) would
 make the listener wait ~5 ms (the switch interval) for every step it takes. So the hits
 help: once ``DRAIN_LAG`` has passed since the links were last read, the next hit reads
-whatever is waiting on them before it looks (``sockread``: non-blocking, and without
-releasing the GIL, so no thread ever waits for the GIL while it holds the links), and the
+whatever is waiting on them before it looks (``_wire.PushConnection``: non-blocking, and
+without releasing the GIL, so no thread ever waits for the GIL while it holds the links), and the
 thread leaves the reading to the hits while they come. Invalidations are
 then applied within about a millisecond whatever the load. A hit that finds another thread
 reading the links for over ``GRACE`` past due goes to Redis instead of serving a copy that
@@ -37,10 +38,8 @@ release the GIL): there an invalidation can wait a few switch intervals under su
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import selectors
-import socket
 import threading
 import time
 import weakref
@@ -48,12 +47,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import hiredis
-from redis.exceptions import ResponseError
-
-from cache_service._near.sockread import reader_for
 from cache_service._near.store import WINDOW, NearStore
 from cache_service._redis.backend import tracking_names, tracking_nodes
+from cache_service._wire import HandshakeError, PushConnection, ReplyError, WireSettings
 from cache_service.forking import at_fork_child
 
 if TYPE_CHECKING:
@@ -68,11 +64,6 @@ SILENT = 0.3  # a heartbeat unanswered this long: the link is hung
 DRAIN_LAG = 0.001  # a hit reads the links itself when they were not read for this long
 GRACE = 0.002  # links being read by another thread this long past due: hits go to Redis
 _NOT_DUE = float("inf")
-_CHUNK = 16384
-_WOULD_BLOCK: tuple[type[BaseException], ...] = (BlockingIOError, InterruptedError)
-with contextlib.suppress(ImportError):
-    import ssl
-    _WOULD_BLOCK += (ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class _Lost(Exception):
@@ -80,61 +71,34 @@ class _Lost(Exception):
 
 
 class _Link:
-    """One tracking connection to one primary: redis-py connects it (TLS, AUTH, HELLO 3,
-    SELECT), then the tracker speaks RESP3 on the non-blocking socket itself."""
+    """One tracking connection to one primary: our own RESP3 connection (``_wire``), which
+    connects (TLS, AUTH, HELLO 3, SELECT), then sends and reads without ever blocking."""
 
-    def __init__(self, name: str, connection: Any) -> None:
+    def __init__(self, name: str, settings: Callable[[], WireSettings],
+                 on_push: Callable[[list[object]], None]) -> None:
         self.name = name
-        self.connection = connection
+        self.settings = settings
+        self.on_push = on_push
         self.sent: deque[float] = deque()  # send times of unanswered heartbeats
         self.confirmed = 0.0  # send time of the last answered heartbeat
-        self.reader = hiredis.Reader()
-        self.sock: socket.socket | None = None
-        self.read: Callable[[], bytes | None] | None = None
+        self.connection: PushConnection | None = None
 
-    def open(self) -> None:
-        self.connection.connect()
-        self.sock = self.connection._sock
-        self.sock.setblocking(False)
-        self.read = reader_for(self.sock)
+    def open(self) -> PushConnection:
+        self.connection = PushConnection(self.settings(), on_push=self.on_push)
+        return self.connection
 
     def send(self, *args: str) -> None:
-        data = b"".join(self.connection.pack_command(*args))
-        assert self.sock is not None
-        try:
-            sent = self.sock.send(data)
-        except _WOULD_BLOCK:
-            sent = 0
-        if sent != len(data):  # a few bytes into an empty buffer: only a dead link refuses
-            raise _Lost(f"{self.name} does not take a heartbeat")
+        assert self.connection is not None
+        self.connection.send(*args)
 
-    def replies(self) -> list[Any]:
-        """Every complete reply and push waiting on the socket (never blocks)."""
-        assert self.sock is not None
-        read, sock = self.read, self.sock
-        while True:
-            if read is not None:  # keeps the GIL: no lock is held across a GIL wait
-                data = read()
-                if data is None:
-                    break
-            else:
-                try:
-                    data = sock.recv(_CHUNK)
-                except _WOULD_BLOCK:
-                    break
-            if not data:
-                raise _Lost(f"{self.name} closed the connection")
-            self.reader.feed(data)
-            if len(data) < _CHUNK:  # that was all
-                break
-        out = []
-        while (reply := self.reader.gets()) is not False:
-            out.append(reply)
-        return out
+    def replies(self) -> list[object]:
+        """Every complete reply waiting on the link (never blocks; pushes were handled)."""
+        assert self.connection is not None
+        return self.connection.replies()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # a dead socket: nothing to close
-            self.connection.disconnect()
+        if self.connection is not None:
+            self.connection.close()
 
 
 class Tracked(Protocol):
@@ -259,8 +223,9 @@ class Tracker:
                     log.debug("cache_service: near-cache tracking of %s: %s",
                               target.location.describe(),
                               exc if isinstance(exc, _Lost) else repr(exc))
-                    if isinstance(exc, ResponseError):  # an answer, not an outage: no RESP3
-                        self._refused(f"Redis answered {exc}")
+                    refusal = _refusal(exc)
+                    if refusal is not None:  # an answer, not an outage
+                        self._refused(refusal)
                     if linked is not None and time.monotonic() - linked > 2 * ceiling:
                         backoff = floor  # it served a good while: a new trouble
                     # Every loss waits: a node that keeps answering as a replica, or refusing
@@ -304,24 +269,26 @@ class Tracker:
             heads = _disjoint(self._heads)
         if not heads:
             raise _Lost("no prefix to track yet")
-        client = self.target.sync_client()
-        timeout = self.target.options.socket_timeout
+        target = self.target
+        client = target.sync_client()
+        timeout = target.options.socket_timeout
         links: list[_Link] = []
         try:
-            for name, connect in tracking_nodes(client).items():
-                link = _Link(name, connect())
+            for name, settings in tracking_nodes(client, target.location,
+                                                 target.options).items():
+                link = _Link(name, settings, self._on_push)
                 links.append(link)
                 link.open()
                 args = ["CLIENT", "TRACKING", "ON", "BCAST"]
                 for head in heads:
                     args += ["PREFIX", head]
                 link.send(*args)
-                reply, *pushes = _first_replies(link, timeout)
+                reply, *more = _first_replies(link, timeout)
                 if reply != b"OK":
                     self._refused(f"CLIENT TRACKING was refused: {reply}")
                     raise _Lost("CLIENT TRACKING refused")
-                for push in pushes:
-                    self._handle(link, push)
+                for reply in more:
+                    self._on_reply(link, reply)
             if not links:
                 raise _Lost("no primary known yet")
             self._linked = tracking_names(client)  # as the connects left them
@@ -332,7 +299,8 @@ class Tracker:
         self.refused = None
         with self._reading:
             self._links = links
-            self._helped = all(link.read is not None for link in links)
+            self._helped = all(link.connection is not None and link.connection.keeps_gil
+                               for link in links)
             self.store.drain_due = 0.0  # read at once, by whichever thread comes first
         self.links_made += 1
         return version
@@ -344,7 +312,8 @@ class Tracker:
         selector = selectors.DefaultSelector()
         try:
             for link in links:
-                selector.register(link.sock, selectors.EVENT_READ)  # type: ignore[arg-type]
+                assert link.connection is not None
+                selector.register(link.connection, selectors.EVENT_READ)
             next_beat = 0.0
             while True:
                 now = time.monotonic()
@@ -381,26 +350,41 @@ class Tracker:
         links = self._links
         for link in links:
             for reply in link.replies():
-                self._handle(link, reply)
+                self._on_reply(link, reply)
         if links:
             store.trust(min(link.confirmed for link in links) + WINDOW)
         store.drain_due = time.monotonic() + DRAIN_LAG
 
-    def _handle(self, link: _Link, reply: Any) -> None:
-        store = self.store
-        if type(reply) is not bytes and reply and reply[0] == b"invalidate":  # a push
-            keys = reply[1]
-            next(store.invalidations)
-            if keys is None:  # FLUSHDB / FLUSHALL
-                store.flush()
-            else:
-                store.invalidate([k.decode("utf-8", "replace") for k in keys])
+    def _on_push(self, push: list[object]) -> None:
+        """An invalidation (other pushes are not ours: ignored)."""
+        if not push or push[0] != b"invalidate":
             return
-        if not link.sent or isinstance(reply, hiredis.ReplyError):
+        store = self.store
+        keys = push[1]
+        next(store.invalidations)
+        if keys is None:  # FLUSHDB / FLUSHALL
+            store.flush()
+        else:
+            store.invalidate([k.decode("utf-8", "replace") for k in keys])  # type: ignore[attr-defined]
+
+    def _on_reply(self, link: _Link, reply: object) -> None:
+        """A heartbeat's answer: ROLE's (a primary's, unless standalone)."""
+        if not link.sent or isinstance(reply, ReplyError):
             raise _Lost(f"unexpected reply from {link.name}: {reply!r:.80}")
-        if self.target.location.kind != "standalone" and reply and reply[0] != b"master":
+        if self.target.location.kind != "standalone" and (
+                not isinstance(reply, list) or not reply or reply[0] != b"master"):
             raise _Lost(f"{link.name} is no longer a primary")
         link.confirmed = link.sent.popleft()
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """Why the server will not track for us, when ``exc`` is its answer (no RESP3, no
+    permission); None for an outage or a failed login (which the data path reports)."""
+    if not isinstance(exc, HandshakeError) or exc.reply is None:
+        return None
+    if exc.reply.code in ("WRONGPASS", "NOAUTH") or "password" in exc.reply.message:
+        return None
+    return f"Redis answered {exc.reply.message}"
 
 
 def _first_replies(link: _Link, timeout: float) -> list[Any]:
@@ -409,7 +393,8 @@ def _first_replies(link: _Link, timeout: float) -> list[Any]:
     deadline = time.monotonic() + timeout
     selector = selectors.DefaultSelector()
     try:
-        selector.register(link.sock, selectors.EVENT_READ)  # type: ignore[arg-type]
+        assert link.connection is not None
+        selector.register(link.connection, selectors.EVENT_READ)
         while True:
             replies = link.replies()
             if replies:

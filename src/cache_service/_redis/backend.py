@@ -321,33 +321,28 @@ _ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterN
 
 # -- near-cache tracking links ------------------------------------------------------------------
 
-def _fresh_resp3(pool: Any) -> Any:
-    """A new connection with ``pool``'s settings, outside the pool, speaking RESP3 (the
-    tracker reads invalidation pushes on it)."""
-    return pool.connection_class(**{**pool.connection_kwargs, "protocol": 3})
-
-
-def tracking_nodes(client: Any) -> dict[str, Callable[[], Any]]:
+def tracking_nodes(client: Any, location: Location, options: TargetOptions
+                   ) -> dict[str, Callable[[], WireSettings]]:
     """The primaries a near cache must hear from (named as ``tracking_names`` names them),
-    each with a factory of a fresh, unconnected RESP3 connection to it. A sync client only;
-    no I/O."""
-    if isinstance(client, WireClusterClient):  # tracking links go through redis-py
+    each with a function giving the settings of a connection to it (``_wire``; a Sentinel's
+    asks the sentinels when no primary is remembered). A sync client only; no I/O here."""
+    base = wire_settings(location, options)
+    if isinstance(client, WireClusterClient):  # its side client lists the primaries
         client = client.side
     if isinstance(client, RedisCluster):
-        return {node.name: partial(_fresh_resp3,
-                                   client.get_redis_connection(node).connection_pool)
+        return {node.name: partial(replace, base, host=node.host, port=node.port, db=0)
                 for node in client.get_primaries()}  # type: ignore[no-untyped-call]
     if isinstance(client, SentinelWireClient):
-        return {name: partial(_wire_sentinel_link, client) for name in tracking_names(client)}
-    pool = (client.primary if isinstance(client, SentinelClient) else client).connection_pool
-    return {name: partial(_fresh_resp3, pool) for name in tracking_names(client)}
-
-
-def _wire_sentinel_link(client: SentinelWireClient) -> Any:
-    """A fresh RESP3 redis-py connection to the primary the sentinels name (asked now if
-    not known: the tracker may link before the first data call)."""
-    address = client.primary_address or client.discover()
-    return _fresh_resp3(client.side_of(address).connection_pool)
+        def wire_primary() -> WireSettings:
+            host, port = client.primary_address or client.discover()
+            return replace(base, host=host, port=port)
+        return dict.fromkeys(tracking_names(client), wire_primary)
+    if isinstance(client, SentinelClient):
+        def primary() -> WireSettings:
+            host, port = client.sentinel.discover_master(client.service_name)
+            return replace(base, host=host, port=port)
+        return dict.fromkeys(tracking_names(client), primary)
+    return {name: partial(replace, base) for name in tracking_names(client)}
 
 
 def tracking_names(client: Any) -> frozenset[str]:

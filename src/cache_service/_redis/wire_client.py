@@ -4,8 +4,9 @@ redis-py clients the requests and the fast paths call (``connection="wire"``).
 They answer the calls our operations make (GET, SET with PX/NX/GET, MGET, PEXPIRE, EXISTS,
 UNLINK, SCAN, PING, EVALSHA/EVAL, raw commands, SETs in one write: ``set_all``) with redis-py's
 return values, and raise redis-py's public exception classes, so that ``errors.classify_error`` and
-everything above it see one vocabulary. What is not on the data path (the CLI's admin commands,
-the near cache's tracking links) goes to a redis-py client made on first use (``side``).
+everything above it see one vocabulary. What is not on the data path (the CLI's admin commands)
+goes to a redis-py client made on first use (``side``); the near cache's tracking links are
+``_wire.PushConnection``s of their own.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class WireClient:
 
     @property
     def side(self) -> Any:
-        """The redis-py client for what is off the data path (tracking links, admin)."""
+        """The redis-py client for what is off the data path (the CLI's admin commands)."""
         return self._side.get()
 
     def execute_command(self, *args: Any) -> Any:

@@ -18,6 +18,9 @@ in it. What each module holds (each imports only those above it)::
                    inside, SELECT; AUTH + CLIENT SETNAME for a server without HELLO)
     sync_conn.py   SyncConnection (blocking; the lean path: encode, sendall, recv_into a kept
                    buffer, feed, gets) and ThreadConnections (one connection per thread)
+    sockread.py    non-blocking reads that keep the GIL (libc ``recv`` through ctypes)
+    push_conn.py   PushConnection: RESP3, sends without waiting, reads what arrived without
+                   blocking (pushes to a handler); the near cache's tracking links
     async_conn.py  AsyncConnection on asyncio.Protocol with automatic pipelining, an in-flight
                    window, one deadline timer per connection; connect()
 
@@ -67,6 +70,7 @@ from cache_service._wire.errors import (
     WireError,
     WireTimeout,
 )
+from cache_service._wire.push_conn import PushConnection
 from cache_service._wire.settings import TLSSettings, WireSettings
 from cache_service._wire.sync_conn import SyncConnection, ThreadConnections
 
@@ -78,6 +82,7 @@ __all__ = [
     "EncodeError",
     "HandshakeError",
     "ProtocolError",
+    "PushConnection",
     "ReplyError",
     "SyncConnection",
     "TLSSettings",

@@ -1,4 +1,4 @@
-"""Non-blocking socket reads that keep the GIL (for the near cache's tracker).
+"""Non-blocking socket reads that keep the GIL (for ``PushConnection``: the near cache's links).
 
 ``socket.recv`` releases the GIL around the system call even when it returns at once; with
 other threads busy, getting it back takes a switch interval (5 ms), and a thread that holds
@@ -15,9 +15,9 @@ import errno
 import socket
 from collections.abc import Callable
 
-__all__ = ["reader_for"]
+__all__ = ["CHUNK", "reader_for"]
 
-_CHUNK = 16384
+CHUNK = 16384  # bytes per read
 try:
     _libc = ctypes.PyDLL(None, use_errno=True)
     _recv = _libc.recv
@@ -41,12 +41,12 @@ def reader_for(sock: socket.socket) -> Callable[[], bytes | None] | None:
     if _DONTWAIT is None or isinstance(sock, _TLS):
         return None
     fd = sock.fileno()
-    buffer = ctypes.create_string_buffer(_CHUNK)
+    buffer = ctypes.create_string_buffer(CHUNK)
     flags = _DONTWAIT
 
     def read() -> bytes | None:
         while True:
-            n = _recv(fd, buffer, _CHUNK, flags)
+            n = _recv(fd, buffer, CHUNK, flags)
             if n >= 0:
                 return ctypes.string_at(buffer, n)
             code = ctypes.get_errno()
