@@ -18,7 +18,8 @@ from .helpers import import_offline, unique
 def test_public_names() -> None:
     assert sorted(cache_service.__all__) == sorted([
         "AsyncCacheService", "CacheError", "CacheService", "Codec", "ConfigurationError",
-        "JsonCodec", "NearCache", "NotAnIntegerError", "PickleCodec", "SerializationError",
+        "JsonCodec", "LoadTimeout", "Loaded", "NearCache", "NotAnIntegerError", "PickleCodec",
+        "SerializationError",
         "ValueTooLargeError",
         "api_cache",
         "cached", "session_cache", "user_cache",
