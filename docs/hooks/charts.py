@@ -1,0 +1,98 @@
+"""The benchmark charts of the docs site, drawn from ``benchmarks/results/*.txt`` at build time.
+
+Every results file prints sections of rows ending in a ratio (``1.03x``) against the section's
+first row (raw redis-py, ``redis.asyncio`` or a peer's baseline, measured in the same run); each
+file becomes one PNG with a bar chart per section. ``outage.png`` is drawn by
+``benchmarks/outage.py`` itself and copied. A file is rewritten only when its bytes change, so
+``mkdocs serve`` does not rebuild in a loop.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+RATIO = re.compile(r"^\s{2,}(?P<name>\S.*?)\s{2,}.*?(?P<ratio>\d+(?:\.\d+)?)x\s*$")
+HEADER = re.compile(r"^\s{2,}(variant|library)\b")
+
+
+@dataclass
+class Section:
+    title: str
+    rows: list[tuple[str, float]] = field(default_factory=list)
+
+
+def sections(text: str) -> list[Section]:
+    """The titled tables of ratios in one results file (tables without a ratio column skipped)."""
+    found: list[Section] = []
+    title = ""
+    current: Section | None = None
+    for line in text.splitlines():
+        if line and not line.startswith(" "):
+            title, current = line.strip(), None
+        elif HEADER.match(line):
+            current = Section(title)
+            found.append(current)
+        elif current is not None and (m := RATIO.match(line)):
+            current.rows.append((m["name"].strip(), float(m["ratio"])))
+    return [s for s in found if len(s.rows) >= 2]
+
+
+def chart(name: str, found: list[Section]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heights = [0.45 + 0.32 * len(s.rows) for s in found]
+    fig, axes = plt.subplots(len(found), 1, figsize=(8.5, sum(heights) + 0.4),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, section in zip(axes[:, 0], found, strict=True):
+        labels = [r[0] for r in section.rows][::-1]
+        ratios = [r[1] for r in section.rows][::-1]
+        colors = ["#3f51b5" if "cache_service" in lab.lower() or "cacheservice" in lab.lower()
+                  or "djangocache" in lab.lower() or "wire" in lab.lower() else "#9e9e9e"
+                  for lab in labels]
+        ax.barh(labels, ratios, color=colors)
+        ax.axvline(1.0, color="#d32f2f", linewidth=1)
+        for y, value in enumerate(ratios):
+            ax.text(value, y, f" {value:g}x", va="center", fontsize=8)
+        ax.set_title(section.title, fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.set_xlim(0, max(ratios) * 1.18)
+    fig.suptitle(f"benchmarks/results/{name}.txt: ratio to the first row (red line = 1.0x)",
+                 fontsize=9)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return out.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    if not path.exists() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
+def build(out: Path) -> list[str]:
+    """Write one chart per results file with ratios into ``out``; returns their names."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    for path in sorted(RESULTS.glob("*.txt")):
+        found = sections(path.read_text())
+        if found:
+            _write(out / f"{path.stem}.png", chart(path.stem, found))
+            made.append(path.stem)
+    outage = RESULTS / "outage.png"
+    if outage.exists():
+        _write(out / "outage.png", outage.read_bytes())
+    return made
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build(Path(sys.argv[1])))
