@@ -14,6 +14,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 RATIO = re.compile(r"^\s{2,}(?P<name>\S.*?)\s{2,}.*?(?P<ratio>\d+(?:\.\d+)?)x\s*$")
 HEADER = re.compile(r"^\s{2,}(variant|library)\b")
@@ -42,11 +47,6 @@ def sections(text: str) -> list[Section]:
 
 
 def chart(name: str, found: list[Section]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     heights = [0.45 + 0.32 * len(s.rows) for s in found]
     fig, axes = plt.subplots(len(found), 1, figsize=(8.5, sum(heights) + 0.4),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
@@ -64,8 +64,8 @@ def chart(name: str, found: list[Section]) -> bytes:
         ax.tick_params(labelsize=8)
         ax.set_xlim(0, max(ratios) * 1.18)
     fig.suptitle(f"benchmarks/results/{name}.txt: ratio to the first row (red line = 1.0x)",
-                 fontsize=9)
-    fig.tight_layout()
+                 fontsize=9, y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (sum(heights) + 0.4)))
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)

@@ -15,12 +15,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import click
+
+from cache_service import CacheService
+from cache_service.cli import main
+from cache_service.integrations import figures, otel, prometheus
+
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+import charts  # noqa: E402  (docs/hooks/charts.py, beside this file)
+
 MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
 
 # What each option means; names and defaults come from CacheService.__init__.
 OPTIONS: dict[str, str] = {
-    "prefix": "namespace: 1–64 chars of `A-Z a-z 0-9 _ . -` in segments joined by single `:` "
+    "prefix": "namespace: 1-64 chars of `A-Z a-z 0-9 _ . -` in segments joined by single `:` "
               "(`api`, `api:v2`)",
     "host": "Redis host; see *Where Redis is* below",
     "port": "Redis port; see *Where Redis is* below",
@@ -109,8 +118,6 @@ def _default(value: Any) -> str:
 
 
 def options_table() -> str:
-    from cache_service import CacheService
-
     params = [p for n, p in inspect.signature(CacheService.__init__).parameters.items()
               if n != "self" and not n.startswith("_")]
     names = {p.name for p in params}
@@ -148,11 +155,6 @@ def environment_table() -> str:
 
 def prometheus_table() -> str:
     """Every family the Prometheus collector yields, read from a live collector."""
-    from prometheus_client import CollectorRegistry
-
-    from cache_service import CacheService
-    from cache_service.integrations import figures, prometheus
-
     scope = {prometheus.metric_name(f): f.scope for f in figures.FIGURES}
     service = CacheService("docs-metrics", url="memory://docs-metrics")
     service.set("k", 1)
@@ -167,7 +169,6 @@ def prometheus_table() -> str:
         name = family.name + ("_total" if family.type == "counter" else "")
         rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
     service.close()
-    del CollectorRegistry
     return "\n".join(rows)
 
 
@@ -190,8 +191,6 @@ class _Recorder:
 
 
 def otel_table() -> str:
-    from cache_service.integrations import otel
-
     recorder = _Recorder()
     otel.instrument(recorder)  # type: ignore[arg-type]
     rows = ["| instrument | kind | unit | meaning |", "|---|---|---|---|"]
@@ -200,10 +199,6 @@ def otel_table() -> str:
 
 
 def cli_reference() -> str:
-    import click
-
-    from cache_service.cli import main
-
     out: list[str] = []
 
     def walk(command: click.Command, path: list[str]) -> None:
@@ -230,9 +225,6 @@ GENERATORS = {
 
 
 def on_pre_build(config: Any) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
-    import charts  # noqa: PLC0415  (docs/hooks/charts.py)
-
     charts.build(Path(config["docs_dir"]) / "assets" / "charts")
 
 
