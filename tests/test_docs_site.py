@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
@@ -98,9 +99,20 @@ def test_every_internal_link_and_anchor_resolves(site: Path) -> None:
     assert not dead, "\n".join(dead)
 
 
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium/chromedriver missing "
-                    "(scripts/test installs them)")
-def test_every_page_loads_in_chromium(site: Path, served: str) -> None:
+def test_the_home_page_links_each_directly(site: Path) -> None:
+    home = _Ids()
+    home.feed((site / "index.html").read_text())
+    for href in ("guides/django/", "operations/runbooks/redis-down/",
+                 "api/#cache_service.CacheService.get_or_set"):
+        assert href in home.links, href
+
+
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="chromium/chromedriver missing (scripts/test installs them)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -111,38 +123,79 @@ def test_every_page_loads_in_chromium(site: Path, served: str) -> None:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    screens = os.environ.get("CACHE_SERVICE_DOCS_SCREENS")
-    problems: list[str] = []
+    driver.set_page_load_timeout(30)
     try:
-        driver.set_page_load_timeout(30)
-        for page in _pages(site):
-            driver.get(served + page.removesuffix("index.html"))
-            errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-            problems += [f"{page}: console: {m}" for m in errors]
-            broken = driver.execute_script(
-                "return [...document.images].filter(i => !i.complete || i.naturalWidth === 0)"
-                ".map(i => i.getAttribute('src'))")
-            problems += [f"{page}: image not loaded: {src}" for src in broken]
-            foreign = driver.execute_script(
-                "return performance.getEntriesByType('resource').map(r => r.name)"
-                ".filter(n => !n.startsWith(location.origin))")
-            problems += [f"{page}: fetched from elsewhere: {url}" for url in foreign]
-            if page == "concepts/redis-fails/index.html":
-                # Material swaps each <pre class="mermaid"> for a <div> holding the drawn SVG
-                drawn = driver.execute_async_script(
-                    "const done = arguments[0], t0 = Date.now();"
-                    "(function wait() { const d = document.querySelector('div.mermaid');"
-                    " if (d || Date.now() - t0 > 5000) done(!!d && !document.querySelector("
-                    "'pre.mermaid')); else setTimeout(wait, 100); })();")
-                if not drawn:
-                    problems.append(f"{page}: the mermaid diagram was not drawn")
-            if screens:
-                name = {"index.html": "home", "guides/django/index.html": "django-guide",
-                        "benchmarks/index.html": "benchmarks",
-                        "concepts/redis-fails/index.html": "redis-fails"}.get(page)
-                if name:
-                    Path(screens).mkdir(parents=True, exist_ok=True)
-                    driver.save_screenshot(str(Path(screens) / f"{name}.png"))
+        yield driver
     finally:
         driver.quit()
+
+
+@needs_chromium
+def test_every_page_loads_in_chromium(site: Path, served: str, browser: Any) -> None:
+    driver = browser
+    screens = os.environ.get("CACHE_SERVICE_DOCS_SCREENS")
+    problems: list[str] = []
+    for page in _pages(site):
+        driver.get(served + page.removesuffix("index.html"))
+        errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        problems += [f"{page}: console: {m}" for m in errors]
+        broken = driver.execute_script(
+            "return [...document.images].filter(i => !i.complete || i.naturalWidth === 0)"
+            ".map(i => i.getAttribute('src'))")
+        problems += [f"{page}: image not loaded: {src}" for src in broken]
+        foreign = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name)"
+            ".filter(n => !n.startsWith(location.origin))")
+        problems += [f"{page}: fetched from elsewhere: {url}" for url in foreign]
+        if page == "concepts/redis-fails/index.html":
+            # Material swaps each <pre class="mermaid"> for a <div> holding the drawn SVG
+            drawn = driver.execute_async_script(
+                "const done = arguments[0], t0 = Date.now();"
+                "(function wait() { const d = document.querySelector('div.mermaid');"
+                " if (d || Date.now() - t0 > 5000) done(!!d && !document.querySelector("
+                "'pre.mermaid')); else setTimeout(wait, 100); })();")
+            if not drawn:
+                problems.append(f"{page}: the mermaid diagram was not drawn")
+        if screens:
+            name = {"index.html": "home", "guides/django/index.html": "django-guide",
+                    "benchmarks/index.html": "benchmarks",
+                    "concepts/redis-fails/index.html": "redis-fails"}.get(page)
+            if name:
+                Path(screens).mkdir(parents=True, exist_ok=True)
+                driver.save_screenshot(str(Path(screens) / f"{name}.png"))
     assert not problems, "\n".join(problems)
+
+
+def _click(driver: Any, text: str) -> None:
+    """Click the first visible link whose text is ``text`` (as a reader would)."""
+    from selenium.webdriver.common.by import By
+
+    links = [a for a in driver.find_elements(By.TAG_NAME, "a")
+             if a.is_displayed() and a.text.strip() == text]
+    assert links, f"no visible link {text!r} on {driver.current_url}"
+    links[0].click()
+
+
+@needs_chromium
+@pytest.mark.parametrize(("path", "arrive"), [
+    (["Guides", "Django"], "Django"),
+    (["Operations", "Runbooks", "Redis is down"], "Redis is down"),
+    (["API reference", "get_or_set"], "get_or_set"),
+])
+def test_a_newcomer_finds_it_in_three_clicks(served: str, browser: Any, path: list[str],
+                                             arrive: str) -> None:
+    """The issue's "done when": the Django guide, the outage runbook and get_or_set's reference,
+    from the home page through the navigation (the home page also links each directly:
+    test_the_home_page_links_each_directly)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(served)
+    for text in path:
+        _click(browser, text)
+    assert len(path) <= 3
+    if arrive == "get_or_set":
+        assert browser.current_url.endswith("#cache_service.CacheService.get_or_set")
+        heading = browser.find_element(By.ID, "cache_service.CacheService.get_or_set")
+        assert "get_or_set" in heading.text
+    else:
+        assert browser.find_element(By.TAG_NAME, "h1").text.startswith(arrive)

@@ -228,6 +228,21 @@ def on_pre_build(config: Any) -> None:
     charts.build(Path(config["docs_dir"]) / "assets" / "charts")
 
 
+def on_post_page(output: str, page: Any, config: Any) -> str:
+    """Load the vendored mermaid (docs/assets/javascripts, 3 MB) on the pages that draw a
+    diagram only, before Material's bundle looks for it (which would otherwise fetch it from a
+    CDN): the site works offline and the other pages stay light."""
+    if 'class="mermaid"' not in output:
+        return output
+    depth = page.url.count("/")
+    src = "../" * depth + "assets/javascripts/mermaid.min.js"
+    tag = f'<script src="{src}"></script>'
+    head_idx = output.find('<script src="', output.find("</article>"))
+    if head_idx < 0:
+        return output.replace("</body>", tag + "</body>")
+    return output[:head_idx] + tag + output[head_idx:]
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
