@@ -106,6 +106,19 @@ def _point(code: str, port: int) -> str:
     return re.sub(r'host="localhost",(\s*)port=6379', rf'host="127.0.0.1",\g<1>port={port}', code)
 
 
+def _clean_up(loop: asyncio.AbstractEventLoop) -> None:
+    """Remove what the page's examples wrote (the suite's Redis is shared) and close their
+    services: every service still alive, through the registry the exporters read."""
+    from cache_service import AsyncCacheService, registry
+
+    for service in registry.live_services():
+        if isinstance(service, AsyncCacheService):
+            loop.run_until_complete(service.clear_all())
+            loop.run_until_complete(service.aclose())
+        else:
+            service.clear_all()
+
+
 def run_page(path: Path, port: int) -> dict[str, Any]:
     namespace: dict[str, Any] = {"db": DB(), "User": User, "__name__": "__docs_example__"}
     loop = asyncio.new_event_loop()
@@ -127,10 +140,7 @@ def run_page(path: Path, port: int) -> dict[str, Any]:
                         traceback.format_exc(limit=-6)}
             ran += 1
     finally:
-        for value in list(namespace.values()):
-            close = getattr(value, "aclose", None)
-            if close is not None and type(value).__name__ == "AsyncCacheService":
-                loop.run_until_complete(close())
+        _clean_up(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     return {"ran": ran, "skipped": skipped, "error": None}
