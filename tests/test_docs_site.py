@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,24 @@ def test_a_newcomer_finds_it_in_three_clicks(served: str, browser: Any, path: li
         assert "get_or_set" in heading.text
     else:
         assert browser.find_element(By.TAG_NAME, "h1").text.startswith(arrive)
+
+
+def test_the_readme_links_resolve() -> None:
+    """The README is read on the forge, not on the site: its relative links name files."""
+    text = (ROOT / "README.md").read_text()
+    links = [m for m in re.findall(r"\]\(([^)]+)\)", text) if "://" not in m]
+    assert links
+    missing = [m for m in links if not (ROOT / m.split("#")[0]).exists()]
+    assert not missing, missing
+    assert len(text.splitlines()) <= 200
+
+
+def test_the_api_reference_covers_every_public_name() -> None:
+    import cache_service
+
+    page = (ROOT / "docs" / "api.md").read_text()
+    instances = {"api_cache", "user_cache", "session_cache"}  # described in prose, not classes
+    missing = [n for n in cache_service.__all__
+               if n not in instances and f"::: cache_service.{n}\n" not in page]
+    assert not missing, missing
+    assert all(f"`{n}`" in page for n in instances)
