@@ -10,6 +10,7 @@ file becomes one PNG with a bar chart per section. ``outage.png`` is drawn by
 from __future__ import annotations
 
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,8 @@ def chart(name: str, found: list[Section]) -> bytes:
 def _write(path: Path, data: bytes) -> None:
     if not path.exists() or path.read_bytes() != data:
         path.write_bytes(data)
+    else:
+        os.utime(path)  # the same drawing: mark it current so the next build skips it
 
 
 def build(out: Path) -> list[str]:
