@@ -3,15 +3,16 @@
 Every results file prints sections of rows ending in a ratio (``1.03x``) against the section's
 first row (raw redis-py, ``redis.asyncio`` or a peer's baseline, measured in the same run); each
 file becomes one PNG with a bar chart per section. ``outage.png`` is drawn by
-``benchmarks/outage.py`` itself and copied. A file is rewritten only when its bytes change, so
-``mkdocs serve`` does not rebuild in a loop.
+``benchmarks/outage.py`` itself and taken as it is. The hook adds them to the site as generated
+files (``assets/charts/NAME.png``): nothing is written under docs/.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,6 @@ import matplotlib.pyplot as plt
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 RATIO = re.compile(r"^\s{2,}(?P<name>\S.*?)\s{2,}.*?(?P<ratio>\d+(?:\.\d+)?)x\s*$")
-CODE_TIME = Path(__file__).stat().st_mtime
 HEADER = re.compile(r"^\s{2,}(variant|library)\b")
 
 
@@ -74,33 +74,38 @@ def chart(name: str, found: list[Section]) -> bytes:
     return out.getvalue()
 
 
-def _write(path: Path, data: bytes) -> None:
-    if not path.exists() or path.read_bytes() != data:
-        path.write_bytes(data)
-    else:
-        os.utime(path)  # the same drawing: mark it current so the next build skips it
+def charts() -> dict[str, bytes]:
+    """``{name: png}`` for every results file with ratios, plus ``outage``.
 
-
-def build(out: Path) -> list[str]:
-    """Write one chart per results file with ratios into ``out``; returns their names."""
-    out.mkdir(parents=True, exist_ok=True)
-    made = []
+    Drawing takes seconds, so each chart is kept in ``<venv>/docs-charts/`` under a hash of its
+    results file and of this code: a build redraws only what changed, and nothing is written
+    into the source tree.
+    """
+    cache = Path(sys.prefix) / "docs-charts"
+    cache.mkdir(exist_ok=True)
+    code = Path(__file__).read_bytes()
+    made: dict[str, bytes] = {}
     for path in sorted(RESULTS.glob("*.txt")):
-        png = out / f"{path.stem}.png"
-        if png.exists() and png.stat().st_mtime >= max(path.stat().st_mtime, CODE_TIME):
-            made.append(path.stem)  # drawn from this very file by this very code already
+        text = path.read_bytes()
+        kept = cache / f"{path.stem}-{hashlib.sha1(code + text).hexdigest()[:16]}.png"
+        if kept.exists():
+            made[path.stem] = kept.read_bytes()
             continue
-        found = sections(path.read_text())
+        found = sections(text.decode())
         if found:
-            _write(png, chart(path.stem, found))
-            made.append(path.stem)
+            made[path.stem] = chart(path.stem, found)
+            for stale in cache.glob(f"{path.stem}-*.png"):  # one kept drawing per file
+                stale.unlink()
+            kept.write_bytes(made[path.stem])
     outage = RESULTS / "outage.png"
     if outage.exists():
-        _write(out / "outage.png", outage.read_bytes())
+        made["outage"] = outage.read_bytes()
     return made
 
 
 if __name__ == "__main__":
-    import sys
-
-    print(build(Path(sys.argv[1])))
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, png in charts().items():
+        (out / f"{name}.png").write_bytes(png)
+        print(out / f"{name}.png")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from mkdocs.structure.files import File, Files
 
 from cache_service import CacheService
 from cache_service.cli import main
@@ -224,8 +225,11 @@ GENERATORS = {
 }
 
 
-def on_pre_build(config: Any) -> None:
-    charts.build(Path(config["docs_dir"]) / "assets" / "charts")
+def on_files(files: Files, config: Any) -> Files:
+    """The benchmark charts, drawn from benchmarks/results/ (docs/hooks/charts.py)."""
+    for name, png in charts.charts().items():
+        files.append(File.generated(config, f"assets/charts/{name}.png", content=png))
+    return files
 
 
 def on_post_page(output: str, page: Any, config: Any) -> str:
