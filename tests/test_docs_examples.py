@@ -79,3 +79,19 @@ ok = True
     found = docs_examples.blocks(page)
     assert [(b.pending, b.code.strip()) for b in found] == [
         (True, 'raise SystemExit("not yet")'), (False, "ok = True")]
+
+
+def test_pending_examples_are_valid_python() -> None:
+    """Pending blocks do not run yet, but they compile: unpending one at merge finds no typo."""
+    import ast
+
+    broken = []
+    for path in docs_examples.pages():
+        for block in docs_examples.blocks(path):
+            if block.pending:
+                try:
+                    compile(block.code, f"{path.name}:{block.line}", "exec",
+                            flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+                except SyntaxError as exc:
+                    broken.append(f"{path.relative_to(docs_examples.ROOT)}:{block.line}: {exc}")
+    assert not broken, "\n".join(broken)
