@@ -2,7 +2,7 @@
 
 ``FailoverRun`` keeps several threads doing get/set/delete/invalidate_pattern on their own keys
 while a test kills a primary, watches a few "victim" keys that were replicated before the kill
-and invalidated during the outage, and measures what the README reports: how long until the
+and invalidated during the outage, and measures what the Sentinel guide reports: how long until the
 service noticed, how long until it was back on Redis, and how many calls memory served.
 """
 
@@ -46,7 +46,7 @@ class Figures:
         assert self.memory_reads > 0
 
     def summary(self) -> str:
-        """One line for the test log and the README."""
+        """One line for the test log and the docs."""
         return (f"detected after {self.detected_after:.2f}s, back on Redis after "
                 f"{self.back_after:.2f}s, {self.memory_reads} reads and {self.memory_writes} "
                 f"writes served by memory meanwhile ({self.calls} calls), slowest call "

@@ -232,7 +232,7 @@ def write_until_back_on_redis(svc: CacheService, timeout: float = 30.0) -> None:
 
 def test_manual_failover_with_min_replicas_to_write(layer: str) -> None:
     """SENTINEL FAILOVER leaves the old primary alive, and still a primary, for ~10 s until
-    the sentinels convert it. With ``min-replicas-to-write 1`` (see the README) it refuses
+    the sentinels convert it. With ``min-replicas-to-write 1`` (see the Sentinel guide) it refuses
     writes as soon as its replica left: an outage for the service, which journals and
     replays on the new primary, so nothing written to the old one is lost. (Our own layer
     usually sends the write to the new primary already: it follows ``+switch-master``.)"""

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core machine
 TIMEOUTS = {"socket_timeout": 0.25, "connect_timeout": 0.25}  # default breaker backoff
-# Back on Redis after the thaw: ~1.5 s when the machine is quiet (the README's 2 s is measured
+# Back on Redis after the thaw: ~1.5 s when the machine is quiet (the docs' 2 s is measured
 # by benchmarks/outage.py); a sanity bound here, since the suite shares two cores.
 BACK_BOUND = 4.0
 
@@ -82,7 +82,7 @@ def _back_within(svc: CacheService, since: float, timeout: float = 5.0) -> float
 
 
 def _report(label: str, durations: list[float], back: float) -> None:
-    """Figures for the README (``pytest -o log_cli=true`` shows them)."""
+    """Figures for the docs (``pytest -o log_cli=true`` shows them)."""
     logging.getLogger("tests.hangs").warning(
         "%s: %d calls, slowest %.0f ms, p99 %.2f ms; back on Redis %.2f s after the thaw",
         label, len(durations), max(durations) * 1000,

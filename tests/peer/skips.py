@@ -1,4 +1,4 @@
-"""Peer-suite tests skipped per mode, each with the reason (the README lists them too).
+"""Peer-suite tests skipped per mode, each with the reason (docs/guides/frameworks.md lists them).
 
 Modes: ``up`` (Redis up), ``down`` (Redis refused from the start: memory fallback),
 ``restart`` (Redis killed and restarted during the run). Nothing else is skipped.

@@ -1,6 +1,6 @@
 """The import graph of ``cache_service``: no cycle (type-only imports included), the
 operation protocol is a leaf, and each private subpackage imports only the layers below it
-(the map is in the README's "How it is built")."""
+(the map is in docs/concepts/architecture.md, "How it is built")."""
 
 from __future__ import annotations
 
