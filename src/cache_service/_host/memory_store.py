@@ -17,7 +17,7 @@ passed it survives one more round, as under LRU, but among entries read since th
 of their reads does not matter. This store used to be strict LRU: a hit took the lock to
 move its entry to the end, and under threads that lock, held across a clock read, made
 readers convoy behind each other at every GIL switch (4 threads on two CPUs: 0.29x the
-throughput of one; see the README's Benchmarks). The bounds are exact: a write returns with
+throughput of one; see the docs' Benchmarks page). The bounds are exact: a write returns with
 both held.
 """
 

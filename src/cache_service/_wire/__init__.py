@@ -1,9 +1,10 @@
 """Our own Redis connection layer (issue 18): a sans-I/O RESP core on hiredis and two drivers.
 
-Private; the services use it for a standalone Redis with ``connection="wire"``, through the
-redis-py-shaped clients of ``_redis/wire_client.py``, and for Sentinel through
-``_redis/wire_sentinel.py`` (discovery) and ``_redis/wire_sentinel_client.py``. No redis-py
-in it. What each module holds (each imports only those above it)::
+Private; the services use it with ``connection="wire"``: for a standalone Redis through the
+redis-py-shaped clients of ``_redis/wire_client.py``, for Sentinel through
+``_redis/wire_sentinel*.py`` and for Cluster through ``_redis/wire_cluster*.py``; the near
+cache's tracking links use it on every path. No redis-py in it. What each module holds
+(each imports only those above it)::
 
     errors.py      the error tree, classified at the source: connectivity (ConnectFailed,
                    HandshakeError, ConnectionLost > WireTimeout, ProtocolError) vs an error reply
@@ -29,7 +30,7 @@ dropped (never reused), failing every other request in flight on it at once; a l
 fails everything in flight; an error reply is that request's (a ReplyError raised by execute,
 a value inside a pipeline's replies). Not here yet: pub/sub (a RESP3 subscribe confirmation is a
 push frame, so it would reach the push handler, not its request), RESP3 attribute frames (hiredis
-returns them as a separate reply), Cluster.
+returns them as a separate reply); Cluster routing lives above it (``_redis/slots.py``).
 
 Why the asyncio driver writes once per loop iteration. Requests append their bytes to a list;
 the first of an iteration schedules the flush with ``loop.call_soon``. Writing each request at

@@ -1,4 +1,4 @@
-"""``bench``: the README's hit-path comparison, ours vs raw redis-py, on the user's Redis.
+"""``bench``: the Benchmarks page's hit-path comparison, ours vs raw redis-py, on the user's Redis.
 
 It writes only its own keys, under a fresh prefix ``cache-service-bench-<random>``, and
 removes them at the end (also on failure or Ctrl-C).

@@ -27,7 +27,7 @@ extra API (``delete_pattern``, ``keys``, ``ttl``, ``lock``...) works as it does 
 native, on ``AsyncCacheService``.
 
 Redis failing never reaches a view: calls go to the bounded memory fallback at once, as for
-every service (see the README, "When Redis fails").
+every service (see the docs, "What happens when Redis fails").
 """
 
 from __future__ import annotations

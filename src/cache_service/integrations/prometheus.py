@@ -23,7 +23,7 @@ per target ``cache_service_breaker_state{target,state}`` (1 for the current stat
 ``cache_service_background_{loads,errors,refused}_total``,
 ``cache_service_load_timeouts_total`` and
 ``cache_service_misconfigured{target,reason}`` (1 while Redis refuses us for a reason only a
-setting can fix; ``reason`` says which). The list is in the README, section "Metrics".
+setting can fix; ``reason`` says which). The list is in the docs, Operations > Metrics reference.
 """
 
 from __future__ import annotations
