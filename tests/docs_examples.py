@@ -17,6 +17,7 @@ import json
 import re
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,12 @@ def _clean_up(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def run_page(path: Path, port: int) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"db": DB(), "User": User, "__name__": "__docs_example__"}
+    # a real module, registered while the page runs: frameworks (Litestar) resolve a handler's
+    # annotations through sys.modules[handler.__module__]
+    module = types.ModuleType("__docs_example__")
+    module.__dict__.update({"db": DB(), "User": User})
+    namespace: dict[str, Any] = module.__dict__
+    sys.modules[module.__name__] = module
     loop = asyncio.new_event_loop()
     ran = skipped = 0
     try:
@@ -143,6 +149,7 @@ def run_page(path: Path, port: int) -> dict[str, Any]:
         _clean_up(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        sys.modules.pop(module.__name__, None)
     return {"ran": ran, "skipped": skipped, "error": None}
 
 
