@@ -51,23 +51,25 @@ def keys(ctx: OpContext, glob: str, limit: int) -> Op[list[str]]:
 
 
 def _scan(cluster: bool, pattern: str, limit: int) -> Op[list[bytes]]:
-    found: list[bytes] = []
+    # SCAN may return a key more than once (a rehash; on a cluster, a node that was just
+    # demoted and is still listed): a dict keeps each key once, in the order first seen
+    found: dict[bytes, None] = {}
     if cluster:
         cursors, page = yield Call(scan_primaries, (pattern, SCAN_COUNT))
-        found += yield from _owned(cluster, page)
+        found.update(dict.fromkeys((yield from _owned(cluster, page))))
         for node, first in cursors.items():
             cursor = first
             while cursor and len(found) < limit:
                 more, page = yield Call(scan_node, (node, cursor, pattern, SCAN_COUNT))
                 cursor = more[node]
-                found += yield from _owned(cluster, page)
-        return found[:limit]
+                found.update(dict.fromkeys((yield from _owned(cluster, page))))
+        return list(found)[:limit]
     cursor = 0
     while True:
         cursor, page = yield Scan(cursor, pattern, SCAN_COUNT)
-        found += yield from _owned(cluster, page)
+        found.update(dict.fromkeys((yield from _owned(cluster, page))))
         if not cursor or len(found) >= limit:
-            return found[:limit]
+            return list(found)[:limit]
 
 
 def _owned(cluster: bool, page: list[bytes]) -> Op[list[bytes]]:
