@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -44,7 +45,8 @@ def test_import_touches_no_network() -> None:
 
 def test_global_instances_follow_redis_url() -> None:
     code = "from cache_service import api_cache; print(api_cache.location)"
-    env = {"REDIS_URL": "redis://cachehost:6390/3", "PATH": "/usr/bin:/bin"}
+    env = {"REDIS_URL": "redis://cachehost:6390/3", "PATH": "/usr/bin:/bin",
+           "CACHE_SERVICE_DIR": os.environ["CACHE_SERVICE_DIR"]}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=False, env=env)
     assert out.stdout.strip() == "redis://cachehost:6390/3", out.stderr
@@ -165,7 +167,8 @@ except ConfigurationError as exc:
 
 
 def _with_redis_url(value: str, code: str) -> subprocess.CompletedProcess[str]:
-    env = {"REDIS_URL": value, "PATH": "/usr/bin:/bin"}
+    env = {"REDIS_URL": value, "PATH": "/usr/bin:/bin",
+           "CACHE_SERVICE_DIR": os.environ["CACHE_SERVICE_DIR"]}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False, env=env)
 

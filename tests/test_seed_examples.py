@@ -8,6 +8,7 @@ the one example that names localhost:6379 explicitly is pointed at the test serv
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,9 @@ def run_seed(redis_url: str, port: int) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-c", RUNNER, str(SEED), str(port)],
         capture_output=True, text=True, timeout=120, check=False,
-        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"},
+        # the suite's state directory: the default one (<tmp>/cache_service-<uid>) is not ours
+        env={"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin",
+             "CACHE_SERVICE_DIR": os.environ["CACHE_SERVICE_DIR"]},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
