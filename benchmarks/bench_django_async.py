@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import gc
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -34,7 +36,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("CACHE_SERVICE_DIR", tempfile.mkdtemp(prefix="bench-django-async-"))
+_STATE = tempfile.mkdtemp(prefix="bench-django-async-")  # the host state of this run only
+atexit.register(shutil.rmtree, _STATE, True)
+os.environ.setdefault("CACHE_SERVICE_DIR", _STATE)
 
 from tests.servers import RedisServer  # noqa: E402
 

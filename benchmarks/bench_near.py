@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import threading
@@ -227,7 +229,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     args = parser.parse_args(argv)
     rounds, batches, batch = (3, 5, 200) if args.quick else (7, 15, 500)
-    os.environ.setdefault("CACHE_SERVICE_DIR", tempfile.mkdtemp(prefix="bench-near-"))
+    state = tempfile.mkdtemp(prefix="bench-near-")  # the host state of this run only
+    atexit.register(shutil.rmtree, state, True)
+    os.environ.setdefault("CACHE_SERVICE_DIR", state)
     with RedisServer(name="bench-near") as server:
         placement = pin(server)
         comparisons, svc = hit_comparisons(server)
