@@ -269,11 +269,12 @@ def tracking_nodes(client: Any, location: Location, options: TargetOptions
                    ) -> dict[str, Callable[[], WireSettings]]:
     """The primaries a near cache must hear from (named as ``tracking_names`` names them),
     each with a function giving the settings of a connection to it (``_wire``; a Sentinel's
-    asks the sentinels when no primary is remembered). A sync client only; no I/O here."""
+    asks the sentinels when no primary is remembered). A sync client only; for the tracker's
+    thread: no I/O, except reading a cluster's slot map when none was read yet."""
     base = wire_settings(location, options)
-    if isinstance(client, WireClusterClient):  # the primaries of its own slot map
+    if isinstance(client, WireClusterClient):  # the primaries of the shared slot map
         return {node.name: partial(replace, base, host=node.host, port=node.port, db=0)
-                for node in client.get_primaries()}
+                for node in client.topology.load().primaries}
     if isinstance(client, SentinelWireClient):
         def wire_primary() -> WireSettings:
             host, port = client.primary_address or client.discover()
