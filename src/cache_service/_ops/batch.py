@@ -1,11 +1,8 @@
 """``get_many`` and ``set_many``: many keys in one round trip (generator operations).
 
-Standalone and Sentinel: one ``MGET``, or one non-transactional pipeline of ``SET … PX``.
-Cluster: one command per hash slot (``MGET``, or a small script of ``SET … PX``), sent one
-after the other as plain commands: when a node hangs, the first command to it times out,
-the breaker opens, and the rest of the call is served by the memory store, so a call costs
-at most one socket timeout (redis-py's cluster pipeline would resend each command on its
-own and pay one timeout per slot).
+One ``MGET``, or one non-transactional pipeline of ``SET … PX``, on every topology: a
+cluster client splits it by slot and sends one pipeline per node, so when a node hangs a
+call costs at most one socket timeout, then the breaker opens and the memory store serves.
 """
 
 from __future__ import annotations
