@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["SUFFIXES", "UnsafeState", "check_dir", "ensure_private", "max_age", "open_private",
-           "sweep", "sweep_due"]
+__all__ = ["KEY_FILE", "SUFFIXES", "UnsafeState", "check_dir", "ensure_private", "host_key",
+           "max_age", "open_private", "sweep", "sweep_due"]
 
 log = logging.getLogger("cache_service")
 
@@ -38,6 +38,10 @@ _NAME = re.compile(r"^([0-9a-f]{20})(\.page|\.lock|\.recovery|\.db|\.db-wal|\.db
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 SWEEP_EVERY = 3600.0  # per process and directory
 SWEEP_LIMIT = 64  # locations looked at per sweep
+
+# The host's secret for keyed fingerprints of credentials (see ``host_key``); never swept.
+KEY_FILE = "host.key"
+KEY_BYTES = 32
 
 _last_sweep: dict[str, float] = {}
 _sweep_lock = threading.Lock()
@@ -142,6 +146,27 @@ def ensure_private(path: str) -> None:
         pass
     if not _is_private(path, os.lstat(path)):
         os.chmod(path, 0o600)  # a regular file (checked) in a directory only we write
+
+
+def host_key(directory: Path) -> bytes:
+    """The random secret of ``directory`` (32 bytes in ``host.key``, 0600, ours, no symlink
+    followed): made by the first process that needs it, under an exclusive flock so that every
+    process of the host reads the same one. Read anew each time (a location attaches once):
+    a directory removed and made again gets a new one. ``UnsafeState``/``OSError`` if it
+    cannot be had."""
+    check_dir(directory)
+    fd = open_private(str(directory / KEY_FILE))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        key = os.pread(fd, KEY_BYTES + 1, 0)
+        if len(key) != KEY_BYTES:  # new, or cut short by a crash while it was written
+            key = os.urandom(KEY_BYTES)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, key, 0)
+            os.fsync(fd)
+        return key
+    finally:
+        os.close(fd)  # frees the flock
 
 
 def sweep_due(directory: Path) -> bool:
