@@ -200,7 +200,7 @@ class HostState:
             except (OSError, sqlite3.Error) as exc:
                 self.problem = str(exc) if isinstance(exc, UnsafeState) \
                     else f"{directory}: {exc}"
-                log.warning("cache_service: cannot use %s for state shared by this host's "
+                log.warning("cannot use %s for state shared by this host's "
                             "processes (%s); using per-process state", directory, self.problem)
                 self._close_files()
         if self.directory is None:
@@ -209,7 +209,7 @@ class HostState:
             try:
                 sweep(self.directory, self.name)
             except OSError as exc:
-                log.debug("cache_service: no sweep of %s: %s", self.directory, exc)
+                log.debug("no sweep of %s: %s", self.directory, exc)
 
     # -- opening ------------------------------------------------------------------------------
     def _open_files(self, directory: Path) -> None:
@@ -460,7 +460,7 @@ def _after_fork_in_child() -> None:
         try:
             state.after_fork()
         except (OSError, UnsafeState) as exc:  # e.g. its directory was removed: the next use
-            log.warning("cache_service: after fork, cannot reopen the state in %s (%s)",
+            log.warning("after fork, cannot reopen the state in %s (%s)",
                         state.describe(), exc)  # of it fails and degrades, as in the parent
 
 

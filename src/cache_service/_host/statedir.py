@@ -62,7 +62,7 @@ def max_age() -> float:
             value = -1.0
         if value > 0 and math.isfinite(value):
             return value
-        log.warning("cache_service: CACHE_SERVICE_STATE_MAX_AGE must be a positive number of "
+        log.warning("CACHE_SERVICE_STATE_MAX_AGE must be a positive number of "
                     "seconds, got %r; using %d", raw, DEFAULT_MAX_AGE)
     return DEFAULT_MAX_AGE
 
@@ -198,9 +198,9 @@ def sweep(directory: Path, keep: str, age: float | None = None,
             if _remove_unused(directory, name, groups[name], cutoff):
                 removed.append(name)
         except (OSError, sqlite3.Error) as exc:
-            log.debug("cache_service: kept the state of %s in %s: %s", name, directory, exc)
+            log.debug("kept the state of %s in %s: %s", name, directory, exc)
     if removed:
-        log.info("cache_service: removed the state of %d location(s) unused for %.0f s from %s",
+        log.info("removed the state of %d location(s) unused for %.0f s from %s",
                  len(removed), age, directory)
     return removed
 
