@@ -108,7 +108,8 @@ def misconfiguration(svc: CacheService, exc: BaseException | None = None,
     found = svc.stats()["target"].get("misconfiguration")
     if found:
         return str(found)
-    return diagnose(location, TargetOptions(socket_timeout=timeout, connect_timeout=timeout))
+    probe = min(timeout, 0.25)  # the library's own timeouts: a hung server costs little more
+    return diagnose(location, TargetOptions(socket_timeout=probe, connect_timeout=probe))
 
 
 class Connection:
