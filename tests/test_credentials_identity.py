@@ -197,3 +197,28 @@ def test_a_wrong_sentinel_password_leaves_the_right_ones_on_redis(
         for path in state.iterdir():
             assert b"s3cret-sentinel" not in path.read_bytes()
             assert b"wrong-sentinel" not in path.read_bytes()
+
+
+def test_metrics_keep_a_wrong_password_apart_from_the_right_one(
+        locked_server: RedisServer, tmp_path: Path) -> None:
+    """Both targets are described ``redis://***@host/0``: the exporters label them apart (a
+    keyed fingerprint, never the password), so the right one's breaker does not read open."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from cache_service.integrations import prometheus
+
+    state = tmp_path / "state"
+    good = CacheService(unique(), url=_url(locked_server, "", RIGHT), state_dir=state, **FAST)
+    bad = CacheService(unique(), url=_url(locked_server, "", WRONG), state_dir=state, **FAST)
+    good.set("k", 1)
+    bad.set("k", 1)
+    reg = CollectorRegistry()
+    prometheus.register(reg)
+    text = generate_latest(reg).decode()
+    assert not any(s in text for s in SECRETS)
+    states = [line for line in text.splitlines()
+              if line.startswith("cache_service_breaker_state{") and line.endswith(" 1.0")]
+    ours = [line for line in states if f":{locked_server.port}/0" in line]
+    assert len(ours) == 2, states
+    assert sum('state="closed"' in line for line in ours) == 1, ours
+    assert sum('state="open"' in line for line in ours) == 1, ours
