@@ -198,7 +198,7 @@ def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     chosen = os.environ.get(CONNECTION_ENV) or "redis-py"
     if chosen not in CONNECTIONS:
         if ready_made:  # importing never fails because of the environment
-            log.warning("cache_service: %s=%r is not one of %s; using redis-py",
+            log.warning("%s=%r is not one of %s; using redis-py",
                         CONNECTION_ENV, chosen, ", ".join(CONNECTIONS))
             return "redis-py"
         raise ConfigurationError(f"{CONNECTION_ENV} must be one of {', '.join(CONNECTIONS)}, "
