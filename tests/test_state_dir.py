@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -42,12 +43,15 @@ def test_files_are_private_named_without_secrets_and_made_on_first_use(
     svc.set("k", 1)
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     names = sorted(p.name for p in state.iterdir())
-    base = location_name(svc._target.location)
+    base = location_name(svc._target.location, state)
     assert {f"{base}.db", f"{base}.lock", f"{base}.page"} <= set(names)  # .recovery: at need
     assert svc.stats()["target"]["state_dir"] == str(state)
     other = CacheService(unique(), url=redis_server.url.replace("redis://", "redis://:pw@"),
                          state_dir=state)
-    assert location_name(other._target.location) == base  # a password never changes the name
+    name = location_name(other._target.location, state)
+    assert name != base  # a wrong password must not share the breaker of the right one
+    assert "pw" not in name
+    assert hashlib.sha256(b"pw").hexdigest()[:20] != name
 
 
 def _outage_round_trip(svc: CacheService, proxy: ChaosProxy) -> None:

@@ -63,8 +63,8 @@ def _use(url: str, directory: Path) -> None:
         """)
 
 
-def _name(url: str) -> str:
-    return location_name(parse_url(url))
+def _name(url: str, directory: Path | None = None) -> str:
+    return location_name(parse_url(url), directory)
 
 
 def _refused(svc: CacheService, caplog: pytest.LogCaptureFixture, why: str) -> None:
@@ -226,8 +226,11 @@ def test_file_names_tell_every_different_redis_apart(one: str, other: str) -> No
     assert _name(one) != _name(other)
 
 
-def test_file_names_never_depend_on_secrets_or_seed_order() -> None:
-    assert _name("redis://:pw1@h:1/0") == _name("redis://:pw2@h:1/0")
+def test_file_names_tell_credentials_apart_but_not_seed_order() -> None:
+    """A wrong password must not share the breaker of the right one (the name holds a keyed
+    fingerprint of the credentials: see test_credentials_identity)."""
+    assert _name("redis://:pw1@h:1/0") != _name("redis://:pw2@h:1/0")
+    assert _name("redis://:pw1@h:1/0") == _name("redis://:pw1@h:1/0")
     assert _name("redis+cluster://n1:1,n2:2/0") == _name("redis+cluster://n2:2,n1:1/0")
 
 

@@ -199,7 +199,7 @@ def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     chosen = os.environ.get(CONNECTION_ENV) or "wire"
     if chosen not in CONNECTIONS:
         if ready_made:  # importing never fails because of the environment
-            log.warning("cache_service: %s=%r is not one of %s; using wire",
+            log.warning("%s=%r is not one of %s; using wire",
                         CONNECTION_ENV, chosen, ", ".join(CONNECTIONS))
             return "wire"
         raise ConfigurationError(f"{CONNECTION_ENV} must be one of {', '.join(CONNECTIONS)}, "
@@ -207,7 +207,7 @@ def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     if chosen == "redis-py" and kind not in _REDIS_PY_KINDS:
         if kind not in _warned:
             _warned.add(kind)
-            log.warning("cache_service: %s=redis-py applies to standalone Redis only; %s "
+            log.warning("%s=redis-py applies to standalone Redis only; %s "
                         "locations use wire", CONNECTION_ENV, kind)
         return "wire"
     return chosen

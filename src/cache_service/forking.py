@@ -83,7 +83,7 @@ def _after_fork_in_child() -> None:
             try:
                 reset()
             except Exception:  # one part failing must not keep the others from their reset
-                log.exception("cache_service: resetting %r after fork failed", reset)
+                log.exception("resetting %r after fork failed", reset)
     finally:
         _renewed.clear()
 

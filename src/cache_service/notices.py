@@ -32,8 +32,8 @@ def unservable(where: str, kind: str, key: str, why: str) -> None:
     _last[where, kind] = (now, 0)
     more = f"; {unsaid} more such key(s) since the last warning" if unsaid else ""
     if kind == "foreign":
-        log.warning("cache_service: %s at %s is not a value of ours (%s): a miss, left "
+        log.warning("%s at %s is not a value of ours (%s): a miss, left "
                     "alone%s", redact(key), where, why, more)
     else:
-        log.warning("cache_service: %s at %s held an unreadable payload (%s): a miss, "
+        log.warning("%s at %s held an unreadable payload (%s): a miss, "
                     "removed%s", redact(key), where, why, more)

@@ -9,7 +9,9 @@ meanwhile. Per location, in a local directory (see ``resolve_dir``)::
     <name>.recovery  flock: held by the one process that probes Redis and replays the journal
     <name>.db        SQLite in WAL mode: the outage journal, tombstones, the shared fallback
 
-``<name>`` hashes everything that makes the location a different Redis, never a secret. The
+``<name>`` hashes everything that makes the location a different Redis, and a keyed
+fingerprint of its credentials (``location_name``): a service with a wrong password must not
+open the breaker of those with the right one, and no file name may reveal a password. The
 directory and its files are checked and opened as ``statedir`` says. Without a usable directory
 (not ours, read-only, full, ``state_dir=False``) the same code runs on an anonymous page and an
 in-memory database: process-local state, as a single process needs anyway.
@@ -40,6 +42,7 @@ from cache_service._host.statedir import (
     UnsafeState,
     check_dir,
     ensure_private,
+    host_key,
     open_private,
     sweep,
     sweep_due,
@@ -96,12 +99,40 @@ def resolve_dir(option: str | os.PathLike[str] | bool | None) -> Path | None:
     return Path(option)
 
 
-def location_name(location: Location) -> str:
-    """A file name for ``location``: a hash of everything that makes it a different Redis
-    (socket path, seeds, Sentinel service, db, user, TLS), never of its secrets."""
-    ident = repr(("v2", location.kind, tuple(sorted(location.hosts)), location.unix_socket,
-                  location.db, location.username, location.service_name, location.ssl))
-    return hashlib.sha256(ident.encode()).hexdigest()[:20]
+def location_name(location: Location, directory: Path | None) -> str:
+    """A file name for ``location`` in ``directory``: a hash of everything that makes it a
+    different Redis (socket path, seeds, Sentinel service, db, user, TLS) and, if it has any,
+    of ``credentials_fingerprint``. Without credentials the name is the same as before they
+    were part of it (state kept by an older version is found again)."""
+    parts: tuple[object, ...] = (
+        "v2", location.kind, tuple(sorted(location.hosts)), location.unix_socket, location.db,
+        location.username, location.service_name, location.ssl)
+    fingerprint = credentials_fingerprint(location, directory)
+    if fingerprint is not None:
+        parts = (*parts, fingerprint)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+
+
+# The key of fingerprints when there is no usable directory: the state is per process then.
+_PROCESS_KEY = os.urandom(32)
+
+
+def credentials_fingerprint(location: Location, directory: Path | None) -> str | None:
+    """A keyed BLAKE2b of ``location``'s credentials and TLS files (None if it has none), so
+    that two services of a host that differ only in those share nothing: a wrong password
+    makes a location of its own. Keyed by the host's secret (``statedir.host_key``): without
+    it, a name cannot be tested against guessed passwords; without a usable directory, by a
+    per-process secret (nothing is shared then)."""
+    secrets = (location.password, location.sentinel_password, location.ssl_ca_certs,
+               location.ssl_certfile, location.ssl_keyfile)
+    if not any(secrets):
+        return None
+    key = _PROCESS_KEY
+    if directory is not None:
+        with contextlib.suppress(OSError):  # UnsafeState too: HostState then says why
+            key = host_key(directory)
+    return hashlib.blake2b(repr(secrets).encode("utf-8", "surrogatepass"), key=key,
+                           digest_size=16, person=b"cs-credentials").hexdigest()
 
 
 # CLOCK_BOOTTIME: one clock for every process of a Linux host that wall-clock steps do not
@@ -151,9 +182,10 @@ class HostState:
     connections must not cross a fork, and flocks are shared by inherited descriptors).
     """
 
-    def __init__(self, location: Location, directory: Path | None) -> None:
+    def __init__(self, location: Location, directory: Path | None,
+                 name: str | None = None) -> None:
         self.location = location
-        self.name = location_name(location)
+        self.name = location_name(location, directory) if name is None else name
         self.problem: str | None = None  # why the directory is not used, if it is not
         self._tlock = threading.RLock()
         self._depth = 0
@@ -168,7 +200,7 @@ class HostState:
             except (OSError, sqlite3.Error) as exc:
                 self.problem = str(exc) if isinstance(exc, UnsafeState) \
                     else f"{directory}: {exc}"
-                log.warning("cache_service: cannot use %s for state shared by this host's "
+                log.warning("cannot use %s for state shared by this host's "
                             "processes (%s); using per-process state", directory, self.problem)
                 self._close_files()
         if self.directory is None:
@@ -177,7 +209,7 @@ class HostState:
             try:
                 sweep(self.directory, self.name)
             except OSError as exc:
-                log.debug("cache_service: no sweep of %s: %s", self.directory, exc)
+                log.debug("no sweep of %s: %s", self.directory, exc)
 
     # -- opening ------------------------------------------------------------------------------
     def _open_files(self, directory: Path) -> None:
@@ -411,14 +443,14 @@ _all: weakref.WeakSet[HostState] = weakref.WeakSet()
 def host_state(location: Location, directory: Path | None) -> HostState:
     """The process-wide HostState of ``location`` in ``directory`` (shared by its targets).
 
-    Keyed by the location's file name, not the Location: two Locations that differ only in a
-    secret share files, and a second HostState on them would open and close descriptors of
-    the database, which drops every POSIX lock SQLite holds on it in this process."""
-    key = (location_name(location), directory)
+    Keyed by the location's file name, not the Location: two Locations with one name share
+    files, and a second HostState on them would open and close descriptors of the database,
+    which drops every POSIX lock SQLite holds on it in this process."""
+    key = (location_name(location, directory), directory)
     with _hosts_lock:
         state = _hosts.get(key)
         if state is None:
-            state = _hosts[key] = HostState(location, directory)
+            state = _hosts[key] = HostState(location, directory, key[0])
             _all.add(state)
         return state
 
@@ -428,7 +460,7 @@ def _after_fork_in_child() -> None:
         try:
             state.after_fork()
         except (OSError, UnsafeState) as exc:  # e.g. its directory was removed: the next use
-            log.warning("cache_service: after fork, cannot reopen the state in %s (%s)",
+            log.warning("after fork, cannot reopen the state in %s (%s)",
                         state.describe(), exc)  # of it fails and degrades, as in the parent
 
 

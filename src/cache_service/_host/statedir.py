@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["SUFFIXES", "UnsafeState", "check_dir", "ensure_private", "max_age", "open_private",
-           "sweep", "sweep_due"]
+__all__ = ["KEY_FILE", "SUFFIXES", "UnsafeState", "check_dir", "ensure_private", "host_key",
+           "max_age", "open_private", "sweep", "sweep_due"]
 
 log = logging.getLogger("cache_service")
 
@@ -38,6 +38,10 @@ _NAME = re.compile(r"^([0-9a-f]{20})(\.page|\.lock|\.recovery|\.db|\.db-wal|\.db
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 SWEEP_EVERY = 3600.0  # per process and directory
 SWEEP_LIMIT = 64  # locations looked at per sweep
+
+# The host's secret for keyed fingerprints of credentials (see ``host_key``); never swept.
+KEY_FILE = "host.key"
+KEY_BYTES = 32
 
 _last_sweep: dict[str, float] = {}
 _sweep_lock = threading.Lock()
@@ -58,7 +62,7 @@ def max_age() -> float:
             value = -1.0
         if value > 0 and math.isfinite(value):
             return value
-        log.warning("cache_service: CACHE_SERVICE_STATE_MAX_AGE must be a positive number of "
+        log.warning("CACHE_SERVICE_STATE_MAX_AGE must be a positive number of "
                     "seconds, got %r; using %d", raw, DEFAULT_MAX_AGE)
     return DEFAULT_MAX_AGE
 
@@ -144,6 +148,27 @@ def ensure_private(path: str) -> None:
         os.chmod(path, 0o600)  # a regular file (checked) in a directory only we write
 
 
+def host_key(directory: Path) -> bytes:
+    """The random secret of ``directory`` (32 bytes in ``host.key``, 0600, ours, no symlink
+    followed): made by the first process that needs it, under an exclusive flock so that every
+    process of the host reads the same one. Read anew each time (a location attaches once):
+    a directory removed and made again gets a new one. ``UnsafeState``/``OSError`` if it
+    cannot be had."""
+    check_dir(directory)
+    fd = open_private(str(directory / KEY_FILE))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        key = os.pread(fd, KEY_BYTES + 1, 0)
+        if len(key) != KEY_BYTES:  # new, or cut short by a crash while it was written
+            key = os.urandom(KEY_BYTES)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, key, 0)
+            os.fsync(fd)
+        return key
+    finally:
+        os.close(fd)  # frees the flock
+
+
 def sweep_due(directory: Path) -> bool:
     """Whether this process should sweep ``directory`` now (at most once an hour)."""
     now = time.monotonic()
@@ -173,9 +198,9 @@ def sweep(directory: Path, keep: str, age: float | None = None,
             if _remove_unused(directory, name, groups[name], cutoff):
                 removed.append(name)
         except (OSError, sqlite3.Error) as exc:
-            log.debug("cache_service: kept the state of %s in %s: %s", name, directory, exc)
+            log.debug("kept the state of %s in %s: %s", name, directory, exc)
     if removed:
-        log.info("cache_service: removed the state of %d location(s) unused for %.0f s from %s",
+        log.info("removed the state of %d location(s) unused for %.0f s from %s",
                  len(removed), age, directory)
     return removed
 

@@ -220,7 +220,7 @@ class Tracker:
                     self._serve(version)  # returns when asked to relink or to stop
                     continue
                 except Exception as exc:  # unreachable, refusing, failing over, a lost link
-                    log.debug("cache_service: near-cache tracking of %s: %s",
+                    log.debug("near-cache tracking of %s: %s",
                               target.location.describe(),
                               exc if isinstance(exc, _Lost) else repr(exc))
                     refusal = _refusal(exc)
@@ -247,7 +247,7 @@ class Tracker:
         cache is bypassed (reads go to Redis) until it does; ``stats()`` shows it too."""
         if why != self.refused:
             self.refused = why
-            log.warning("cache_service: the near cache of %s is bypassed: %s (it needs Redis "
+            log.warning("the near cache of %s is bypassed: %s (it needs Redis "
                         ">= 6 or Valkey, and permission for HELLO 3 and CLIENT TRACKING)",
                         self.target.location.describe(), why)
 

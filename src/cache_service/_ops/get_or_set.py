@@ -195,7 +195,7 @@ def _load(ctx: OpContext, key: str, ttl: TTL, policy: LoadPolicy, *,
             except Exception as exc:
                 if stale is None or _age(ctx, stale) > policy.stale_on_error_for:
                     raise
-                log.warning("cache_service: loading %r failed (%s: %s); serving the value "
+                log.warning("loading %r failed (%s: %s); serving the value "
                             "that expired %.1fs ago", redact(ctx.keys.full(key)),
                             type(exc).__name__, exc, _age(ctx, stale))
                 value = stale.value

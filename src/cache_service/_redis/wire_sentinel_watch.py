@@ -65,7 +65,7 @@ class _Watcher:
                              settings.connect_timeout, settings.request_timeout)
                 backoff = _BACKOFF[0]
             except Exception as exc:  # this sentinel failed: the next one, after a pause
-                log.debug("cache_service: +switch-master subscription on %s failed: %s",
+                log.debug("+switch-master subscription on %s failed: %s",
                           settings.where, exc)
                 index += 1
                 self.stop.wait(backoff)
@@ -94,7 +94,7 @@ class _Watcher:
                     continue
                 address = switched_to(self.plan, message.get("data"))
                 if address is not None:
-                    log.info("cache_service: the sentinels switched %s to %s:%s",
+                    log.info("the sentinels switched %s to %s:%s",
                              self.plan.service_name, *address)
                     for book in list(self.books):
                         book.switched(address)

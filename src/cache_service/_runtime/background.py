@@ -120,7 +120,7 @@ class Background:
                 return
             self._last_said, unsaid, self._unsaid = now, self._unsaid, 0
         more = f"; {unsaid} more failed since the last warning" if unsaid else ""
-        log.warning("cache_service: a background load of %s failed (%s: %s); the cache "
+        log.warning("a background load of %s failed (%s: %s); the cache "
                     "keeps what it had%s", label, type(exc).__name__, exc, more)
 
     def after_fork(self) -> None:

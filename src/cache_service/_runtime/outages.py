@@ -134,12 +134,12 @@ class Outages(TargetState):
             self.misconfiguration = message
             if message not in self._denials and len(self._denials) < 64:
                 self._denials.add(message)
-                log.error("cache_service: %s", message)
+                log.error("%s", message)
         else:
             now = time.monotonic()
             if now - self._reply_logged.get(code, -_REPLY_LOG_EVERY) >= _REPLY_LOG_EVERY:
                 self._reply_logged[code] = now
-                log.warning("cache_service: Redis at %s refused a request (%s); it misses or "
+                log.warning("Redis at %s refused a request (%s); it misses or "
                             "is dropped, Redis stays in use", self.location.describe(),
                             summary)
         return ReplyError(summary, kind)
@@ -149,7 +149,7 @@ class Outages(TargetState):
         can fix; stats() shows it until Redis accepts us again."""
         if message != self.misconfiguration:
             self.misconfiguration = message
-            log.error("cache_service: %s; serving from the fallback store until this is fixed",
+            log.error("%s; serving from the fallback store until this is fixed",
                       message)
 
     def offline(self, keys: list[str] | None, pattern: str | None, stamp: int,
@@ -183,7 +183,7 @@ class Outages(TargetState):
             if not self.host.shared:
                 return
             was_open = self.breaker.is_open
-            log.error("cache_service: the state shared by this host's processes in %s failed "
+            log.error("the state shared by this host's processes in %s failed "
                       "(%s); this process goes on with per-process state (journal and fallback "
                       "store in memory)", self.host.describe(), exc)
             self.state_problem = f"{self.host.describe()}: {exc}"

@@ -129,14 +129,14 @@ class Recovery:
         now = time.monotonic()
         if now >= self._next_log:
             self._next_log = now + LOG_EVERY
-            log.warning("cache_service: recovery of %s failed (%s: %s); retrying in %.1f s",
+            log.warning("recovery of %s failed (%s: %s); retrying in %.1f s",
                         target.location.describe(), type(exc).__name__, exc, backoff,
                         exc_info=not isinstance(exc, (OSError, sqlite3.Error)))
         if isinstance(exc, (OSError, sqlite3.Error)) and not _out_of_descriptors():
             try:
                 target.degrade(exc)
             except Exception:  # the next round tries again
-                log.debug("cache_service: degrading %s failed", target.location.describe(),
+                log.debug("degrading %s failed", target.location.describe(),
                           exc_info=True)
 
 

@@ -46,7 +46,7 @@ class Replay(Drivers):
             yield Call(refresh_topology)  # cluster slots, Sentinel's primary; else nothing
             yield self.ping_request
             if self.misconfiguration is not None:
-                log.info("cache_service: Redis at %s accepts us again", self.location.describe())
+                log.info("Redis at %s accepts us again", self.location.describe())
                 self.misconfiguration = None
             self.breaker.draining()
             while True:

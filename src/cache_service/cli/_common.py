@@ -12,13 +12,20 @@ import click
 import redis
 
 from cache_service._redis.backend import describe_error, ping_primaries
-from cache_service._redis.errors import _scrub
+from cache_service._redis.errors import (
+    _scrub,
+    classify_error,
+    diagnose,
+    misconfiguration_message,
+    refusal_message,
+)
 from cache_service._runtime.view import runtime_view
+from cache_service.config import TargetOptions
 from cache_service.errors import ConfigurationError
 from cache_service.service import CacheService
 
-__all__ = ["Connection", "fail", "one_line", "quiet_library", "redis_url_option", "service",
-           "timeout_option", "usage_error"]
+__all__ = ["Connection", "fail", "misconfiguration", "one_line", "quiet_library",
+           "redis_url_option", "service", "timeout_option", "usage_error"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 CLI_PREFIX = "cache-service-cli"
@@ -87,6 +94,24 @@ def service(redis_url: str | None, prefix: str = CLI_PREFIX, timeout: float = 1.
         usage_error(f"invalid Redis URL{where}: {message}")
 
 
+def misconfiguration(svc: CacheService, exc: BaseException | None = None,
+                     timeout: float = 0.25) -> str | None:
+    """Why Redis refuses ``svc`` for a reason only a setting can fix (a password, an ACL, TLS),
+    as the library says it, or None (an outage, or nothing learned): the error ``exc`` if it
+    is one, else what the service's target found, else the library's TLS-mismatch probe."""
+    location = runtime_view(svc).location
+    kind = None if exc is None else classify_error(exc, location.kind)
+    if exc is not None and kind == "misconfigured":
+        return misconfiguration_message(exc, location)
+    if exc is not None and kind == "denied":  # NOPERM, or a standalone replica
+        return refusal_message(exc, location)
+    found = svc.stats()["target"].get("misconfiguration")
+    if found:
+        return str(found)
+    probe = min(timeout, 0.25)  # the library's own timeouts: a hung server costs little more
+    return diagnose(location, TargetOptions(socket_timeout=probe, connect_timeout=probe))
+
+
 class Connection:
     """A reachable Redis: the service (for the library's own operations) and its client."""
 
@@ -101,7 +126,10 @@ class Connection:
                 self.client: Any = self.view.driver.sync_client()
                 self.ping()
             except (redis.RedisError, OSError) as exc:
+                problem = misconfiguration(self.svc, exc, timeout)
                 self.svc.close()
+                if problem is not None:
+                    fail(f"Redis misconfigured: {one_line(problem)}")
                 fail(f"Redis unreachable at {self.location}: {self.describe(exc)}")
 
     def ping(self) -> None:

@@ -16,6 +16,8 @@ from rich.table import Table
 from cache_service.cli._common import (
     Connection,
     fail,
+    misconfiguration,
+    one_line,
     quiet_library,
     redis_url_option,
     service,
@@ -50,16 +52,23 @@ def ping(redis_url: str | None, timeout: float) -> None:
 def check(redis_url: str | None) -> None:
     """Say whether Redis answers at URL and which store a service would use.
 
-    Exit 0: reachable; 1: unreachable; 2: the URL (--redis-url or $REDIS_URL) is invalid.
+    Exit 0: reachable; 1: unreachable or misconfigured (the setting to fix is named: password,
+    ACL user, TLS); 2: the URL (--redis-url or $REDIS_URL) is invalid.
     """
     svc = service(redis_url, timeout=0.25, fallback=True)
+    problem = None
     with quiet_library():
         try:
             reachable = svc.is_redis_available()
+            if not reachable:
+                problem = misconfiguration(svc)
         finally:
             svc.close()
     if reachable:
         click.echo(f"Redis at {svc.location}: reachable")
+    elif problem is not None:
+        click.echo(f"in-memory: Redis misconfigured: {one_line(problem)}")
+        raise SystemExit(1)
     else:
         click.echo(f"in-memory: Redis unreachable at {svc.location}")
         raise SystemExit(1)

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from cache_service import registry
-from cache_service._runtime.view import runtime_view
+from cache_service._host.state import credentials_fingerprint
+from cache_service._runtime.view import RuntimeView, runtime_view
 from cache_service.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from cache_service.config import Location
     from cache_service.core import ServiceCore
 
 __all__ = ["BREAKER_STATES", "FIGURES", "GROUPS", "Figure", "Reading", "read", "read_cached"]
@@ -136,35 +138,64 @@ def read() -> Reading:
     """Read every live service's counters and its target's snapshot (no Redis I/O).
 
     A service whose target was never used or cannot be (an invalid REDIS_URL) is left out,
-    and so is a ready-made instance (``api_cache``...) until it counts something.
+    and so is a ready-made instance (``api_cache``...) until it counts something. Targets
+    are labelled by their location without secrets (``target_labels``).
     """
     services: dict[tuple[str, str], dict[str, int]] = {}
     targets: dict[str, dict[str, Any]] = {}
     latency: dict[str, dict[str, tuple[list[int], float]]] = {}
-    seen: dict[int, str] = {}
+    used: list[tuple[RuntimeView, dict[str, int]]] = []
+    snapshots: dict[int, tuple[RuntimeView, dict[str, Any]]] = {}
     alive: list[ServiceCore] = registry.live_services()
     for svc in alive:
         view = runtime_view(svc)
         try:
             if not view.attached:
                 continue
-            where = seen.get(view.target_id)
-            if where is None:
-                snapshot = view.target_snapshot()
-                where = seen[view.target_id] = snapshot["location"]
-                targets[where] = snapshot
-                latency[where] = view.latency()
+            if view.target_id not in snapshots:
+                snapshots[view.target_id] = (view, view.target_snapshot())
         except ConfigurationError:  # a ready-made service with an invalid REDIS_URL
             continue
         mine = view.counts()
         if view.ready_made and not any(mine.values()):
             continue  # a ready-made instance the application does not use
-        counts = services.setdefault((where, view.prefix), dict.fromkeys(
+        used.append((view, mine))
+    labels = target_labels({tid: (v.location, snap["location"])
+                            for tid, (v, snap) in snapshots.items()})
+    for tid, (view, snapshot) in snapshots.items():
+        targets[labels[tid]] = snapshot
+        latency[labels[tid]] = view.latency()
+    for view, mine in used:
+        counts = services.setdefault((labels[view.target_id], view.prefix), dict.fromkeys(
             (f.key for f in FIGURES if f.scope == "service"), 0))
         for name, n in mine.items():
             if name in counts:
                 counts[name] += n
     return Reading(services, targets, latency)
+
+
+def target_labels(described: dict[int, tuple[Location, str]]) -> dict[int, str]:
+    """A distinct label per target: its location without secrets, and where two targets
+    share that (the same Redis, other credentials: a wrong password beside the right one)
+    a keyed fingerprint of their credentials after it, so that neither's figures hide the
+    other's (a ``#n`` after that for targets that differ in nothing shown)."""
+    count: dict[str, int] = {}
+    for _, where in described.values():
+        count[where] = count.get(where, 0) + 1
+    labels: dict[int, str] = {}
+    taken: set[str] = set()
+    for tid in sorted(described, key=lambda t: described[t][1]):
+        location, where = described[tid]
+        label = where
+        if count[where] > 1:
+            fingerprint = credentials_fingerprint(location, None)
+            label = f"{where} (credentials {fingerprint[:8]})" if fingerprint else where
+            base, n = label, 2
+            while label in taken:
+                label, n = f"{base} #{n}", n + 1
+        taken.add(label)
+        labels[tid] = label
+    return labels
 
 
 _cache: tuple[float, Reading] | None = None
