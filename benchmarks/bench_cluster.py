@@ -5,13 +5,14 @@ Run from the repository root (it starts its own 6-node cluster on free ports, ne
     .venv/bin/python -m benchmarks.bench_cluster [--quick]
 
 sync: GET hits of 32 keys spread over the 3 primaries, with raw ``redis.cluster.RedisCluster``
-vs our ``WireClusterClient`` (``connection="wire"``), and ``CacheService.get`` hits over each.
+vs our ``WireClusterClient``, and ``CacheService.get`` hits (our layer: the only one for a
+cluster since issue 18; the figures over redis-py's cluster in the docs are from before).
 async: N tasks (1, 100) share one client and await GET hits back to back: raw
 ``redis.asyncio.cluster.RedisCluster`` vs ``AsyncWireClusterClient`` (one auto-pipelined
-connection per node) and ``AsyncCacheService.get`` over each. Many short rounds in shuffled
+connection per node) and ``AsyncCacheService.get``. Many short rounds in shuffled
 order; a ratio is the median over rounds of (time / raw's time in that round), so machine load
-hits both sides. batches (sync): ``get_many``/``set_many`` of 100 keys (about 100 slots) over
-each layer, against raw ``RedisCluster.mget_nonatomic`` / ``mset_nonatomic``.
+hits both sides. batches (sync): ``get_many``/``set_many`` of 100 keys (about 100 slots),
+against raw ``RedisCluster.mget_nonatomic`` / ``mset_nonatomic``.
 """
 
 from __future__ import annotations
@@ -49,12 +50,9 @@ def _ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
             for name, runs in times.items()}
 
 
-def _urls(cluster: ClusterDeployment) -> tuple[str, str]:
-    """Two URLs of the cluster (nodes in two orders): two targets, one per layer."""
-    hosts = cluster.startup_nodes
-    rotated = hosts[1:] + hosts[:1]
-    return (cluster.cluster_url,
-            "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in rotated) + "/0")
+def _url(cluster: ClusterDeployment) -> str:
+    """A URL of the cluster."""
+    return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in cluster.startup_nodes) + "/0"
 
 
 def bench_sync(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
@@ -62,15 +60,13 @@ def bench_sync(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     raw = RedisCluster(startup_nodes=[ClusterNode(host, port)])
     for key in KEYS:
         raw.set(key, VALUE)
-    url_py, url_wire = _urls(cluster)
-    ours = build_sync_client(parse_url(url_wire), TargetOptions(connection="wire"))
-    svc_py = CacheService("bench", url=url_py, connection="redis-py", socket_timeout=2.0)
-    svc_wire = CacheService("bench", url=url_wire, connection="wire", socket_timeout=2.0)
+    url_wire = _url(cluster)
+    ours = build_sync_client(parse_url(url_wire), TargetOptions())
+    svc_wire = CacheService("bench", url=url_wire, socket_timeout=2.0)
     for key in KEYS:
-        svc_py.set(key, VALUE.decode())
+        svc_wire.set(key, VALUE.decode())
     cases: dict[str, Callable[[str], object]] = {
-        RAW: raw.get, "WireClusterClient": ours.get,
-        "CacheService.get, redis-py": svc_py.get, "CacheService.get, wire": svc_wire.get,
+        RAW: raw.get, "WireClusterClient": ours.get, "CacheService.get, wire": svc_wire.get,
     }
     assert ours.get(KEYS[0]) == VALUE
     assert svc_wire.get(KEYS[0]) == VALUE.decode()
@@ -91,27 +87,22 @@ def bench_sync(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
         print(f"  {name:30s} {statistics.median(runs):7.1f} µs   {ratios[name]:5.2f}x")
     raw.close()
     ours.close()
-    svc_py.close()
     svc_wire.close()
 
 
 def bench_batches(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     host, port = cluster.startup_nodes[0]
     raw = RedisCluster(startup_nodes=[ClusterNode(host, port)])
-    url_py, url_wire = _urls(cluster)
-    svc_py = CacheService("batch", url=url_py, connection="redis-py", socket_timeout=2.0)
-    svc_wire = CacheService("batch", url=url_wire, connection="wire", socket_timeout=2.0)
+    svc_wire = CacheService("batch", url=_url(cluster), socket_timeout=2.0)
     names = [f"many:{i}" for i in range(100)]
     values = dict.fromkeys(names, VALUE.decode())
-    full = [svc_py.full_key(n) for n in names]
+    full = [svc_wire.full_key(n) for n in names]
     raw_keys = [f"raw:{n}" for n in names]
-    svc_py.set_many(values)
+    svc_wire.set_many(values)
     cases: dict[str, Callable[[], object]] = {
         "raw mget_nonatomic(100)": lambda: raw.mget_nonatomic(full),
-        "get_many(100), redis-py": lambda: svc_py.get_many(names),
         "get_many(100), wire": lambda: svc_wire.get_many(names),
         "raw mset_nonatomic(100)": lambda: raw.mset_nonatomic(dict.fromkeys(raw_keys, VALUE)),
-        "set_many(100), redis-py": lambda: svc_py.set_many(values),
         "set_many(100), wire": lambda: svc_wire.set_many(values),
     }
     assert svc_wire.get_many(names) == values
@@ -131,25 +122,21 @@ def bench_batches(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     for name, runs in times.items():
         ratio = gets.get(name) or sets[name]
         print(f"  {name:30s} {statistics.median(runs):8.0f} µs   {ratio:5.2f}x")
-    assert svc_wire.get_many(names) == svc_py.get_many(names) == values
-    svc_py.clear_all()
+    assert svc_wire.get_many(names) == values
+    svc_wire.clear_all()
     raw.delete(*raw_keys)
     raw.close()
-    svc_py.close()
     svc_wire.close()
 
 
 async def bench_async(cluster: ClusterDeployment, rounds: int, ops: int) -> None:
     host, port = cluster.startup_nodes[0]
     raw = AsyncRedisCluster(host=host, port=port, max_connections=2000)
-    url_py, url_wire = _urls(cluster)
-    ours: Any = build_async_client(parse_url(url_wire),
-                                   TargetOptions(connection="wire", socket_timeout=5.0))
-    svc_py = AsyncCacheService("bench", url=url_py, connection="redis-py", socket_timeout=5.0)
-    svc_wire = AsyncCacheService("bench", url=url_wire, connection="wire", socket_timeout=5.0)
+    url_wire = _url(cluster)
+    ours: Any = build_async_client(parse_url(url_wire), TargetOptions(socket_timeout=5.0))
+    svc_wire = AsyncCacheService("bench", url=url_wire, socket_timeout=5.0)
     getters: dict[str, Callable[[str], Awaitable[object]]] = {
         RAW: raw.get, "AsyncWireClusterClient": ours.get,
-        "AsyncCacheService.get, redis-py": svc_py.get,
         "AsyncCacheService.get, wire": svc_wire.get,
     }
     for name, get in getters.items():
@@ -177,7 +164,6 @@ async def bench_async(cluster: ClusterDeployment, rounds: int, ops: int) -> None
                   f"{1 / ratios[name]:5.1f}x throughput")
     await raw.aclose()
     await ours.aclose()
-    await svc_py.aclose()
     await svc_wire.aclose()
 
 

@@ -1,16 +1,16 @@
-"""Sentinel clients: a GET hit through redis-py's Sentinel client and through ours
-(``connection="wire"``) against raw redis-py on the primary, same run.
+"""Sentinel clients: a GET hit through raw redis-py's Sentinel client and through ours (the
+one the services use) against raw redis-py on the primary, same run.
 
 Run from the repository root (it starts its own primary, replica and three sentinels on free
 ports, never 6379)::
 
     .venv/bin/python -m benchmarks.bench_sentinel [--quick]
 
-sync: one thread, GETs back to back. async: N tasks (1, 100) share one client. Clients are the
-ones the services use (``build_sync_client``/``build_async_client``). Many short rounds in
+sync: one thread, GETs back to back. async: N tasks (1, 100) share one client. Ours is the
+one the services use (``build_sync_client``/``build_async_client``). Many short rounds in
 shuffled order; a ratio is the median over rounds of (time / raw's time in that round), so
 machine load hits every side. Failover figures come from ``tests/test_sentinel.py`` (both
-layers in one run: ``-o log_cli=true``).
+``-o log_cli=true``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.sentinel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -50,9 +52,9 @@ def bench_sync(location: Location, primary: tuple[str, int], rounds: int, ops: i
     raw = redis.Redis(host=primary[0], port=primary[1])
     raw.set("bench:k", VALUE)
     clients = {RAW: raw,
-               "redis-py Sentinel client": build_sync_client(location, TargetOptions()),
-               "wire Sentinel client": build_sync_client(
-                   location, TargetOptions(connection="wire"))}
+               "raw redis-py Sentinel client": redis.sentinel.Sentinel(
+                   list(location.hosts)).master_for(location.service_name or ""),
+               "wire Sentinel client": build_sync_client(location, TargetOptions())}
     times: dict[str, list[float]] = {name: [] for name in clients}
     for _ in range(rounds):
         order = list(clients.items())
@@ -71,9 +73,9 @@ def bench_sync(location: Location, primary: tuple[str, int], rounds: int, ops: i
 async def bench_async(location: Location, primary: tuple[str, int], rounds: int,
                       ops: int) -> None:
     clients = {RAW: redis.asyncio.Redis(host=primary[0], port=primary[1]),
-               "redis-py Sentinel client": build_async_client(location, TargetOptions()),
-               "wire Sentinel client": build_async_client(
-                   location, TargetOptions(connection="wire"))}
+               "raw redis-py Sentinel client": redis.asyncio.sentinel.Sentinel(
+                   list(location.hosts)).master_for(location.service_name or ""),
+               "wire Sentinel client": build_async_client(location, TargetOptions())}
     for tasks in (1, 100):
         per_task = max(ops // min(tasks, 10), 1)  # 100 tasks: 10x the GETs, past warm-up
         times: dict[str, list[float]] = {name: [] for name in clients}

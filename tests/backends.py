@@ -85,38 +85,24 @@ def _host_fallback(request: pytest.FixtureRequest) -> tuple[str, Callable[..., A
     return _patient(url, state_dir=state_dir), construct
 
 
-def _wire(builder: Builder, db: int) -> Builder:
-    """The same server through our own connection layer (``connection="wire"``), on ``db``: a
-    location (and target) of its own, whose first service fixes the option and 2 s timeouts."""
+def _redis_py(builder: Builder, db: int) -> Builder:
+    """The same standalone server through redis-py's client (``connection="redis-py"``; our
+    own layer is the default), on ``db``: a location (and target) of its own, whose first
+    service fixes the option and 2 s timeouts."""
 
     def build(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
         url, construct = builder(request)
         base, _, query = url.partition("?")
         url = base.rpartition("/")[0] + f"/{db}" + (f"?{query}" if query else "")
-        _patient(url, connection="wire")
+        _patient(url, connection="redis-py")
 
-        def wired(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("connection", "wire")
+        def on_redis_py(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("connection", "redis-py")
             return construct(*args, **kwargs)
 
-        return url, wired
+        return url, on_redis_py
 
     return build
-
-
-def _wire_cluster(request: pytest.FixtureRequest) -> tuple[str, Callable[..., Any]]:
-    """The session's Redis Cluster through our own connection layer: its nodes listed in
-    another order (a location, and target, of its own; a cluster has only db 0)."""
-    hosts = request.getfixturevalue("redis_cluster").startup_nodes
-    hosts = hosts[3:] + hosts[:3]
-    url = _patient("redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts) + "/0",
-                   connection="wire")
-
-    def wired(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("connection", "wire")
-        return CacheService(*args, **kwargs)
-
-    return url, wired
 
 
 # -- async kinds: AsyncCacheService behind a blocking adapter ---------------------------------
@@ -223,14 +209,12 @@ BACKENDS: dict[str, Builder] = {
     "sentinel": _sentinel,
     "tls": _tls,
     "host-fallback": _host_fallback,
-    "wire-redis": _wire(_redis, 2),
-    "async-wire-redis": _async(_wire(_redis, 2)),
-    "uvloop-wire-redis": _async(_wire(_redis, 2), "uvloop"),
-    "near-wire-redis": _near(_wire(_redis, 2)),
-    "wire-tls": _wire(_tls, 2),
-    "wire-cluster": _wire_cluster,
-    "async-wire-cluster": _async(_wire_cluster),
-    "wire-sentinel": _wire(_sentinel, 2),  # discovery and failover on our own layer
+    # standalone on redis-py's client (our own layer is every location's default)
+    "redis-py": _redis_py(_redis, 2),
+    "async-redis-py": _async(_redis_py(_redis, 2)),
+    "uvloop-redis-py": _async(_redis_py(_redis, 2), "uvloop"),
+    "near-redis-py": _near(_redis_py(_redis, 2)),
+    "redis-py-tls": _redis_py(_tls, 2),
     # the server matrix: Valkey standalone (sync, async, near), cluster (sync, near), Sentinel
     "valkey": _valkey,
     "async-valkey": _async(_valkey),
@@ -238,18 +222,17 @@ BACKENDS: dict[str, Builder] = {
     "valkey-cluster": _valkey_cluster,
     "near-valkey-cluster": _near(_valkey_cluster),
     "valkey-sentinel": _valkey_sentinel,
-    "wire-valkey": _wire(_valkey, 2),  # our own connection layer: its HELLO on Valkey
-    "async-wire-valkey": _async(_wire(_valkey, 2)),
+    "redis-py-valkey": _redis_py(_valkey, 2),
+    "async-redis-py-valkey": _async(_redis_py(_valkey, 2)),
 }
 
 # Which kinds have Redis behind them (is_redis_available() should be True there).
 REDIS_BACKED = {"redis", "cluster", "async-redis", "async-cluster", "uvloop-redis",
                 "uvloop-cluster", "near-redis", "near-cluster", "uvloop-near-redis",
-                "async-near-cluster", "sentinel", "tls", "wire-redis", "async-wire-redis",
-                "uvloop-wire-redis", "near-wire-redis", "wire-tls", "wire-cluster",
-                "async-wire-cluster", "wire-sentinel", "valkey", "async-valkey",
+                "async-near-cluster", "sentinel", "tls", "redis-py", "async-redis-py",
+                "uvloop-redis-py", "near-redis-py", "redis-py-tls", "valkey", "async-valkey",
                 "near-valkey", "valkey-cluster", "near-valkey-cluster", "valkey-sentinel",
-                "wire-valkey", "async-wire-valkey"}
+                "redis-py-valkey", "async-redis-py-valkey"}
 
 # Kinds whose services run on the host-shared fallback store (Redis never reachable).
 HOST_FALLBACK = {"host-fallback"}

@@ -5,9 +5,9 @@ The whole contract suite also runs over the session's ``redis_cluster`` and ``va
 is marked so (the server matrix: the slot spread, SCAN paging, a frozen primary, a failover).
 The failover tests build their services on the nodes listed in another order, so they get
 their own target and breaker settings, and call ``ensure_healthy()`` afterwards. They come
-last in the module. Every test runs over both connection layers (``layer``: redis-py's
-RedisCluster and our own ``wire`` cluster client); a wire service lists the nodes in yet another
-order, so it has a target (and a connection option) of its own.
+last in the module. Every test runs on our own cluster client (``layer``: "wire", the only
+connection layer for a cluster); its services list the nodes in yet another order, so they
+have targets of their own.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from .servers import ClusterDeployment, free_port
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
 
 
-@pytest.fixture(params=["redis-py", "wire"])
+@pytest.fixture(params=["wire"])
 def layer(request: pytest.FixtureRequest) -> str:
-    """The connection layer the test's services use."""
+    """The connection layer the test's services use (a cluster has only ours)."""
     return str(request.param)
 
 

@@ -1,14 +1,12 @@
 """Cluster clients fail fast when nodes hang, and still follow MOVED/ASK.
 
-redis-py refreshes the slot table in the thread (or at the next command of the task) whose
-command just failed: CLUSTER SLOTS to node after node, one socket timeout per hung node,
-under a lock every other caller queues on. The clients ``build_sync_client`` and
-``build_async_client`` make for a cluster defer that to ``refresh_topology`` (the prober) or
-bound it, so with every primary SIGSTOPped each call costs about one socket timeout.
-
-Our own cluster client (``connection="wire"``) never refreshes on a caller's path at all: a
-MOVED patches one slot, the prober re-reads the map; only a client without a map yet reads one
-(bounded, shared). Every test runs over both layers (``layer``).
+redis-py's RedisCluster refreshes the slot table in the thread (or at the next command of
+the task) whose command just failed: CLUSTER SLOTS to node after node, one socket timeout per
+hung node, under a lock every other caller queues on. Our own cluster client (the clients
+``build_sync_client`` and ``build_async_client`` make) never refreshes on a caller's path at
+all: a MOVED patches one slot, the prober re-reads the map (``refresh_topology``); only a
+client without a map yet reads one (bounded, shared). So with every primary SIGSTOPped each
+call costs about one socket timeout.
 
 These tests use a private cluster with a long node timeout, so freezing every primary for a
 second or two starts no failover and leaves nothing to repair for other modules.
@@ -21,7 +19,6 @@ import gc
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -46,21 +43,16 @@ FAIL_FAST = TargetOptions(socket_timeout=0.25, connect_timeout=0.25)
 BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core machine
 
 
-@pytest.fixture(params=["redis-py", "wire"])
-def options(request: pytest.FixtureRequest) -> TargetOptions:
-    """Fail-fast options on one connection layer."""
-    return replace(FAIL_FAST, connection=request.param)
-
-
-def wire(options: TargetOptions) -> bool:
-    return options.connection == "wire"
+@pytest.fixture
+def options() -> TargetOptions:
+    """Fail-fast options (our own connection layer: the only one for a cluster)."""
+    return FAIL_FAST
 
 
 def slot_owner_port(client: Any, slot: int) -> int:
     """The port of the node ``client`` sends ``slot`` to."""
-    if isinstance(client, (WireClusterClient, AsyncWireClusterClient)):
-        return int(client.topology.map.node_for(slot).port)
-    return int(client.nodes_manager.get_node_from_slot(slot).port)
+    assert isinstance(client, (WireClusterClient, AsyncWireClusterClient))
+    return int(client.topology.map.node_for(slot).port)
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +173,8 @@ def test_async_calls_fail_fast_with_every_primary_hung(cluster: ClusterDeploymen
 def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment,
                                                     options: TargetOptions) -> None:
     """A refresh stuck on a hung node holds each command up for at most one socket
-    timeout, and one refresh serves every waiting task (on the wire layer: the first read
-    of the slot map, the one refresh a client ever makes itself)."""
+    timeout, and one refresh serves every waiting task (the first read of the slot map, the
+    one refresh a client ever makes itself)."""
     keys = spread_keys(6)
 
     async def main() -> list[float]:
@@ -208,25 +200,21 @@ def test_async_refresh_waits_are_bounded_and_shared(cluster: ClusterDeployment,
 
 
 def owe_refresh(client: Any) -> None:
-    """Put ``client`` in the state after a connection error: a refresh is owed (on the wire
-    layer: it has no slot map yet)."""
-    if isinstance(client, AsyncWireClusterClient):
-        client.topology.map = None
-    else:
-        client._initialize = True
+    """Put ``client`` in the state where it reads the slot map itself: it has none yet."""
+    assert isinstance(client, AsyncWireClusterClient)
+    client.topology.map = None
 
 
 def pending_refresh(client: Any) -> Any:
-    """The refresh task ``client`` runs (or ran)."""
-    if isinstance(client, AsyncWireClusterClient):
-        return client.loading
-    return client._refresh_task
+    """The slot-map read ``client`` runs (or ran)."""
+    assert isinstance(client, AsyncWireClusterClient)
+    return client.loading
 
 
 def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment,
                                              options: TargetOptions) -> None:
     """Closing while a refresh hangs cancels it, so it cannot reopen connections after
-    the close (they would leak: "Unclosed RedisCluster client")."""
+    the close (they would leak)."""
 
     async def main() -> Any:
         client = build_async_client(parse_url(cluster.cluster_url), options)
@@ -247,10 +235,7 @@ def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment,
 
     client = asyncio.run(main())
     assert pending_refresh(client).cancelled()
-    if wire(options):
-        assert client.topology.map is None  # closed, nothing read
-    else:
-        assert client._initialize is True  # closed, nothing reopened
+    assert client.topology.map is None  # closed, nothing read
     del client
     gc.collect()  # an unclosed client or connection would raise a ResourceWarning here
 
@@ -306,8 +291,7 @@ def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment,
         # the wire clients of one location share a slot map: the asyncio one gets its own
         hosts = cluster.startup_nodes[1:] + cluster.startup_nodes[:1]
         other = "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in hosts)
-        aio = build_async_client(parse_url(other if wire(options) else cluster.cluster_url),
-                                 options)
+        aio = build_async_client(parse_url(other), options)
         try:
             for i, key in enumerate(keys):
                 sync.set(key, f"v{i}".encode())

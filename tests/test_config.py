@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,10 +11,11 @@ from typing import Any
 import pytest
 
 import cache_service
-from cache_service import CacheService, ConfigurationError, PickleCodec
+from cache_service import CacheService, ConfigurationError, PickleCodec, core
 from cache_service.config import parse_url
 
 from .helpers import import_offline, unique
+from .servers import free_port
 
 
 def test_public_names() -> None:
@@ -238,3 +240,46 @@ def test_bad_urls_never_show_a_password(monkeypatch: pytest.MonkeyPatch) -> None
             CacheService("p")
         assert "hunter2" not in str(info.value)
         monkeypatch.delenv("REDIS_URL")
+
+
+def _dead(kind: str) -> str:
+    """A URL of ``kind`` whose nodes nobody listens on (constructing a service does no I/O)."""
+    port = free_port()
+    return {"standalone": f"redis://127.0.0.1:{port}/0",
+            "sentinel": f"redis+sentinel://127.0.0.1:{port}/mymaster/0",
+            "cluster": f"redis+cluster://127.0.0.1:{port}/0"}[kind]
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_redis_py_is_refused_for_sentinel_and_cluster(kind: str) -> None:
+    """redis-py's client serves a standalone Redis only: asked for by name elsewhere it is a
+    clear error naming what is allowed."""
+    with pytest.raises(ConfigurationError, match=r"connection='redis-py' works with a "
+                       r"standalone Redis only .*connection='wire'"):
+        CacheService(unique(), url=_dead(kind), connection="redis-py")
+
+
+def test_our_connection_layer_is_the_default(monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Every location kind gets ``connection="wire"`` unless told; a standalone one may ask
+    for redis-py (by name or by $CACHE_SERVICE_CONNECTION); the environment asking for
+    redis-py with a Sentinel or Cluster location is warned about once and ignored."""
+    monkeypatch.delenv("CACHE_SERVICE_CONNECTION", raising=False)
+    monkeypatch.setattr(core, "_warned", set())
+
+    def connection(url: str, **kwargs: Any) -> str:
+        svc = CacheService(unique(), url=url, **kwargs)
+        try:
+            return svc._target.options.connection
+        finally:
+            svc.close()
+
+    assert [connection(_dead(k)) for k in ("standalone", "sentinel", "cluster")] == ["wire"] * 3
+    assert connection(_dead("standalone"), connection="redis-py") == "redis-py"
+    monkeypatch.setenv("CACHE_SERVICE_CONNECTION", "redis-py")
+    caplog.set_level(logging.WARNING, logger="cache_service")
+    assert connection(_dead("standalone")) == "redis-py"
+    assert [connection(_dead("sentinel")) for _ in range(2)] == ["wire", "wire"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "cache_service"]
+    assert len(warned) == 1, warned
+    assert "standalone Redis only" in warned[0]

@@ -28,6 +28,8 @@ from .helpers import unique
 from .servers import ChaosProxy, RedisServer, TLSFiles, free_port
 
 FAIL_FAST = TargetOptions()  # the library's defaults: 0.25 s socket and connect timeouts
+# redis-py's client (a standalone option): its pool of connections under uvloop
+REDIS_PY = TargetOptions(connection="redis-py")
 
 
 def failure(call: Callable[[], Any]) -> BaseException:
@@ -205,12 +207,12 @@ def test_a_killed_pooled_connection_is_broken(open_server: RedisServer) -> None:
 
 
 def killed_under_uvloop(url: str, kill: Callable[[], None]) -> BaseException | None:
-    """Under uvloop: fill the pool of a ``build_async_client`` client, ``kill`` its idle
-    connections, and return what the next GET raises, or None when the client absorbed the
+    """Under uvloop: fill the pool of a redis-py ``build_async_client`` client, ``kill`` its
+    idle connections, and return what the next GET raises, or None when the client absorbed the
     loss itself (redis-py >= 8.2 does); either way a later call works."""
 
     async def main() -> BaseException | None:
-        client = build_async_client(parse_url(url), FAIL_FAST)
+        client = build_async_client(parse_url(url), REDIS_PY)
         try:
             await asyncio.gather(*(client.ping() for _ in range(4)))
             kill()
@@ -361,7 +363,7 @@ def test_unix_socket_sync_and_async(password_server: RedisServer) -> None:
 
     asyncio.run(main())
     location = parse_url(urls[0])
-    client = build_sync_client(location, FAIL_FAST)
+    client = build_sync_client(location, REDIS_PY)  # redis-py's client of the socket
     assert client.connection_pool.connection_kwargs["path"] == path
     client.close()
 

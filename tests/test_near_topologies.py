@@ -13,7 +13,7 @@ from cache_service import CacheService
 
 from .failover import FailoverRun
 from .helpers import eventually, on_each, unique
-from .servers import FLAVOURS, ClusterDeployment, SentinelDeployment
+from .servers import ClusterDeployment, SentinelDeployment
 from .test_cluster import own_url as cluster_url
 from .test_cluster import victims_on
 from .test_near_cache import coherent, filled, near_of
@@ -64,14 +64,11 @@ def after_failover(svc: CacheService, url: str, run: FailoverRun, links: int, *,
     check_other_process_writes_reach(svc, url, ["after:a", "after:b"])
 
 
-@pytest.mark.parametrize(("deployment", "layer"),
-                         [*((f, "redis-py") for f in FLAVOURS), ("redis", "wire")],
-                         indirect=["deployment"])
+@on_each("deployment")
 def test_sentinel_tracks_the_primary_and_follows_a_failover(
-        deployment: SentinelDeployment, layer: str, record_property: Any) -> None:
-    """On each server flavour, and on our own connection layer (``connection="wire"``)."""
-    url = sentinel_url(deployment, layer=layer)
-    svc = CacheService(unique("near"), url=url, connection=layer, **FAST)
+        deployment: SentinelDeployment, record_property: Any) -> None:
+    url = sentinel_url(deployment)
+    svc = CacheService(unique("near"), url=url, **FAST)
     coherent(svc)
     check_other_process_writes_reach(svc, url, ["a", "b"])
     links = svc._target.tracker.links_made  # type: ignore[union-attr]
@@ -84,7 +81,7 @@ def test_sentinel_tracks_the_primary_and_follows_a_failover(
     run.invalidate_victims_during_outage()
     deployment.wait_for_failover(old, timeout=45)
     run.wait_back_on_redis()
-    after_failover(svc, url, run, links, record=record_property, label=f"sentinel-near-{layer}")
+    after_failover(svc, url, run, links, record=record_property, label="sentinel-near")
     svc.close()
 
 

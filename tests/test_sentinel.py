@@ -4,9 +4,9 @@ The session's ``sentinel_deployment`` is a primary, a replica and three sentinel
 ports. Tests that fail it over call ``ensure_healthy()`` afterwards; each builds its services
 on its own list of sentinels (the same sentinels, another order) so it gets its own target,
 with its own breaker settings, and never disturbs another test's target. Tests marked so run
-on Valkey's Sentinel as well (``valkey_sentinel``: the server matrix). Every test runs on
-both connection layers (``layer``: redis-py's Sentinel client, and our own ``connection="wire"``,
-whose URLs list the sentinels in reverse: targets of their own).
+on Valkey's Sentinel as well (``valkey_sentinel``: the server matrix). Every test runs on our
+own connection layer (the only one for Sentinel); their URLs list the sentinels in reverse:
+targets of their own.
 """
 
 from __future__ import annotations
@@ -26,28 +26,19 @@ from .helpers import eventually, on_each, unique
 from .servers import Flavour, SentinelDeployment, free_port
 
 FAST = {"breaker_min_backoff": 0.05, "breaker_max_backoff": 0.3}
-LAYERS = ["redis-py", "wire"]
 
 
-def layer_hosts(deployment: SentinelDeployment, layer: str = "redis-py") -> list[tuple[str, int]]:
-    """The sentinels in the order ``layer``'s tests list them (reversed for "wire")."""
-    hosts = list(deployment.sentinels)
-    return hosts[::-1] if layer == "wire" else hosts
+def own_hosts(deployment: SentinelDeployment) -> list[tuple[str, int]]:
+    """The sentinels in the order this module's tests list them (reversed)."""
+    return list(deployment.sentinels)[::-1]
 
 
-def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "",
-            layer: str = "redis-py") -> str:
+def own_url(deployment: SentinelDeployment, *, rotate: int = 1, query: str = "") -> str:
     """The deployment's URL with the sentinels listed in another order (another target)."""
-    hosts = layer_hosts(deployment, layer)
+    hosts = own_hosts(deployment)
     hosts = hosts[rotate:] + hosts[:rotate]
     listed = ",".join(f"{h}:{p}" for h, p in hosts)
     return f"redis+sentinel://{listed}/{deployment.service_name}/0{query}"
-
-
-@pytest.fixture(params=LAYERS)
-def layer(request: pytest.FixtureRequest) -> str:
-    """The connection layer the test's services use (``connection=``)."""
-    return str(request.param)
 
 
 @pytest.fixture
@@ -62,16 +53,15 @@ def deployment(request: pytest.FixtureRequest) -> Iterator[SentinelDeployment]:
 
 
 def test_url_arguments_and_env_reach_the_primary(
-        sentinel_deployment: SentinelDeployment, monkeypatch: pytest.MonkeyPatch,
-        layer: str) -> None:
+        sentinel_deployment: SentinelDeployment, monkeypatch: pytest.MonkeyPatch) -> None:
     deployment = sentinel_deployment
     prefix = unique()
-    url = own_url(deployment, rotate=0, layer=layer)
-    by_url = CacheService(prefix, url=url, connection=layer)
-    by_args = CacheService(prefix, sentinels=layer_hosts(deployment, layer),
-                           service_name=deployment.service_name, connection=layer)
+    url = own_url(deployment, rotate=0)
+    by_url = CacheService(prefix, url=url)
+    by_args = CacheService(prefix, sentinels=own_hosts(deployment),
+                           service_name=deployment.service_name)
     monkeypatch.setenv("REDIS_URL", url)
-    monkeypatch.setenv("CACHE_SERVICE_CONNECTION", layer)
+    monkeypatch.setenv("CACHE_SERVICE_CONNECTION", "redis-py")  # standalone only: ignored
     by_env = CacheService(prefix)
     assert by_url.location == by_args.location == by_env.location
     assert by_url.location.startswith("redis+sentinel://")
@@ -83,8 +73,7 @@ def test_url_arguments_and_env_reach_the_primary(
     assert by_env.clear_all() == 1
 
 
-def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture,
-                                               layer: str) -> None:
+def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture) -> None:
     """Sentinels that require a password: the right one reaches Redis, a wrong one is an
     outage (memory, one short WARNING naming each sentinel, no secret in it)."""
     with SentinelDeployment() as private:
@@ -92,11 +81,10 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture,
         for sentinel in private.sentinel_servers:
             with sentinel.client() as raw:
                 raw.execute_command("ACL", "SETUSER", "default", "on", ">s3cret-sentinel")
-        by_url = CacheService(unique(), url=private.url + "?sentinel_password=s3cret-sentinel",
-                              connection=layer)
+        by_url = CacheService(unique(), url=private.url + "?sentinel_password=s3cret-sentinel")
         by_args = CacheService(unique(), sentinels=private.sentinels,
                                service_name=private.service_name,
-                               sentinel_password="s3cret-sentinel", connection=layer)
+                               sentinel_password="s3cret-sentinel")
         for svc in (by_url, by_args):
             svc.set("k", "v")
             assert svc.is_redis_available() is True
@@ -106,7 +94,7 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture,
         caplog.set_level(logging.WARNING, logger="cache_service")
         wrong = CacheService(unique(), sentinels=private.sentinels,
                              service_name=private.service_name, sentinel_password="wrong-pw",
-                             connection=layer, **FAST)
+                             **FAST)
         wrong.set("k", "memory")
         assert wrong.get("k") == "memory"
         assert wrong.is_redis_available() is False
@@ -120,7 +108,7 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture,
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_batches_counters_and_tags_through_sentinel(
-        each_sentinel: SentinelDeployment, kind: str, layer: str) -> None:
+        each_sentinel: SentinelDeployment, kind: str) -> None:
     """The operations of issue 9 reach the primary the sentinels name (pipeline, scripts,
     MGET go through the Sentinel client like GET and SET)."""
 
@@ -139,15 +127,15 @@ def test_batches_counters_and_tags_through_sentinel(
         assert await call(svc.exists("a")) is False
         await call(svc.clear_all())
 
-    url = own_url(each_sentinel, rotate=0, layer=layer)
+    url = own_url(each_sentinel, rotate=0)
     if kind == "sync":
         async def now(value: Any) -> Any:
             return value
 
-        asyncio.run(body(CacheService(unique(), url=url, connection=layer), now))
+        asyncio.run(body(CacheService(unique(), url=url), now))
     else:
         async def main() -> None:
-            async with AsyncCacheService(unique(), url=url, connection=layer) as svc:
+            async with AsyncCacheService(unique(), url=url) as svc:
                 async def awaited(value: Any) -> Any:
                     return await value
 
@@ -157,11 +145,10 @@ def test_batches_counters_and_tags_through_sentinel(
 
 
 def test_read_from_replicas_reads_a_replica_and_writes_the_primary(
-        sentinel_deployment: SentinelDeployment, layer: str) -> None:
+        sentinel_deployment: SentinelDeployment) -> None:
     deployment = sentinel_deployment
-    svc = CacheService(unique(), url=own_url(deployment, rotate=2, layer=layer,
-                                             query="?read_from_replicas=true"),
-                       connection=layer)
+    svc = CacheService(unique(), url=own_url(deployment, rotate=2,
+                                             query="?read_from_replicas=true"))
     try:
         svc.set("k", "v")
         deployment.wait_for_replication()
@@ -179,12 +166,12 @@ def test_read_from_replicas_reads_a_replica_and_writes_the_primary(
 
 
 def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
-        sentinel_deployment: SentinelDeployment, layer: str) -> None:
+        sentinel_deployment: SentinelDeployment) -> None:
     dead = [("127.0.0.1", free_port()), ("127.0.0.1", free_port())]
     for svc in (
-        CacheService(unique(), sentinels=layer_hosts(sentinel_deployment, layer),
-                     service_name="no-such-service", connection=layer, **FAST),
-        CacheService(unique(), sentinels=dead, service_name="mymaster", connection=layer,
+        CacheService(unique(), sentinels=own_hosts(sentinel_deployment),
+                     service_name="no-such-service", **FAST),
+        CacheService(unique(), sentinels=dead, service_name="mymaster",
                      **FAST),
     ):
         started = time.perf_counter()
@@ -199,10 +186,10 @@ def test_unknown_service_or_dead_sentinels_fall_back_to_memory(
 
 @on_each("deployment")
 def test_failover_under_load(deployment: SentinelDeployment,
-                             record_property: Any, layer: str) -> None:
+                             record_property: Any) -> None:
     """Kill the primary mid-load: no exception, back on the new primary by itself, and no
     value invalidated during the failover is ever served again."""
-    svc = CacheService(unique(), url=own_url(deployment, layer=layer), connection=layer,
+    svc = CacheService(unique(), url=own_url(deployment),
                        **FAST)
     run = FailoverRun(svc, victims=[f"victim:{i}" for i in range(6)])
     run.prepare(deployment.wait_for_replication)
@@ -213,7 +200,7 @@ def test_failover_under_load(deployment: SentinelDeployment,
     run.wait_back_on_redis()
     figures = run.finish()
     svc.close()
-    figures.check(f"sentinel-{layer}", record_property)
+    figures.check("sentinel-wire", record_property)
     with deployment.server_for(new).client() as raw:  # deleted, and overwritten in memory
         assert raw.exists(svc.full_key("victim:0"), svc.full_key("victim:1")) == 0
 
@@ -230,14 +217,15 @@ def write_until_back_on_redis(svc: CacheService, timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def test_manual_failover_with_min_replicas_to_write(layer: str) -> None:
+def test_manual_failover_with_min_replicas_to_write() -> None:
     """SENTINEL FAILOVER leaves the old primary alive, and still a primary, for ~10 s until
     the sentinels convert it. With ``min-replicas-to-write 1`` (see the Sentinel guide) it refuses
     writes as soon as its replica left: an outage for the service, which journals and
     replays on the new primary, so nothing written to the old one is lost. (Our own layer
-    usually sends the write to the new primary already: it follows ``+switch-master``.)"""
+    usually sends the write to the new primary already: it follows ``+switch-master``; then
+    there is no outage at all.)"""
     with SentinelDeployment() as private:
-        svc = CacheService(unique(), url=private.url, connection=layer, **FAST)
+        svc = CacheService(unique(), url=private.url, **FAST)
         svc.set("k", "before")
         svc.set("gone", "old")
         private.wait_for_replication()
@@ -251,8 +239,6 @@ def test_manual_failover_with_min_replicas_to_write(layer: str) -> None:
             assert eventually(lambda: raw.info("replication")["connected_slaves"] == 0)
             assert raw.info("replication")["role"] == "master"  # not converted yet
         svc.delete("gone")  # NOREPLICAS from the old primary: journalled
-        if layer == "redis-py":  # ours follows +switch-master: this went to the new one
-            assert svc.stats()["target"]["breaker_opened"] == 1
         write_until_back_on_redis(svc)
         assert svc.get("gone") is None
         with private.server_for(new).client() as raw:
@@ -284,13 +270,13 @@ def monitor(private: SentinelDeployment, node: Any) -> None:
 
 @on_each("server_flavour")
 def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
-        caplog: pytest.LogCaptureFixture, server_flavour: Flavour, layer: str) -> None:
+        caplog: pytest.LogCaptureFixture, server_flavour: Flavour) -> None:
     """A primary demoted behind the service's back (REPLICAOF, its clients kept) answers
     writes with READONLY: that is an outage; the service journals, asks the sentinels again
     and replays on the new primary."""
     caplog.set_level(logging.INFO, logger="cache_service")
     with SentinelDeployment(flavour=server_flavour) as private:
-        svc = CacheService(unique(), url=private.url, connection=layer, **FAST)
+        svc = CacheService(unique(), url=private.url, **FAST)
         svc.set("k", "before")
         svc.set("other", "before")
         private.wait_for_replication()
@@ -306,17 +292,15 @@ def test_read_only_replies_of_a_demoted_primary_open_the_breaker(
             assert raw.exists(svc.full_key("other")) == 0
         assert svc.get("k") == "on the new primary"
         svc.close()
-    said = "previous master is now a slave" if layer == "redis-py" else "is now a replica"
-    assert any(said in r.getMessage() for r in caplog.records)
+    assert any("is now a replica" in r.getMessage() for r in caplog.records)
 
 
 def test_async_service_through_a_failover(deployment: SentinelDeployment,
-                                          record_property: Any, layer: str) -> None:
-    """AsyncCacheService (redis.asyncio's Sentinel client) through a primary kill."""
+                                          record_property: Any) -> None:
+    """AsyncCacheService through a primary kill."""
 
     async def main() -> Any:
-        async with AsyncCacheService(unique(), url=own_url(deployment, rotate=2, layer=layer),
-                                     connection=layer, **FAST) as svc:
+        async with AsyncCacheService(unique(), url=own_url(deployment, rotate=2), **FAST) as svc:
             await svc.set("k", {"v": 1})
             assert await svc.get("k") == {"v": 1}
             assert await svc.invalidate_pattern("*") == 1
@@ -325,14 +309,13 @@ def test_async_service_through_a_failover(deployment: SentinelDeployment,
                                         replicate=deployment.wait_for_replication,
                                         kill=deployment.kill_primary)
 
-    asyncio.run(main()).check(f"sentinel_asyncio-{layer}", record_property)
+    asyncio.run(main()).check("sentinel_asyncio-wire", record_property)
 
 
 def test_wire_follows_a_primary_moved_behind_its_back_without_an_outage() -> None:
     """Our own layer reads READONLY as "the primary moved": it asks the sentinels at once
     (checking with ROLE) and sends the write again to the new primary, so a failover it did
-    not see costs that call one discovery, not an outage. (redis-py's Sentinel client turns
-    READONLY into a ConnectionError: an outage, journalled and replayed.)"""
+    not see costs that call one discovery, not an outage."""
     with SentinelDeployment() as private:
         svc = CacheService(unique(), url=private.url, connection="wire", **FAST)
         svc.set("k", "before")
@@ -347,18 +330,17 @@ def test_wire_follows_a_primary_moved_behind_its_back_without_an_outage() -> Non
         svc.close()
 
 
-def test_an_acl_user_reaches_the_primary(sentinel_deployment: SentinelDeployment,
-                                         layer: str) -> None:
+def test_an_acl_user_reaches_the_primary(sentinel_deployment: SentinelDeployment) -> None:
     """``user:password@`` in a Sentinel URL authenticates to the data nodes (the sentinels
-    take ``sentinel_password=``), on both layers."""
+    take ``sentinel_password=``)."""
     deployment = sentinel_deployment
     nodes = [deployment.primary(), *deployment.replicas()]
     for node in nodes:  # ACL users are not replicated: each node gets its own
         with node.client() as raw:
             raw.execute_command("ACL", "SETUSER", "cache-app", "on", ">app-pw", "~*", "+@all")
     try:
-        url = own_url(deployment, rotate=1, layer=layer).replace("://", "://cache-app:app-pw@")
-        svc = CacheService(unique(), url=url, connection=layer)
+        url = own_url(deployment, rotate=1).replace("://", "://cache-app:app-pw@")
+        svc = CacheService(unique(), url=url)
         svc.set("k", {"v": 1})
         assert svc.get("k") == {"v": 1}
         assert svc.is_redis_available() is True

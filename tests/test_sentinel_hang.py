@@ -1,16 +1,15 @@
 """Sentinel clients cost about one socket timeout per call when the sentinels hang.
 
-redis-py asks the sentinels for the primary on every new connection, one after another:
-with three hung sentinels that is three socket timeouts per connection even when the
-primary is fine. The clients ``build_sync_client``/``build_async_client`` make remember the
-primary, ask again only when a connection to it fails, and then ask every sentinel at once
-for at most about one timeout. A failover is still followed.
+Asking the sentinels for the primary on every new connection, one after another (as
+redis-py's Sentinel client does), would cost three socket timeouts per connection with three
+hung sentinels even when the primary is fine. The clients ``build_sync_client``/
+``build_async_client`` make (our own layer) remember the primary, ask again only when a
+connection to it fails, and then ask every sentinel at once for at most about one timeout.
+A failover is still followed.
 
 Each test runs its own deployment: freezing sentinels can make them fail over (or enter
 TILT) on resume, which later tests of the shared deployment must not inherit. Sentinels
 stay frozen well under 2 s, so they do not enter TILT and fail over at once afterwards.
-Every test runs on both connection layers (``layer``: redis-py's Sentinel client and our own
-``connection="wire"``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -47,27 +45,23 @@ BOUND = 0.9  # generous: about one 0.25 s timeout per call, on a loaded 2-core m
 GONE_BOUND = 1.2
 
 
-@pytest.fixture(params=["redis-py", "wire"])
-def options(request: pytest.FixtureRequest) -> TargetOptions:
-    """``FAIL_FAST`` on each connection layer."""
-    return replace(FAIL_FAST, connection=request.param)
+@pytest.fixture
+def options() -> TargetOptions:
+    """``FAIL_FAST`` (our own connection layer: the only one for Sentinel)."""
+    return FAIL_FAST
 
 
 def fresh(client: Any) -> Any:
     """Drop the client's idle data connections: the next call makes a new one (awaitable for
     an asyncio client)."""
-    if isinstance(client, (SentinelWireClient, AsyncSentinelWireClient)):
-        return client.disconnect()
-    pools = [c.connection_pool for c in (client.primary, client.replica) if c is not None]
-    done = [pool.disconnect(inuse_connections=False) for pool in pools]
-    return done[0]  # asyncio: only the primary's is awaited (no replica reads there)
+    assert isinstance(client, (SentinelWireClient, AsyncSentinelWireClient))
+    return client.disconnect()
 
 
 def primary_of(client: Any) -> Any:
     """The primary the client sends to now."""
-    if isinstance(client, SentinelWireClient):
-        return client.primary_address
-    return client.primary.connection_pool.get_master_address()
+    assert isinstance(client, SentinelWireClient)
+    return client.primary_address
 
 
 @pytest.fixture
@@ -132,7 +126,7 @@ def eventually_ok(fn: Callable[[], Any], timeout: float) -> float:
 def test_sync_hung_sentinels_cost_nothing_then_a_failover_is_followed(
         deployment: SentinelDeployment, options: TargetOptions) -> None:
     client = build_sync_client(parse_url(deployment.url), options)
-    assert isinstance(client, SentinelWireClient) == (options.connection == "wire")
+    assert isinstance(client, SentinelWireClient)
     key = unique("sentinel-hang")
     client.set(key, b"before")
     deployment.wait_for_replication()

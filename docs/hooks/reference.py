@@ -66,8 +66,9 @@ OPTIONS: dict[str, str] = {
                         "checked",
     "fallback": "`\"host\"`: one fallback store shared by this host's processes; `\"process\"`: a "
                 "memory store per process (see [Many processes](../concepts/many-processes.md))",
-    "connection": "`\"redis-py\"` (redis-py's clients) or `\"wire\"`: our own connection layer "
-                  "(standalone Redis); `None` = `$CACHE_SERVICE_CONNECTION`, else `\"redis-py\"`",
+    "connection": "`\"wire\"`: our own connection layer (every location kind), or "
+                  "`\"redis-py\"`: redis-py's client (standalone Redis only); `None` = "
+                  "`$CACHE_SERVICE_CONNECTION`, else `\"wire\"`",
     "state_dir": "directory for host-shared state: `None` = `$CACHE_SERVICE_DIR`, else "
                  "`<tempdir>/cache_service-<uid>`; `False` = process-local state",
     "codec": "`None`: JSON; `PickleCodec(signing_key=...)` for values JSON cannot hold",
@@ -98,8 +99,9 @@ ENVIRONMENT: dict[str, str] = {
                          "`<tempdir>/cache_service-<uid>`)",
     "CACHE_SERVICE_STATE_MAX_AGE": "seconds after which an unused location's state files are "
                                    "swept (default 7 days)",
-    "CACHE_SERVICE_CONNECTION": "`wire` puts every standalone service of the process on our own "
-                                "connection layer (`connection=None` only)",
+    "CACHE_SERVICE_CONNECTION": "`redis-py` puts every standalone service of the process on "
+                                "redis-py's client (`connection=None` only; Sentinel and Cluster "
+                                "stay on our own layer, with one warning)",
     "CACHE_SERVICE_SIGNING_KEY": "the pickle signing key cachelib/Flask-Caching and dogpile.cache "
                                  "read when none is given (16+ bytes)",
     "CACHE_SERVICE_METRICS_URL": "`cache-service stats`: the app's Prometheus endpoint",

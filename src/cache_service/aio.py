@@ -12,7 +12,7 @@ Same constructor, same methods, awaited::
     user = await cache.get_or_set("user:7", lambda: db.get_user(7), ttl=300)
 
 Every method is one line over the operations of ``ServiceCore``, driven by ``Target.arun``
-with the ``redis.asyncio`` client of the running event loop (``get`` and ``set`` have a fast
+with the asyncio client of the running event loop (``get`` and ``set`` have a fast
 path for their common case). A service and a CacheService naming the same Redis share one
 target (breaker, memory store, journal), so they see the same data whether Redis is up or
 down. Each event loop gets its own client; it is closed by ``aclose()`` or, at the latest,
@@ -62,7 +62,7 @@ class AsyncCacheService(ServiceCore):
     # """
     # unasync: sync-only end
     # unasync: async-only begin
-    """A namespaced cache on Redis (``redis.asyncio``) with the in-memory fallback.
+    """A namespaced cache on Redis (asyncio) with the in-memory fallback.
 
     Awaits never raise because Redis is down or slow; a cancelled await leaves no connection
     with an unread reply in the pool and no lock held.

@@ -104,8 +104,9 @@ class Location:
         return f"{base}://{user}{hosts}{tail}/{self.db}"
 
 
-# How a target talks to Redis: redis-py's clients, or our own layer (``_wire``).
-CONNECTIONS = ("redis-py", "wire")
+# How a target talks to Redis: our own layer (``_wire``, the default), or redis-py's client
+# (a standalone Redis only).
+CONNECTIONS = ("wire", "redis-py")
 
 @dataclass(frozen=True)
 class TargetOptions:
@@ -122,7 +123,7 @@ class TargetOptions:
     late_write_guard: float = 10.0
     fallback: str = "host"
     state_dir: str | os.PathLike[str] | bool | None = None
-    connection: str = "redis-py"
+    connection: str = "wire"
 
     def __post_init__(self) -> None:
         if self.fallback not in ("host", "process"):
@@ -131,9 +132,9 @@ class TargetOptions:
                 f"or 'process' (a store per process), got {self.fallback!r}")
         if self.connection not in CONNECTIONS:
             raise ConfigurationError(
-                f"connection must be 'redis-py' (redis-py's clients) or 'wire' (our own "
-                f"connection layer: standalone Redis, Sentinel and Cluster), got "
-                f"{self.connection!r}")
+                f"connection must be 'wire' (our own connection layer, the default: standalone "
+                f"Redis, Sentinel and Cluster) or 'redis-py' (redis-py's client: a standalone "
+                f"Redis only), got {self.connection!r}")
         if not (self.state_dir is None or isinstance(self.state_dir, (bool, str, os.PathLike))):
             raise ConfigurationError(
                 "state_dir must be a directory path, None ($CACHE_SERVICE_DIR or the temp "

@@ -179,28 +179,35 @@ class ServiceCore:
         return found
 
 
-# The location kinds our own connection layer serves.
-_WIRE_KINDS = ("standalone", "memory", "sentinel", "cluster")
+# The location kinds redis-py's client may serve (``connection="redis-py"``).
+_REDIS_PY_KINDS = ("standalone", "memory")
+_warned: set[str] = set()
 
 
 def _connection(given: str | None, kind: str, ready_made: bool) -> str:
     """How the target talks to Redis: ``given``, else ``$CACHE_SERVICE_CONNECTION``, else
-    redis-py. Our own layer (``"wire"``) serves standalone, Sentinel and Cluster locations:
-    asked for by name elsewhere it is an error; asked for by the environment, those use
-    redis-py."""
+    our own layer (``"wire"``). redis-py's client serves standalone locations only: asked
+    for by name with a Sentinel or Cluster location it is an error; asked for by the
+    environment, those use ours (warned once)."""
     if given is not None:
-        if given == "wire" and kind not in _WIRE_KINDS:
+        if given == "redis-py" and kind not in _REDIS_PY_KINDS:
             raise ConfigurationError(
-                f"connection='wire' works with a standalone Redis (redis://, rediss://, "
-                f"unix://), Sentinel (redis+sentinel://) and Cluster (redis+cluster://); "
-                f"{kind} locations use connection='redis-py'")
+                f"connection='redis-py' works with a standalone Redis only (redis://, "
+                f"rediss://, unix://); a {kind} location uses connection='wire' (the "
+                f"default): leave connection out")
         return given
-    chosen = os.environ.get(CONNECTION_ENV) or "redis-py"
+    chosen = os.environ.get(CONNECTION_ENV) or "wire"
     if chosen not in CONNECTIONS:
         if ready_made:  # importing never fails because of the environment
-            log.warning("%s=%r is not one of %s; using redis-py",
+            log.warning("%s=%r is not one of %s; using wire",
                         CONNECTION_ENV, chosen, ", ".join(CONNECTIONS))
-            return "redis-py"
+            return "wire"
         raise ConfigurationError(f"{CONNECTION_ENV} must be one of {', '.join(CONNECTIONS)}, "
                                  f"got {chosen!r}")
-    return chosen if kind in _WIRE_KINDS else "redis-py"
+    if chosen == "redis-py" and kind not in _REDIS_PY_KINDS:
+        if kind not in _warned:
+            _warned.add(kind)
+            log.warning("%s=redis-py applies to standalone Redis only; %s "
+                        "locations use wire", CONNECTION_ENV, kind)
+        return "wire"
+    return chosen

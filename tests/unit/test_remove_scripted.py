@@ -12,25 +12,19 @@ from cache_service._ops.remove import (
     unlink_keys,
     unlink_owned,
 )
-from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
-from cache_service._redis.cluster import scan_node, scan_primaries, slot_of
+from cache_service._ops.requests import Call, Scan, Script, Unlink
+from cache_service._redis.cluster_requests import scan_node, scan_primaries, slot_of
 from cache_service.codec import MAGIC
 
 from .scripted import Make
 
 
-def test_unlink_keys_is_one_unlink_standalone(make_core: Make) -> None:
+def test_unlink_keys_is_one_unlink(make_core: Make) -> None:
+    """One UNLINK on every topology (a cluster client splits it: one pipeline per node)."""
     _, driver = make_core()
     driver.answer(2)
-    assert driver.run(unlink_keys(False, ["a", "b", "c"])) == 2
+    assert driver.run(unlink_keys(["a", "b", "c"])) == 2
     assert driver.requests == [Unlink(("a", "b", "c"))]
-
-
-def test_unlink_keys_is_one_plain_command_per_slot_on_a_cluster(make_core: Make) -> None:
-    _, driver = make_core()
-    driver.answer(2, 1)
-    assert driver.run(unlink_keys(True, ["{a}1", "{b}1", "{a}2"])) == 3
-    assert driver.requests == [Command(("UNLINK", "{a}1", "{a}2")), Command(("UNLINK", "{b}1"))]
 
 
 def test_unlink_owned_sends_nothing_for_no_keys(make_core: Make) -> None:
@@ -75,13 +69,14 @@ def test_cluster_removal_never_mixes_slots_and_misses_no_key(make_core: Make) ->
     def check(keys: list[str]) -> None:
         driver.requests.clear()
         driver.answer(*[1] * len(keys))
-        assert driver.run(unlink_keys(True, keys)) == len(driver.requests)
+        owned = [k.encode() for k in keys]
+        assert driver.run(unlink_owned(True, owned)) == len(driver.requests)
         driver.script.clear()
-        seen: list[str] = []
+        seen: list[bytes] = []
         for request in driver.requests:
-            group = list(request.args[1:])
+            group = list(request.keys)
             assert len({slot_of(k) for k in group}) == 1
             seen += group
-        assert sorted(seen) == sorted(keys)
+        assert sorted(seen) == sorted(owned)
 
     check()

@@ -1,11 +1,8 @@
 """``get_many`` and ``set_many``: many keys in one round trip (generator operations).
 
-Standalone and Sentinel: one ``MGET``, or one non-transactional pipeline of ``SET … PX``.
-Cluster: one command per hash slot (``MGET``, or a small script of ``SET … PX``), sent one
-after the other as plain commands: when a node hangs, the first command to it times out,
-the breaker opens, and the rest of the call is served by the memory store, so a call costs
-at most one socket timeout (redis-py's cluster pipeline would resend each command on its
-own and pay one timeout per slot).
+One ``MGET``, or one non-transactional pipeline of ``SET … PX``, on every topology: a
+cluster client splits it by slot and sends one pipeline per node, so when a node hangs a
+call costs at most one socket timeout, then the breaker opens and the memory store serves.
 """
 
 from __future__ import annotations
@@ -23,12 +20,10 @@ from cache_service._ops.context import MISSING, TTL, OpContext
 from cache_service._ops.loading import SWR_MARK
 from cache_service._ops.protocol import Op, Unavailable
 from cache_service._ops.read import Discard
-from cache_service._ops.remove import splits_by_slot
-from cache_service._ops.requests import Command, MGet, PipelineSet, Script
+from cache_service._ops.requests import MGet, PipelineSet, Script
 from cache_service._ops.scripts import DROP_IF_SAME
 from cache_service._ops.tags import Tagged, memory_tokens, validate_tags, wrap
 from cache_service._ops.write import kept
-from cache_service._redis.cluster import by_slot
 from cache_service.codec import HEADER_SIZE, PLAIN_HEADER, STAMPER, pack
 from cache_service.config import ttl_seconds
 from cache_service.errors import ConfigurationError
@@ -40,15 +35,6 @@ __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
 MAX_BATCH = 10_000  # keys per get_many / set_many call
 _PLAIN = PLAIN_HEADER
-
-# KEYS: the keys of one slot; ARGV[1]: PX; ARGV[1 + i]: the payload for KEYS[i].
-SET_MANY = """
-for i, k in ipairs(KEYS) do
-  redis.call('SET', k, ARGV[i + 1], 'PX', ARGV[1])
-end
-return #KEYS
-"""
-
 
 def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
@@ -80,29 +66,18 @@ def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
     if not names:
         return found
     t = ctx.target
-    groups = [(full, names)]
-    if t.gate() is Gate.REDIS:
-        if splits_by_slot(t):
-            of = dict(zip(full, names, strict=True))
-            groups = [(group, [of[k] for k in group]) for group in by_slot(list(of))]
-        done = 0
+    if t.gate() is Gate.REDIS:  # one MGET (a cluster client splits it: per node)
         try:
-            for group, group_names in groups:
-                raws = yield (Command(("MGET", *group)) if len(groups) > 1
-                              else MGet(tuple(group)))
-                yield from _settle(ctx, group, group_names, raws, found)
-                done += 1
+            raws = yield MGet(tuple(full))
+            yield from _settle(ctx, full, names, raws, found)
+            return found
         except Unavailable:
             pass
-        if done == len(groups):
-            return found
-        groups = groups[done:]
     c = ctx.counters
-    for group, group_names in groups:
-        for k, name in zip(group, group_names, strict=True):
-            value = read.from_memory(ctx, k, MISSING, False, c)
-            if value is not MISSING:
-                found[name] = value
+    for k, name in zip(full, names, strict=True):
+        value = read.from_memory(ctx, k, MISSING, False, c)
+        if value is not MISSING:
+            found[name] = value
     return found
 
 
@@ -211,12 +186,7 @@ def set_many(ctx: OpContext, mapping: Mapping[str, Any], ttl: TTL = None,
         if tag_keys:
             tokens = yield from write.tag_tokens(ctx, tag_keys, px)
             pairs = [(k, wrap(payload, tag_names, tokens)) for k, payload in pairs]
-        if not splits_by_slot(t):  # our cluster client: one pipeline per node
-            yield PipelineSet(tuple(pairs), px)
-            return
-        payloads = dict(pairs)
-        for group in by_slot(keys):
-            yield Script(SET_MANY, tuple(group), (px, *(payloads[k] for k in group)))
+        yield PipelineSet(tuple(pairs), px)  # a cluster client: one pipeline per node
 
     def local() -> None:
         next(t.counters.memory_writes)

@@ -15,7 +15,7 @@ from cache_service._ops.keyops import held
 from cache_service._ops.protocol import Op, Unavailable
 from cache_service._ops.remove import SCAN_COUNT
 from cache_service._ops.requests import Call, Scan, Script
-from cache_service._redis.cluster import by_slot, scan_node, scan_primaries
+from cache_service._redis.cluster_requests import by_slot, scan_node, scan_primaries
 from cache_service.codec import MAGIC
 from cache_service.redis_glob import compile_glob
 

@@ -1,19 +1,16 @@
 """Key removal as operations: UNLINK keys, unlink only keys that hold our payloads (one Lua
-script), and SCAN a pattern to unlink its matches. ``cluster``: one request per hash slot (a
-script or command may only touch keys of one slot), and SCAN on every primary.
+script), and SCAN a pattern to unlink its matches. ``cluster``: one script per hash slot (a
+script may only touch keys of one slot), and SCAN on every primary.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from cache_service._ops.protocol import Op
-from cache_service._ops.requests import Call, Command, Scan, Script, Unlink
-from cache_service._redis.cluster import by_slot, scan_node, scan_primaries
+from cache_service._ops.requests import Call, Scan, Script, Unlink
+from cache_service._redis.cluster_requests import by_slot, scan_node, scan_primaries
 from cache_service.codec import MAGIC
 
-__all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "splits_by_slot", "unlink_keys",
-           "unlink_owned"]
+__all__ = ["SCAN_COUNT", "UNLINK_OWNED", "scan_unlink", "unlink_keys", "unlink_owned"]
 
 # Unlinks the given keys that hold a string starting with our header: never a foreign key.
 UNLINK_OWNED = """
@@ -26,13 +23,6 @@ end
 return n
 """
 SCAN_COUNT = 1000
-
-
-def splits_by_slot(t: Any) -> bool:
-    """Whether an operation splits a batch by slot itself: on a cluster through redis-py.
-    Our own cluster client (``connection="wire"``) takes the whole batch and sends one
-    pipeline per node (at most one timeout when a node hangs, as here)."""
-    return bool(t.location.kind == "cluster" and t.options.connection != "wire")
 
 
 def scan_unlink(cluster: bool, pattern: str) -> Op[int]:
@@ -71,14 +61,8 @@ def unlink_owned(cluster: bool, keys: list[bytes]) -> Op[int]:
     return removed
 
 
-def unlink_keys(cluster: bool, keys: list[str]) -> Op[int]:
-    """UNLINK ``keys``; a count. On a cluster one plain command per hash slot: redis-py's
-    own split pipelines them, and when a node fails it resends each command one by one
-    (a hung node would cost one timeout per slot instead of one)."""
-    if not cluster:
-        removed: int = yield Unlink(tuple(keys))
-        return removed
-    removed = 0
-    for group in by_slot(keys):
-        removed += yield Command(("UNLINK", *group))
+def unlink_keys(keys: list[str]) -> Op[int]:
+    """UNLINK ``keys``; a count. On a cluster our client splits it: one pipeline per node
+    (at most one timeout when a node hangs)."""
+    removed: int = yield Unlink(tuple(keys))
     return removed

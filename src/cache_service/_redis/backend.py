@@ -1,8 +1,12 @@
-"""The only module that builds redis-py clients: fail-fast settings for every topology.
+"""The only module that builds clients: fail-fast settings for every topology.
 
-redis-py's defaults (retries with backoff, 5 s timeouts) would make a down Redis cost seconds
-per call; here every client gets no retries and sub-second timeouts, and the breaker in
-``_runtime`` decides when to try again.
+Every location gets our own connection layer (``connection="wire"``: ``wire_client``,
+``wire_sentinel_client``, ``wire_cluster``); a standalone one may ask for redis-py's client
+instead (``connection="redis-py"``). redis-py's defaults (retries with backoff, 5 s timeouts)
+would make a down Redis cost seconds per call; here every redis-py client gets no retries and
+sub-second timeouts, and the breaker in ``_runtime`` decides when to try again. redis-py's
+public clients also serve what is off the data path: the "side" client of each wire client
+(the CLI's INFO, TYPE, SCAN iteration, pipelines...).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -18,13 +22,10 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, LoadBalancingStrategy, NodesManager, RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from cache_service._redis.cluster import (
-    _AsyncRedisCluster,
-    _DeferringNodesManager,
-    _SyncRedisCluster,
+from cache_service._redis.cluster_requests import (
     by_slot,
     ping_primaries,
     scan_node,
@@ -41,15 +42,6 @@ from cache_service._redis.errors import (
     reply_code,
     reply_text,
 )
-from cache_service._redis.sentinel import (
-    SentinelClient,
-    _AsyncRememberingSentinel,
-    _AsyncSentinelConnection,
-    _AsyncSentinelSSLConnection,
-    _RememberingSentinel,
-    _SentinelConnection,
-    _SentinelSSLConnection,
-)
 from cache_service._redis.slots import Node
 from cache_service._redis.wire_client import AsyncWireClient, WireClient
 from cache_service._redis.wire_cluster import WireClusterClient
@@ -60,12 +52,9 @@ from cache_service._redis.wire_topology import topology_for
 from cache_service._wire import TLSSettings, WireSettings
 from cache_service.config import Location, TargetOptions
 
-T = TypeVar("T")
-
 __all__ = [
     "CONNECTIVITY_ERRORS",
     "OUTAGES",
-    "SentinelClient",
     "build_async_client",
     "build_sync_client",
     "by_slot",
@@ -86,14 +75,15 @@ __all__ = [
     "tracking_nodes",
 ]
 
-# What the drivers catch from a redis-py call: anything short of a cancellation, so that none
+# What the drivers catch from a client call: anything short of a cancellation, so that none
 # reaches a caller. ``classify_error`` then tells connectivity (an outage: the breaker opens)
 # from an error reply to that one request. uvloop raises RuntimeError ("unable to perform
-# operation on <TCPTransport closed=True>") for a reset connection, and redis-py's asyncio
-# cluster can raise AttributeError ('NoneType' object has no attribute 'writelines') when a
-# slot-table refresh closes a node's connections under a command in flight (seen in failover
-# tests): both are connectivity, as is anything unknown.
+# operation on <TCPTransport closed=True>") for a reset connection: connectivity, as is
+# anything unknown.
 CONNECTIVITY_ERRORS: tuple[type[BaseException], ...] = (Exception,)
+
+_WIRE_CLIENTS = (WireClient, AsyncWireClient, WireClusterClient, AsyncWireClusterClient,
+                 SentinelWireClient, AsyncSentinelWireClient)
 
 
 async def _nothing() -> None:
@@ -106,31 +96,18 @@ def drop_idle(client: Any) -> Any:
     After an outage or a server-side idle timeout the pooled connections are dead, and with
     retries off the first command on each would fail.
     """
-    if isinstance(client, (WireClient, AsyncWireClient, WireClusterClient,
-                           AsyncWireClusterClient, SentinelWireClient, AsyncSentinelWireClient)):
+    if isinstance(client, _WIRE_CLIENTS):
         return client.drop_idle()
-    pool = getattr(client, "connection_pool", None)
+    pool = getattr(client, "connection_pool", None)  # a standalone redis-py client
     if pool is not None:
         return pool.disconnect(inuse_connections=False)
-    if isinstance(client, RedisCluster):
-        for node in client.get_nodes():  # type: ignore[no-untyped-call]
-            if node.redis_connection is not None:
-                node.redis_connection.connection_pool.disconnect(inuse_connections=False)
-        return None
-    if isinstance(client, AsyncRedisCluster):
-        return _gather([node.disconnect_free_connections() for node in client.get_nodes()])
     return _nothing()
 
 
-async def _gather(awaitables: list[Any]) -> None:
-    for awaitable in awaitables:
-        await awaitable
-
-
-# redis-py's sentinel errors embed the full repr of every sentinel client they tried.
 # -- building clients ----------------------------------------------------------------------------
 
 def _common(location: Location, options: TargetOptions) -> dict[str, Any]:
+    """redis-py's public constructor arguments every fail-fast client of ``location`` gets."""
     kwargs: dict[str, Any] = {
         "username": location.username,
         "password": location.password,
@@ -148,21 +125,17 @@ def _common(location: Location, options: TargetOptions) -> dict[str, Any]:
     return kwargs
 
 
-def _replica_reads(location: Location) -> LoadBalancingStrategy | None:
-    """Cluster reads go to the primaries unless the user opted into replicas."""
-    return LoadBalancingStrategy.ROUND_ROBIN_REPLICAS if location.read_from_replicas else None
-
-
 @dataclass(frozen=True)
 class _Flavour:
-    """The redis-py classes of one I/O style: sync or asyncio."""
+    """The redis-py classes of one I/O style, sync or asyncio, and our clients of it."""
 
     redis: Any
     cluster: Any
     node: Any
-    sentinel: Any
     retry: Any
-    sentinel_connections: tuple[Any, Any]  # (plain, TLS) connection classes to data nodes
+    wire: Any
+    wire_cluster: Any
+    wire_sentinel: Any
 
 
 def pool_size(options: TargetOptions) -> int:
@@ -178,48 +151,22 @@ def _discovery_timeout(options: TargetOptions) -> float:
 
 
 def _build(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
-    """A fail-fast client of ``flavour`` for ``location`` (no I/O, except a sync cluster's
-    constructor, which contacts a node)."""
-    kwargs = _common(location, options)
-    if location.kind == "cluster" and options.connection == "wire" \
-            and not location.read_from_replicas:  # replica reads: redis-py's cluster
-        return _wire_cluster(location, options, flavour)
+    """A fail-fast client of ``flavour`` for ``location`` (no I/O)."""
     if location.kind == "cluster":
-        extra: dict[str, Any] = {}
-        if flavour is _ASYNC_FLAVOUR:
-            extra["refresh_bounds"] = (
-                options.connect_timeout + options.socket_timeout, options.socket_timeout)
-        return flavour.cluster(
-            startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
-            retry=flavour.retry(NoBackoff(), 0),
-            load_balancing_strategy=_replica_reads(location),
-            max_connections=pool_size(options),
-            # MOVED patches the slot table (no I/O); never a full refresh inside a command.
-            reinitialize_steps=0,
-            **extra,
-            **kwargs,
-        )
-    kwargs["retry"] = flavour.retry(NoBackoff(), 0)
-    if location.kind == "sentinel" and options.connection == "wire":
-        return _wire_sentinel(location, options, flavour)
+        return _wire_cluster(location, options, flavour)
     if location.kind == "sentinel":
-        sentinel = flavour.sentinel(
-            list(location.hosts),
-            sentinel_kwargs={
-                "socket_timeout": options.socket_timeout,
-                "socket_connect_timeout": options.connect_timeout,
-                "password": location.sentinel_password,
-                "retry": flavour.retry(NoBackoff(), 0),
-            },
-            discovery_timeout=_discovery_timeout(options),
-            **kwargs,
-        )
-        connection_class = flavour.sentinel_connections[bool(location.ssl)]
-        return SentinelClient.of(sentinel, location, options, connection_class)
+        return _wire_sentinel(location, options, flavour)
     if options.connection == "wire":
-        wire = AsyncWireClient if flavour is _ASYNC_FLAVOUR else WireClient
-        side = partial(_build, location, replace(options, connection="redis-py"), flavour)
-        return wire(wire_settings(location, options), side)
+        return flavour.wire(wire_settings(location, options),
+                            partial(_redis_py_standalone, location, options, flavour))
+    return _redis_py_standalone(location, options, flavour)
+
+
+def _redis_py_standalone(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """redis-py's client of a standalone ``location`` (``connection="redis-py"``, and the
+    side client of our own standalone client)."""
+    kwargs = _common(location, options)
+    kwargs["retry"] = flavour.retry(NoBackoff(), 0)
     if location.unix_socket is not None:
         return flavour.redis(unix_socket_path=location.unix_socket, db=location.db,
                              max_connections=pool_size(options), **kwargs)
@@ -243,17 +190,30 @@ def wire_settings(location: Location, options: TargetOptions) -> WireSettings:
 def _wire_cluster(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
     """A cluster client on our connection layer; its slot map is the one every client of
     ``location`` shares (no I/O here: the map is read on first use)."""
-    wire = AsyncWireClusterClient if flavour is _ASYNC_FLAVOUR else WireClusterClient
     seeds = tuple(Node(host, port) for host, port in location.hosts)
     topology = topology_for(seeds, wire_settings(location, options))
-    return wire(topology, partial(_build, location, replace(options, connection="redis-py"),
-                                  flavour))
+    side = partial(_side_cluster, location, options, flavour)
+    if location.read_from_replicas:  # GETs to the replicas (opt-in)
+        return flavour.wire_cluster(topology, side, read_from_replicas=True)
+    return flavour.wire_cluster(topology, side)
+
+
+def _side_cluster(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
+    """redis-py's plain public cluster client, for what is off the data path (the CLI's
+    INFO, CLUSTER INFO, DBSIZE, SCAN iteration, pipelines). Made on first use; its own
+    slot table follows the cluster as redis-py does (a refresh on a MOVED or a failure)."""
+    return flavour.cluster(
+        startup_nodes=[flavour.node(h, p) for h, p in location.hosts],
+        retry=flavour.retry(NoBackoff(), 0),
+        max_connections=pool_size(options),
+        **_common(location, options),
+    )
 
 
 def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
     """A Sentinel client on our own layer. Each node it sends to has a plain redis-py client
-    on the side (made on first use), for the CLI's admin commands and the near cache's
-    tracking links: no redis-py Sentinel class is involved."""
+    on the side (made on first use), for the CLI's admin commands: no redis-py Sentinel
+    class is involved."""
     sentinels = tuple(
         WireSettings(host=host, port=port, password=location.sentinel_password,
                      connect_timeout=options.connect_timeout,
@@ -261,9 +221,8 @@ def _wire_sentinel(location: Location, options: TargetOptions, flavour: _Flavour
         for host, port in location.hosts)
     plan = SentinelPlan(location.service_name or "", sentinels,
                         wire_settings(location, options), _discovery_timeout(options))
-    wire = AsyncSentinelWireClient if flavour is _ASYNC_FLAVOUR else SentinelWireClient
     side = partial(_node_client, location, options, flavour)
-    return wire(plan, side, read_from_replicas=location.read_from_replicas)
+    return flavour.wire_sentinel(plan, side, read_from_replicas=location.read_from_replicas)
 
 
 def _node_client(location: Location, options: TargetOptions, flavour: _Flavour,
@@ -275,48 +234,33 @@ def _node_client(location: Location, options: TargetOptions, flavour: _Flavour,
                          **_common(location, options))
 
 
+_SYNC = _Flavour(redis.Redis, RedisCluster, ClusterNode, Retry,
+                 WireClient, WireClusterClient, SentinelWireClient)
+_ASYNC = _Flavour(redis.asyncio.Redis, AsyncRedisCluster, AsyncClusterNode, AsyncRetry,
+                  AsyncWireClient, AsyncWireClusterClient, AsyncSentinelWireClient)
+
+
 def build_sync_client(location: Location, options: TargetOptions) -> Any:
-    """A redis-py client for ``location``."""
+    """A blocking client for ``location``."""
     return _build(location, options, _SYNC)
 
 
 def build_async_client(location: Location, options: TargetOptions) -> Any:
-    """A ``redis.asyncio`` client for ``location`` (bound to the running loop)."""
-    return _build(location, options, _ASYNC_FLAVOUR)
+    """An asyncio client for ``location`` (bound to the running loop)."""
+    return _build(location, options, _ASYNC)
 
 
 # -- Sentinel and Cluster ---------------------------------------------------------------------
-# Functions below are used as requests ``(function, *args)``: the drivers call them with the
-# sync or the asyncio client, and each returns what the client method returns (a value, or an
-# awaitable), so one function serves both drivers.
 
 def refresh_topology(client: Any) -> None:
-    """Re-read who serves which slots (a sync cluster; blocking, raises when no node
-    answers), or ask the sentinels for the primary again (a sync Sentinel client; keeps
-    the known address if none answers). Other clients: nothing to do. For the prober,
-    before its PING."""
+    """Re-read who serves which slots (a sync cluster client; blocking, raises when no node
+    answers), or ask the sentinels for the primary again (a sync Sentinel client; keeps the
+    known address if none answers). Other clients: nothing to do. For the prober, before its
+    PING."""
     if isinstance(client, WireClusterClient):
         client.refresh()
-        if client.built_side is not None:  # the near cache's tracking links follow it
-            refresh_topology(client.built_side)
-    elif isinstance(client, RedisCluster):
-        manager = client.nodes_manager
-        NodesManager.initialize(manager)
-        if isinstance(manager, _DeferringNodesManager):
-            manager.stale = False
-    elif isinstance(client, SentinelClient) and isinstance(client.sentinel, _RememberingSentinel):
-        client.sentinel.rediscover(client.service_name)
     elif isinstance(client, SentinelWireClient):
         client.rediscover()
-
-
-
-_SYNC = _Flavour(redis.Redis, _SyncRedisCluster, ClusterNode, _RememberingSentinel, Retry,
-                 (_SentinelConnection, _SentinelSSLConnection))
-_ASYNC_FLAVOUR = _Flavour(redis.asyncio.Redis, _AsyncRedisCluster, AsyncClusterNode,
-                          _AsyncRememberingSentinel, AsyncRetry,
-                          (_AsyncSentinelConnection, _AsyncSentinelSSLConnection))
-
 
 
 # -- near-cache tracking links ------------------------------------------------------------------
@@ -325,23 +269,17 @@ def tracking_nodes(client: Any, location: Location, options: TargetOptions
                    ) -> dict[str, Callable[[], WireSettings]]:
     """The primaries a near cache must hear from (named as ``tracking_names`` names them),
     each with a function giving the settings of a connection to it (``_wire``; a Sentinel's
-    asks the sentinels when no primary is remembered). A sync client only; no I/O here."""
+    asks the sentinels when no primary is remembered). A sync client only; for the tracker's
+    thread: no I/O, except reading a cluster's slot map when none was read yet."""
     base = wire_settings(location, options)
-    if isinstance(client, WireClusterClient):  # its side client lists the primaries
-        client = client.side
-    if isinstance(client, RedisCluster):
+    if isinstance(client, WireClusterClient):  # the primaries of the shared slot map
         return {node.name: partial(replace, base, host=node.host, port=node.port, db=0)
-                for node in client.get_primaries()}  # type: ignore[no-untyped-call]
+                for node in client.topology.load().primaries}
     if isinstance(client, SentinelWireClient):
         def wire_primary() -> WireSettings:
             host, port = client.primary_address or client.discover()
             return replace(base, host=host, port=port)
         return dict.fromkeys(tracking_names(client), wire_primary)
-    if isinstance(client, SentinelClient):
-        def primary() -> WireSettings:
-            host, port = client.sentinel.discover_master(client.service_name)
-            return replace(base, host=host, port=port)
-        return dict.fromkeys(tracking_names(client), primary)
     return {name: partial(replace, base) for name in tracking_names(client)}
 
 
@@ -349,13 +287,7 @@ def tracking_names(client: Any) -> frozenset[str]:
     """Who the data clients now send to: the cluster's primaries, the primary Sentinel
     last named, or the one server. No I/O."""
     if isinstance(client, WireClusterClient):
-        client = client.side
-    if isinstance(client, RedisCluster):
-        return frozenset(node.name for node in client.get_primaries())  # type: ignore[no-untyped-call]
-    if isinstance(client, SentinelClient):
-        sentinel = client.sentinel
-        known = getattr(sentinel, "known_primaries", {}).get(client.service_name)
-        return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})
+        return frozenset(node.name for node in client.get_primaries())
     if isinstance(client, SentinelWireClient):
         known = client.primary_address
         return frozenset({"unknown" if known is None else f"{known[0]}:{known[1]}"})

@@ -1,5 +1,6 @@
-"""The redis-py clients of a target: one blocking client, and one asyncio client per event
-loop (closed when its loop shuts down, forgotten when its loop is gone or in a forked child).
+"""The clients of a target (``_redis.backend`` builds them): one blocking client, and one
+asyncio client per event loop (closed when its loop shuts down, forgotten when its loop is gone
+or in a forked child).
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class TargetState:
 
     def unlink_keys(self, keys: list[str]) -> Op[int]:
         """UNLINK ``keys``; a count."""
-        return remove.unlink_keys(remove.splits_by_slot(self), keys)  # ours: per node
+        return remove.unlink_keys(keys)  # a cluster client splits it: per node
 
 
 def _memory_gate(writing: bool = False) -> Gate:

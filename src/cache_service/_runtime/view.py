@@ -44,7 +44,7 @@ class Driver(Protocol):
         """Drive ``op`` to completion with the asyncio client of the running loop."""
 
     def sync_client(self) -> Any:
-        """The redis-py client (the CLI's own commands: SCAN, TYPE, PING...)."""
+        """The blocking client, redis-py-shaped (the CLI's own commands: SCAN, TYPE, PING...)."""
 
     def unlink_owned(self, keys: list[bytes]) -> Op[int]:
         """An operation removing those of ``keys`` that hold one of our payloads."""
