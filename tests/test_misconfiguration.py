@@ -31,14 +31,15 @@ def locked_server() -> Iterator[RedisServer]:
 
 
 def _fast_calls(svc: CacheService, n: int = 200) -> float:
-    """The slowest of ``n`` get/set calls, in seconds."""
-    slowest = 0.0
+    """The third-slowest of ``n`` get/set calls, in seconds: a call that waited on Redis takes a
+    0.25 s timeout, while a loaded 2-core machine may deschedule any one call for ~0.2 s."""
+    durations = []
     for i in range(n):
         start = time.perf_counter()
         svc.set(f"k{i}", i)
         assert svc.get(f"k{i}") == i
-        slowest = max(slowest, time.perf_counter() - start)
-    return slowest
+        durations.append(time.perf_counter() - start)
+    return sorted(durations)[-3]
 
 
 def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
