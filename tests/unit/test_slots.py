@@ -111,6 +111,18 @@ def test_parse_shards_resp2_and_resp3() -> None:
         parse_shards([[b"slots", [0, b"x"], b"nodes", []]], "h")
 
 
+@pytest.mark.parametrize("failed_first", [True, False])
+def test_parse_shards_after_a_failover_names_the_online_master(failed_first: bool) -> None:
+    """Valkey lists a shard's failed old primary as ``master`` beside the promoted one, in
+    either order: the online one serves the slots (the failed one, were it alone)."""
+    old = {"port": 7000, "ip": "10.0.0.1", "role": "master", "health": "fail"}
+    new = {"port": 7001, "ip": "10.0.0.2", "role": "master", "health": "online"}
+    nodes = [old, new] if failed_first else [new, old]
+    assert parse_shards([{"slots": [0, 16383], "nodes": nodes}], "h").primaries == (B,)
+    alone = [{"slots": [0, 16383], "nodes": [old]}]
+    assert parse_shards(alone, "h").primaries == (A,)
+
+
 def test_parse_slots() -> None:
     reply = [[0, 5460, [b"10.0.0.1", 7000, b"id1"], [b"10.0.0.9", 7009, b"id9"]],
              [5461, 10922, [b"10.0.0.2", 7001, b"id2"]],

@@ -156,14 +156,22 @@ def _shard_node(fields: dict[str, Any], default_host: str, tls: bool) -> Node | 
     return Node(host, int(port))
 
 
+def _health_rank(fields: dict[str, Any]) -> int:
+    """How much a node claiming to be its shard's primary is believed: online first."""
+    return 0 if _text(fields.get("health", b"online")) == "online" else 1
+
+
 def parse_shards(reply: Any, default_host: str, tls: bool = False) -> SlotMap:
-    """The slot map of a ``CLUSTER SHARDS`` reply (replicas that are not online left out)."""
+    """The slot map of a ``CLUSTER SHARDS`` reply (replicas that are not online left out).
+
+    After a failover a shard lists its old primary too, still as ``master`` but with health
+    ``fail``, before or after the promoted one (Valkey): the online master is the primary."""
     ranges: list[tuple[int, int, Node, list[Node]]] = []
     try:
         for shard in reply:
             fields = _fields(shard)
             bounds = [int(b) for b in fields.get("slots", [])]
-            primary: Node | None = None
+            masters: list[tuple[int, Node]] = []
             replicas: list[Node] = []
             for raw in fields.get("nodes", []):
                 node_fields = _fields(raw)
@@ -171,9 +179,10 @@ def parse_shards(reply: Any, default_host: str, tls: bool = False) -> SlotMap:
                 if node is None:
                     continue
                 if _text(node_fields.get("role", b"")) == "master":
-                    primary = node
+                    masters.append((_health_rank(node_fields), node))
                 elif _text(node_fields.get("health", b"online")) == "online":
                     replicas.append(node)
+            primary = min(masters, key=lambda found: found[0])[1] if masters else None
             if primary is not None:
                 ranges += [(bounds[i], bounds[i + 1], primary, replicas)
                            for i in range(0, len(bounds) - 1, 2)]
