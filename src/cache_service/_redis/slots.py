@@ -11,14 +11,13 @@ A ``SlotMap`` is read from ``CLUSTER SHARDS`` (Redis 7+, Valkey), else ``CLUSTER
 from __future__ import annotations
 
 from binascii import crc_hqx
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["SLOTS", "Batch", "Node", "Redirect", "Send", "SlotMap", "TopologyError", "Unserved",
-           "crc16",
-           "group_by", "join_replies", "key_slot", "parse_shards", "parse_slots", "read_topology",
-           "redirect_in", "redirect_of", "slot_of_command",
+           "crc16", "group_by", "is_readonly", "join_replies", "key_slot", "parse_shards",
+           "parse_slots", "read_topology", "redirect_in", "redirect_of", "slot_of_command",
            "split_keys"]
 
 SLOTS = 16384
@@ -72,7 +71,12 @@ class SlotMap:
             self._owner[start:end + 1] = [primary] * (end - start + 1)
             replicas.setdefault(primary, tuple(copies))
         self.replicas = replicas
+        self._known = frozenset((*replicas, *(n for copies in replicas.values() for n in copies)))
         self._primaries: tuple[Node, ...] | None = None
+
+    def knows(self, node: Node) -> bool:
+        """Whether ``node`` was in the map as read (a primary or a replica)."""
+        return node in self._known
 
     def node_for(self, slot: int) -> Node | None:
         """The primary serving ``slot`` (None: no node does)."""
@@ -123,6 +127,12 @@ def redirect_of(message: str, default_host: str) -> Redirect | None:
         return Redirect(code == "ASK", int(slot_text), _address(endpoint.strip(), default_host))
     except ValueError:
         return None
+
+
+def is_readonly(reply: object) -> bool:
+    """Whether an error reply is READONLY: the node written to is a replica now."""
+    return isinstance(reply, Exception) and str(getattr(reply, "message", reply)).startswith(
+        "READONLY")
 
 
 def redirect_in(reply: object, default_host: str) -> Redirect | None:
@@ -253,6 +263,7 @@ class Unserved(Exception):
 class Batch:
     """Requests routed by slot: one ``Send`` per node (a per-node pipeline), then one more
     round for the requests a node redirected (MOVED patches the map, ASK does not), then done.
+    ``notice`` hears of each MOVED and each READONLY reply (None): signs of a stale map.
 
     The driver runs ``first()``'s sends, gives each one's replies (in ``Send.commands``
     order, error replies as values) to ``settle``, runs what that returns (if anything) and
@@ -260,9 +271,11 @@ class Batch:
     redirect after the retry stays there as an error reply).
     """
 
-    def __init__(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> None:
+    def __init__(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]],
+                 notice: Callable[[Redirect | None], None] | None = None) -> None:
         self.map = slot_map
         self.requests = requests
+        self._notice = notice
         self.replies: list[object] = [None] * len(requests)
         self._round = 0
 
@@ -288,6 +301,8 @@ class Batch:
             redirect = redirect_in(reply, send.node.host)
             if redirect is not None:
                 found.append((position, redirect))
+            elif self._notice is not None and is_readonly(reply):
+                self._notice(None)
         return found
 
     def retry(self, redirects: Sequence[tuple[int, Redirect]]) -> list[Send]:
@@ -299,6 +314,8 @@ class Batch:
         groups: dict[tuple[Node, bool], list[int]] = {}
         for position, redirect in redirects:
             if not redirect.ask:
+                if self._notice is not None:
+                    self._notice(redirect)
                 self.map.moved(redirect.slot, redirect.node)
             groups.setdefault((redirect.node, redirect.ask), []).append(position)
         return [Send(node, [self.requests[i][1] for i in where], where, ask)

@@ -6,15 +6,17 @@ A command goes to the primary serving its key's slot (``slots.key_slot`` on the 
 connection per event loop (asyncio). A batch (MGET or UNLINK of keys of several slots, SETs in
 one write) is split by slot and sent as one pipeline per node (``slots.Batch``; the asyncio
 client sends to every node at once). A MOVED patches that slot and the request is sent once more
-to the node named, an ASK once more after ``ASKING``; nothing else re-reads the topology here:
-the prober does (``refresh``). What is not on the data path (the CLI's admin commands, the near
-cache's tracking links) goes to a redis-py cluster client made on first use (``side``).
+to the node named, an ASK once more after ``ASKING``; no caller re-reads the topology: the
+prober does (``refresh``), or one background thread after signs of a stale map (MOVED replies,
+READONLY: ``Topology.noticed``). What is not on the data path (the CLI's admin commands, the
+near cache's tracking links) goes to a redis-py cluster client made on first use (``side``).
 The asyncio client is in ``wire_cluster_async.py``; what both share is here (``_Routing``).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,7 @@ from cache_service._redis.slots import (
     Send,
     SlotMap,
     Unserved,
+    is_readonly,
     join_replies,
     key_slot,
     redirect_in,
@@ -42,7 +45,7 @@ from cache_service._redis.wire_client import (
     redis_error,
 )
 from cache_service._redis.wire_topology import Topology
-from cache_service._wire import ReplyError, ThreadConnections, WireError
+from cache_service._wire import ReplyError, ThreadConnections, WireError, WireTimeout
 
 __all__ = ["PRIMARIES", "WireClusterClient"]
 
@@ -141,9 +144,23 @@ class _Routing:
             return [target_nodes]
         raise ValueError(f"target_nodes must be {PRIMARIES!r} or a node, not {target_nodes!r}")
 
-    @staticmethod
-    def _batch(slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> Batch:
-        return Batch(slot_map, requests)
+    def _batch(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> Batch:
+        return Batch(slot_map, requests, self.topology.noticed)
+
+    def _left(self, started: float) -> float:
+        """What is left of the deadline of a request that started at ``started``
+        (``time.monotonic``); a ``WireTimeout`` when nothing is."""
+        limit = self.topology.settings.request_timeout
+        left = started + limit - time.monotonic()
+        if left <= 0:
+            raise WireTimeout(f"a cluster request passed its deadline ({limit:g}s) before "
+                              "its redirect was followed")
+        return left
+
+    def _stale_if_readonly(self, reply: ReplyError) -> None:
+        """A READONLY reply: the node written to is a replica now; re-read the map soon."""
+        if is_readonly(reply):
+            self.topology.noticed(None)
 
 
 class WireClusterClient(_Routing):
@@ -168,27 +185,35 @@ class WireClusterClient(_Routing):
         return found if found is not None else self.topology.load()
 
     def _one(self, slot: int | None, args: Sequence[Any]) -> Any:
-        """One command on the primary of ``slot`` (None: any primary), following a redirect."""
+        """One command on the primary of ``slot`` (None: any primary), following a redirect
+        within the same deadline."""
         slot_map = self._map()
         node = _node_of(slot_map, slot)
+        started = time.monotonic()
         try:
-            return self._connections(node).get().execute(*args)
-        except ReplyError as exc:
-            if slot is None or redirect_in(exc, node.host) is None:
-                raise redis_error(exc) from exc
-            batch = self._batch(slot_map, [(slot, args)])
-            reply = self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]), [exc])))
+            try:
+                return self._connections(node).get().execute(*args)
+            except ReplyError as exc:
+                if slot is None or redirect_in(exc, node.host) is None:
+                    self._stale_if_readonly(exc)
+                    raise redis_error(exc) from exc
+                batch = self._batch(slot_map, [(slot, args)])
+                reply = self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]),
+                                                                     [exc])), started)
         except WireError as exc:
             raise redis_error(exc) from exc
         if isinstance(reply[0], ReplyError):
             raise redis_error(reply[0]) from reply[0]
         return reply[0]
 
-    def _rounds(self, batch: Batch, sends: list[Send]) -> list[object]:
+    def _rounds(self, batch: Batch, sends: list[Send], started: float) -> list[object]:
+        """Run ``sends`` and the redirects they get, all within one request deadline from
+        ``started``."""
         while sends:
             redirects = []
             for send in sends:
-                replies = self._connections(send.node).get().pipeline(send.wire_commands())
+                replies = self._connections(send.node).get().pipeline(
+                    send.wire_commands(), timeout=self._left(started))
                 redirects += batch.settle(send, replies)
             sends = batch.retry(redirects)
         return batch.replies
@@ -197,7 +222,7 @@ class WireClusterClient(_Routing):
         """Commands of several slots: a pipeline per node, then one round of redirects."""
         try:
             batch = self._batch(self._map(), requests)
-            return self._rounds(batch, batch.first())
+            return self._rounds(batch, batch.first(), time.monotonic())
         except WireError as exc:
             raise redis_error(exc) from exc
         except Unserved as exc:

@@ -5,6 +5,7 @@ per node one auto-pipelined connection of the loop; a batch goes to every node a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,26 +97,32 @@ class AsyncWireClusterClient(_Routing):
         if slot_map is None:
             slot_map = await self._map()
         node = _node_of(slot_map, slot)
+        started = time.monotonic()
         try:
-            return await (await self._node(node).connection()).execute(*args)
-        except ReplyError as exc:
-            if slot is None or redirect_in(exc, node.host) is None:
-                raise redis_error(exc) from exc
-            batch = self._batch(slot_map, [(slot, args)])
-            reply = await self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]),
-                                                                       [exc])))
+            try:
+                return await (await self._node(node).connection()).execute(*args)
+            except ReplyError as exc:
+                if slot is None or redirect_in(exc, node.host) is None:
+                    self._stale_if_readonly(exc)
+                    raise redis_error(exc) from exc
+                batch = self._batch(slot_map, [(slot, args)])
+                reply = await self._rounds(
+                    batch, batch.retry(batch.settle(Send(node, [args], [0]), [exc])), started)
         except WireError as exc:
             raise redis_error(exc) from exc
         if isinstance(reply[0], ReplyError):
             raise redis_error(reply[0]) from reply[0]
         return reply[0]
 
-    async def _send(self, send: Send) -> list[object]:
-        return await (await self._node(send.node).connection()).pipeline(send.wire_commands())
+    async def _send(self, send: Send, started: float) -> list[object]:
+        connection = await self._node(send.node).connection()
+        return await connection.pipeline(send.wire_commands(), timeout=self._left(started))
 
-    async def _rounds(self, batch: Batch, sends: list[Send]) -> list[object]:
+    async def _rounds(self, batch: Batch, sends: list[Send], started: float) -> list[object]:
+        """Run ``sends`` (every node at once) and the redirects they get, all within one
+        request deadline from ``started``."""
         while sends:
-            replies = await asyncio.gather(*(self._send(send) for send in sends))
+            replies = await asyncio.gather(*(self._send(send, started) for send in sends))
             redirects = []
             for send, found in zip(sends, replies, strict=True):
                 redirects += batch.settle(send, found)
@@ -125,7 +132,7 @@ class AsyncWireClusterClient(_Routing):
     async def _many(self, requests: list[tuple[int, list[Any]]]) -> list[object]:
         try:
             batch = self._batch(await self._map(), requests)
-            return await self._rounds(batch, batch.first())
+            return await self._rounds(batch, batch.first(), time.monotonic())
         except WireError as exc:
             raise redis_error(exc) from exc
         except Unserved as exc:
