@@ -74,7 +74,8 @@ class Topology:
         self.refreshes = 0  # maps adopted (tests, stats)
         self._lock = threading.Lock()
         self._soon_lock = threading.Lock()
-        self._refreshing = False
+        self._refreshing = False  # a background re-read runs or waits for its turn
+        self._wanted = False  # a sign of a stale map came since the last read started
         self._next_soon = 0.0
         self._moved = 0
 
@@ -122,14 +123,14 @@ class Topology:
         self.refresh_soon()
 
     def refresh_soon(self) -> None:
-        """Re-read the map in a background thread unless one does, or one started less
-        than ``REFRESH_EVERY`` seconds ago. Never blocks the caller."""
-        now = time.monotonic()
+        """Re-read the map in a background thread, one at a time and at most once every
+        ``REFRESH_EVERY`` seconds; a sign noticed while one runs or waits its turn gets one
+        more read after it (the map it adopts may be older than the sign). Never blocks."""
         with self._soon_lock:
-            if self._refreshing or now < self._next_soon:
+            self._wanted = True
+            if self._refreshing:
                 return
             self._refreshing = True
-            self._next_soon = now + REFRESH_EVERY
         try:
             threading.Thread(target=self._refresh_in_background, daemon=True,
                              name="cache_service-cluster-map").start()
@@ -138,13 +139,24 @@ class Topology:
 
     def _refresh_in_background(self) -> None:
         try:
-            self.refresh()
-        except RedisConnectionError as exc:
-            log.info("cache_service: re-reading the cluster's slot map failed: %s", exc)
-        except Exception:
-            log.exception("cache_service: re-reading the cluster's slot map failed")
-        finally:
+            while True:
+                time.sleep(max(self._next_soon - time.monotonic(), 0.0))
+                with self._soon_lock:
+                    self._wanted = False
+                    self._next_soon = time.monotonic() + REFRESH_EVERY
+                try:
+                    self.refresh()
+                except RedisConnectionError as exc:
+                    log.info("cache_service: re-reading the cluster's slot map failed: %s", exc)
+                except Exception:
+                    log.exception("cache_service: re-reading the cluster's slot map failed")
+                with self._soon_lock:
+                    if not self._wanted:
+                        self._refreshing = False
+                        return
+        except BaseException:  # the thread is going (interpreter exit): the next sign starts one
             self._refreshing = False
+            raise
 
     # -- reading the map
     def _adopt(self, answers: _Answers) -> SlotMap:
