@@ -264,6 +264,8 @@ class Batch:
     """Requests routed by slot: one ``Send`` per node (a per-node pipeline), then one more
     round for the requests a node redirected (MOVED patches the map, ASK does not), then done.
     ``notice`` hears of each MOVED and each READONLY reply (None): signs of a stale map.
+    ``route`` picks the node of a slot's first round (default: its primary; reads from
+    replicas pick a replica).
 
     The driver runs ``first()``'s sends, gives each one's replies (in ``Send.commands``
     order, error replies as values) to ``settle``, runs what that returns (if anything) and
@@ -272,16 +274,18 @@ class Batch:
     """
 
     def __init__(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]],
-                 notice: Callable[[Redirect | None], None] | None = None) -> None:
+                 notice: Callable[[Redirect | None], None] | None = None,
+                 route: Callable[[int], Node | None] | None = None) -> None:
         self.map = slot_map
         self.requests = requests
         self._notice = notice
+        self._route = route or slot_map.node_for
         self.replies: list[object] = [None] * len(requests)
         self._round = 0
 
     def first(self) -> list[Send]:
         """The first round: the requests grouped by the node serving their slot."""
-        owner = self.map.node_for
+        owner = self._route
         groups: dict[Node, list[int]] = {}
         for i, (slot, _) in enumerate(self.requests):
             node = owner(slot)

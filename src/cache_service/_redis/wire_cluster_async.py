@@ -35,6 +35,7 @@ from cache_service._redis.wire_client import (
 from cache_service._redis.wire_cluster import (
     _SUMMED,
     PRIMARIES,
+    _first,
     _keys,
     _merge,
     _node_of,
@@ -43,7 +44,7 @@ from cache_service._redis.wire_cluster import (
     _unserved,
 )
 from cache_service._redis.wire_topology import Topology
-from cache_service._wire import ReplyError, WireError
+from cache_service._wire import AsyncConnection, ReplyError, WireError
 
 __all__ = ["AsyncWireClusterClient"]
 
@@ -61,10 +62,20 @@ class AsyncWireClusterClient(_Routing):
     """The asyncio cluster client of one event loop: per node, one auto-pipelined
     connection; a batch goes to every node at once."""
 
-    def __init__(self, topology: Topology, side: Callable[[], Any]) -> None:
-        super().__init__(topology, side)
+    def __init__(self, topology: Topology, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
+        super().__init__(topology, side, read_from_replicas=read_from_replicas)
         self._nodes: dict[Node, AsyncWireClient] = {}
         self.loading: asyncio.Future[SlotMap] | None = None
+
+    async def _conn(self, node: Node) -> AsyncConnection:
+        """The loop's connection to ``node`` (told READONLY first when reading from
+        replicas)."""
+        connection = await self._node(node).connection()
+        if self.read_from_replicas and connection not in self._readonly:
+            await connection.execute("READONLY")
+            self._readonly.add(connection)
+        return connection
 
     def _node(self, node: Node) -> AsyncWireClient:
         found = self._nodes.get(node)
@@ -100,7 +111,7 @@ class AsyncWireClusterClient(_Routing):
         started = time.monotonic()
         try:
             try:
-                return await (await self._node(node).connection()).execute(*args)
+                return await (await self._conn(node)).execute(*args)
             except ReplyError as exc:
                 if slot is None or redirect_in(exc, node.host) is None:
                     self._stale_if_readonly(exc)
@@ -115,7 +126,7 @@ class AsyncWireClusterClient(_Routing):
         return reply[0]
 
     async def _send(self, send: Send, started: float) -> list[object]:
-        connection = await self._node(send.node).connection()
+        connection = await self._conn(send.node)
         return await connection.pipeline(send.wire_commands(), timeout=self._left(started))
 
     async def _rounds(self, batch: Batch, sends: list[Send], started: float) -> list[object]:
@@ -138,8 +149,26 @@ class AsyncWireClusterClient(_Routing):
         except Unserved as exc:
             raise _unserved(exc) from exc
 
+    async def _read(self, requests: list[tuple[int, list[Any]]]) -> list[object]:
+        """Reads from replicas (``read_from_replicas``); from the primaries when that fails."""
+        try:
+            batch = self._reads(await self._map(), requests)
+            sends = batch.first()
+        except Unserved as exc:
+            raise _unserved(exc) from exc
+        try:
+            replies = await self._rounds(batch, sends, time.monotonic())
+            if self._read_ok(replies):
+                return replies
+        except WireError:
+            pass
+        self._read_failed(batch, sends)
+        return await self._many(requests)
+
     async def _split(self, name: str, keys: Sequence[Any]) -> Any:
         requests = split_keys(name, keys)
+        if name == "MGET" and self.read_from_replicas:
+            return _merge(name, requests, await self._read(requests), keys)
         if len(requests) == 1:
             return await self._one(requests[0][0], requests[0][1])
         return _merge(name, requests, await self._many(requests), keys)
@@ -151,6 +180,8 @@ class AsyncWireClusterClient(_Routing):
         return await self._one(slot_of_command(args), args)
 
     async def get(self, name: Any) -> Any:
+        if self.read_from_replicas:
+            return _first(await self._read([(key_slot(name), ["GET", name])]))
         return await self._one(key_slot(name), ("GET", name))
 
     async def set(self, name: Any, value: Any, *, ex: int | None = None,
@@ -184,7 +215,7 @@ class AsyncWireClusterClient(_Routing):
 
     async def _on(self, node: Node, *args: Any) -> Any:
         try:
-            return await (await self._node(node).connection()).execute(*args)
+            return await (await self._conn(node)).execute(*args)
         except WireError as exc:
             raise redis_error(exc) from exc
 
