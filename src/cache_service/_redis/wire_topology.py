@@ -147,9 +147,9 @@ class Topology:
                 try:
                     self.refresh()
                 except RedisConnectionError as exc:
-                    log.info("cache_service: re-reading the cluster's slot map failed: %s", exc)
+                    log.info("re-reading the cluster's slot map failed: %s", exc)
                 except Exception:
-                    log.exception("cache_service: re-reading the cluster's slot map failed")
+                    log.exception("re-reading the cluster's slot map failed")
                 with self._soon_lock:
                     if not self._wanted:
                         self._refreshing = False
