@@ -179,7 +179,11 @@ class Topology:
         arrived = threading.Condition()
 
         def ask(node: Node) -> None:
-            answer = self._ask(node)
+            try:
+                answer = self._ask(node)
+            except Exception as exc:  # not the node's answer: a fault here, logged
+                log.exception("reading the cluster's slot map from %s failed", node.name)
+                answer = (node, None, f"{type(exc).__name__}: {exc}")
             with arrived:
                 answers.add(answer)
                 arrived.notify_all()
