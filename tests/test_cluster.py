@@ -206,11 +206,6 @@ def test_failover_under_load(cluster: ClusterDeployment, record_property: Any,
     """Kill the primary owning the victims' slots mid-load: no exception, the replica is
     promoted and the service returns to Redis by itself, and no value invalidated during the
     failover is ever served again."""
-    if layer == "wire" and cluster.flavour == "valkey":
-        # Known defect of the opt-in wire cluster (issue 18, open): in 2 of 3 full runs on
-        # 2026-12-06 its recovery after this Valkey failover never closed the breaker within
-        # 40 s, and the location's host-shared breaker stayed open for the next test too.
-        pytest.skip("wire cluster on Valkey: recovery after a failover can wedge (issue 18)")
     svc = CacheService(unique(), url=own_url(cluster, layer), connection=layer, **FAST)
     node, victims = victims_on(cluster, svc, 6)
     run = FailoverRun(svc, victims=victims)

@@ -223,10 +223,18 @@ def test_async_close_stops_a_pending_refresh(cluster: ClusterDeployment,
         for node in cluster.nodes:
             node.freeze()
         try:
-            with pytest.raises(CONNECTIVITY_ERRORS):
-                await client.ping()  # the refresh is stuck on a hung node
-            assert not pending_refresh(client).done()
-            await client.aclose()
+            if wire(options):  # the read and the caller's wait share one bound: close inside
+                ping = asyncio.ensure_future(client.ping())
+                await asyncio.sleep(0.1)
+                assert not pending_refresh(client).done()
+                await client.aclose()
+                with pytest.raises(CONNECTIVITY_ERRORS):
+                    await ping
+            else:
+                with pytest.raises(CONNECTIVITY_ERRORS):
+                    await client.ping()  # the refresh is stuck on a hung node
+                assert not pending_refresh(client).done()
+                await client.aclose()
         finally:
             for node in cluster.nodes:
                 node.thaw()
@@ -322,3 +330,101 @@ def test_moved_and_ask_are_followed_while_resharding(cluster: ClusterDeployment,
         if present:
             back.migrate(*present)
         back.finish()
+
+
+# -- our own cluster client only: one deadline per map read and per redirected request ----------
+
+WIRE = replace(FAIL_FAST, connection="wire")
+
+
+def server_of(cluster: ClusterDeployment, node: Any) -> RedisServer:
+    return cluster.node_at((node.host, node.port))
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    found = call()
+    return found, time.perf_counter() - started
+
+
+def test_reading_the_map_asks_every_node_at_once(cluster: ClusterDeployment) -> None:
+    """Two hung primaries asked first cost nothing (the third primary's map is adopted at
+    once; one after the other they cost a 0.25 s request deadline each); with every primary
+    hung a replica's map is adopted within one connect and one request deadline."""
+    client = build_sync_client(parse_url(cluster.cluster_url), WIRE)
+    topology = client.topology
+    topology.load()
+    hung = [server_of(cluster, node) for node in topology.candidates()[:2]]
+    for node in hung:
+        node.freeze()
+    try:
+        found, took = timed(topology.refresh)
+        afound, atook = timed(lambda: asyncio.run(topology.arefresh()))
+    finally:
+        for node in hung:
+            node.thaw()
+    assert found.complete
+    assert afound.complete
+    assert max(took, atook) < 0.4, (took, atook)  # one after the other: 0.5 s at least
+    with Frozen(cluster):
+        found, took = timed(topology.refresh)
+        afound, atook = timed(lambda: asyncio.run(topology.arefresh()))
+    assert found.complete  # from replicas: nobody failed over
+    assert afound.complete
+    assert max(took, atook) < topology.bound + 0.25, (took, atook)
+    client.close()
+
+
+def test_a_redirect_stays_within_the_request_deadline(cluster: ClusterDeployment) -> None:
+    """A node answering late with a MOVED to a hung node: the request fails within one
+    request deadline in all (0.5 s here), not one for the first node plus one for the
+    redirect."""
+    options = replace(WIRE, socket_timeout=0.5)
+    key = unique("redirect")
+
+    def stale(client: Any) -> tuple[RedisServer, RedisServer]:
+        """Send ``key``'s slot to a node that does not serve it (it answers MOVED)."""
+        slot_map = client.topology.map
+        owner = slot_map.node_for(slot_of(key))
+        other = next(node for node in slot_map.primaries if node != owner)
+        slot_map.moved(slot_of(key), other)
+        return server_of(cluster, owner), server_of(cluster, other)
+
+    def late_moved_to_a_hung_node(owner: RedisServer, other: RedisServer) -> None:
+        owner.freeze()
+        other.freeze()
+        threading.Timer(0.3, other.thaw).start()
+
+    client = build_sync_client(parse_url(cluster.cluster_url), options)
+    client.set(key, b"v")
+    owner, other = stale(client)
+    late_moved_to_a_hung_node(owner, other)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(CONNECTIVITY_ERRORS):
+            client.get(key)
+        took = time.perf_counter() - started
+    finally:
+        time.sleep(0.35)
+        owner.thaw()
+    assert 0.3 < took < 0.68, took  # one deadline; a fresh one for the redirect: 0.8 s
+    assert client.get(key) == b"v"
+    client.close()
+
+    async def main() -> float:
+        aclient = build_async_client(parse_url(cluster.cluster_url), options)
+        await aclient.get(key)
+        owner, other = stale(aclient)
+        late_moved_to_a_hung_node(owner, other)
+        try:
+            started = time.perf_counter()
+            with pytest.raises(CONNECTIVITY_ERRORS):
+                await aclient.get(key)
+            return time.perf_counter() - started
+        finally:
+            await asyncio.sleep(0.35)
+            owner.thaw()
+            await aclient.aclose()
+
+    took = asyncio.run(main())
+    assert 0.3 < took < 0.68, took

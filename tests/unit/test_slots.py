@@ -19,6 +19,7 @@ from cache_service._redis.slots import (
     Unserved,
     crc16,
     group_by,
+    is_readonly,
     join_replies,
     key_slot,
     parse_shards,
@@ -28,6 +29,7 @@ from cache_service._redis.slots import (
     slot_of_command,
     split_keys,
 )
+from cache_service._redis.wire_topology import _Answers
 from cache_service._wire import ReplyError
 
 A, B, C = Node("10.0.0.1", 7000), Node("10.0.0.2", 7001), Node("10.0.0.3", 7002)
@@ -109,6 +111,18 @@ def test_parse_shards_resp2_and_resp3() -> None:
     assert parse_shards(tls, "s", tls=True).primaries == (Node("h", 8000),)
     with pytest.raises(TopologyError):
         parse_shards([[b"slots", [0, b"x"], b"nodes", []]], "h")
+
+
+@pytest.mark.parametrize("failed_first", [True, False])
+def test_parse_shards_after_a_failover_names_the_online_master(failed_first: bool) -> None:
+    """Valkey lists a shard's failed old primary as ``master`` beside the promoted one, in
+    either order: the online one serves the slots (the failed one, were it alone)."""
+    old = {"port": 7000, "ip": "10.0.0.1", "role": "master", "health": "fail"}
+    new = {"port": 7001, "ip": "10.0.0.2", "role": "master", "health": "online"}
+    nodes = [old, new] if failed_first else [new, old]
+    assert parse_shards([{"slots": [0, 16383], "nodes": nodes}], "h").primaries == (B,)
+    alone = [{"slots": [0, 16383], "nodes": [old]}]
+    assert parse_shards(alone, "h").primaries == (A,)
 
 
 def test_parse_slots() -> None:
@@ -234,3 +248,45 @@ def test_the_slot_a_raw_command_is_routed_by() -> None:
     assert slot_of_command(("EVALSHA", "sha", 2, "{a}x", "{a}y", "arg")) == key_slot("a")
     assert slot_of_command(("EVAL", "return 1", 0, "arg")) is None
     assert slot_of_command(("PING",)) is None
+
+
+def test_batch_tells_of_moved_and_readonly_and_routes_its_first_round() -> None:
+    """``notice`` hears each MOVED (before the map is patched) and each READONLY reply (as
+    None); ``route`` picks the first round's node (a replica for reads)."""
+    slots = three()
+    slot = key_slot("k1")
+    owner = slots.node_for(slot)
+    replica = Node("10.0.0.9", 7009)
+    heard: list[object] = []
+
+    def node(send: Any) -> list[object]:
+        if send.node == replica:
+            return [ReplyError(f"MOVED {slot} {owner.host}:{owner.port}"),
+                    ReplyError("READONLY You can't write against a read only replica.")]
+        return [b"v"] * len(send.commands)
+
+    batch = Batch(slots, [(slot, ("GET", "k1")), (slot, ("SET", "k1", "v"))], heard.append,
+                  route=lambda _: replica)
+    replies = run(batch, node)
+    assert heard == [None, Redirect(False, slot, owner)]
+    assert replies[0] == b"v"
+    assert is_readonly(replies[1])
+    assert not is_readonly(ReplyError("MOVED 1 h:1"))
+
+
+def test_a_map_read_prefers_a_primarys_complete_map() -> None:
+    """``_Answers``: a complete map from a node that is a primary in it settles the read;
+    otherwise the best so far waits for the others (complete before partial)."""
+    complete, partial = three(), SlotMap([(0, 100, A, [])])
+    answers = _Answers(3)
+    answers.add((Node("10.0.0.9", 7009), partial, None))
+    answers.add((B, None, "refused"))
+    assert answers.best is partial
+    assert not answers.settled
+    answers.add((Node("10.0.0.8", 7008), complete, None))
+    assert answers.best is complete
+    assert answers.settled  # every node answered
+    first = _Answers(5)
+    first.add((A, complete, None))
+    assert first.settled
+    assert first.errors == []

@@ -11,14 +11,13 @@ A ``SlotMap`` is read from ``CLUSTER SHARDS`` (Redis 7+, Valkey), else ``CLUSTER
 from __future__ import annotations
 
 from binascii import crc_hqx
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = ["SLOTS", "Batch", "Node", "Redirect", "Send", "SlotMap", "TopologyError", "Unserved",
-           "crc16",
-           "group_by", "join_replies", "key_slot", "parse_shards", "parse_slots", "read_topology",
-           "redirect_in", "redirect_of", "slot_of_command",
+           "crc16", "group_by", "is_readonly", "join_replies", "key_slot", "parse_shards",
+           "parse_slots", "read_topology", "redirect_in", "redirect_of", "slot_of_command",
            "split_keys"]
 
 SLOTS = 16384
@@ -72,7 +71,12 @@ class SlotMap:
             self._owner[start:end + 1] = [primary] * (end - start + 1)
             replicas.setdefault(primary, tuple(copies))
         self.replicas = replicas
+        self._known = frozenset((*replicas, *(n for copies in replicas.values() for n in copies)))
         self._primaries: tuple[Node, ...] | None = None
+
+    def knows(self, node: Node) -> bool:
+        """Whether ``node`` was in the map as read (a primary or a replica)."""
+        return node in self._known
 
     def node_for(self, slot: int) -> Node | None:
         """The primary serving ``slot`` (None: no node does)."""
@@ -125,6 +129,12 @@ def redirect_of(message: str, default_host: str) -> Redirect | None:
         return None
 
 
+def is_readonly(reply: object) -> bool:
+    """Whether an error reply is READONLY: the node written to is a replica now."""
+    return isinstance(reply, Exception) and str(getattr(reply, "message", reply)).startswith(
+        "READONLY")
+
+
 def redirect_in(reply: object, default_host: str) -> Redirect | None:
     """The redirect an error reply (an exception value with the server's ``message``) is."""
     if not isinstance(reply, Exception):
@@ -156,14 +166,22 @@ def _shard_node(fields: dict[str, Any], default_host: str, tls: bool) -> Node | 
     return Node(host, int(port))
 
 
+def _health_rank(fields: dict[str, Any]) -> int:
+    """How much a node claiming to be its shard's primary is believed: online first."""
+    return 0 if _text(fields.get("health", b"online")) == "online" else 1
+
+
 def parse_shards(reply: Any, default_host: str, tls: bool = False) -> SlotMap:
-    """The slot map of a ``CLUSTER SHARDS`` reply (replicas that are not online left out)."""
+    """The slot map of a ``CLUSTER SHARDS`` reply (replicas that are not online left out).
+
+    After a failover a shard lists its old primary too, still as ``master`` but with health
+    ``fail``, before or after the promoted one (Valkey): the online master is the primary."""
     ranges: list[tuple[int, int, Node, list[Node]]] = []
     try:
         for shard in reply:
             fields = _fields(shard)
             bounds = [int(b) for b in fields.get("slots", [])]
-            primary: Node | None = None
+            masters: list[tuple[int, Node]] = []
             replicas: list[Node] = []
             for raw in fields.get("nodes", []):
                 node_fields = _fields(raw)
@@ -171,9 +189,10 @@ def parse_shards(reply: Any, default_host: str, tls: bool = False) -> SlotMap:
                 if node is None:
                     continue
                 if _text(node_fields.get("role", b"")) == "master":
-                    primary = node
+                    masters.append((_health_rank(node_fields), node))
                 elif _text(node_fields.get("health", b"online")) == "online":
                     replicas.append(node)
+            primary = min(masters, key=lambda found: found[0])[1] if masters else None
             if primary is not None:
                 ranges += [(bounds[i], bounds[i + 1], primary, replicas)
                            for i in range(0, len(bounds) - 1, 2)]
@@ -244,6 +263,9 @@ class Unserved(Exception):
 class Batch:
     """Requests routed by slot: one ``Send`` per node (a per-node pipeline), then one more
     round for the requests a node redirected (MOVED patches the map, ASK does not), then done.
+    ``notice`` hears of each MOVED and each READONLY reply (None): signs of a stale map.
+    ``route`` picks the node of a slot's first round (default: its primary; reads from
+    replicas pick a replica).
 
     The driver runs ``first()``'s sends, gives each one's replies (in ``Send.commands``
     order, error replies as values) to ``settle``, runs what that returns (if anything) and
@@ -251,15 +273,19 @@ class Batch:
     redirect after the retry stays there as an error reply).
     """
 
-    def __init__(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> None:
+    def __init__(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]],
+                 notice: Callable[[Redirect | None], None] | None = None,
+                 route: Callable[[int], Node | None] | None = None) -> None:
         self.map = slot_map
         self.requests = requests
+        self._notice = notice
+        self._route = route or slot_map.node_for
         self.replies: list[object] = [None] * len(requests)
         self._round = 0
 
     def first(self) -> list[Send]:
         """The first round: the requests grouped by the node serving their slot."""
-        owner = self.map.node_for
+        owner = self._route
         groups: dict[Node, list[int]] = {}
         for i, (slot, _) in enumerate(self.requests):
             node = owner(slot)
@@ -279,6 +305,8 @@ class Batch:
             redirect = redirect_in(reply, send.node.host)
             if redirect is not None:
                 found.append((position, redirect))
+            elif self._notice is not None and is_readonly(reply):
+                self._notice(None)
         return found
 
     def retry(self, redirects: Sequence[tuple[int, Redirect]]) -> list[Send]:
@@ -290,6 +318,8 @@ class Batch:
         groups: dict[tuple[Node, bool], list[int]] = {}
         for position, redirect in redirects:
             if not redirect.ask:
+                if self._notice is not None:
+                    self._notice(redirect)
                 self.map.moved(redirect.slot, redirect.node)
             groups.setdefault((redirect.node, redirect.ask), []).append(position)
         return [Send(node, [self.requests[i][1] for i in where], where, ask)

@@ -6,15 +6,19 @@ A command goes to the primary serving its key's slot (``slots.key_slot`` on the 
 connection per event loop (asyncio). A batch (MGET or UNLINK of keys of several slots, SETs in
 one write) is split by slot and sent as one pipeline per node (``slots.Batch``; the asyncio
 client sends to every node at once). A MOVED patches that slot and the request is sent once more
-to the node named, an ASK once more after ``ASKING``; nothing else re-reads the topology here:
-the prober does (``refresh``). What is not on the data path (the CLI's admin commands, the near
-cache's tracking links) goes to a redis-py cluster client made on first use (``side``).
+to the node named, an ASK once more after ``ASKING``; no caller re-reads the topology: the
+prober does (``refresh``), or one background thread after signs of a stale map (MOVED replies,
+READONLY: ``Topology.noticed``). What is not on the data path (the CLI's admin commands, the
+near cache's tracking links) goes to a redis-py cluster client made on first use (``side``).
 The asyncio client is in ``wire_cluster_async.py``; what both share is here (``_Routing``).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +30,7 @@ from cache_service._redis.slots import (
     Send,
     SlotMap,
     Unserved,
+    is_readonly,
     join_replies,
     key_slot,
     redirect_in,
@@ -42,7 +47,13 @@ from cache_service._redis.wire_client import (
     redis_error,
 )
 from cache_service._redis.wire_topology import Topology
-from cache_service._wire import ReplyError, ThreadConnections, WireError
+from cache_service._wire import (
+    ReplyError,
+    SyncConnection,
+    ThreadConnections,
+    WireError,
+    WireTimeout,
+)
 
 __all__ = ["PRIMARIES", "WireClusterClient"]
 
@@ -65,6 +76,13 @@ def _merge(name: str, requests: list[tuple[int, list[Any]]], replies: list[objec
     return join_replies(name, requests, replies, keys)
 
 
+def _first(replies: Sequence[object]) -> Any:
+    """The reply of a one-request batch, an error reply raised as redis-py's exception."""
+    if isinstance(replies[0], ReplyError):
+        raise redis_error(replies[0]) from replies[0]
+    return replies[0]
+
+
 def _unserved(exc: Unserved) -> RedisConnectionError:
     return RedisConnectionError(str(exc))
 
@@ -83,12 +101,23 @@ def _scan_reply(node: Node, reply: Any) -> tuple[dict[str, int], list[Any]]:
     return {node.name: int(cursor)}, list(keys)
 
 
-class _Routing:
-    """What both clients share: the topology, the side client, routing a raw command."""
+SHUN_FOR = 1.0  # seconds a replica that failed a read is left out of reads
 
-    def __init__(self, topology: Topology, side: Callable[[], Any]) -> None:
+
+class _Routing:
+    """What both clients share: the topology, the side client, routing a raw command, and
+    the choice of a replica to read from (``read_from_replicas``: GET and MGET go round-robin
+    to the slot's replicas, READONLY sent once per connection, the primary when a replica
+    fails or there is none; writes always go to primaries)."""
+
+    def __init__(self, topology: Topology, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
         self.topology = topology
         self._side = _Side(side)
+        self.read_from_replicas = read_from_replicas
+        self._turn = itertools.count()
+        self._shunned: dict[Node, float] = {}
+        self._readonly: weakref.WeakSet[Any] = weakref.WeakSet()  # connections told READONLY
 
     def __getattr__(self, name: str) -> Any:
         # the CLI's INFO, CLUSTER INFO, TYPE... go to redis-py; a node of ours it names
@@ -141,18 +170,69 @@ class _Routing:
             return [target_nodes]
         raise ValueError(f"target_nodes must be {PRIMARIES!r} or a node, not {target_nodes!r}")
 
+    def _batch(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]],
+               route: Callable[[int], Node | None] | None = None) -> Batch:
+        return Batch(slot_map, requests, self.topology.noticed, route)
+
+    def _reads(self, slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> Batch:
+        """A batch of reads routed to replicas: for each slot the next of its primary's
+        replicas not shunned, else the primary."""
+        now = time.monotonic()
+        shunned = self._shunned
+
+        def route(slot: int) -> Node | None:
+            primary = slot_map.node_for(slot)
+            copies = [n for n in slot_map.replicas.get(primary, ()) if shunned.get(n, 0.0) <= now] \
+                if primary is not None else []
+            return copies[next(self._turn) % len(copies)] if copies else primary
+
+        return self._batch(slot_map, requests, route)
+
+    def _read_failed(self, batch: Batch, sends: Sequence[Send]) -> None:
+        """A read from replicas failed: leave the replicas it used out for ``SHUN_FOR``."""
+        primaries = set(batch.map.primaries)
+        until = time.monotonic() + SHUN_FOR
+        for send in sends:
+            if send.node not in primaries:
+                self._shunned[send.node] = until
+
     @staticmethod
-    def _batch(slot_map: SlotMap, requests: Sequence[tuple[int, Sequence[Any]]]) -> Batch:
-        return Batch(slot_map, requests)
+    def _read_ok(replies: Sequence[object]) -> bool:
+        return not any(isinstance(reply, ReplyError) for reply in replies)
+
+    def _left(self, started: float) -> float:
+        """What is left of the deadline of a request that started at ``started``
+        (``time.monotonic``); a ``WireTimeout`` when nothing is."""
+        limit = self.topology.settings.request_timeout
+        left = started + limit - time.monotonic()
+        if left <= 0:
+            raise WireTimeout(f"a cluster request passed its deadline ({limit:g}s) before "
+                              "its redirect was followed")
+        return left
+
+    def _stale_if_readonly(self, reply: ReplyError) -> None:
+        """A READONLY reply: the node written to is a replica now; re-read the map soon."""
+        if is_readonly(reply):
+            self.topology.noticed(None)
 
 
 class WireClusterClient(_Routing):
     """The blocking cluster client: per node, one connection per thread."""
 
-    def __init__(self, topology: Topology, side: Callable[[], Any]) -> None:
-        super().__init__(topology, side)
+    def __init__(self, topology: Topology, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
+        super().__init__(topology, side, read_from_replicas=read_from_replicas)
         self._nodes: dict[Node, ThreadConnections] = {}
         self._lock = threading.Lock()
+
+    def _conn(self, node: Node) -> SyncConnection:
+        """This thread's connection to ``node`` (told READONLY first when reading from
+        replicas)."""
+        connection = self._connections(node).get()
+        if self.read_from_replicas and connection not in self._readonly:
+            connection.execute("READONLY")
+            self._readonly.add(connection)
+        return connection
 
     def _connections(self, node: Node) -> ThreadConnections:
         found = self._nodes.get(node)
@@ -168,27 +248,35 @@ class WireClusterClient(_Routing):
         return found if found is not None else self.topology.load()
 
     def _one(self, slot: int | None, args: Sequence[Any]) -> Any:
-        """One command on the primary of ``slot`` (None: any primary), following a redirect."""
+        """One command on the primary of ``slot`` (None: any primary), following a redirect
+        within the same deadline."""
         slot_map = self._map()
         node = _node_of(slot_map, slot)
+        started = time.monotonic()
         try:
-            return self._connections(node).get().execute(*args)
-        except ReplyError as exc:
-            if slot is None or redirect_in(exc, node.host) is None:
-                raise redis_error(exc) from exc
-            batch = self._batch(slot_map, [(slot, args)])
-            reply = self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]), [exc])))
+            try:
+                return self._conn(node).execute(*args)
+            except ReplyError as exc:
+                if slot is None or redirect_in(exc, node.host) is None:
+                    self._stale_if_readonly(exc)
+                    raise redis_error(exc) from exc
+                batch = self._batch(slot_map, [(slot, args)])
+                reply = self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]),
+                                                                     [exc])), started)
         except WireError as exc:
             raise redis_error(exc) from exc
         if isinstance(reply[0], ReplyError):
             raise redis_error(reply[0]) from reply[0]
         return reply[0]
 
-    def _rounds(self, batch: Batch, sends: list[Send]) -> list[object]:
+    def _rounds(self, batch: Batch, sends: list[Send], started: float) -> list[object]:
+        """Run ``sends`` and the redirects they get, all within one request deadline from
+        ``started``."""
         while sends:
             redirects = []
             for send in sends:
-                replies = self._connections(send.node).get().pipeline(send.wire_commands())
+                replies = self._conn(send.node).pipeline(send.wire_commands(),
+                                                         timeout=self._left(started))
                 redirects += batch.settle(send, replies)
             sends = batch.retry(redirects)
         return batch.replies
@@ -197,14 +285,32 @@ class WireClusterClient(_Routing):
         """Commands of several slots: a pipeline per node, then one round of redirects."""
         try:
             batch = self._batch(self._map(), requests)
-            return self._rounds(batch, batch.first())
+            return self._rounds(batch, batch.first(), time.monotonic())
         except WireError as exc:
             raise redis_error(exc) from exc
         except Unserved as exc:
             raise _unserved(exc) from exc
 
+    def _read(self, requests: list[tuple[int, list[Any]]]) -> list[object]:
+        """Reads from replicas (``read_from_replicas``); from the primaries when that fails."""
+        try:
+            batch = self._reads(self._map(), requests)
+            sends = batch.first()
+        except Unserved as exc:
+            raise _unserved(exc) from exc
+        try:
+            replies = self._rounds(batch, sends, time.monotonic())
+            if self._read_ok(replies):
+                return replies
+        except WireError:
+            pass
+        self._read_failed(batch, sends)
+        return self._many(requests)
+
     def _split(self, name: str, keys: Sequence[Any]) -> Any:
         requests = split_keys(name, keys)
+        if name == "MGET" and self.read_from_replicas:
+            return _merge(name, requests, self._read(requests), keys)
         if len(requests) == 1:
             return self._one(requests[0][0], requests[0][1])
         return _merge(name, requests, self._many(requests), keys)
@@ -216,6 +322,8 @@ class WireClusterClient(_Routing):
         return self._one(slot_of_command(args), args)
 
     def get(self, name: Any) -> Any:
+        if self.read_from_replicas:
+            return _first(self._read([(key_slot(name), ["GET", name])]))
         return self._one(key_slot(name), ("GET", name))
 
     def set(self, name: Any, value: Any, *, ex: int | None = None, px: int | None = None,
@@ -249,7 +357,7 @@ class WireClusterClient(_Routing):
 
     def _on(self, node: Node, *args: Any) -> Any:
         try:
-            return self._connections(node).get().execute(*args)
+            return self._conn(node).execute(*args)
         except WireError as exc:
             raise redis_error(exc) from exc
 

@@ -5,6 +5,7 @@ per node one auto-pipelined connection of the loop; a batch goes to every node a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from cache_service._redis.wire_client import (
 from cache_service._redis.wire_cluster import (
     _SUMMED,
     PRIMARIES,
+    _first,
     _keys,
     _merge,
     _node_of,
@@ -42,7 +44,7 @@ from cache_service._redis.wire_cluster import (
     _unserved,
 )
 from cache_service._redis.wire_topology import Topology
-from cache_service._wire import ReplyError, WireError
+from cache_service._wire import AsyncConnection, ReplyError, WireError
 
 __all__ = ["AsyncWireClusterClient"]
 
@@ -60,10 +62,20 @@ class AsyncWireClusterClient(_Routing):
     """The asyncio cluster client of one event loop: per node, one auto-pipelined
     connection; a batch goes to every node at once."""
 
-    def __init__(self, topology: Topology, side: Callable[[], Any]) -> None:
-        super().__init__(topology, side)
+    def __init__(self, topology: Topology, side: Callable[[], Any], *,
+                 read_from_replicas: bool = False) -> None:
+        super().__init__(topology, side, read_from_replicas=read_from_replicas)
         self._nodes: dict[Node, AsyncWireClient] = {}
         self.loading: asyncio.Future[SlotMap] | None = None
+
+    async def _conn(self, node: Node) -> AsyncConnection:
+        """The loop's connection to ``node`` (told READONLY first when reading from
+        replicas)."""
+        connection = await self._node(node).connection()
+        if self.read_from_replicas and connection not in self._readonly:
+            await connection.execute("READONLY")
+            self._readonly.add(connection)
+        return connection
 
     def _node(self, node: Node) -> AsyncWireClient:
         found = self._nodes.get(node)
@@ -96,26 +108,32 @@ class AsyncWireClusterClient(_Routing):
         if slot_map is None:
             slot_map = await self._map()
         node = _node_of(slot_map, slot)
+        started = time.monotonic()
         try:
-            return await (await self._node(node).connection()).execute(*args)
-        except ReplyError as exc:
-            if slot is None or redirect_in(exc, node.host) is None:
-                raise redis_error(exc) from exc
-            batch = self._batch(slot_map, [(slot, args)])
-            reply = await self._rounds(batch, batch.retry(batch.settle(Send(node, [args], [0]),
-                                                                       [exc])))
+            try:
+                return await (await self._conn(node)).execute(*args)
+            except ReplyError as exc:
+                if slot is None or redirect_in(exc, node.host) is None:
+                    self._stale_if_readonly(exc)
+                    raise redis_error(exc) from exc
+                batch = self._batch(slot_map, [(slot, args)])
+                reply = await self._rounds(
+                    batch, batch.retry(batch.settle(Send(node, [args], [0]), [exc])), started)
         except WireError as exc:
             raise redis_error(exc) from exc
         if isinstance(reply[0], ReplyError):
             raise redis_error(reply[0]) from reply[0]
         return reply[0]
 
-    async def _send(self, send: Send) -> list[object]:
-        return await (await self._node(send.node).connection()).pipeline(send.wire_commands())
+    async def _send(self, send: Send, started: float) -> list[object]:
+        connection = await self._conn(send.node)
+        return await connection.pipeline(send.wire_commands(), timeout=self._left(started))
 
-    async def _rounds(self, batch: Batch, sends: list[Send]) -> list[object]:
+    async def _rounds(self, batch: Batch, sends: list[Send], started: float) -> list[object]:
+        """Run ``sends`` (every node at once) and the redirects they get, all within one
+        request deadline from ``started``."""
         while sends:
-            replies = await asyncio.gather(*(self._send(send) for send in sends))
+            replies = await asyncio.gather(*(self._send(send, started) for send in sends))
             redirects = []
             for send, found in zip(sends, replies, strict=True):
                 redirects += batch.settle(send, found)
@@ -125,14 +143,32 @@ class AsyncWireClusterClient(_Routing):
     async def _many(self, requests: list[tuple[int, list[Any]]]) -> list[object]:
         try:
             batch = self._batch(await self._map(), requests)
-            return await self._rounds(batch, batch.first())
+            return await self._rounds(batch, batch.first(), time.monotonic())
         except WireError as exc:
             raise redis_error(exc) from exc
         except Unserved as exc:
             raise _unserved(exc) from exc
 
+    async def _read(self, requests: list[tuple[int, list[Any]]]) -> list[object]:
+        """Reads from replicas (``read_from_replicas``); from the primaries when that fails."""
+        try:
+            batch = self._reads(await self._map(), requests)
+            sends = batch.first()
+        except Unserved as exc:
+            raise _unserved(exc) from exc
+        try:
+            replies = await self._rounds(batch, sends, time.monotonic())
+            if self._read_ok(replies):
+                return replies
+        except WireError:
+            pass
+        self._read_failed(batch, sends)
+        return await self._many(requests)
+
     async def _split(self, name: str, keys: Sequence[Any]) -> Any:
         requests = split_keys(name, keys)
+        if name == "MGET" and self.read_from_replicas:
+            return _merge(name, requests, await self._read(requests), keys)
         if len(requests) == 1:
             return await self._one(requests[0][0], requests[0][1])
         return _merge(name, requests, await self._many(requests), keys)
@@ -144,6 +180,8 @@ class AsyncWireClusterClient(_Routing):
         return await self._one(slot_of_command(args), args)
 
     async def get(self, name: Any) -> Any:
+        if self.read_from_replicas:
+            return _first(await self._read([(key_slot(name), ["GET", name])]))
         return await self._one(key_slot(name), ("GET", name))
 
     async def set(self, name: Any, value: Any, *, ex: int | None = None,
@@ -177,7 +215,7 @@ class AsyncWireClusterClient(_Routing):
 
     async def _on(self, node: Node, *args: Any) -> Any:
         try:
-            return await (await self._node(node).connection()).execute(*args)
+            return await (await self._conn(node)).execute(*args)
         except WireError as exc:
             raise redis_error(exc) from exc
 

@@ -112,10 +112,23 @@ class SyncConnection:
             raise reply
         return reply
 
-    def pipeline(self, commands: Sequence[Sequence[Arg]]) -> list[object]:
+    def pipeline(self, commands: Sequence[Sequence[Arg]], *,
+                 timeout: float | None = None) -> list[object]:
         """Send every request in one write, return their replies in order (``ReplyError``
-        values in the place of error replies)."""
-        return self._exchange([list(command) for command in commands])
+        values in the place of error replies); ``timeout``: a shorter deadline than the
+        settings' (what is left of a cluster request's after a redirect)."""
+        if timeout is None or timeout >= self._timeout:
+            return self._exchange([list(command) for command in commands])
+        sock = self._sock
+        if sock is None:
+            raise ConnectionLost(f"the connection to {self.settings.where} is closed")
+        limit = max(timeout, 0.001)
+        sock.settimeout(limit)
+        try:
+            return self._exchange([list(command) for command in commands], limit)
+        finally:
+            if self._sock is not None:
+                sock.settimeout(self._timeout)
 
     def read_pushes(self, timeout: float) -> None:
         """Wait up to ``timeout`` for bytes and hand every push they complete to the handler
@@ -139,7 +152,7 @@ class SyncConnection:
         except BaseException as exc:
             raise self._lost(exc) from exc
 
-    def _exchange(self, commands: list[list[Arg]]) -> list[object]:
+    def _exchange(self, commands: list[list[Arg]], limit: float | None = None) -> list[object]:
         sock = self._sock
         if sock is None:
             raise ConnectionLost(f"the connection to {self.settings.where} is closed")
@@ -147,12 +160,13 @@ class SyncConnection:
         start = time.monotonic()
         try:
             sock.sendall(data)
-            return [self._read(sock, start) for _ in commands]
+            return [self._read(sock, start, limit) for _ in commands]
         except BaseException as exc:
             raise self._lost(exc) from exc
 
-    def _read(self, sock: socket.socket, start: float) -> object:
-        """The next reply, waiting at most until ``start`` + the request timeout."""
+    def _read(self, sock: socket.socket, start: float, limit: float | None = None) -> object:
+        """The next reply, waiting at most until ``start`` + the request timeout (``limit``
+        when given; the socket's timeout is then ``limit`` too)."""
         core = self._core
         reply = core.next_reply()
         if reply is not NEED_DATA:
@@ -161,7 +175,7 @@ class SyncConnection:
         waited = False
         while True:
             if waited:  # a reply in several pieces: the deadline bounds the whole of it
-                left = start + self._timeout - time.monotonic()
+                left = start + (self._timeout if limit is None else limit) - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
                 sock.settimeout(left)
@@ -172,7 +186,7 @@ class SyncConnection:
             reply = core.next_reply()
             if reply is not NEED_DATA:
                 if waited:
-                    sock.settimeout(self._timeout)
+                    sock.settimeout(self._timeout if limit is None else limit)
                 return reply
             waited = True
 
