@@ -74,8 +74,10 @@ def test_url_arguments_and_env_reach_the_primary(
 
 
 def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture) -> None:
-    """Sentinels that require a password: the right one reaches Redis, a wrong one is an
-    outage (memory, one short WARNING naming each sentinel, no secret in it)."""
+    """Sentinels that require a password: the right one reaches Redis; a wrong or missing
+    one is a misconfiguration, not an outage: the fallback serves, one ERROR names
+    ``sentinel_password`` and each sentinel (never the secret), ``stats()`` holds it, and no
+    WARNING says 'unreachable'."""
     with SentinelDeployment() as private:
         primary = private.primary()
         for sentinel in private.sentinel_servers:
@@ -91,19 +93,50 @@ def test_sentinel_password_by_url_and_argument(caplog: pytest.LogCaptureFixture)
             with primary.client() as raw:
                 assert raw.exists(svc.full_key("k")) == 1
             svc.close()
-        caplog.set_level(logging.WARNING, logger="cache_service")
-        wrong = CacheService(unique(), sentinels=private.sentinels,
-                             service_name=private.service_name, sentinel_password="wrong-pw",
-                             **FAST)
-        wrong.set("k", "memory")
-        assert wrong.get("k") == "memory"
-        assert wrong.is_redis_available() is False
-        wrong.close()
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "cache_service"]
-    assert "AuthenticationError" in message
-    assert all(f"{h}:{p}" in message for h, p in private.sentinels)
-    assert "wrong-pw" not in message
-    assert len(message) < 600
+        for given, code in (("wrong-pw", "WRONGPASS"), (None, "NOAUTH")):
+            caplog.clear()
+            caplog.set_level(logging.WARNING, logger="cache_service")
+            wrong = CacheService(unique(), sentinels=private.sentinels,
+                                 service_name=private.service_name, sentinel_password=given,
+                                 **FAST)
+            wrong.set("k", "memory")
+            assert wrong.get("k") == "memory"
+            assert wrong.is_redis_available() is False
+            problem = wrong.stats()["target"]["misconfiguration"]
+            wrong.close()
+            records = [r for r in caplog.records if r.name == "cache_service"]
+            assert [r.levelname for r in records] == ["ERROR"], [r.getMessage() for r in records]
+            message = records[0].getMessage()
+            assert message.startswith(problem)
+            assert f"({code})" in message
+            assert "sentinel_password" in message
+            assert "unreachable" not in message
+            assert "s3cret-sentinel" not in message
+            assert "wrong-pw" not in message
+            assert len(message) < 600
+
+
+def test_a_wrong_sentinel_password_is_a_misconfiguration_under_asyncio() -> None:
+    """The asyncio discovery says the same: a misconfiguration naming sentinel_password."""
+
+    async def body(private: SentinelDeployment) -> str:
+        wrong = AsyncCacheService(unique(), sentinels=private.sentinels,
+                                  service_name=private.service_name,
+                                  sentinel_password="wrong-pw", **FAST)
+        await wrong.set("k", "memory")
+        assert await wrong.get("k") == "memory"
+        problem: str = (await wrong.stats())["target"]["misconfiguration"]
+        await wrong.aclose()
+        return problem
+
+    with SentinelDeployment() as private:
+        for sentinel in private.sentinel_servers:
+            with sentinel.client() as raw:
+                raw.execute_command("ACL", "SETUSER", "default", "on", ">s3cret-sentinel")
+        problem = asyncio.run(body(private))
+        assert "(WRONGPASS)" in problem
+        assert "sentinel_password" in problem
+        assert "wrong-pw" not in problem
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -8,7 +8,13 @@ from typing import Any
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
+from redis.sentinel import MasterNotFoundError
 
+from cache_service._redis.errors import (
+    SentinelsRefused,
+    classify_error,
+    misconfiguration_message,
+)
 from cache_service._redis.wire_sentinel import (
     NotNamed,
     SentinelBook,
@@ -30,6 +36,8 @@ from cache_service._redis.wire_sentinel_client import (
 )
 from cache_service._redis.wire_sentinel_watch import switched_to
 from cache_service._wire import ConnectFailed, ReplyError, WireSettings
+from cache_service._wire.errors import HandshakeError
+from cache_service.config import Location
 
 PLAN = SentinelPlan("mymaster", (WireSettings(port=26379), WireSettings(port=26380)),
                     WireSettings(password="pw", db=3), 0.3)
@@ -166,3 +174,52 @@ def test_a_switch_message_names_the_new_primary_of_our_service_only() -> None:
     book.switched(("new", 2))
     assert book.primary == ("new", 2)
     assert book.replicas is None
+
+
+WRONGPASS = ReplyError("WRONGPASS invalid username-password pair or user is disabled.")
+NOAUTH = ReplyError("NOAUTH HELLO must be called with the client already authenticated, "
+                    "otherwise the HELLO <proto> AUTH <user> <pass> option can be used")
+NOPERM = ReplyError("NOPERM User default has no permissions to run the "
+                    "'sentinel|get-master-addr-by-name' command")
+SENTINEL_LOCATION = Location(kind="sentinel", hosts=(("127.0.0.1", 26379), ("127.0.0.1", 26380)),
+                             service_name="mymaster", password="data-secret",
+                             sentinel_password="not-this-one")
+
+
+def refused(reply: ReplyError) -> HandshakeError:
+    return HandshakeError(f"127.0.0.1:26379: AUTH refused ({reply.message})", reply)
+
+
+@pytest.mark.parametrize(("errors", "code"), [
+    ({0: refused(WRONGPASS), 1: refused(WRONGPASS)}, "WRONGPASS"),
+    ({0: refused(NOAUTH), 1: refused(NOAUTH)}, "NOAUTH"),
+    ({0: NOPERM, 1: NOPERM}, "NOPERM"),  # an ACL without the discovery commands
+    ({0: refused(WRONGPASS), 1: ConnectFailed("127.0.0.1:26380 refused the connection")},
+     "WRONGPASS"),  # a sentinel that is down says nothing
+    ({0: refused(WRONGPASS)}, "WRONGPASS"),  # the other one did not answer in time
+])
+def test_sentinels_refusing_our_credentials_are_a_misconfiguration(
+        errors: dict[int, BaseException], code: str) -> None:
+    """Every sentinel that answered refused us (WRONGPASS, NOAUTH, NOPERM): a setting to
+    fix, named (sentinel_password=), never the password itself; not 'unreachable'."""
+    error = no_primary(PLAN, errors)
+    assert isinstance(error, SentinelsRefused)
+    assert isinstance(error, MasterNotFoundError)  # redis-py's type, as before
+    assert error.code == code
+    assert classify_error(error, "sentinel") == "misconfigured"
+    message = misconfiguration_message(error, SENTINEL_LOCATION)
+    assert f"({code})" in message
+    assert "sentinel_password" in message
+    assert "not-this-one" not in message
+    assert "data-secret" not in message
+
+
+@pytest.mark.parametrize("errors", [
+    {},  # no sentinel answered in time
+    {0: ConnectFailed("refused"), 1: ConnectFailed("refused")},
+    {0: refused(WRONGPASS), 1: NotNamed("does not know 'mymaster'")},  # one knows us
+])
+def test_other_discovery_failures_stay_outages(errors: dict[int, BaseException]) -> None:
+    error = no_primary(PLAN, errors)
+    assert not isinstance(error, SentinelsRefused)
+    assert classify_error(error, "sentinel") == "outage"

@@ -10,7 +10,10 @@ invalidation by one worker is seen by the others at once. Same interface as the 
 - bounded by entries and payload bytes; past a bound the oldest-written rows go first (reads
   never write, so there is no LRU order to keep);
 - expiry uses the host's clock (``host.host_clock``: the same in every process of the host,
-  never stepped back or forward like the wall clock).
+  never stepped back or forward like the wall clock);
+- a read-check-write (``add``, ``incr``) is atomic across the host's processes when run in a
+  ``host.transaction()``, as every outage write is (``Outages.offline``): reads in it see
+  every other process' committed writes, and none can commit until it ends.
 
 Reads cost a SQLite read transaction (~10 µs here, mostly WAL locking), so each process keeps
 the rows it read until the row's key slot on the state page moves (a write of that key, or of

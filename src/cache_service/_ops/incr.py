@@ -8,9 +8,11 @@ carry no tags: ``incr`` on a live value written with tags raises ``NotAnIntegerE
 any other non-counter. Redis scripts compute in doubles, so counters stay exact within
 ``±(2**53 - 1)``; a result outside raises ``ValueTooLargeError`` and changes nothing.
 
-During an outage a counter lives in this process' memory store only (it starts at 0 there,
-since the memory store starts empty); like every write it is journaled, so on recovery the key
-is invalidated on Redis. The key does not keep its pre-outage count, which would silently miss
+During an outage a counter lives in the fallback store (the host's, or this process' with
+``fallback="process"``) and starts at 0 there, since the store's copies of an earlier period
+are never served; the read-check-write runs in the outage write's host transaction, so it is
+atomic across the host's processes too. Like every write it is journaled, so on recovery the
+key is invalidated on Redis. The key does not keep its pre-outage count, which would silently miss
 every increment made during the outage.
 """
 

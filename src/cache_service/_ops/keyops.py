@@ -33,7 +33,9 @@ from cache_service.config import ttl_seconds
 
 __all__ = ["add", "alive", "exists", "foreign_codec", "held", "memory_lock", "touch", "ttl"]
 
-# Per process, memory-store read-modify-writes (add, touch, incr) run one at a time.
+# Per process, fallback read-modify-writes (add, touch, incr) run one at a time. Across the
+# host's processes the host transaction that ``Outages.offline`` runs them in (flock, BEGIN
+# IMMEDIATE) makes them atomic on the shared store (tests/test_outage_atomic.py).
 memory_lock = threading.Lock()
 
 # Replace KEYS[1] with ARGV[2] (PX ARGV[3]) only if it still holds the dead value ARGV[1].

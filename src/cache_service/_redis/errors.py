@@ -35,11 +35,13 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from cache_service.config import Location, TargetOptions
 
-__all__ = ["OUTAGES", "classify_error", "describe_error", "diagnose", "misconfiguration_message",
-           "refusal_message", "reply_code", "reply_text"]
+__all__ = ["OUTAGES", "SentinelsRefused", "classify_error", "describe_error", "diagnose",
+           "misconfiguration_message", "refusal_message", "refused_by", "reply_code",
+           "reply_text"]
 
 _CLIENT_REPR = re.compile(r"<redis\.[\w.]*Redis\(.*?host=([^,)]+),port=(\d+).*?\)>\)>\)>")
 
@@ -98,6 +100,26 @@ def _auth_code(exc: BaseException) -> str | None:
                 return "WRONGPASS"
             return "AUTH"  # e.g. a password sent to a server that has none
     return None
+
+
+class SentinelsRefused(MasterNotFoundError):
+    """No sentinel named the primary because those that answered refused our credentials or
+    commands (``code``: WRONGPASS, NOAUTH, NOPERM or AUTH): ``sentinel_password=`` (the
+    sentinels' own, not the data nodes') or the sentinels' ACL is wrong, not an outage."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def refused_by(exc: BaseException) -> str | None:
+    """WRONGPASS, NOAUTH, AUTH or NOPERM when ``exc`` (a redis-py error) is a server refusing
+    our credentials or a command to our user; None otherwise."""
+    return _auth_code(exc) or ("NOPERM" if isinstance(exc, NoPermissionError) else None)
+
+
+def _sentinels_refused(exc: BaseException) -> SentinelsRefused | None:
+    return next((err for err in _chain(exc) if isinstance(err, SentinelsRefused)), None)
 
 
 def _ssl_reason(exc: BaseException) -> str | None:
@@ -214,7 +236,9 @@ def classify_error(exc: BaseException, topology: str = "standalone") -> str:
     its journal never leave a stale value behind."""
     if _is_wrong_type(exc):
         return "wrongtype"
-    if _auth_code(exc) is not None or _ssl_reason(exc) is not None:
+    if _sentinels_refused(exc) is not None or _auth_code(exc) is not None:
+        return "misconfigured"
+    if _ssl_reason(exc) is not None:
         return "misconfigured"
     if any(marker in str(err) for err in _chain(exc) for marker in _DIAGNOSED):
         return "misconfigured"
@@ -261,6 +285,9 @@ def misconfiguration_message(exc: BaseException, location: Location) -> str:
     """One line for a ``"misconfigured"`` error: what is wrong at ``location`` and which
     setting to fix; never contains a password."""
     where = f"Redis at {location.describe()}"
+    refused = _sentinels_refused(exc)
+    if refused is not None:
+        return _scrub(_sentinel_message(refused, where), location)
     sentinel = " (or sentinel_password= for the sentinels)" if location.kind == "sentinel" else ""
     code = _auth_code(exc)
     reason = _ssl_reason(exc)
@@ -288,6 +315,23 @@ def misconfiguration_message(exc: BaseException, location: Location) -> str:
     else:
         text = f"{where}: {describe_error(exc, 200)}"
     return _scrub(text.replace("\n", " "), location)
+
+
+def _sentinel_message(refused: SentinelsRefused, where: str) -> str:
+    """What the sentinels' refusal means and which setting fixes it."""
+    own = "the sentinels' own password, not the data nodes'"
+    if refused.code == "NOAUTH":
+        return (f"The sentinels of {where} require a password (NOAUTH): set "
+                f"sentinel_password= (or the URL's ?sentinel_password=; {own})")
+    if refused.code == "WRONGPASS":
+        return (f"The sentinels of {where} rejected sentinel_password (WRONGPASS): check "
+                f"sentinel_password= (or the URL's ?sentinel_password=; {own})")
+    if refused.code == "NOPERM":
+        return (f"The sentinels of {where} refuse the discovery commands to our user (NOPERM): "
+                "allow SENTINEL GET-MASTER-ADDR-BY-NAME and SENTINEL REPLICAS in their ACL, "
+                "or check sentinel_password=")
+    return (f"The sentinels of {where} refused AUTH: they may have no password set; check "
+            "sentinel_password=")
 
 
 def _answers_plain_redis(host: str, port: int, options: TargetOptions) -> bool:

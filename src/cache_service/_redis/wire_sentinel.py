@@ -22,8 +22,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import MasterNotFoundError
 
+from cache_service._redis.errors import SentinelsRefused, refused_by
 from cache_service._redis.wire_client import redis_error
 from cache_service._wire import SyncConnection, WireError, WireSettings, connect
 from cache_service._wire.protocol import Arg
@@ -118,19 +121,28 @@ def replicas_flow(plan: SentinelPlan, index: int) -> Flow:
 
 def no_primary(plan: SentinelPlan, errors: dict[int, BaseException]) -> MasterNotFoundError:
     """redis-py's error for a service no sentinel could name: each sentinel with what it
-    answered (never a password: the errors name addresses only)."""
-    def said(exc: BaseException) -> str:
-        shown = redis_error(exc) if isinstance(exc, WireError) else exc
-        if isinstance(shown, AuthenticationError):
-            # as redis-py's Sentinel says it: an outage naming the sentinel, whose own
-            # password (sentinel_password=) is not the data nodes' credentials
-            return f"{type(shown).__name__} (check sentinel_password=)"
-        return f"{type(shown).__name__}: {shown}"
+    answered (never a password: the errors name addresses only). ``SentinelsRefused`` (a
+    misconfiguration, not an outage) when those that answered all refused our credentials
+    or commands (WRONGPASS, NOAUTH, NOPERM); a sentinel that was not reached says nothing."""
+    shown = {i: redis_error(e) if isinstance(e, WireError) else e for i, e in errors.items()}
 
-    parts = [f"{where} - {said(errors[i])}" if i in errors else
+    def said(exc: BaseException) -> str:
+        if isinstance(exc, AuthenticationError):
+            # the sentinel's own password (sentinel_password=), not the data nodes'
+            return f"{type(exc).__name__} (check sentinel_password=)"
+        return f"{type(exc).__name__}: {exc}"
+
+    parts = [f"{where} - {said(shown[i])}" if i in shown else
              f"{where} - no answer within {plan.discovery_timeout:g}s"
              for i, where in enumerate(plan.sentinel_names)]
-    return MasterNotFoundError(f"No master found for {plan.service_name!r} : {', '.join(parts)}")
+    message = f"No master found for {plan.service_name!r} : {', '.join(parts)}"
+    codes = [refused_by(exc) for exc in shown.values()]
+    answered = [exc for exc, code in zip(shown.values(), codes, strict=True) if code is None
+                and not isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))]
+    refusals = [code for code in codes if code is not None]
+    if refusals and not answered:
+        return SentinelsRefused(message, refusals[0])
+    return MasterNotFoundError(message)
 
 
 class SentinelBook:

@@ -155,7 +155,10 @@ class Outages(TargetState):
     def offline(self, keys: list[str] | None, pattern: str | None, stamp: int,
                 local: Callable[[], R]) -> tuple[R] | None:
         """Journal an invalidation and apply ``local`` (the fallback write) atomically for the
-        host: ``(local's result,)``, or None if Redis came back meanwhile (write there)."""
+        host: ``(local's result,)``, or None if Redis came back meanwhile (write there).
+        ``local`` runs inside the host transaction (flock and BEGIN IMMEDIATE), so a
+        read-check-write in it (``add``, ``incr``, ``touch``) is atomic across the host's
+        processes on the shared fallback store."""
         if self.location.kind == "memory":  # nothing to replay to
             return (local(),)
         with self._state_lock:

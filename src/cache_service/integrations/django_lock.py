@@ -2,8 +2,9 @@
 
 The lock is the cache's own atomic ``add`` (SET NX PX on Redis) at the cache key, as
 django-redis keeps its lock at the cache key. During an outage it is taken on the fallback
-store: atomic within the process, while two processes of the host could both take it in the
-same instant (the check and the write are two SQLite transactions). Release and extend
+store, still by one holder at a time: across the host's processes on the host-shared store
+(the check and the write are one host transaction), within the process with
+``fallback="process"``; never across hosts. Release and extend
 check the holder's token and then act: two round trips, where redis-py runs one script, so
 choose a ``timeout`` longer than the work it guards (with any expiring lock, a holder that
 outlives it has lost it).
