@@ -193,9 +193,7 @@ def _wire_cluster(location: Location, options: TargetOptions, flavour: _Flavour)
     seeds = tuple(Node(host, port) for host, port in location.hosts)
     topology = topology_for(seeds, wire_settings(location, options))
     side = partial(_side_cluster, location, options, flavour)
-    if location.read_from_replicas:  # GETs to the replicas (opt-in)
-        return flavour.wire_cluster(topology, side, read_from_replicas=True)
-    return flavour.wire_cluster(topology, side)
+    return flavour.wire_cluster(topology, side, read_from_replicas=location.read_from_replicas)
 
 
 def _side_cluster(location: Location, options: TargetOptions, flavour: _Flavour) -> Any:
