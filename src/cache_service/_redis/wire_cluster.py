@@ -1,5 +1,5 @@
 """Redis Cluster clients over our own connection layer (``connection="wire"``), shaped like the
-standalone ones of ``wire_client.py`` and like what ``cluster.py``'s requests call.
+standalone ones of ``wire_client.py`` and like what ``cluster_requests.py``'s requests call.
 
 A command goes to the primary serving its key's slot (``slots.key_slot`` on the shared map of
 ``wire_topology``), on that node's connection: one per thread (sync) or one auto-pipelined
@@ -8,8 +8,8 @@ one write) is split by slot and sent as one pipeline per node (``slots.Batch``; 
 client sends to every node at once). A MOVED patches that slot and the request is sent once more
 to the node named, an ASK once more after ``ASKING``; no caller re-reads the topology: the
 prober does (``refresh``), or one background thread after signs of a stale map (MOVED replies,
-READONLY: ``Topology.noticed``). What is not on the data path (the CLI's admin commands, the
-near cache's tracking links) goes to a redis-py cluster client made on first use (``side``).
+READONLY: ``Topology.noticed``). What is not on the data path (the CLI's admin commands) goes to
+redis-py's public cluster client, made on first use (``side``).
 The asyncio client is in ``wire_cluster_async.py``; what both share is here (``_Routing``).
 """
 
@@ -57,7 +57,7 @@ from cache_service._wire import (
 
 __all__ = ["PRIMARIES", "WireClusterClient"]
 
-PRIMARIES = "primaries"  # as ``cluster.PRIMARIES``: every primary of the cluster
+PRIMARIES = "primaries"  # as ``cluster_requests.PRIMARIES``: every primary of the cluster
 _SUMMED = frozenset(("UNLINK", "DEL", "EXISTS", "TOUCH"))
 
 
@@ -141,11 +141,6 @@ class _Routing:
     def side(self) -> Any:
         """The redis-py cluster client for what is off the data path."""
         return self._side.get()
-
-    @property
-    def built_side(self) -> Any:
-        """The side client if it was made, else None (no I/O)."""
-        return self._side.client
 
     def get_primaries(self) -> list[Node]:
         """The primaries of the known slot map (none before it is read)."""
