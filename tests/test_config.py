@@ -283,3 +283,21 @@ def test_our_connection_layer_is_the_default(monkeypatch: pytest.MonkeyPatch,
     warned = [r.getMessage() for r in caplog.records if r.name == "cache_service"]
     assert len(warned) == 1, warned
     assert "standalone Redis only" in warned[0]
+
+
+def test_a_later_service_asking_for_other_behaviour_is_warned_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Services of one location share the first one's options: a later one asking for another
+    fallback, state dir or connection is told (once per location and options), tuning is not."""
+    caplog.set_level(logging.DEBUG, logger="cache_service")
+    url = f"redis://127.0.0.1:{free_port()}/7"  # nothing listens: no server needed
+    services = [CacheService(unique(), url=url, fallback="process"),
+                CacheService(unique(), url=url, fallback="host"),
+                CacheService(unique(), url=url, fallback="host"),
+                CacheService(unique(), url=url, fallback="process", socket_timeout=0.3)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "first service" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "fallback" in warnings[0] and "connection" not in warnings[0]
+    for svc in services:
+        svc.close()

@@ -42,9 +42,28 @@ def get_target(location: Location, options: TargetOptions,
             if target is None:
                 target = _targets[key] = Target(location, options, clock)
     if target.options != options:
+        _differs(location, target.options, options)
+    return target
+
+
+# Options that change what a service does, not only how fast: a later service asking for
+# other values gets the first one's, which deserves a warning (tuning differences: debug).
+_BEHAVIOUR = ("fallback", "state_dir", "connection")
+_warned: set[tuple[Location, tuple[str, ...]]] = set()
+
+
+def _differs(location: Location, kept: TargetOptions, asked: TargetOptions) -> None:
+    """Log (a warning once per location and options, for behaviour) what a service asked for
+    but does not get because an earlier service on the same location set it."""
+    names = tuple(n for n in _BEHAVIOUR if getattr(kept, n) != getattr(asked, n))
+    if not names or (location, names) in _warned:
         log.debug("target %s keeps the options of the first service that named it",
                   location.describe())
-    return target
+        return
+    _warned.add((location, names))
+    log.warning("a service on %s asked for other %s than the first service there; every "
+                "service of a location shares the first one's (use another db or URL to "
+                "separate them)", location.describe(), "/".join(names))
 
 
 def targets_now() -> list[Target]:
