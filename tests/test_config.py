@@ -298,6 +298,7 @@ def test_a_later_service_asking_for_other_behaviour_is_warned_once(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                 and "first service" in r.getMessage()]
     assert len(warnings) == 1, warnings
-    assert "fallback" in warnings[0] and "connection" not in warnings[0]
+    assert "fallback" in warnings[0]
+    assert "connection" not in warnings[0]
     for svc in services:
         svc.close()
