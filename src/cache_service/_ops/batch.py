@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Mapping
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 from typing import Any
 
 import orjson
@@ -35,6 +37,8 @@ __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
 MAX_BATCH = 10_000  # keys per get_many / set_many call
 _PLAIN = PLAIN_HEADER
+_PLAIN_SIZE = len(PLAIN_HEADER)
+_BODY_OF = itemgetter(slice(HEADER_SIZE, None))  # a payload's body
 
 def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
@@ -45,14 +49,22 @@ def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     if len(names) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
     head = ctx.keys.head
-    try:  # the common case at C speed; anything unusual is looked at key by key
-        full = [head + k for k in names]
-        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH
-                              and all(map(str.isascii, names)))
-    except TypeError:
+    try:  # the common case at C speed: the keys joined tell ASCII (no lone surrogate) and,
+        # when short in total, every key's length; anything unusual is looked at key by key
+        joined = "".join(names)
+        sound = joined.isascii() and "" not in names and (
+            len(joined) <= MAX_KEY_LENGTH or max(map(len, names)) <= MAX_KEY_LENGTH)
+    except TypeError:  # a key that is not a str
         sound = False
-    if not sound:  # a key to refuse (raises), or a str subclass
+    if not sound:  # not ASCII, long, not a str: the single-key rules (which may refuse it)
         full = [ctx.keys.full(k) for k in names]
+    elif "\x00" in joined:  # NUL is a legal key character, not a separator here
+        full = [head + k for k in names]
+    elif names:  # every key with the head in front, in one join and one split (the head,
+        # a validated prefix, holds no NUL)
+        full = (head + ("\x00" + head).join(names)).split("\x00")
+    else:
+        full = []
     if len(set(names)) != len(names):  # read each key once
         names = list(dict.fromkeys(names))
         full = list(dict.fromkeys(full))
@@ -83,41 +95,20 @@ def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
 
 def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
             found: dict[str, Any]) -> Op[None]:
-    """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
-    single-key rules (``_from_redis``) for everything else."""
+    """Decode one MGET reply into ``found``: plain JSON payloads here, the single-key rules
+    (``from_redis``) for everything else."""
     c = ctx.counters
     t = ctx.target
     # late-write tombstones to check (for a while after a recovery): the single-key rules
-    fast = ctx.plain and not t.guard.until
-    loads = orjson.loads
-    discards: list[tuple[str, str | None]] = []
-    tagged: list[tuple[str, Tagged]] = []
-    rest: list[tuple[str, str, bytes]] = []
-    hits = opened = 0
-    if fast:
-        for k, name, raw in zip(group, names, raws, strict=True):
-            # plain JSON of ours (header C5 01 01) decodes here
-            if raw is not None:
-                if raw[:3] == _PLAIN:
-                    try:
-                        value = loads(raw[HEADER_SIZE:])
-                    except orjson.JSONDecodeError:
-                        pass
-                    else:
-                        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
-                            opened += 1  # a stale-while-revalidate envelope: counted there
-                            value = read.opened(ctx, value, raw, MISSING, False, c)
-                            if value is not MISSING:
-                                found[name] = value
-                        else:
-                            found[name] = value
-                            hits += 1
-                        continue
-                rest.append((k, name, raw))
+    if ctx.plain and not t.guard.until:
+        hits, opened, rest = _decode_plain(ctx, group, names, raws, found)
     else:
+        hits = opened = 0
         rest = [(k, name, raw) for k, name, raw in zip(group, names, raws, strict=True)
                 if raw is not None]
     misses = len(group) - hits - opened - len(rest)
+    discards: list[tuple[str, str | None]] = []
+    tagged: list[tuple[str, Tagged]] = []
     for k, name, raw in rest:
         result = read.from_redis(ctx, k, raw, MISSING, False, c)
         if type(result) is Discard:
@@ -137,6 +128,85 @@ def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
                 unservable(ctx.location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from t.unlink_keys([k for k, _ in discards])
+
+
+Rest = list[tuple[str, str, bytes]]  # (full key, key, payload) for the single-key rules
+
+
+def _decode_plain(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
+                  found: dict[str, Any]) -> tuple[int, int, Rest]:
+    """Plain JSON payloads of an MGET reply into ``found``: ``(hits, envelopes opened, the
+    other payloads)``. A reply of plain JSON only is decoded in passes with no Python frame
+    per key (~0.1 µs a key less than a loop); a mixed one key by key."""
+    values = _plain_values(raws)
+    if values is None:
+        return _decode_each(ctx, group, names, raws, found)
+    if None in raws:  # the misses' names out, to line up with the values
+        names = list(compress(names, map(is_not, raws, repeat(None))))
+    if list not in map(type, values):
+        found.update(zip(names, values, strict=True))
+        return len(values), 0, []
+    hits = opened = 0  # lists: perhaps stale-while-revalidate envelopes
+    for name, raw, value in zip(names, _hits(raws), values, strict=True):
+        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+            opened += 1  # counted there
+            served = read.opened(ctx, value, raw, MISSING, False, ctx.counters)
+            if served is not MISSING:
+                found[name] = served
+        else:
+            found[name] = value
+            hits += 1
+    return hits, opened, []
+
+
+def _decode_each(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
+                 found: dict[str, Any]) -> tuple[int, int, Rest]:
+    """``_decode_plain`` key by key, for a reply with payloads of other kinds."""
+    c = ctx.counters
+    loads = orjson.loads
+    hits = opened = 0
+    rest: Rest = []
+    for k, name, raw in zip(group, names, raws, strict=True):
+        if raw is None:
+            continue
+        if raw[:3] == _PLAIN:  # plain JSON of ours (header C5 01 01)
+            try:
+                value = loads(raw[HEADER_SIZE:])
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+                    opened += 1  # a stale-while-revalidate envelope: counted there
+                    served = read.opened(ctx, value, raw, MISSING, False, c)
+                    if served is not MISSING:
+                        found[name] = served
+                else:
+                    found[name] = value
+                    hits += 1
+                continue
+        rest.append((k, name, raw))
+    return hits, opened, rest
+
+
+def _hits(raws: list[Any]) -> list[Any]:
+    """The payloads of an MGET reply, misses left out."""
+    return raws if None not in raws else list(compress(raws, map(is_not, raws, repeat(None))))
+
+
+def _plain_values(raws: list[Any]) -> list[Any] | None:
+    """The values of an MGET reply's hits when every one is plain JSON of ours (header
+    C5 01 01) that orjson decodes, else None (the caller applies the single-key rules to
+    each). No Python frame per key: ~0.1 µs a key less than a loop."""
+    hits = _hits(raws)
+    if not hits:
+        return hits
+    try:  # the payloads that start with the header are one run in byte order: the least
+        # and the greatest starting with it, every one does
+        if min(hits)[:_PLAIN_SIZE] != _PLAIN or max(hits)[:_PLAIN_SIZE] != _PLAIN:
+            return None
+        return list(map(orjson.loads, map(_BODY_OF, hits)))
+    except (orjson.JSONDecodeError, TypeError):  # a body orjson refuses; a reply not bytes
+        return None
 
 
 def _settle_tagged(ctx: OpContext, tagged: list[tuple[str, Tagged]],
