@@ -52,7 +52,7 @@ def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     try:  # the common case at C speed: the keys joined tell ASCII (no lone surrogate) and,
         # when short in total, every key's length; anything unusual is looked at key by key
         joined = "".join(names)
-        sound = joined.isascii() and "" not in names and (
+        sound = joined.isascii() and all(names) and (
             len(joined) <= MAX_KEY_LENGTH or max(map(len, names)) <= MAX_KEY_LENGTH)
     except TypeError:  # a key that is not a str
         sound = False
@@ -141,13 +141,15 @@ def _decode_plain(ctx: OpContext, group: list[str], names: list[str], raws: list
     values = _plain_values(raws)
     if values is None:
         return _decode_each(ctx, group, names, raws, found)
-    if None in raws:  # the misses' names out, to line up with the values
+    payloads = raws
+    if len(values) != len(raws):  # the misses out, to line up with the values
         names = list(compress(names, map(is_not, raws, repeat(None))))
-    if list not in map(type, values):
+        payloads = _hits(raws)
+    if list not in set(map(type, values)):
         found.update(zip(names, values, strict=True))
         return len(values), 0, []
     hits = opened = 0  # lists: perhaps stale-while-revalidate envelopes
-    for name, raw, value in zip(names, _hits(raws), values, strict=True):
+    for name, raw, value in zip(names, payloads, values, strict=True):
         if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
             opened += 1  # counted there
             served = read.opened(ctx, value, raw, MISSING, False, ctx.counters)
@@ -190,23 +192,36 @@ def _decode_each(ctx: OpContext, group: list[str], names: list[str], raws: list[
 
 def _hits(raws: list[Any]) -> list[Any]:
     """The payloads of an MGET reply, misses left out."""
-    return raws if None not in raws else list(compress(raws, map(is_not, raws, repeat(None))))
+    return list(compress(raws, map(is_not, raws, repeat(None))))
 
 
 def _plain_values(raws: list[Any]) -> list[Any] | None:
     """The values of an MGET reply's hits when every one is plain JSON of ours (header
     C5 01 01) that orjson decodes, else None (the caller applies the single-key rules to
-    each). No Python frame per key: ~0.1 µs a key less than a loop."""
-    hits = _hits(raws)
-    if not hits:
-        return hits
-    try:  # the payloads that start with the header are one run in byte order: the least
-        # and the greatest starting with it, every one does
-        if min(hits)[:_PLAIN_SIZE] != _PLAIN or max(hits)[:_PLAIN_SIZE] != _PLAIN:
+    each)."""
+    hits = raws
+    try:
+        plain = _plain_run(hits)
+    except TypeError:  # misses (None), or a reply that is not bytes
+        hits = _hits(raws)
+        if not hits:
+            return hits
+        try:
+            plain = _plain_run(hits)
+        except TypeError:
             return None
-        return list(map(orjson.loads, map(_BODY_OF, hits)))
-    except (orjson.JSONDecodeError, TypeError):  # a body orjson refuses; a reply not bytes
+    if not plain:
         return None
+    try:
+        return list(map(orjson.loads, map(_BODY_OF, hits)))
+    except orjson.JSONDecodeError:  # the single-key rules say what it is
+        return None
+
+
+def _plain_run(payloads: list[bytes]) -> bool:
+    """Whether every payload starts with the plain JSON header: those that do are one run in
+    byte order, so the least and the greatest tell (two C passes, no slice per payload)."""
+    return bool(min(payloads)[:_PLAIN_SIZE] == _PLAIN and max(payloads)[:_PLAIN_SIZE] == _PLAIN)
 
 
 def _settle_tagged(ctx: OpContext, tagged: list[tuple[str, Tagged]],
