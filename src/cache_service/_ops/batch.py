@@ -49,22 +49,18 @@ def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     if len(names) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
     head = ctx.keys.head
-    try:  # the common case at C speed: the keys joined tell ASCII (no lone surrogate) and,
-        # when short in total, every key's length; anything unusual is looked at key by key
-        joined = "".join(names)
-        sound = joined.isascii() and all(names) and (
-            len(joined) <= MAX_KEY_LENGTH or max(map(len, names)) <= MAX_KEY_LENGTH)
+    n = len(names)
+    try:  # the common case at C speed: every key with the head in front, NUL between them
+        # (the head, a validated prefix, holds none), then checked all at once: ASCII (no lone
+        # surrogate), no empty key, no NUL in a key, and (when short in total) no long key
+        joined = head + ("\x00" + head).join(names)
+        sound = joined.isascii() and all(names) and joined.count("\x00") == n - 1 and (
+            len(joined) - n * (len(head) + 1) < MAX_KEY_LENGTH
+            or max(map(len, names)) <= MAX_KEY_LENGTH)
     except TypeError:  # a key that is not a str
         sound = False
-    if not sound:  # not ASCII, long, not a str: the single-key rules (which may refuse it)
-        full = [ctx.keys.full(k) for k in names]
-    elif "\x00" in joined:  # NUL is a legal key character, not a separator here
-        full = [head + k for k in names]
-    elif names:  # every key with the head in front, in one join and one split (the head,
-        # a validated prefix, holds no NUL)
-        full = (head + ("\x00" + head).join(names)).split("\x00")
-    else:
-        full = []
+    # else (NUL, not ASCII, long, not a str, none): the single-key rules, which may refuse it
+    full = joined.split("\x00") if sound else [ctx.keys.full(k) for k in names]
     if len(set(names)) != len(names):  # read each key once
         names = list(dict.fromkeys(names))
         full = list(dict.fromkeys(full))
