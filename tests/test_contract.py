@@ -359,6 +359,10 @@ def test_get_many_takes_every_key_get_takes(cache: CacheService) -> None:
     assert cache.get_many([*keys, "plain", "x" * 4096, "absent"]) == {
         key: i for i, key in enumerate(keys)}
     assert cache.get_many(["plain", "a", "a\x00"]) == {"plain": 6}
+    hits, misses = cache.stats()["hits"], cache.stats()["misses"]
+    assert cache.get_many(["plain", "\x00", "plain"]) == {"plain": 6, "\x00": 1}
+    assert cache.get_many(["a", "plain", "a"]) == {"plain": 6}
+    assert (cache.stats()["hits"] - hits, cache.stats()["misses"] - misses) == (3, 1)  # once each
     for bad in (["plain", "x" * 4097], ["plain", "\ud800"], ["x" * 4096, "y" * 4096, "\udfff"]):
         with pytest.raises(ConfigurationError):
             cache.get_many(bad)
