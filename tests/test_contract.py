@@ -351,6 +351,23 @@ def test_get_many_refuses_bad_keys(cache: CacheService, keys: Any) -> None:
         cache.get_many(keys)
 
 
+def test_get_many_takes_every_key_get_takes(cache: CacheService) -> None:
+    """NUL, non-ASCII and long keys (together longer than one key may be), repeated keys."""
+    keys = ["a\x00b", "\x00", "caf\u00e9", "\U0001f600", "x" * 4096, "y" * 4096, "plain"]
+    for i, key in enumerate(keys):
+        cache.set(key, i)
+    assert cache.get_many([*keys, "plain", "x" * 4096, "absent"]) == {
+        key: i for i, key in enumerate(keys)}
+    assert cache.get_many(["plain", "a", "a\x00"]) == {"plain": 6}
+    hits, misses = cache.stats()["hits"], cache.stats()["misses"]
+    assert cache.get_many(["plain", "\x00", "plain"]) == {"plain": 6, "\x00": 1}
+    assert cache.get_many(["a", "plain", "a"]) == {"plain": 6}
+    assert (cache.stats()["hits"] - hits, cache.stats()["misses"] - misses) == (3, 1)  # once each
+    for bad in (["plain", "x" * 4097], ["plain", "\ud800"], ["x" * 4096, "y" * 4096, "\udfff"]):
+        with pytest.raises(ConfigurationError):
+            cache.get_many(bad)
+
+
 def test_batches_are_bounded(cache: CacheService) -> None:
     with pytest.raises(ConfigurationError, match="at most 10000 keys"):
         cache.get_many([f"k{i}" for i in range(10_001)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from cache_service import (
     LoadTimeout,
     cached,
 )
-from cache_service._ops.loading import in_flight, load_policy
+from cache_service._ops.loading import Flight, Outcome, in_flight, load_policy
 from cache_service._runtime.background import RUNNER
 
 from .helpers import FakeClock, unique
@@ -236,6 +237,38 @@ def test_async_soft_timeout_leaves_a_task_loading(redis_server: RedisServer) -> 
         assert load.calls == 1
         await svc.clear_all()
         await svc.aclose()
+
+    asyncio.run(main())
+
+
+def test_an_async_deadline_is_kept_to_the_end_and_no_later() -> None:
+    """An async wait with a deadline (its last millisecond is waited by yielding to the
+    loop) never ends before it, and takes a load that lands in that last stretch while
+    other tasks run. How late it ends is bench_loading's figure."""
+    flight = Flight(0, None)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(20):  # each wait starts at another phase of a millisecond
+            started = loop.time()
+            assert await flight.wait_async(0.003 + random.random() * 0.003) is None
+            assert loop.time() - started >= 0.003
+        ticks = 0
+        deadline = loop.time() + 0.01
+
+        async def other() -> None:  # settles the flight 0.3 ms before the deadline
+            nonlocal ticks
+            while loop.time() < deadline - 0.0003:
+                ticks += 1
+                await asyncio.sleep(0)
+            flight.settle(Outcome("late"))
+
+        ticker = asyncio.create_task(other())
+        outcome = await flight.wait_async(deadline - loop.time())
+        await ticker
+        assert outcome is not None
+        assert outcome.result() == "late"
+        assert ticks > 0
 
     asyncio.run(main())
 

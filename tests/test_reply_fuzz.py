@@ -204,6 +204,34 @@ def test_foreign_keys_are_misses_and_left_alone(world: World, junk: bytes, kind:
     assert world.breaker() == world.before
 
 
+@SETTINGS
+@given(payloads=st.lists(st.one_of(PAYLOADS, FOREIGN_STRINGS,
+                                   st.builds(lambda v: header(PLAIN_JSON) + orjson.dumps(v), JSON),
+                                   st.none()), min_size=1, max_size=12))
+def test_a_batch_reads_each_payload_as_a_single_get_does(
+        world: World, payloads: list[bytes | None]) -> None:
+    """get_many decodes a whole reply at once when it can: whatever the mix (misses, plain
+    values, envelopes, corrupt or foreign payloads), each key is what get says it is."""
+    keys = [f"batch-{i}" for i in range(len(payloads))]
+
+    def write() -> None:
+        for key, payload in zip(keys, payloads, strict=True):
+            full = world.json.full_key(key)
+            if payload is None:
+                world.raw.delete(full)
+            else:
+                world.raw.set(full, payload, px=60_000)
+
+    write()
+    batch = world.json.get_many(keys)
+    write()
+    single = {key: world.json.get(key, MISS) for key in keys}
+    assert batch == {key: value for key, value in single.items() if value is not MISS}
+    write()
+    assert world.loop.run_until_complete(world.aio.get_many(keys)) == batch
+    assert world.breaker() == world.before
+
+
 def test_a_tagged_payload_with_an_empty_tag_section_is_a_miss(world: World) -> None:
     """The case that opened the breaker: an MGET with no keys."""
     full = world.json.full_key("empty-tags")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Mapping
+from itertools import compress, repeat
+from operator import is_not, itemgetter
 from typing import Any
 
 import orjson
@@ -35,9 +37,13 @@ __all__ = ["MAX_BATCH", "get_many", "set_many"]
 
 MAX_BATCH = 10_000  # keys per get_many / set_many call
 _PLAIN = PLAIN_HEADER
+_PLAIN_SIZE = len(PLAIN_HEADER)
+_BODY_OF = itemgetter(slice(HEADER_SIZE, None))  # a payload's body
 
 def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
-    """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH), deduplicated."""
+    """``(keys, full keys)``, aligned, each validated (at most MAX_BATCH). A key given twice
+    stays twice (MGET reads it twice; ``_settle`` counts it once): a set of the keys would
+    cost ~2 % of a get_many(100) that the common reply does not need."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
         raise ConfigurationError(
             f"get_many takes an iterable of str keys, not {type(keys).__name__}")
@@ -45,17 +51,18 @@ def _full_keys(ctx: OpContext, keys: object) -> tuple[list[str], list[str]]:
     if len(names) > MAX_BATCH:
         raise ConfigurationError(f"at most {MAX_BATCH} keys per call, got {len(names)}")
     head = ctx.keys.head
-    try:  # the common case at C speed; anything unusual is looked at key by key
-        full = [head + k for k in names]
-        sound = not names or ("" not in names and max(map(len, names)) <= MAX_KEY_LENGTH
-                              and all(map(str.isascii, names)))
-    except TypeError:
+    n = len(names)
+    try:  # the common case at C speed: every key with the head in front, NUL between them
+        # (the head, a validated prefix, holds none), then checked all at once: ASCII (no lone
+        # surrogate), no empty key, no NUL in a key, and (when short in total) no long key
+        joined = head + ("\x00" + head).join(names)
+        sound = joined.isascii() and all(names) and joined.count("\x00") == n - 1 and (
+            len(joined) - n * (len(head) + 1) < MAX_KEY_LENGTH
+            or max(map(len, names)) <= MAX_KEY_LENGTH)
+    except TypeError:  # a key that is not a str
         sound = False
-    if not sound:  # a key to refuse (raises), or a str subclass
-        full = [ctx.keys.full(k) for k in names]
-    if len(set(names)) != len(names):  # read each key once
-        names = list(dict.fromkeys(names))
-        full = list(dict.fromkeys(full))
+    # else (NUL, not ASCII, long, not a str, none): the single-key rules, which may refuse it
+    full = joined.split("\x00") if sound else [ctx.keys.full(k) for k in names]
     return names, full
 
 
@@ -74,7 +81,7 @@ def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
         except Unavailable:
             pass
     c = ctx.counters
-    for k, name in zip(full, names, strict=True):
+    for k, name in dict(zip(full, names, strict=True)).items():  # each key once
         value = read.from_memory(ctx, k, MISSING, False, c)
         if value is not MISSING:
             found[name] = value
@@ -83,41 +90,29 @@ def get_many(ctx: OpContext, keys: Iterable[str]) -> Op[dict[str, Any]]:
 
 def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
             found: dict[str, Any]) -> Op[None]:
-    """Decode one MGET reply into ``found``: a tight loop for plain JSON payloads, the
-    single-key rules (``_from_redis``) for everything else."""
+    """Decode one MGET reply into ``found``: plain JSON payloads here, the single-key rules
+    (``from_redis``) for everything else."""
     c = ctx.counters
     t = ctx.target
     # late-write tombstones to check (for a while after a recovery): the single-key rules
     fast = ctx.plain and not t.guard.until
-    loads = orjson.loads
-    discards: list[tuple[str, str | None]] = []
-    tagged: list[tuple[str, Tagged]] = []
-    rest: list[tuple[str, str, bytes]] = []
-    hits = opened = 0
+    values = _plain_values(raws) if fast else None
+    if values is not None and len(values) == len(raws) and list not in set(map(type, values)):
+        before = len(found)  # every key a plain JSON hit (the common reply)
+        found.update(zip(names, values, strict=True))
+        add(c.hits, len(found) - before)  # a key given twice is one hit
+        return
+    if len(set(group)) != len(group):  # each key once from here on
+        group, names, raws, values = _once(group, names, raws)
     if fast:
-        for k, name, raw in zip(group, names, raws, strict=True):
-            # plain JSON of ours (header C5 01 01) decodes here
-            if raw is not None:
-                if raw[:3] == _PLAIN:
-                    try:
-                        value = loads(raw[HEADER_SIZE:])
-                    except orjson.JSONDecodeError:
-                        pass
-                    else:
-                        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
-                            opened += 1  # a stale-while-revalidate envelope: counted there
-                            value = read.opened(ctx, value, raw, MISSING, False, c)
-                            if value is not MISSING:
-                                found[name] = value
-                        else:
-                            found[name] = value
-                            hits += 1
-                        continue
-                rest.append((k, name, raw))
+        hits, opened, rest = _decode_plain(ctx, group, names, raws, values, found)
     else:
+        hits = opened = 0
         rest = [(k, name, raw) for k, name, raw in zip(group, names, raws, strict=True)
                 if raw is not None]
     misses = len(group) - hits - opened - len(rest)
+    discards: list[tuple[str, str | None]] = []
+    tagged: list[tuple[str, Tagged]] = []
     for k, name, raw in rest:
         result = read.from_redis(ctx, k, raw, MISSING, False, c)
         if type(result) is Discard:
@@ -137,6 +132,113 @@ def _settle(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
                 unservable(ctx.location.describe(), "corrupt", k, why)
         with contextlib.suppress(Unavailable):
             yield from t.unlink_keys([k for k, _ in discards])
+
+
+Rest = list[tuple[str, str, bytes]]  # (full key, key, payload) for the single-key rules
+
+
+def _once(group: list[str], names: list[str], raws: list[Any]
+          ) -> tuple[list[str], list[str], list[Any], None]:
+    """An MGET reply with each key once (a key given twice was read twice), its values
+    to decode again."""
+    first: dict[str, tuple[str, Any]] = {}
+    for k, name, raw in zip(group, names, raws, strict=True):
+        first.setdefault(k, (name, raw))
+    return list(first), [name for name, _ in first.values()], [
+        raw for _, raw in first.values()], None
+
+
+def _decode_plain(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
+                  values: list[Any] | None, found: dict[str, Any]) -> tuple[int, int, Rest]:
+    """Plain JSON payloads of an MGET reply into ``found``: ``(hits, envelopes opened, the
+    other payloads)``. ``values``: the reply's hits decoded in passes with no Python frame
+    per key (~0.1 µs a key less than a loop) when every one is plain JSON; else they are
+    decoded here key by key."""
+    if values is None:
+        values = _plain_values(raws)
+    if values is None:
+        return _decode_each(ctx, group, names, raws, found)
+    payloads = raws
+    if len(values) != len(raws):  # the misses out, to line up with the values
+        names = list(compress(names, map(is_not, raws, repeat(None))))
+        payloads = _hits(raws)
+    if list not in set(map(type, values)):
+        found.update(zip(names, values, strict=True))
+        return len(values), 0, []
+    hits = opened = 0  # lists: perhaps stale-while-revalidate envelopes
+    for name, raw, value in zip(names, payloads, values, strict=True):
+        if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+            opened += 1  # counted there
+            served = read.opened(ctx, value, raw, MISSING, False, ctx.counters)
+            if served is not MISSING:
+                found[name] = served
+        else:
+            found[name] = value
+            hits += 1
+    return hits, opened, []
+
+
+def _decode_each(ctx: OpContext, group: list[str], names: list[str], raws: list[Any],
+                 found: dict[str, Any]) -> tuple[int, int, Rest]:
+    """``_decode_plain`` key by key, for a reply with payloads of other kinds."""
+    c = ctx.counters
+    loads = orjson.loads
+    hits = opened = 0
+    rest: Rest = []
+    for k, name, raw in zip(group, names, raws, strict=True):
+        if raw is None:
+            continue
+        if raw[:3] == _PLAIN:  # plain JSON of ours (header C5 01 01)
+            try:
+                value = loads(raw[HEADER_SIZE:])
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if type(value) is list and len(value) == 4 and value[0] == SWR_MARK:
+                    opened += 1  # a stale-while-revalidate envelope: counted there
+                    served = read.opened(ctx, value, raw, MISSING, False, c)
+                    if served is not MISSING:
+                        found[name] = served
+                else:
+                    found[name] = value
+                    hits += 1
+                continue
+        rest.append((k, name, raw))
+    return hits, opened, rest
+
+
+def _hits(raws: list[Any]) -> list[Any]:
+    """The payloads of an MGET reply, misses left out."""
+    return list(compress(raws, map(is_not, raws, repeat(None))))
+
+
+def _plain_values(raws: list[Any]) -> list[Any] | None:
+    """The values of an MGET reply's hits when every one is plain JSON of ours (header
+    C5 01 01) that orjson decodes, else None (the caller applies the single-key rules to
+    each)."""
+    hits = raws
+    try:
+        plain = _plain_run(hits)
+    except TypeError:  # misses (None), or a reply that is not bytes
+        hits = _hits(raws)
+        if not hits:
+            return hits
+        try:
+            plain = _plain_run(hits)
+        except TypeError:
+            return None
+    if not plain:
+        return None
+    try:
+        return list(map(orjson.loads, map(_BODY_OF, hits)))
+    except orjson.JSONDecodeError:  # the single-key rules say what it is
+        return None
+
+
+def _plain_run(payloads: list[bytes]) -> bool:
+    """Whether every payload starts with the plain JSON header: those that do are one run in
+    byte order, so the least and the greatest tell (two C passes, no slice per payload)."""
+    return bool(min(payloads)[:_PLAIN_SIZE] == _PLAIN and max(payloads)[:_PLAIN_SIZE] == _PLAIN)
 
 
 def _settle_tagged(ctx: OpContext, tagged: list[tuple[str, Tagged]],

@@ -294,16 +294,35 @@ class Flight:
         try:
             if timeout is None:
                 await future
-            else:
-                done, _ = await asyncio.wait((future,), timeout=timeout)
-                if not done:
-                    return None
+            elif not await _settled_by(loop, future, loop.time() + timeout):
+                return None
         finally:
             with self._lock:
                 if entry in self._futures:
                     self._futures.remove(entry)
         assert self.outcome is not None
         return self.outcome
+
+
+# Event loops wait for I/O in whole milliseconds, rounded up (epoll, libuv): a timer due at a
+# random phase of a millisecond (the loop woke for other I/O since it was set) fires 0-1 ms
+# late, ~0.5 ms on average, on top of the wake-up itself. A deadline is therefore waited
+# for as a timer this much earlier, then by yielding to the loop until it has passed.
+TIMER_GRAIN = 0.001
+
+
+async def _settled_by(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None],
+                      deadline: float) -> bool:
+    """Whether ``future`` finished before ``deadline`` (the loop's clock); returns as soon
+    as the deadline passed, not up to a millisecond later."""
+    early = deadline - TIMER_GRAIN - loop.time()
+    if early > 0:
+        done, _ = await asyncio.wait((future,), timeout=early)
+        if done:
+            return True
+    while not future.done() and loop.time() < deadline:
+        await asyncio.sleep(0)  # the last stretch: other tasks and I/O run meanwhile
+    return future.done()
 
 
 def _wake(future: asyncio.Future[None]) -> None:
