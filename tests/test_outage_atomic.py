@@ -24,6 +24,14 @@ OUTAGE = {"breaker_min_backoff": 30.0, "breaker_max_backoff": 60.0,
           "socket_timeout": 0.2, "connect_timeout": 0.2}
 
 
+@pytest.fixture
+def unreachable_redis(unreachable_redis: str) -> str:
+    """The session's refused URL under a user name of this test's own: a location (and so a
+    target) no earlier test of this process made with other options (say another state_dir,
+    whose fallback rows the worker processes would not see)."""
+    return unreachable_redis.replace("redis://", f"redis://{unique('atomic')}@", 1)
+
+
 def _own_target(url: str, fallback: str) -> str:
     """``url`` itself, or for the per-process store another database of it: a target keeps
     the options of the first service naming its location."""

@@ -28,6 +28,8 @@ fails while service.py is stale.
 from __future__ import annotations
 
 import asyncio  # unasync: async-only
+import threading  # unasync: async-only
+import typing  # unasync: async-only
 from collections.abc import Callable, Iterable, Mapping
 from math import ceil
 from time import perf_counter
@@ -266,10 +268,29 @@ class AsyncCacheService(ServiceCore):
         await self.aclose()
 
 
-# Ready-made services of the usage contract, awaitable; they follow REDIS_URL and connect on
-# first use (per event loop), so importing this module touches no network. A bad REDIS_URL
-# raises its ConfigurationError on first use, not at import.
-api_cache = AsyncCacheService("api", default_ttl=300, _defer_location_error=True)
-user_cache = AsyncCacheService("user", default_ttl=600, _defer_location_error=True)
-session_cache = AsyncCacheService("session", default_ttl=1800, _defer_location_error=True)
+# Ready-made services of the usage contract, awaitable; they follow REDIS_URL, are made on
+# first use (not at import: a service fixes its location's options for the process, see
+# ``instances``) and connect on first use (per event loop). A bad REDIS_URL raises its
+# ConfigurationError on first use, not at import.
+_MADE = {"api_cache": ("api", 300), "user_cache": ("user", 600),
+         "session_cache": ("session", 1800)}
+_made_lock = threading.Lock()
+
+if typing.TYPE_CHECKING:
+    api_cache: AsyncCacheService
+    user_cache: AsyncCacheService
+    session_cache: AsyncCacheService
+
+
+def __getattr__(name: str) -> AsyncCacheService:
+    """Make the ready-made service ``name`` once (threads wait for one maker)."""
+    if name not in _MADE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _made_lock:
+        made = globals().get(name)
+        if made is None:
+            prefix, ttl = _MADE[name]
+            made = globals()[name] = AsyncCacheService(prefix, default_ttl=ttl,
+                                                       _defer_location_error=True)
+        return made
 # unasync: async-only end
