@@ -63,7 +63,7 @@ def sync_comparisons(server: RedisServer) -> tuple[list[Comparison], Callable[[]
     url = f"redis://{server.host}:{server.port}"
     raw = redis.Redis(host=server.host, port=server.port, db=0)
     wire = CacheService("bw", url=f"{url}/1", default_ttl=TTL, connection="wire")
-    svc = CacheService("bw", url=f"{url}/2", default_ttl=TTL)
+    svc = CacheService("bw", url=f"{url}/2", default_ttl=TTL, connection="redis-py")
     loads, dumps = orjson.loads, orjson.dumps
     px = TTL * 1000
     names = [f"m{i}" for i in range(BATCH)]
