@@ -302,3 +302,21 @@ def test_a_later_service_asking_for_other_behaviour_is_warned_once(
     assert "connection" not in warnings[0]
     for svc in services:
         svc.close()
+
+
+def test_ready_made_services_are_made_once_on_first_use_not_at_import() -> None:
+    """Importing makes no target (an app's own service on REDIS_URL keeps its options); the
+    first use from many threads at once makes each ready-made service once, sync and async."""
+    out = import_offline(
+        "import threading, cache_service, cache_service.aio as aio\n"
+        "from cache_service._runtime.targets import targets_now\n"
+        "assert targets_now() == [], targets_now()\n"
+        "seen = []\n"
+        "def use():\n"
+        "    seen.append((cache_service.user_cache, aio.user_cache))\n"
+        "threads = [threading.Thread(target=use) for _ in range(16)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "assert len({id(s) for s, _ in seen}) == 1 and len({id(a) for _, a in seen}) == 1\n"
+        "assert seen[0][0].prefix == 'user' and seen[0][1].prefix == 'user'\n"
+        "assert 'api_cache' not in vars(cache_service)\n")
+    assert out.stdout.strip() == "ok", out.stderr

@@ -21,6 +21,7 @@ from cache_service.errors import (
     ValueTooLargeError,
 )
 from cache_service.loaded import Loaded
+from cache_service.ready_made import READY_MADE
 from cache_service.service import CacheService
 
 __all__ = [
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     """The ready-made services, made on first use (``instances``), never at import."""
-    if name in ("api_cache", "user_cache", "session_cache"):
+    if name in READY_MADE:
         made = getattr(_instances, name)
         globals()[name] = made
         return made

@@ -28,7 +28,6 @@ fails while service.py is stale.
 from __future__ import annotations
 
 import asyncio  # unasync: async-only
-import threading  # unasync: async-only
 import typing  # unasync: async-only
 from collections.abc import Callable, Iterable, Mapping
 from math import ceil
@@ -49,6 +48,7 @@ from cache_service._redis.backend import CONNECTIVITY_ERRORS, OUTAGES, classify_
 from cache_service.core import TTL, ServiceCore
 from cache_service.errors import ConfigurationError
 from cache_service.keys import MAX_KEY_LENGTH, validate_key
+from cache_service.ready_made import make_once  # unasync: async-only
 
 # unasync: sync: __all__ = ["CacheService"]
 __all__ = ["AsyncCacheService", "api_cache", "session_cache", "user_cache"]  # unasync: async-only
@@ -272,10 +272,6 @@ class AsyncCacheService(ServiceCore):
 # first use (not at import: a service fixes its location's options for the process, see
 # ``instances``) and connect on first use (per event loop). A bad REDIS_URL raises its
 # ConfigurationError on first use, not at import.
-_MADE = {"api_cache": ("api", 300), "user_cache": ("user", 600),
-         "session_cache": ("session", 1800)}
-_made_lock = threading.Lock()
-
 if typing.TYPE_CHECKING:
     api_cache: AsyncCacheService
     user_cache: AsyncCacheService
@@ -283,14 +279,6 @@ if typing.TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> AsyncCacheService:
-    """Make the ready-made service ``name`` once (threads wait for one maker)."""
-    if name not in _MADE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    with _made_lock:
-        made = globals().get(name)
-        if made is None:
-            prefix, ttl = _MADE[name]
-            made = globals()[name] = AsyncCacheService(prefix, default_ttl=ttl,
-                                                       _defer_location_error=True)
-        return made
+    """Make the ready-made service ``name`` once, on first use."""
+    return make_once(globals(), __name__, name, AsyncCacheService)
 # unasync: async-only end

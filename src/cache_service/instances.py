@@ -9,17 +9,12 @@ ConfigurationError on first use instead (see ``unconfigured.py``).
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING
 
+from cache_service.ready_made import make_once
 from cache_service.service import CacheService
 
 __all__ = ["api_cache", "session_cache", "user_cache"]
-
-# prefix and default TTL of each ready-made service
-_MADE = {"api_cache": ("api", 300), "user_cache": ("user", 600),
-         "session_cache": ("session", 1800)}
-_lock = threading.Lock()
 
 if TYPE_CHECKING:
     api_cache: CacheService
@@ -28,13 +23,5 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> CacheService:
-    """Make the ready-made service ``name`` once (threads wait for one maker)."""
-    if name not in _MADE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    with _lock:
-        made = globals().get(name)
-        if made is None:
-            prefix, ttl = _MADE[name]
-            made = globals()[name] = CacheService(prefix, default_ttl=ttl,
-                                                  _defer_location_error=True)
-        return made
+    """Make the ready-made service ``name`` once, on first use."""
+    return make_once(globals(), __name__, name, CacheService)
